@@ -194,7 +194,8 @@ class TokenInfo:
             raise BadRequest("token: name and uuid must be strings")
         if not isinstance(profiles, list):
             raise BadRequest("profiles: a list expected")
-        return cls(name, uuid, parse_profiles(profiles), parse_time(body.get("expires_at"), "expires_at"))
+        expires_at = parse_time(body.get("expires_at"), "expires_at")
+        return cls(name, uuid, parse_profiles(profiles), expires_at)
 
 
 def parse_interval(params: Mapping[str, str]) -> int:

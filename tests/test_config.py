@@ -1,0 +1,471 @@
+"""x1p1.converter.config: the run configuration, its sources, and every error it reports."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from x1p1.converter import config
+from x1p1.converter.config import (
+    GatewayAddress,
+    ListenAddress,
+    RunConfig,
+    default_state_dir,
+    key_lines,
+    load_run_config,
+)
+from x1p1.exceptions import ConfigError
+
+EXAMPLE = Path(__file__).parent.parent / "docs" / "config.example.toml"
+
+
+@pytest.fixture(autouse=True)
+def no_system_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never read the machine's own /etc/x1p1/config.toml or environment."""
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", tmp_path / "etc" / "config.toml")
+    for name in ("X1P1_CONFIG", "X1P1_STATE_DIR", "STATE_DIRECTORY", "XDG_STATE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(path: Path | None, overrides: dict[str, object] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_run_config(path, overrides)
+    return str(info.value)
+
+
+# --- sources and precedence ---------------------------------------------------------
+
+
+def test_no_file_gives_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = load_run_config(None, {})
+    assert cfg == RunConfig(
+        gateway=None,
+        ca=None,
+        serial="/dev/x1p1-p1",
+        data_request="ignore",
+        tcp=None,
+        state_dir=tmp_path / "home" / ".local" / "state" / "x1p1",
+        log_level="info",
+    )
+    assert cfg.source is None
+
+
+def test_example_config_loads(tmp_path: Path) -> None:
+    cfg = load_run_config(EXAMPLE, {}, env={"X1P1_STATE_DIR": str(tmp_path)})
+    assert cfg.serial == "/dev/x1p1-p1"
+    assert cfg.data_request == "ignore"
+    assert cfg.log_level == "info"
+    assert cfg.gateway is None and cfg.tcp is None and cfg.ca is None
+    assert cfg.source == EXAMPLE
+
+
+def test_example_config_documents_every_key() -> None:
+    text = EXAMPLE.read_text()
+    for key in config.KNOWN_KEYS:
+        assert f"\n{key} = " in text or f"\n#{key} = " in text, key
+
+
+def test_every_key_from_the_file(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not parsed here")
+    path = write(
+        tmp_path,
+        """
+        gateway = "wss://X1-interface.local:8443"
+        ca = "ca.pem"
+        serial = "socket://127.0.0.1:7000"
+        data_request = "cts"
+        tcp = "[::]:2001"
+        state_dir = "state"
+        log_level = "WARNING"
+        """,
+    )
+    cfg = load_run_config(path, {})
+    assert cfg.gateway == GatewayAddress("X1-interface.local", 8443, "wss")
+    assert cfg.ca == tmp_path / "ca.pem"  # relative to the file's directory
+    assert cfg.serial == "socket://127.0.0.1:7000"
+    assert cfg.data_request == "cts"
+    assert cfg.tcp == ListenAddress("::", 2001)
+    assert cfg.state_dir == tmp_path / "state"
+    assert cfg.log_level == "warning"
+
+
+def test_command_line_wins_and_none_means_not_given(tmp_path: Path) -> None:
+    path = write(tmp_path, 'data_request = "dsr"\nserial = "/dev/ttyUSB0"\ntcp = ":2001"\n')
+    cfg = load_run_config(
+        path,
+        {
+            "serial": "/dev/ttyACM0",
+            "data_request": None,
+            "tcp": "127.0.0.1:0",
+            "gateway": "10.0.0.2",
+            "state_dir": tmp_path / "cli-state",
+            "log_level": None,
+        },
+    )
+    assert cfg.serial == "/dev/ttyACM0"
+    assert cfg.data_request == "dsr"
+    assert cfg.tcp == ListenAddress("127.0.0.1", 0)
+    assert cfg.gateway == GatewayAddress("10.0.0.2", 443, "https")
+    assert cfg.state_dir == tmp_path / "cli-state"
+
+
+def test_overrides_take_parsed_values(tmp_path: Path) -> None:
+    gateway = GatewayAddress("gw.local", 8443)
+    tcp = ListenAddress("", 2001)
+    cfg = load_run_config(None, {"gateway": gateway, "tcp": tcp}, env={"HOME": str(tmp_path)})
+    assert cfg.gateway is gateway and cfg.tcp is tcp
+
+
+def test_x1p1_config_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, 'data_request = "cts"\n', "elsewhere.toml")
+    monkeypatch.setenv("X1P1_CONFIG", str(path))
+    assert load_run_config(None, {}).data_request == "cts"
+    # an explicit path wins over the variable
+    other = write(tmp_path, 'data_request = "dsr"\n', "other.toml")
+    assert load_run_config(other, {}).data_request == "dsr"
+
+
+def test_x1p1_config_naming_a_missing_file_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("X1P1_CONFIG", str(tmp_path / "nope.toml"))
+    message = error_of(None)
+    assert message.startswith(f"{tmp_path / 'nope.toml'}: cannot read it:")
+    assert "No such file" in message
+
+
+def test_default_file_is_read_when_it_exists(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    write(tmp_path / "etc", 'serial = "/dev/ttyAMA0"\n')
+    cfg = load_run_config(None, {})
+    assert cfg.serial == "/dev/ttyAMA0"
+    assert cfg.source == tmp_path / "etc" / "config.toml"
+
+
+def test_state_dir_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_state_dir({"HOME": "/home/pi"}) == Path("/home/pi/.local/state/x1p1")
+    assert default_state_dir({"HOME": "/h", "XDG_STATE_HOME": "/xdg"}) == Path("/xdg/x1p1")
+    assert default_state_dir({"HOME": "/h", "XDG_STATE_HOME": "rel"}) == Path(
+        "/h/.local/state/x1p1"
+    )
+    systemd = {"HOME": "/h", "XDG_STATE_HOME": "/xdg", "STATE_DIRECTORY": "/var/lib/x1p1"}
+    assert default_state_dir(systemd) == Path("/var/lib/x1p1")
+    assert default_state_dir({"STATE_DIRECTORY": "/var/lib/a:/var/lib/b"}) == Path("/var/lib/a")
+    assert default_state_dir({**systemd, "X1P1_STATE_DIR": "/srv/x1p1"}) == Path("/srv/x1p1")
+    monkeypatch.setenv("X1P1_STATE_DIR", str(tmp_path / "env"))
+    assert default_state_dir() == tmp_path / "env"
+    assert load_run_config(None, {}).state_dir == tmp_path / "env"
+    path = write(tmp_path, f'state_dir = "{tmp_path / "file"}"\n')
+    assert load_run_config(path, {}).state_dir == tmp_path / "file"
+    assert load_run_config(path, {"state_dir": "/cli"}).state_dir == Path("/cli")
+
+
+def test_tilde_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = write(tmp_path, 'state_dir = "~/x1p1-state"\n')
+    assert load_run_config(path, {}).state_dir == tmp_path / "x1p1-state"
+
+
+# --- errors in the file: each names the file, the line and what is allowed -----------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            'data_request = "rts"',
+            "data_request = 'rts' is not allowed; choose ignore, cts or dsr",
+        ),
+        (
+            "data_request = true",
+            "data_request = true is not allowed; choose ignore, cts or dsr (a string in quotes)",
+        ),
+        (
+            'log_level = "verbose"',
+            "log_level = 'verbose' is not allowed; choose debug, info, warning or error",
+        ),
+        (
+            'serial = "ttyUSB0"',
+            "serial = 'ttyUSB0' is not allowed; give a device path such as /dev/x1p1-p1",
+        ),
+        ("serial = 115200", "serial = 115200 is not allowed; give a device path"),
+        ('tcp = "2001"', "tcp = '2001' has no port; give HOST:PORT, e.g. 127.0.0.1:2001"),
+        ('tcp = "localhost:99999"', "tcp = 'localhost:99999' has port '99999'; a port is"),
+        ("tcp = 2001", "tcp = 2001 is not allowed; give HOST:PORT"),
+        (
+            'tcp = "bad host!:2001"',
+            "tcp = 'bad host!:2001' has no valid host name or address; give HOST:PORT",
+        ),
+        (
+            'gateway = "ws://X1-interface.local"',
+            "gateway = 'ws://X1-interface.local' uses ws://; X1 needs TLS",
+        ),
+        ('gateway = "gw:0"', "gateway = 'gw:0' has port '0'; a port is a number from 1 to"),
+        ('gateway = ""', "gateway = '' is empty; give a host name or address"),
+        ("gateway = { host = 'x' }", "gateway = a table is not allowed; give a host name"),
+        ("gateway = ['a', 'b']", "gateway = ['a', 'b'] is not allowed; give a host name"),
+        ('ca = "missing.pem"', "ca = 'missing.pem' names no readable file ("),
+        ('ca = ""', "ca = '' is not allowed; give the path of the gateway's CA certificate"),
+        ("state_dir = 1", "state_dir = 1 is not allowed; give the directory"),
+        ('state_dir = "  "', "state_dir = '  ' is not allowed; give the directory"),
+    ],
+)
+def test_wrong_value(tmp_path: Path, line: str, expected: str) -> None:
+    path = write(tmp_path, f"# x1p1\n\n{line}\n")
+    message = error_of(path)
+    assert message.startswith(f"{path} line 3: {expected}"), message
+
+
+def test_the_error_of_the_brief(tmp_path: Path) -> None:
+    path = write(tmp_path, '# comment\nserial = "/dev/ttyUSB0"\ndata_request = "rts"\n')
+    assert error_of(path) == (
+        f"{path} line 3: data_request = 'rts' is not allowed; choose ignore, cts or dsr"
+    )
+
+
+def test_ca_directory_is_not_a_file(tmp_path: Path) -> None:
+    path = write(tmp_path, 'ca = "."\n')
+    assert error_of(path) == f"{path} line 1: ca = '.' names no readable file ({tmp_path})"
+
+
+def test_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
+    path = write(tmp_path, 'serial = "/dev/ttyUSB0"\n\nseriall = "/dev/ttyUSB1"\n')
+    assert error_of(path) == (
+        f"{path} line 3: unknown key 'seriall' (did you mean 'serial'?); known keys: "
+        "ca, data_request, gateway, log_level, serial, state_dir, tcp"
+    )
+
+
+def test_unknown_key_without_a_near_match(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path, "\nbaudrate = 9600\n"))
+    assert message.endswith(
+        "line 2: unknown key 'baudrate'; known keys: "
+        "ca, data_request, gateway, log_level, serial, state_dir, tcp"
+    )
+
+
+def test_a_table_is_an_unknown_key_at_its_header(tmp_path: Path) -> None:
+    path = write(tmp_path, 'serial = "/dev/ttyUSB0"\n\n[run]\ntcp = ":2001"\n')
+    assert error_of(path).startswith(f"{path} line 3: unknown key 'run'; known keys:")
+
+
+def test_a_dotted_key_is_found_at_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, '\n\ngateway.host = "x"\n')
+    assert error_of(path).startswith(
+        f"{path} line 3: gateway = a table is not allowed; give a host name"
+    )
+
+
+def test_quoted_key(tmp_path: Path) -> None:
+    path = write(tmp_path, '\n"data_request" = "rts"\n')
+    assert error_of(path).startswith(f"{path} line 2: data_request = 'rts' is not allowed")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('serial = "/dev/ttyUSB0"\ndata_request = \n', "line 2: not valid TOML: Invalid value"),
+        ('serial = "/dev/ttyUSB0"\nserial = "/dev/ttyUSB1"\n', "line 2: not valid TOML: Cannot"),
+        ("serial /dev/ttyUSB0\n", "line 1: not valid TOML: Expected '=' after a key"),
+        ('\n\nserial = "/dev/ttyUSB0\n', "line 3: not valid TOML: Illegal character"),
+        ('a = 1\nserial = """/dev/\n', "line 2: not valid TOML: Unterminated string (at the end"),
+    ],
+)
+def test_toml_syntax_errors_give_the_line(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    message = error_of(path)
+    assert message.startswith(f"{path} {expected}"), message
+
+
+def test_toml_syntax_error_names_the_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "data_request = \n")
+    assert error_of(path) == f"{path} line 1: not valid TOML: Invalid value (column 16)"
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b'serial = "/dev/ttyUSB0"\n# caf\xe9\n')
+    assert error_of(path) == f"{path} line 2: is not UTF-8 text"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    assert error_of(path) == f"{path}: cannot read it: No such file or directory"
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    assert error_of(tmp_path) == f"{tmp_path}: cannot read it: Is a directory"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_unreadable_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    path.chmod(0)
+    assert error_of(path) == f"{path}: cannot read it: Permission denied"
+
+
+def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
+    cfg = load_run_config(write(tmp_path, ""), {}, env={"X1P1_STATE_DIR": "/s"})
+    assert cfg == RunConfig(state_dir=Path("/s"))
+
+
+# --- errors on the command line ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"tcp": "nowhere"}, "--tcp 'nowhere' has no port; give HOST:PORT"),
+        ({"data_request": "rts"}, "--data-request 'rts' is not allowed; choose ignore, cts"),
+        ({"gateway": "https://gw/api"}, "--gateway 'https://gw/api' has a path, query"),
+        ({"serial": "COM3"}, "--serial 'COM3' is not allowed; give a device path"),
+        ({"log_level": "loud"}, "--log-level 'loud' is not allowed; choose debug"),
+        ({"ca": "/no/such/ca.pem"}, "--ca '/no/such/ca.pem' names no readable file"),
+        ({"baud": 9600}, "command line: unknown key 'baud'; known keys: ca, data_request"),
+    ],
+)
+def test_wrong_override(tmp_path: Path, overrides: dict[str, object], expected: str) -> None:
+    message = error_of(None, overrides)
+    assert message.startswith(expected), message
+
+
+def test_override_relative_ca_is_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ca.pem").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    assert load_run_config(None, {"ca": "ca.pem"}).ca == Path("ca.pem")
+
+
+# --- addresses -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "scheme"),
+    [
+        ("X1-interface.local", "X1-interface.local", 443, "https"),
+        ("X1-interface.local.", "X1-interface.local.", 443, "https"),
+        ("192.168.1.20:8443", "192.168.1.20", 8443, "https"),
+        ("fe80::1", "fe80::1", 443, "https"),
+        ("[fe80::1%eth0]:8443", "fe80::1%eth0", 8443, "https"),
+        ("wss://gw.local:8443", "gw.local", 8443, "wss"),
+        ("WSS://gw.local", "gw.local", 443, "wss"),
+        ("https://[2001:db8::2]:8443/", "2001:db8::2", 8443, "https"),
+        ("https://[fe80::1%25eth0]:8443", "fe80::1%eth0", 8443, "https"),
+        ("  gw  ", "gw", 443, "https"),
+    ],
+)
+def test_gateway_address(text: str, host: str, port: int, scheme: str) -> None:
+    assert GatewayAddress.parse(text) == GatewayAddress(host, port, scheme)  # type: ignore[arg-type]
+
+
+def test_gateway_urls() -> None:
+    address = GatewayAddress.parse("[fe80::1%eth0]:8443")
+    assert address.netloc == str(address) == "[fe80::1%eth0]:8443"
+    assert address.https_url == "https://[fe80::1%25eth0]:8443"
+    assert address.wss_url("/api/legacy-p1?interval=1") == (
+        "wss://[fe80::1%25eth0]:8443/api/legacy-p1?interval=1"
+    )
+    assert GatewayAddress.parse("gw").wss_url("/x") == "wss://gw:443/x"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "is empty"),
+        ("gw/api", "has a path but no scheme"),
+        ("gw:https", "has port 'https'"),
+        ("gw:65536", "has port '65536'"),
+        ("[fe80::1", "unclosed or misplaced"),
+        ("[fe80::1]8443", "unclosed or misplaced"),
+        ("under_score.local", "has no valid host name or address"),
+        ("-gw", "has no valid host name or address"),
+        ("http://gw", "uses http://; X1 needs TLS"),
+        ("ftp://gw", "uses the scheme 'ftp'"),
+        ("wss://gw/api/legacy-p1", "has a path, query or fragment"),
+        ("wss://gw?x=1", "has a path, query or fragment"),
+        ("wss://user:pw@gw", "has a user name or password"),
+        ("wss://", "has no host"),
+        ("https://:8443", "has no host"),
+    ],
+)
+def test_bad_gateway_address(text: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match="gateway") as info:
+        GatewayAddress.parse(text)
+    assert reason in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "shown"),
+    [
+        ("127.0.0.1:2001", "127.0.0.1", 2001, "127.0.0.1:2001"),
+        ("localhost:0", "localhost", 0, "localhost:0"),
+        (":2001", "", 2001, ":2001"),
+        ("[::]:2001", "::", 2001, "[::]:2001"),
+    ],
+)
+def test_listen_address(text: str, host: str, port: int, shown: str) -> None:
+    address = ListenAddress.parse(text)
+    assert address == ListenAddress(host, port)
+    assert str(address) == shown
+    assert address.bind_host == (host or None)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("2001", "has no port"),
+        ("::1", "has no port"),
+        ("host:", "has port ''"),
+        ("host:-1", "has port '-1'"),
+        ("a b:1", "has no valid host name or address"),
+    ],
+)
+def test_bad_listen_address(text: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match="tcp") as info:
+        ListenAddress.parse(text)
+    assert reason in str(info.value), str(info.value)
+
+
+# --- the key scanner -----------------------------------------------------------------
+
+
+def test_key_lines_skip_strings_arrays_and_tables() -> None:
+    text = '''# a comment with serial = "x"
+gateway = """
+tcp = "inside a multi-line string"
+"""
+ca = \'\'\'
+state_dir = 'inside a literal one'
+\'\'\'
+serial = [
+  "log_level = 'in an array'",
+  ] # data_request = "in a comment"
+"data_request" = "cts"  # quoted
+log_level = "info" # [notatable]
+[table]
+tcp = "inside the table"
+[[array]]
+'''
+    assert key_lines(text) == {
+        "gateway": 2,
+        "ca": 5,
+        "serial": 8,
+        "data_request": 11,
+        "log_level": 12,
+        "table": 13,
+        "array": 15,
+    }
+
+
+def test_key_line_of_an_escaped_quote_string() -> None:
+    assert key_lines('a = "x\\" b = 1"\nb = 2\n') == {"a": 1, "b": 2}

@@ -1,0 +1,551 @@
+"""The run configuration: ``/etc/x1p1/config.toml``, environment and command line.
+
+Every option of ``x1p1 run`` (architecture.md, "The command line") can live in a TOML
+file of flat keys (``docs/config.example.toml``)::
+
+    gateway = "X1-interface.local"      # HOST[:PORT], wss://… or https://…
+    ca = "gateway-ca.pem"               # relative paths: from the file's directory
+    serial = "/dev/x1p1-p1"             # a device or a pyserial URL
+    data_request = "ignore"             # ignore | cts | dsr   (P1 §5.7.1)
+    tcp = "0.0.0.0:2001"                # serve raw telegrams over TCP too
+    state_dir = "/var/lib/x1p1"
+    log_level = "info"                  # debug | info | warning | error
+
+Where a value comes from, strongest first: the command line (``overrides``; None means
+"not given"), the file, then the defaults. The file is ``--config FILE``, else
+``$X1P1_CONFIG``, else ``/etc/x1p1/config.toml`` if it exists. The state directory
+defaults to ``$X1P1_STATE_DIR``, else systemd's ``$STATE_DIRECTORY``, else
+``$XDG_STATE_HOME/x1p1`` (``~/.local/state/x1p1``).
+
+Each mistake is one :class:`~x1p1.exceptions.ConfigError` naming the file and the line of
+the key (found by a small scan of the text, since :mod:`tomllib` keeps no positions) and
+what is allowed, e.g. ``/etc/x1p1/config.toml line 3: data_request = 'rts' is not
+allowed; choose ignore, cts or dsr``.
+
+:class:`GatewayAddress` and :class:`ListenAddress` parse ``--gateway`` and ``--tcp``; the
+converter reuses them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal, cast
+from urllib.parse import unquote, urlsplit
+
+from x1p1.exceptions import ConfigError
+
+__all__ = [
+    "DATA_REQUEST_CHOICES",
+    "DEFAULT_CONFIG_PATH",
+    "DEFAULT_GATEWAY_PORT",
+    "DEFAULT_SERIAL",
+    "LOG_LEVELS",
+    "DataRequest",
+    "GatewayAddress",
+    "ListenAddress",
+    "RunConfig",
+    "config_path",
+    "default_state_dir",
+    "load_run_config",
+]
+
+DEFAULT_CONFIG_PATH = Path("/etc/x1p1/config.toml")
+DEFAULT_SERIAL = "/dev/x1p1-p1"  # the stable name of udev/99-x1p1.rules.template
+DEFAULT_GATEWAY_PORT = 443  # HTTPS and WSS on one port (x1-api.md)
+DataRequest = Literal["ignore", "cts", "dsr"]
+DATA_REQUEST_CHOICES: tuple[DataRequest, ...] = ("ignore", "cts", "dsr")
+LOG_LEVELS = ("debug", "info", "warning", "error")  # the names x1p1.logs.LEVELS knows
+
+
+class _Invalid(Exception):
+    """A value that does not fit; ``text`` follows the value in the message."""
+
+    def __init__(self, text: str, *, complete: bool = False) -> None:
+        self.text = text
+        self.complete = complete  # says what is allowed already
+        super().__init__(text)
+
+    def with_allowed(self, allowed: str) -> str:
+        return self.text if self.complete else f"{self.text}; {allowed}"
+
+
+def _choices(values: tuple[str, ...]) -> str:
+    return ", ".join(values[:-1]) + " or " + values[-1]
+
+
+# --- addresses ---------------------------------------------------------------------
+
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def _check_host(host: str) -> str:
+    """``host`` if it is an IP address or a DNS/mDNS host name, else :class:`_Invalid`."""
+    if not host:
+        raise _Invalid("has no host")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if len(host) > 253 or not _HOSTNAME.fullmatch(host):
+            raise _Invalid("has no valid host name or address") from None
+    return host
+
+
+def _port(text: str, *, lowest: int) -> int:
+    if not text.isdigit() or not lowest <= int(text) <= 65535:
+        raise _Invalid(
+            f"has port {text!r}; a port is a number from {lowest} to 65535", complete=True
+        )
+    return int(text)
+
+
+def _split_host_port(text: str) -> tuple[str, str | None]:
+    """``host``/``[v6]`` and an optional port; a bare IPv6 address is all host."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise _Invalid("has an unclosed or misplaced '[' … ']'")
+        return host, (rest[1:] if rest else None)
+    if text.count(":") > 1:
+        return text, None  # an IPv6 address without brackets and without a port
+    host, colon, port = text.partition(":")
+    return host, (port if colon else None)
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class GatewayAddress:
+    """Where an X1 gateway listens: ``--gateway HOST[:PORT]``, ``wss://…`` or ``https://…``.
+
+    HTTPS and WSS share one port (x1-api.md), so either scheme names the same gateway;
+    ``scheme`` records which one was written. Port 443 unless given.
+    """
+
+    host: str
+    port: int = DEFAULT_GATEWAY_PORT
+    scheme: Literal["https", "wss"] = "https"
+
+    ALLOWED = (
+        "give a host name or address with an optional port (X1-interface.local, "
+        "192.168.1.20:8443, [fe80::1%eth0]:443) or a wss:// or https:// URL"
+    )
+
+    @classmethod
+    def parse(cls, text: str) -> GatewayAddress:
+        """Parse ``--gateway``; :class:`~x1p1.exceptions.ConfigError` says what is wrong."""
+        try:
+            return cls._parse(text.strip())
+        except _Invalid as invalid:
+            raise ConfigError(f"gateway {text!r} {invalid.with_allowed(cls.ALLOWED)}") from None
+
+    @classmethod
+    def _parse(cls, text: str) -> GatewayAddress:
+        if not text:
+            raise _Invalid("is empty")
+        if "://" not in text:
+            if "/" in text or "?" in text or "#" in text:
+                raise _Invalid("has a path but no scheme")
+            host, port = _split_host_port(text)
+            return cls(
+                _check_host(host),
+                DEFAULT_GATEWAY_PORT if port is None else _port(port, lowest=1),
+            )
+        parts = urlsplit(text)
+        scheme = parts.scheme.lower()
+        if scheme in ("ws", "http"):
+            raise _Invalid(
+                f"uses {scheme}://; X1 needs TLS (X1 §4.1.4): use wss:// or https://",
+                complete=True,
+            )
+        if scheme not in ("wss", "https"):
+            raise _Invalid(f"uses the scheme {parts.scheme!r}")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise _Invalid(
+                "has a path, query or fragment; give only scheme, host and port", complete=True
+            )
+        if "@" in parts.netloc:
+            raise _Invalid("has a user name or password in it")
+        host, port = _split_host_port(parts.netloc)
+        return cls(
+            _check_host(unquote(host)),  # a zone written %25eth0 in a URL (RFC 6874)
+            DEFAULT_GATEWAY_PORT if port is None else _port(port, lowest=1),
+            cast(Literal["https", "wss"], scheme),
+        )
+
+    @property
+    def netloc(self) -> str:
+        """``host:port``, with an IPv6 address in brackets."""
+        return _netloc(self.host, self.port)
+
+    @property
+    def https_url(self) -> str:
+        """``https://host:port`` for the REST API (zone ids escaped as RFC 6874 asks)."""
+        return f"https://{_netloc(self.host.replace('%', '%25'), self.port)}"
+
+    def wss_url(self, path: str) -> str:
+        """``wss://host:port`` + ``path`` (which starts with ``/``), e.g. /api/legacy-p1."""
+        return f"wss://{_netloc(self.host.replace('%', '%25'), self.port)}{path}"
+
+    def __str__(self) -> str:
+        return self.netloc
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """Where to serve raw telegrams over TCP: ``--tcp HOST:PORT``.
+
+    An empty host (``:2001``) means every interface; port 0 picks a free port (tests).
+    """
+
+    host: str
+    port: int
+
+    ALLOWED = (
+        "give HOST:PORT, e.g. 127.0.0.1:2001, 0.0.0.0:2001, [::]:2001, or :2001 for "
+        "every interface"
+    )
+
+    @classmethod
+    def parse(cls, text: str) -> ListenAddress:
+        """Parse ``--tcp``; :class:`~x1p1.exceptions.ConfigError` says what is wrong."""
+        try:
+            return cls._parse(text.strip())
+        except _Invalid as invalid:
+            raise ConfigError(f"tcp {text!r} {invalid.with_allowed(cls.ALLOWED)}") from None
+
+    @classmethod
+    def _parse(cls, text: str) -> ListenAddress:
+        host, port = _split_host_port(text)
+        if port is None:
+            raise _Invalid("has no port")
+        return cls(_check_host(host) if host else "", _port(port, lowest=0))
+
+    @property
+    def bind_host(self) -> str | None:
+        """The host for ``asyncio.start_server``: None for every interface."""
+        return self.host or None
+
+    def __str__(self) -> str:
+        return _netloc(self.host, self.port)
+
+
+# --- defaults ----------------------------------------------------------------------
+
+
+def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$X1P1_STATE_DIR``, else systemd's ``$STATE_DIRECTORY``, else the XDG state dir."""
+    environ = os.environ if env is None else env
+    explicit = environ.get("X1P1_STATE_DIR", "")
+    if explicit:
+        return Path(explicit).expanduser()
+    systemd = environ.get("STATE_DIRECTORY", "")
+    if systemd:
+        return Path(systemd.split(":")[0])  # several StateDirectory= are colon-separated
+    xdg = environ.get("XDG_STATE_HOME", "")
+    if xdg and Path(xdg).is_absolute():  # relative values are ignored (XDG spec)
+        return Path(xdg) / "x1p1"
+    home = environ.get("HOME") or str(Path.home())
+    return Path(home) / ".local" / "state" / "x1p1"
+
+
+def config_path(path: Path | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The config file to read: ``path``, ``$X1P1_CONFIG``, or the default if it exists."""
+    if path is not None:
+        return path
+    environ = os.environ if env is None else env
+    named = environ.get("X1P1_CONFIG", "")
+    if named:
+        return Path(named).expanduser()
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+# --- the configuration --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``x1p1 run`` needs to know before it starts.
+
+    ``source`` is the config file that was read, if any (for messages).
+    """
+
+    gateway: GatewayAddress | None = None  # None: find it (mDNS, or the paired one)
+    ca: Path | None = None  # None: the CA saved when pairing
+    serial: str = DEFAULT_SERIAL
+    data_request: DataRequest = "ignore"
+    tcp: ListenAddress | None = None  # None: no TCP output
+    state_dir: Path = field(default_factory=default_state_dir)
+    log_level: str = "info"
+    source: Path | None = field(default=None, compare=False)
+
+
+KNOWN_KEYS = tuple(sorted(f.name for f in fields(RunConfig) if f.name != "source"))
+
+
+def _show(value: object) -> str:
+    """A value as the user wrote it, near enough (TOML spelling for booleans)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    return repr(value)
+
+
+def _text(value: object, what: str) -> str:
+    if isinstance(value, Path):
+        return str(value)
+    if not isinstance(value, str):
+        raise _Invalid(f"is not allowed; {what} (a string in quotes)")
+    if "\0" in value:
+        raise _Invalid(f"is not allowed; {what} without NUL characters")
+    return value
+
+
+def _path(value: object, base: Path | None, what: str) -> Path:
+    text = _text(value, what).strip()
+    if not text:
+        raise _Invalid(f"is not allowed; {what}")
+    path = Path(text).expanduser()
+    if base is not None and not path.is_absolute():
+        path = base / path
+    return path
+
+
+def _gateway(value: object, base: Path | None) -> GatewayAddress:
+    if isinstance(value, GatewayAddress):
+        return value
+    text = _text(value, GatewayAddress.ALLOWED).strip()
+    try:
+        return GatewayAddress._parse(text)
+    except _Invalid as invalid:
+        raise _Invalid(invalid.with_allowed(GatewayAddress.ALLOWED), complete=True) from None
+
+
+def _tcp(value: object, base: Path | None) -> ListenAddress:
+    if isinstance(value, ListenAddress):
+        return value
+    text = _text(value, ListenAddress.ALLOWED).strip()
+    try:
+        return ListenAddress._parse(text)
+    except _Invalid as invalid:
+        raise _Invalid(invalid.with_allowed(ListenAddress.ALLOWED), complete=True) from None
+
+
+def _ca(value: object, base: Path | None) -> Path:
+    path = _path(value, base, "give the path of the gateway's CA certificate (PEM)")
+    if not path.is_file():
+        raise _Invalid(f"names no readable file ({path})")
+    return path
+
+
+def _serial(value: object, base: Path | None) -> str:
+    allowed = (
+        "give a device path such as /dev/x1p1-p1 or /dev/ttyUSB0, or a pyserial URL "
+        "such as socket://host:port"
+    )
+    text = _text(value, allowed).strip()
+    if not (text.startswith("/") or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text)):
+        raise _Invalid(f"is not allowed; {allowed}")
+    return text
+
+
+def _data_request(value: object, base: Path | None) -> DataRequest:
+    allowed = f"choose {_choices(DATA_REQUEST_CHOICES)}"
+    text = _text(value, allowed)
+    if text not in DATA_REQUEST_CHOICES:
+        raise _Invalid(f"is not allowed; {allowed}")
+    return text
+
+
+def _state_dir(value: object, base: Path | None) -> Path:
+    return _path(value, base, "give the directory for the token and status files")
+
+
+def _log_level(value: object, base: Path | None) -> str:
+    allowed = f"choose {_choices(LOG_LEVELS)}"
+    text = _text(value, allowed).lower()
+    if text not in LOG_LEVELS:
+        raise _Invalid(f"is not allowed; {allowed}")
+    return text
+
+
+_CONVERTERS: dict[str, Callable[[object, Path | None], object]] = {
+    "gateway": _gateway,
+    "ca": _ca,
+    "serial": _serial,
+    "data_request": _data_request,
+    "tcp": _tcp,
+    "state_dir": _state_dir,
+    "log_level": _log_level,
+}
+assert tuple(sorted(_CONVERTERS)) == KNOWN_KEYS
+
+
+# --- where each key is written ------------------------------------------------------
+
+_KEY = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
+_KEY_VALUE_LINE = re.compile(rf"\s*({_KEY})\s*(?:\.\s*{_KEY}\s*)*=")
+_TABLE_LINE = re.compile(rf"\s*\[\[?\s*({_KEY})")
+
+
+def _unquote(key: str) -> str:
+    if key[:1] == '"':
+        return cast(str, tomllib.loads(f"k = {key}")["k"])
+    if key[:1] == "'":
+        return key[1:-1]
+    return key
+
+
+def _scan(line: str, state: str | None, depth: int) -> tuple[str | None, int]:
+    """Carry multi-line strings and open brackets from one line to the next."""
+    i = 0
+    while i < len(line):
+        if state == '"""':
+            if line[i] == "\\":
+                i += 2
+                continue
+            if line.startswith('"""', i):
+                state, i = None, i + 3
+                continue
+            i += 1
+        elif state == "'''":
+            end = line.find("'''", i)
+            if end < 0:
+                break
+            state, i = None, end + 3
+        else:
+            char = line[i]
+            if char == "#":
+                break
+            if line.startswith('"""', i) or line.startswith("'''", i):
+                state, i = line[i : i + 3], i + 3
+                continue
+            if char == '"':
+                i += 1
+                while i < len(line) and line[i] != '"':
+                    i += 2 if line[i] == "\\" else 1
+            elif char == "'":
+                end = line.find("'", i + 1)
+                i = len(line) if end < 0 else end
+            elif char in "[{":
+                depth += 1
+            elif char in "]}":
+                depth -= 1
+            i += 1
+    return state, depth
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """The 1-based line where each top-level key (or table) of valid TOML is first set."""
+    lines: dict[str, int] = {}
+    in_table = False
+    state: str | None = None
+    depth = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        if state is None and depth == 0:
+            table = _TABLE_LINE.match(line)
+            if table:
+                lines.setdefault(_unquote(table.group(1)), number)
+                in_table = True
+                continue
+            key = _KEY_VALUE_LINE.match(line)
+            if key and not in_table:
+                lines.setdefault(_unquote(key.group(1)), number)
+        state, depth = _scan(line, state, depth)
+    return lines
+
+
+# --- loading ------------------------------------------------------------------------
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+def _read(path: Path) -> tuple[dict[str, object], dict[str, int]]:
+    """The file's table and key lines, or a ConfigError that says what is wrong."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read it: {error.strerror or error}", where=str(path)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError("is not UTF-8 text", where=f"{path} line {line}") from None
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        position = _TOML_POSITION.search(message)
+        if position:
+            reason = message[: position.start()]
+            raise ConfigError(
+                f"not valid TOML: {reason} (column {position.group(2)})",
+                where=f"{path} line {position.group(1)}",
+            ) from None
+        if message.endswith("(at end of document)"):
+            reason = message.removesuffix("(at end of document)").rstrip()
+            last = max(1, len(text.splitlines()))
+            raise ConfigError(
+                f"not valid TOML: {reason} (at the end of the file)", where=f"{path} line {last}"
+            ) from None
+        raise ConfigError(f"not valid TOML: {message}", where=str(path)) from None
+    return table, key_lines(text)
+
+
+def _unknown(key: str) -> str:
+    close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key {key!r}{hint}; known keys: {', '.join(KNOWN_KEYS)}"
+
+
+def load_run_config(
+    path: Path | None = None,
+    overrides: Mapping[str, object] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> RunConfig:
+    """Build the :class:`RunConfig` from the config file, the environment and ``overrides``.
+
+    ``path`` None reads ``$X1P1_CONFIG`` or ``/etc/x1p1/config.toml`` if that exists;
+    a file named explicitly (``--config``, ``$X1P1_CONFIG``) must exist. ``overrides``
+    holds command-line values by field name (``data_request``, not ``--data-request``):
+    strings as typed, or parsed values; None means "not given". Raises
+    :class:`~x1p1.exceptions.ConfigError` for the first mistake.
+    """
+    values: dict[str, object] = {}
+    source = config_path(path, env)
+    if source is not None:
+        table, lines = _read(source)
+        base = source.parent
+        for key, value in table.items():
+            line = lines.get(key)
+            where = f"{source} line {line}" if line else str(source)
+            if key not in _CONVERTERS:
+                raise ConfigError(_unknown(key), where=where)
+            try:
+                values[key] = _CONVERTERS[key](value, base)
+            except _Invalid as invalid:
+                raise ConfigError(f"{key} = {_show(value)} {invalid.text}", where=where) from None
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        option = "--" + key.replace("_", "-")
+        if key not in _CONVERTERS:
+            raise ConfigError(_unknown(key), where="command line")
+        try:
+            values[key] = _CONVERTERS[key](value, None)
+        except _Invalid as invalid:
+            raise ConfigError(f"{option} {_show(value)} {invalid.text}") from None
+    if "state_dir" not in values:
+        values["state_dir"] = default_state_dir(env)
+    return RunConfig(source=source, **values)  # type: ignore[arg-type]

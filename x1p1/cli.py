@@ -12,12 +12,14 @@ Commands and options are an interface that users and scripts rely on
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import click
 
 from x1p1 import __version__
-from x1p1.exceptions import X1P1Error
+from x1p1.exceptions import BillingVerificationError, X1P1Error
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,6 +36,53 @@ def fail(error: X1P1Error | str, code: int = 1) -> None:
     """Print a clear one-line error on standard error and exit with ``code``."""
     click.echo(f"x1p1: {error}", err=True)
     sys.exit(code)
+
+
+@main.command("verify-billing")
+@click.argument("file", metavar="FILE")
+@click.option(
+    "--ca",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The gateway's root CA certificate, PEM (`x1p1 gateway ca` prints it).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify_billing(file: str, ca: Path, as_json: bool) -> None:
+    """Check the signatures of a saved billing response against the gateway's root CA.
+
+    FILE holds the JSON body of GET /api/meters/{id}/billing (- reads standard input).
+    Prints whether the signing certificate is trusted and each reading that fails.
+
+    \b
+    Exit codes: 0 every reading verified; 1 a reading or the certificate failed;
+    2 usage error, unreadable or malformed file, or the gateway extra not installed.
+    """
+    try:
+        from x1p1.gateway.billing_signature import verify_billing as verify
+    except ImportError as exc:
+        fail(f"verify-billing needs the gateway extra: pip install 'x1p1[gateway]' ({exc})", 2)
+        return
+    limit = 64 * 1024 * 1024
+    try:
+        if file == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(file, "rb") as handle:
+                data = handle.read(limit + 1)
+        root = ca.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {exc.filename or file}: {exc.strerror or exc}", 2)
+        return
+    if len(data) > limit:
+        fail(f"{file} is larger than 64 MiB: not a billing response", 2)
+        return
+    try:
+        report = verify(data, root)
+    except BillingVerificationError as exc:
+        fail(f"{file}: {exc}", 2)
+        return
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.summary())
+    sys.exit(0 if report.ok else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

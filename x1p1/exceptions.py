@@ -9,6 +9,7 @@
     ├── StateError                    a state file that cannot be read or written
     ├── SerialPortError               the serial port cannot be opened or written
     ├── DiscoveryError                no X1 gateway answered on mDNS (X1 §4.3.3)
+    ├── MdnsError                     the gateway cannot claim a host name or advertise
     ├── GatewayError                  talking to a gateway went wrong (client side)
     │   ├── GatewayUnreachable        no TCP/TLS connection could be made
     │   ├── CertificateError          TLS verification failed: fatal, never retried
@@ -70,6 +71,14 @@ class SerialPortError(X1P1Error):
 
 class DiscoveryError(X1P1Error):
     """No X1 gateway could be found by mDNS or by its host names (X1 §4.3.3)."""
+
+
+class MdnsError(X1P1Error):
+    """The gateway cannot advertise itself by mDNS (X1 §4.3.3).
+
+    No usable IPv4 address, the mDNS port cannot be opened, or no free host name
+    ``X1-interface[-N].local`` was found.
+    """
 
 
 class GatewayError(X1P1Error):

@@ -38,6 +38,48 @@ def fail(error: X1P1Error | str, code: int = 1) -> None:
     sys.exit(code)
 
 
+@main.command()
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1, max=600),
+    default=3.0,
+    show_default=True,
+    help="Seconds to listen for answers.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the gateways.")
+def discover(timeout: float, as_json: bool) -> None:
+    """Find X1 gateways on this network by mDNS (X1 §4.3.3).
+
+    Browses the _dsmr-x1-interface._tcp service and asks for the host names
+    X1-interface.local … X1-interface-4.local. Lists host name, addresses, port and
+    serial (the E meter's equipment id). Exits 1 when no gateway answers.
+    """
+    import asyncio
+
+    from x1p1.converter.discovery import discover as run_discover
+
+    try:
+        found = asyncio.run(run_discover(timeout))
+    except X1P1Error as error:
+        fail(error)
+        return
+    if as_json:
+        click.echo(json.dumps([g.to_json() for g in found], indent=2))
+    elif found:
+        rows = [("HOST NAME", "ADDRESSES", "PORT", "SERIAL")] + [
+            (g.host_name, ", ".join(g.addresses), str(g.port), g.serial or "-") for g in found
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        for row in rows:
+            cells = [cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)]
+            click.echo("  ".join([*cells, row[3]]))
+    if not found:
+        fail(
+            f"no X1 gateway answered on mDNS within {timeout:g} s; check that the meter's "
+            "X1 port is connected to this network (or raise --timeout)"
+        )
+
+
 @main.command("verify-billing")
 @click.argument("file", metavar="FILE")
 @click.option(

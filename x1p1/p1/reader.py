@@ -34,7 +34,7 @@ CRC_LINE_MAX = 8
 _SLASH = b"/"
 _BANG = b"!"
 _LF = b"\n"
-_HEX = frozenset(b"0123456789ABCDEFabcdef")
+_HEX = frozenset(b"0123456789ABCDEF")
 
 
 class InvalidTelegramReason(enum.StrEnum):
@@ -43,7 +43,7 @@ class InvalidTelegramReason(enum.StrEnum):
     CRC_MISMATCH = "crc-mismatch"
     """The four CRC digits do not match the CRC-16 of ``/`` through ``!`` (P1 §6.2)."""
     MISSING_CRC = "missing-crc"
-    """The line after ``!`` holds no CRC, or not as 1–4 hex digits and CR LF."""
+    """The line after ``!`` holds no CRC, or not as 1–4 upper-case hex digits and CR LF."""
     OVERSIZE = "oversize"
     """No end within ``max_size`` bytes."""
     TRUNCATED = "truncated"

@@ -25,7 +25,7 @@ from x1p1.exceptions import TelegramParseError
 from x1p1.p1.crc import crc16, crc16_hex
 
 _OBIS = re.compile(r"\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}\Z")
-_CRC = re.compile(rb"[0-9A-Fa-f]{1,4}\Z")
+_CRC = re.compile(rb"[0-9A-F]{1,4}\Z")
 
 
 @dataclass(frozen=True, slots=True)

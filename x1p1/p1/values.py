@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from x1p1.exceptions import TelegramParseError
@@ -52,7 +52,7 @@ def timestamp(moment: datetime) -> str:
 
 
 def parse_timestamp(text: str) -> datetime:
-    """Parse ``YYMMDDhhmmssX`` into an aware datetime (the DST flag settles the hour
+    """Parse ``YYMMDDhhmmssX`` into an aware UTC datetime (the DST flag settles the hour
     that occurs twice in autumn)."""
     match = _TST.match(text)
     if not match:
@@ -63,7 +63,7 @@ def parse_timestamp(text: str) -> datetime:
     except ValueError as exc:
         raise TelegramParseError(f"not a valid time: {text!r} ({exc})") from None
     offset = timedelta(hours=2 if flag == "S" else 1)
-    return (naive - offset).replace(tzinfo=ZoneInfo("UTC")).astimezone(NL)
+    return (naive - offset).replace(tzinfo=UTC)
 
 
 def split_unit(text: str) -> tuple[str, str | None]:

@@ -80,6 +80,34 @@ def discover(timeout: float, as_json: bool) -> None:
         )
 
 
+@main.command()
+@click.argument("source", metavar="PORT|URL|-")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per telegram per line.")
+def monitor(source: str, as_json: bool) -> None:
+    """Read P1 from a serial port, a pyserial URL or standard input (-) and check each CRC.
+
+    Prints every telegram (with --json: valid, size, crc, header, objects, error) and a
+    summary on standard error. Exits 0 at the end of input; Ctrl-C stops a port.
+    """
+    from x1p1.converter.monitor import monitor as run_monitor
+
+    if source == "-":
+        read = sys.stdin.buffer.read1
+    else:
+        import serial
+
+        try:
+            port = serial.serial_for_url(source, baudrate=115200, timeout=0.5)
+        except (serial.SerialException, ValueError) as exc:
+            fail(f"cannot open {source}: {exc}")
+        read = port.read
+    try:
+        summary = run_monitor(read, sys.stdout, as_json=as_json)
+    except KeyboardInterrupt:
+        return
+    click.echo(summary.line(), err=True)
+
+
 @main.command("verify-billing")
 @click.argument("file", metavar="FILE")
 @click.option(

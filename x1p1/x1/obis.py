@@ -95,10 +95,14 @@ def _obj(
     profiles: set[Profile],
     source: str,
     p1: P1Format | None,
+    *,
+    recorded: bool = True,
 ) -> ObisObject:
     meter = Meter.GAS if code.startswith("0-n:") else Meter.ELECTRICITY
-    historic = fmt.startswith("Numeric") and bool(
-        profiles & {P.E_HISTORIC, P.G_HISTORIC, P.PQ_HISTORIC}
+    historic = (
+        recorded
+        and fmt.startswith("Numeric")
+        and bool(profiles & {P.E_HISTORIC, P.G_HISTORIC, P.PQ_HISTORIC})
     )
     decimals = int(fmt.rstrip(")").split(",")[1]) if fmt.startswith("Numeric") else 0
     return ObisObject(
@@ -190,7 +194,8 @@ OBJECTS: tuple[ObisObject, ...] = (
          "Numeric(6,3)", "kW", {P.E_REALTIME}, "X1 Table 4", P1Format(_F, 2, 3, "kW")),
     # X1 Table 6 (§6.2.3): gas, per M-Bus channel n.
     _obj("0-n:24.1.0.255", "Device type of meter n", "Device-Type van meternummer n",
-         "Numeric(3,0)", None, {P.G_REALTIME, P.G_HISTORIC}, "X1 Table 6", P1Format(_F, 3)),
+         "Numeric(3,0)", None, {P.G_REALTIME, P.G_HISTORIC}, "X1 Table 6", P1Format(_F, 3),
+         recorded=False),  # a type code describes the meter; it has no history
     _obj("0-n:96.1.0.255", "Equipment identifier of meter n",
          "Equipment identifier van meternummer n", "String", None,
          {P.G_REALTIME, P.G_HISTORIC, P.G_BILLING}, "X1 Table 6", P1Format(P1Kind.HEX)),

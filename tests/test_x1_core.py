@@ -101,7 +101,8 @@ def test_request_state_and_token_info_round_trip() -> None:
         "request_id": "abc", "status": "pending", "expires_at": "2026-11-24T12:00:00Z"
     }
     assert TokenRequestState.parse(pending.to_json()) == pending
-    approved = TokenRequestState("abc", RequestStatus.APPROVED, when, "tok", frozenset({Profile.P1}))
+    p1 = frozenset({Profile.P1})
+    approved = TokenRequestState("abc", RequestStatus.APPROVED, when, "tok", p1)
     assert TokenRequestState.parse(approved.to_json()) == approved
     with pytest.raises(BadRequest, match="token"):
         TokenRequestState.parse({**approved.to_json(), "token": None})

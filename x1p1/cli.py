@@ -24,12 +24,21 @@ from x1p1.exceptions import BillingVerificationError, X1P1Error
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="x1p1")
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="Log more: -v x1p1's debug, -vv libraries' too.")
+@click.option("-q", "--quiet", count=True, help="Log less: -q warnings and errors, -qq errors.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     """x1p1: keep P1 dongles working on DSMR6 meters (X1 to P1), with an embedded gateway.
 
     \b
     Exit codes: 0 success, 1 error, 2 usage error; `x1p1 pair --help` lists its own.
     """
+    from x1p1.logs import setup_logging
+
+    # -v/-q go before the command: `x1p1 -v run`. `run` re-applies the config file's
+    # log_level when neither is given (ctx.meta["x1p1.verbosity"] == 0).
+    ctx.meta["x1p1.verbosity"] = verbose - quiet
+    setup_logging(verbose - quiet)
 
 
 def fail(error: X1P1Error | str, code: int = 1) -> None:
@@ -153,6 +162,62 @@ def verify_billing(file: str, ca: Path, as_json: bool) -> None:
         return
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.summary())
     sys.exit(0 if report.ok else 1)
+
+
+@main.group()
+def serial() -> None:
+    """Serial ports for the P1 output: list them, or write a udev rule for one."""
+
+
+@serial.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the ports.")
+def serial_list(as_json: bool) -> None:
+    """List serial ports with vendor, product, serial number and /dev/serial/by-id link."""
+    from x1p1.converter.serial_ports import list_ports
+
+    try:
+        ports = list_ports()
+    except X1P1Error as error:
+        fail(error)
+    if as_json:
+        click.echo(json.dumps([port.to_json() for port in ports], indent=2))
+        return
+    if not ports:
+        click.echo("No serial ports found.", err=True)
+        return
+    for port in ports:
+        ids = f"{port.vendor_id}:{port.product_id}" if port.vendor_id else ""
+        name = " ".join(p for p in (port.vendor, port.product) if p) or port.driver or ""
+        click.echo(f"{port.device:<16} {ids:<9} {name}")
+        details = [f"serial {port.serial_number}"] if port.serial_number else []
+        details += [f"interface {port.interface}"] if port.interface else []
+        details += [f"driver {port.driver}"] if port.driver and ids else []
+        if details:
+            click.echo(f"{'':<16} {', '.join(details)}")
+        if port.by_id:
+            click.echo(f"{'':<16} {port.by_id}")
+
+
+@serial.command("udev-rule")
+@click.argument("port", metavar="PORT")
+def serial_udev_rule(port: str) -> None:
+    """Print a udev rule that names the USB adapter behind PORT /dev/x1p1-p1.
+
+    PORT is a device (/dev/ttyUSB0), a /dev/serial/by-id link or another symlink. The
+    rule matches the adapter's USB vendor, product and serial number, so the name
+    follows it to any USB socket. Install it with:
+
+    \b
+      x1p1 serial udev-rule PORT | sudo tee /etc/udev/rules.d/99-x1p1.rules
+      sudo udevadm control --reload
+      sudo udevadm trigger --action=add --subsystem-match=tty
+    """
+    from x1p1.converter.serial_ports import udev_rule
+
+    try:
+        click.echo(udev_rule(port), nl=False)
+    except X1P1Error as error:
+        fail(error)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,12 +7,17 @@ import logging
 import os
 import re
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 
 from x1p1 import logs
+from x1p1.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -258,3 +263,68 @@ def test_library_records_are_redacted_too() -> None:
     secret = token()
     logging.getLogger("websockets.client").debug("> Authorization: Bearer %s", secret)
     assert out.getvalue() == "<7>websockets.client: > Authorization: Bearer [redacted]\n"
+
+
+# --- the command line and a real process under a journal-like stderr ----------------
+
+
+@pytest.mark.parametrize(
+    ("args", "x1p1_level", "verbosity"),
+    [
+        ([], logging.INFO, 0),
+        (["-v"], logging.DEBUG, 1),
+        (["-vv"], logging.DEBUG, 2),
+        (["-q"], logging.WARNING, -1),
+        (["--quiet", "--quiet"], logging.ERROR, -2),
+        (["-v", "-q"], logging.INFO, 0),
+    ],
+)
+def test_cli_verbose_and_quiet(args: list[str], x1p1_level: int, verbosity: int) -> None:
+    seen: dict[str, object] = {}
+
+    @main.command("x1p1-logs-probe", hidden=True)
+    @click.pass_context
+    def probe(ctx: click.Context) -> None:
+        seen["verbosity"] = ctx.meta["x1p1.verbosity"]
+        seen["level"] = logging.getLogger("x1p1").level
+        logging.getLogger("x1p1.test").warning("Bearer %s", token())
+
+    try:
+        result = CliRunner().invoke(main, [*args, "x1p1-logs-probe"])
+    finally:
+        main.commands.pop("x1p1-logs-probe")
+    assert result.exit_code == 0, result.output
+    assert seen == {"verbosity": verbosity, "level": x1p1_level}
+    if x1p1_level <= logging.WARNING:
+        assert "x1p1.test: Bearer [redacted]" in result.output
+
+
+def test_a_real_process_logging_to_the_journal_stream(tmp_path: Path) -> None:
+    secret = token()
+    script = (
+        "import logging, sys\n"
+        "from x1p1.logs import setup_logging\n"
+        "setup_logging(0)\n"
+        "logging.getLogger('x1p1.converter').warning('token %s refused', sys.argv[1])\n"
+        "logging.getLogger('x1p1.converter').info('relaying')\n"
+    )
+    journal = tmp_path / "journal"
+    with open(journal, "w") as stderr:
+        st = os.fstat(stderr.fileno())
+        env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID",)}
+        env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+        subprocess.run(
+            [sys.executable, "-c", script, secret], stderr=stderr, env=env, check=True, timeout=60
+        )
+    assert journal.read_text() == (
+        "<4>x1p1.converter: token [redacted] refused\n<6>x1p1.converter: relaying\n"
+    )
+    with open(tmp_path / "terminal-ish", "w") as stderr:
+        env.pop("JOURNAL_STREAM")
+        subprocess.run(
+            [sys.executable, "-c", script, secret], stderr=stderr, env=env, check=True, timeout=60
+        )
+    lines = (tmp_path / "terminal-ish").read_text().splitlines()
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d WARNING x1p1\.converter: token \[redacted\] refused", lines[0]
+    )

@@ -368,6 +368,13 @@ def test_gateway_address(text: str, host: str, port: int, scheme: str) -> None:
     assert GatewayAddress.parse(text) == GatewayAddress(host, port, scheme)  # type: ignore[arg-type]
 
 
+def test_parse_helpers() -> None:
+    assert config.parse_gateway("gw:8443") == GatewayAddress("gw", 8443)
+    assert config.parse_listen(":2001") == ListenAddress("", 2001)
+    with pytest.raises(ConfigError, match="^tcp 'x' has no port"):
+        config.parse_listen("x")
+
+
 def test_gateway_urls() -> None:
     address = GatewayAddress.parse("[fe80::1%eth0]:8443")
     assert address.netloc == str(address) == "[fe80::1%eth0]:8443"

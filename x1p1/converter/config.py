@@ -54,6 +54,8 @@ __all__ = [
     "config_path",
     "default_state_dir",
     "load_run_config",
+    "parse_gateway",
+    "parse_listen",
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/x1p1/config.toml")
@@ -237,6 +239,16 @@ class ListenAddress:
 
     def __str__(self) -> str:
         return _netloc(self.host, self.port)
+
+
+def parse_gateway(text: str) -> GatewayAddress:
+    """``--gateway HOST[:PORT]|wss://…|https://…``; see :meth:`GatewayAddress.parse`."""
+    return GatewayAddress.parse(text)
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """``--tcp HOST:PORT``; see :meth:`ListenAddress.parse`."""
+    return ListenAddress.parse(text)
 
 
 # --- defaults ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -219,6 +220,216 @@ def serial_udev_rule(port: str) -> None:
     except X1P1Error as error:
         fail(error)
 
+
+
+# --- the converter: pair, unpair, run, status ---------------------------------------------
+
+_PAIR_EPILOG = """\b
+Exit codes:
+  0  approved: the token is saved
+  1  another error (a clear message on standard error)
+  2  usage error (bad option, argument or CA file)
+  3  denied on the meter or in the portal
+  4  expired: nobody approved it within 10 minutes
+  5  throttled: too many denials within an hour; try again later
+  6  unreachable: no gateway found, or it did not answer
+  7  bad certificate: the gateway's certificate did not verify (--ca, host name)
+  8  X1 is switched off by the grid operator
+  130 interrupted (Ctrl-C)"""
+
+
+def _state_dir_option(function: Any) -> Any:
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Where the token and status live [default: $X1P1_STATE_DIR, systemd's "
+        "$STATE_DIRECTORY, or ~/.local/state/x1p1].",
+    )(function)
+
+
+def _state_dir(state_dir: Path | None) -> Path:
+    from x1p1.converter.config import default_state_dir
+
+    return state_dir if state_dir is not None else default_state_dir()
+
+
+@main.command(epilog=_PAIR_EPILOG)
+@click.option(
+    "--gateway",
+    metavar="HOST[:PORT]|URL",
+    help="The gateway's host name or address, or a wss:// or https:// URL [default: find "
+    "it by mDNS].",
+)
+@click.option(
+    "--ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The gateway's root certificate (PEM) [default: the system's trust store].",
+)
+@click.option("--name", help="The name the meter shows [default: x1p1 on <hostname>].")
+@_state_dir_option
+def pair(gateway: str | None, ca: Path | None, name: str | None, state_dir: Path | None) -> None:
+    """Ask the gateway for a P1 token and wait while you approve it on the meter.
+
+    The request shows on the meter's display (X1 §5.1.5); approve it with the meter's
+    button or in the customer portal within 10 minutes. The token is saved (mode 0600)
+    with the gateway's host name, serial and CA; a running `x1p1 run` picks it up.
+    """
+    import asyncio
+
+    from x1p1.converter import pairing as pairing_module
+    from x1p1.converter.config import GatewayAddress
+    from x1p1.exceptions import ConfigError
+
+    try:
+        address = GatewayAddress.parse(gateway) if gateway is not None else None
+    except ConfigError as error:
+        fail(error, 2)
+        return
+    name = name if name is not None else pairing_module.default_request_name()
+    if not 1 <= len(name) <= 64 or not name.isprintable():
+        fail("--name must be 1 to 64 printable characters", 2)
+    directory = _state_dir(state_dir)
+    countdown = pairing_module.Countdown(sys.stdout)
+    try:
+        where = "by mDNS" if address is None else str(address)
+        click.echo(f"Looking for the gateway ({where}) ...")
+        endpoint = asyncio.run(pairing_module.resolve_endpoint(address))
+        click.echo(f"Asking {endpoint.describe()} for a P1 token named '{name}'.")
+        result = pairing_module.pair(
+            directory,
+            endpoint,
+            ca_file=ca,
+            name=name,
+            on_request=countdown.request,
+            on_tick=countdown.tick,
+        )
+    except KeyboardInterrupt:
+        countdown.close()
+        fail("interrupted; the request stays on the meter until it expires", 130)
+        return
+    except ConfigError as error:
+        countdown.close()
+        fail(error, 2)
+        return
+    except X1P1Error as error:
+        countdown.close()
+        fail(error, pairing_module.exit_code_for(error))
+        return
+    countdown.close()
+    click.echo(f"Paired with {result.describe()}.")
+    click.echo(f"The token is saved in {directory}. Now start the converter: x1p1 run")
+
+
+@main.command()
+@_state_dir_option
+def unpair(state_dir: Path | None) -> None:
+    """Revoke the token on the gateway and forget it here (works when the gateway is gone)."""
+    from x1p1.converter.pairing import unpair as run_unpair
+
+    try:
+        _, sentence = run_unpair(_state_dir(state_dir))
+    except X1P1Error as error:
+        fail(error)
+        return
+    click.echo(sentence)
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The config file [default: $X1P1_CONFIG, or /etc/x1p1/config.toml if it exists].",
+)
+@click.option("--gateway", metavar="HOST[:PORT]|URL", help="Use this address, not the paired one.")
+@click.option(
+    "--ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The gateway's root certificate (PEM) [default: the one saved when pairing].",
+)
+@click.option(
+    "--serial",
+    metavar="PORT|URL",
+    help="The P1 output: a device or a pyserial URL [default: /dev/x1p1-p1].",
+)
+@click.option(
+    "--data-request",
+    type=click.Choice(["ignore", "cts", "dsr"]),
+    help="Send only while this input is asserted (P1 §5.7.1) [default: ignore].",
+)
+@click.option("--tcp", metavar="HOST:PORT", help="Also serve raw telegrams to TCP clients.")
+@_state_dir_option
+@click.pass_context
+def run(
+    ctx: click.Context,
+    config_file: Path | None,
+    gateway: str | None,
+    ca: Path | None,
+    serial: str | None,
+    data_request: str | None,
+    tcp: str | None,
+    state_dir: Path | None,
+) -> None:
+    """Relay legacy P1 from the paired gateway to the serial port, until stopped.
+
+    \b
+    Exit codes:
+      0  stopped by SIGTERM or Ctrl-C
+      1  error (a clear message on standard error)
+      2  bad option or config file
+    """
+    from x1p1.converter.config import load_run_config
+    from x1p1.converter.supervisor import run_converter
+    from x1p1.exceptions import ConfigError
+    from x1p1.logs import setup_logging
+
+    overrides = {
+        "gateway": gateway,
+        "ca": ca,
+        "serial": serial,
+        "data_request": data_request,
+        "tcp": tcp,
+        "state_dir": state_dir,
+    }
+    try:
+        config = load_run_config(config_file, overrides)
+    except ConfigError as error:
+        fail(error, 2)
+        return
+    if ctx.meta.get("x1p1.verbosity", 0) == 0:
+        setup_logging(level=config.log_level)
+    try:
+        code = run_converter(config)
+    except ConfigError as error:
+        fail(error, 2)
+        return
+    except X1P1Error as error:
+        fail(error)
+        return
+    sys.exit(code)
+
+
+@main.command()
+@_state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(state_dir: Path | None, as_json: bool) -> None:
+    """Show the pairing and what the running converter reports.
+
+    Paired gateway and address, token expiry, connection state, last telegram, counts,
+    latency, serial port and Data Request state.
+
+    \b
+    Exit codes:
+      0  the converter runs and is connected
+      3  it is not running, not paired or not connected
+    """
+    from x1p1.converter.state import render_status, status_report
+
+    report = status_report(_state_dir(state_dir))
+    click.echo(json.dumps(report, indent=2) if as_json else render_status(report))
+    ok = report.get("running") and report.get("connection") == "connected"
+    sys.exit(0 if ok else 3)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,592 @@
+"""Pairing the converter with a gateway: ask for a P1 token, wait for the customer, unpair.
+
+X1 §5.1.2: a device asks for an API token with ``POST /api/tokens/requests`` (a name, a
+uuid that stays the same for the installation, the profiles it wants: here ``P1``,
+§5.3). The request shows on the meter's display (§5.1.5); the customer approves or
+denies it there or in the portal; after 10 minutes it is denied automatically (§5.1.4);
+three denials within an hour get the uuid 429 for an hour (§5.1.7). The device polls
+``GET /api/tokens/requests/{id}`` and, once approved, keeps the token (x1-api.md,
+Pairing). ``DELETE /api/token`` unpairs (§5.2).
+
+HTTP goes through the standard library's :mod:`http.client` (the daemon carries no
+aiohttp, architecture.md), over :func:`~x1p1.x1.tls.client_ssl_context`: TLS 1.3, the
+certificate verified against the gateway's host name even when connecting by address.
+The calls block; ``x1p1 pair`` is a command, not the daemon's event loop.
+
+Every way a pairing can end has its own sentence and exit code (:class:`PairExit`),
+listed in ``x1p1 pair --help``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import http.client
+import json
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from x1p1.converter.config import GatewayAddress
+from x1p1.converter.state import (
+    Pairing,
+    forget_pairing,
+    install_uuid,
+    load_pairing,
+    save_pairing,
+)
+from x1p1.exceptions import (
+    CertificateError,
+    DiscoveryError,
+    GatewayError,
+    GatewayUnreachable,
+    NotFound,
+    NotPaired,
+    PairingDenied,
+    PairingError,
+    PairingExpired,
+    PairingThrottled,
+    RateLimited,
+    Unauthorized,
+    X1Disabled,
+    X1Error,
+    X1P1Error,
+    x1_error_from_body,
+)
+from x1p1.x1.api import (
+    TOKEN,
+    TOKEN_REQUESTS,
+    RequestStatus,
+    TokenInfo,
+    TokenRequestBody,
+    TokenRequestState,
+)
+from x1p1.x1.profiles import Profile
+from x1p1.x1.tls import client_ssl_context
+
+__all__ = [
+    "Countdown",
+    "GatewayEndpoint",
+    "PairExit",
+    "X1Client",
+    "default_request_name",
+    "exit_code_for",
+    "pair",
+    "resolve_endpoint",
+    "unpair",
+    "wait_for_approval",
+]
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 2.0
+"""Seconds between polls of the request's state."""
+HTTP_TIMEOUT = 10.0
+EXPIRY_GRACE = 30.0
+"""How long past the request's expiry an unanswered poll still waits for the verdict."""
+_MAX_RESPONSE = 64 * 1024
+
+
+class PairExit(enum.IntEnum):
+    """Exit codes of ``x1p1 pair``, as its ``--help`` lists them."""
+
+    APPROVED = 0
+    ERROR = 1
+    USAGE = 2
+    DENIED = 3
+    EXPIRED = 4
+    THROTTLED = 5
+    UNREACHABLE = 6
+    CERTIFICATE = 7
+    X1_DISABLED = 8
+    INTERRUPTED = 130
+
+
+def exit_code_for(error: BaseException) -> PairExit:
+    """The exit code of ``x1p1 pair`` for an error that ended it."""
+    table: Sequence[tuple[type[BaseException], PairExit]] = (
+        (PairingDenied, PairExit.DENIED),
+        (PairingExpired, PairExit.EXPIRED),
+        (PairingThrottled, PairExit.THROTTLED),
+        (RateLimited, PairExit.THROTTLED),
+        (CertificateError, PairExit.CERTIFICATE),
+        (GatewayUnreachable, PairExit.UNREACHABLE),
+        (DiscoveryError, PairExit.UNREACHABLE),
+        (X1Disabled, PairExit.X1_DISABLED),
+        (KeyboardInterrupt, PairExit.INTERRUPTED),
+    )
+    for cls, code in table:
+        if isinstance(error, cls):
+            return code
+    return PairExit.ERROR
+
+
+def default_request_name(hostname: str | None = None) -> str:
+    """``x1p1 on <hostname>``, cut to the 64 characters a name may have (§5.1.2)."""
+    host = hostname if hostname is not None else socket.gethostname()
+    host = "".join(c for c in host if c.isprintable()) or "this computer"
+    return f"x1p1 on {host}"[:64]
+
+
+# --- where the gateway is -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayEndpoint:
+    """How to reach a gateway: connect to ``addresses`` (or resolve ``host_name``), on
+    ``port``, and verify the certificate against ``host_name`` (x1-api.md)."""
+
+    host_name: str
+    port: int
+    addresses: tuple[str, ...] = ()
+    serial: str | None = None
+
+    @property
+    def connect_hosts(self) -> tuple[str, ...]:
+        return self.addresses or (self.host_name,)
+
+    def describe(self) -> str:
+        text = f"{self.host_name}:{self.port}"
+        if self.addresses and self.addresses != (self.host_name,):
+            text += f" ({', '.join(self.addresses)})"
+        return text
+
+
+def _is_address(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host.split("%")[0])
+    except OSError:
+        return False
+    return True
+
+
+async def resolve_endpoint(
+    gateway: GatewayAddress | None, timeout: float = 5.0  # noqa: ASYNC109
+) -> GatewayEndpoint:
+    """Find the gateway to pair with: ``--gateway`` as given, or the one mDNS finds.
+
+    A ``.local`` host name that the system cannot resolve is asked for on mDNS. Raises
+    :class:`~x1p1.exceptions.DiscoveryError` when nothing is found.
+    """
+    from x1p1.converter import discovery  # zeroconf only when we need it
+
+    if gateway is None:
+        found = await discovery.find_gateway(None, timeout)
+        return GatewayEndpoint(found.host_name, found.port, _ordered(found.addresses), found.serial)
+    host = gateway.host
+    if _is_address(host):
+        return GatewayEndpoint(host, gateway.port, (host,))
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, gateway.port, type=socket.SOCK_STREAM)
+        addresses = _ordered(str(info[4][0]) for info in infos)
+        return GatewayEndpoint(host, gateway.port, addresses)
+    except OSError:
+        if not host.lower().rstrip(".").endswith(".local"):
+            raise DiscoveryError(f"cannot resolve the gateway's host name {host}") from None
+    name = host.rstrip(".")
+    seen = await discovery.discover(
+        timeout,
+        host_names=[name],
+        stop_when=lambda found: any(g.host_name.lower() == name.lower() for g in found),
+    )
+    for item in seen:
+        if item.host_name.lower() == name.lower() and item.addresses:
+            return GatewayEndpoint(name, gateway.port, _ordered(item.addresses), item.serial)
+    raise DiscoveryError(f"{name} did not answer on mDNS within {timeout:g} s")
+
+
+def _ordered(addresses: Sequence[str] | Any) -> tuple[str, ...]:
+    """IPv4 first (a Pi's link-local IPv6 needs a zone), each once."""
+    unique = list(dict.fromkeys(addresses))
+    return tuple(sorted(unique, key=lambda a: ":" in a))
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+
+
+class _Connection(http.client.HTTPSConnection):
+    """HTTPS to ``address`` while the TLS name and ``Host`` are the gateway's host name."""
+
+    def __init__(
+        self, tls_name: str, port: int, address: str, context: ssl.SSLContext, timeout: float
+    ) -> None:
+        super().__init__(tls_name, port, context=context, timeout=timeout)
+        self._address = address
+        self._tls_name = tls_name
+        self._ctx = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        try:
+            self.sock = self._ctx.wrap_socket(sock, server_hostname=self._tls_name)
+        except BaseException:
+            sock.close()
+            raise
+
+
+def certificate_sentence(error: ssl.SSLCertVerificationError, host_name: str) -> str:
+    """What a certificate failure means, in words."""
+    detail = error.verify_message or str(error)
+    if "hostname" in detail.lower() or "ip address mismatch" in detail.lower():
+        return (
+            f"the gateway's certificate is not valid for {host_name} ({detail}); "
+            "this is not the gateway you paired with, or its name changed"
+        )
+    return (
+        f"the gateway's certificate did not verify against the CA ({detail}); "
+        "give the gateway's root certificate with --ca (`x1p1 gateway ca` prints the "
+        "embedded gateway's)"
+    )
+
+
+class X1Client:
+    """Blocking X1 REST calls to one gateway (x1-api.md). Errors come out as exceptions:
+
+    :class:`~x1p1.exceptions.CertificateError`, :class:`GatewayUnreachable`, or the
+    :class:`~x1p1.exceptions.X1Error` subclass that the gateway's error body names.
+    """
+
+    def __init__(
+        self,
+        endpoint: GatewayEndpoint,
+        context: ssl.SSLContext,
+        *,
+        timeout: float = HTTP_TIMEOUT,
+        token: str | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.context = context
+        self.timeout = timeout
+        self.token = token
+        self.answered_by: str | None = None
+        """The address that last answered."""
+
+    def call(self, method: str, path: str, body: object | None = None) -> tuple[int, Any]:
+        """One request; returns (status, JSON body) for 2xx, raises for the rest."""
+        last: OSError | None = None
+        hosts = self.endpoint.connect_hosts
+        if self.answered_by in hosts:
+            hosts = (self.answered_by, *(h for h in hosts if h != self.answered_by))
+        for address in hosts:
+            try:
+                status, headers, data = self._once(address, method, path, body)
+            except ssl.SSLCertVerificationError as exc:
+                raise CertificateError(certificate_sentence(exc, self.endpoint.host_name)) from None
+            except (OSError, http.client.HTTPException) as exc:
+                last = exc if isinstance(exc, OSError) else OSError(str(exc))
+                continue
+            self.answered_by = address
+            return self._result(status, headers, data)
+        reason = _os_reason(last)
+        raise GatewayUnreachable(
+            f"the gateway {self.endpoint.describe()} did not answer: {reason}"
+        )
+
+    def _once(
+        self, address: str, method: str, path: str, body: object | None
+    ) -> tuple[int, dict[str, str], bytes]:
+        conn = _Connection(
+            self.endpoint.host_name, self.endpoint.port, address, self.context, self.timeout
+        )
+        headers = {"Accept": "application/json", "User-Agent": "x1p1"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            data = response.read(_MAX_RESPONSE + 1)
+            return response.status, {k.title(): v for k, v in response.getheaders()}, data
+        finally:
+            conn.close()
+
+    def _result(self, status: int, headers: dict[str, str], data: bytes) -> tuple[int, Any]:
+        try:
+            parsed: Any = json.loads(data) if data else None
+        except ValueError:
+            parsed = None
+        if 200 <= status < 300:
+            if data and parsed is None:
+                raise GatewayError(f"the gateway answered {status} without valid JSON")
+            return status, parsed
+        raise x1_error_from_body(status, parsed, headers)
+
+    # -- the calls -----------------------------------------------------------------------
+
+    def request_token(self, body: TokenRequestBody) -> TokenRequestState:
+        """``POST /api/tokens/requests`` (§5.1.2)."""
+        _, data = self.call("POST", TOKEN_REQUESTS, body.to_json())
+        return _state(data)
+
+    def request_state(self, request_id: str) -> TokenRequestState:
+        """``GET /api/tokens/requests/{id}`` (§5.1.4–§5.1.6)."""
+        _, data = self.call("GET", f"{TOKEN_REQUESTS}/{request_id}")
+        return _state(data)
+
+    def token_info(self) -> TokenInfo:
+        """``GET /api/token`` with this client's token (§5.2)."""
+        _, data = self.call("GET", TOKEN)
+        try:
+            return TokenInfo.parse(data)
+        except X1Error as exc:
+            raise GatewayError(f"the gateway's token description is malformed: {exc}") from None
+
+    def delete_token(self) -> None:
+        """``DELETE /api/token``: the device unpairs itself."""
+        self.call("DELETE", TOKEN)
+
+
+def _state(data: object) -> TokenRequestState:
+    try:
+        return TokenRequestState.parse(data)
+    except X1Error as exc:
+        raise GatewayError(f"the gateway's answer is malformed: {exc}") from None
+
+
+def _os_reason(error: OSError | None) -> str:
+    if error is None:
+        return "no address to try"
+    if isinstance(error, socket.gaierror):
+        return f"its name does not resolve ({error.strerror})"
+    if isinstance(error, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS handshake failed ({error.reason or error})"
+    return error.strerror or str(error) or type(error).__name__
+
+
+# --- waiting for the customer ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One tick of the countdown: seconds left, and a note when something is off."""
+
+    remaining: float
+    note: str | None = None
+
+
+def wait_for_approval(
+    client: X1Client,
+    body: TokenRequestBody,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sleep: Callable[[float], None] = time.sleep,
+    on_request: Callable[[TokenRequestState], None] | None = None,
+    on_tick: Callable[[Progress], None] | None = None,
+    poll_interval: float | None = None,
+) -> TokenRequestState:
+    """Send the token request and poll until the customer decides (§5.1.4–§5.1.7).
+
+    Returns the approved state (with the token). Raises :class:`PairingDenied`,
+    :class:`PairingExpired`, :class:`PairingThrottled`, :class:`X1Disabled`,
+    :class:`CertificateError` or :class:`GatewayUnreachable`. ``on_tick`` is called about
+    once a second with the time left; ``now`` and ``sleep`` are injectable for tests.
+    """
+    interval = POLL_INTERVAL if poll_interval is None else poll_interval
+    try:
+        state = client.request_token(body)
+    except RateLimited as exc:
+        raise PairingThrottled(
+            "the gateway refuses new requests from this device for now: it was denied "
+            f"three times within an hour (X1 §5.1.7); try again in {_minutes(exc.retry_after)}",
+            retry_after=exc.retry_after,
+        ) from None
+    if on_request is not None:
+        on_request(state)
+    expires_at = state.expires_at
+    next_poll = now() + timedelta(seconds=interval)
+    note: str | None = None
+    while True:
+        if state.status is RequestStatus.APPROVED:
+            return state
+        if state.status is RequestStatus.DENIED:
+            raise PairingDenied(
+                f"the request '{body.name}' was denied on the meter or in the portal; "
+                "run `x1p1 pair` again to ask once more"
+            )
+        if state.status is RequestStatus.EXPIRED:
+            raise _expired(body)
+        moment = now()
+        remaining = (expires_at - moment).total_seconds()
+        if on_tick is not None:
+            on_tick(Progress(max(0.0, remaining), note))
+        if remaining < -EXPIRY_GRACE:
+            raise _expired(body)
+        if moment >= next_poll:
+            next_poll = moment + timedelta(seconds=interval)
+            try:
+                state = client.request_state(state.request_id)
+                note = None
+                continue
+            except NotFound:
+                raise _expired(body) from None
+            except GatewayUnreachable as exc:
+                note = f"{exc}; still trying"
+                log.debug("poll failed: %s", exc)
+        sleep(min(1.0, interval))
+
+
+def _expired(body: TokenRequestBody) -> PairingExpired:
+    return PairingExpired(
+        f"nobody approved '{body.name}' within 10 minutes (X1 §5.1.4); run `x1p1 pair` "
+        "again and press the button on the meter while the request shows"
+    )
+
+
+def _minutes(seconds: int) -> str:
+    return f"{seconds} s" if seconds < 120 else f"{round(seconds / 60)} minutes"
+
+
+class Countdown:
+    """What ``x1p1 pair`` shows while waiting: what to do, then the minutes left.
+
+    On a terminal one line counts down in place; elsewhere (a log, a pipe) a line is
+    written each minute.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self._drawn = False
+        self._last_minute: int | None = None
+        self._note: str | None = None
+
+    def request(self, state: TokenRequestState) -> None:
+        self._write(
+            "The request now shows on the meter's display. Press the meter's button to "
+            "approve it (or approve it in the customer portal); it is valid for 10 minutes.\n"
+        )
+
+    def tick(self, progress: Progress) -> None:
+        left = int(progress.remaining)
+        text = f"Waiting for approval: {left // 60}:{left % 60:02d} left"
+        if progress.note and progress.note != self._note:
+            self.close()
+            self._write(f"  ({progress.note})\n")
+        self._note = progress.note
+        if self.live:
+            self._write(f"\r{text}   ")
+            self._drawn = True
+        elif left // 60 != self._last_minute:
+            self._last_minute = left // 60
+            self._write(text + "\n")
+
+    def close(self) -> None:
+        if self._drawn:
+            self._write("\n")
+            self._drawn = False
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+
+def pair(
+    state_dir: Path,
+    endpoint: GatewayEndpoint,
+    *,
+    ca_file: Path | None,
+    name: str,
+    on_request: Callable[[TokenRequestState], None] | None = None,
+    on_tick: Callable[[Progress], None] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sleep: Callable[[float], None] = time.sleep,
+) -> Pairing:
+    """Ask ``endpoint`` for a P1 token, wait for the customer, save and return the pairing."""
+    ca_pem: str | None = None
+    if ca_file is not None:
+        try:
+            ca_pem = ca_file.read_text("ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise X1P1Error(f"cannot read the CA file {ca_file}: {exc}") from None
+    context = client_ssl_context(ca_file)
+    body = TokenRequestBody(name, install_uuid(state_dir), frozenset({Profile.P1}))
+    client = X1Client(endpoint, context)
+    approved = wait_for_approval(
+        client, body, now=now, sleep=sleep, on_request=on_request, on_tick=on_tick
+    )
+    if approved.token is None:  # pragma: no cover - TokenRequestState.parse checks it
+        raise PairingError("the gateway approved the request but sent no token")
+    profiles = approved.profiles or frozenset({Profile.P1})
+    if Profile.P1 not in profiles:
+        raise PairingError(
+            "the request was approved without the P1 profile (granted: "
+            f"{', '.join(sorted(profiles))}); the converter needs P1 (X1 §5.1.6). Approve "
+            "it with P1 in the portal, or run `x1p1 pair` again"
+        )
+    client.token = approved.token
+    expires_at: datetime | None = None
+    try:
+        expires_at = client.token_info().expires_at
+    except (GatewayError, X1Error) as exc:
+        log.info("could not read the token's expiry: %s", exc)
+    pairing = Pairing(
+        token=approved.token,
+        host_name=endpoint.host_name,
+        port=endpoint.port,
+        address=client.answered_by,
+        serial=endpoint.serial,
+        ca_pem=ca_pem,
+        ca_source=str(ca_file.resolve()) if ca_file is not None else None,
+        profiles=profiles,
+        expires_at=expires_at,
+        name=name,
+        uuid=body.uuid,
+        paired_at=now(),
+    )
+    save_pairing(state_dir, pairing)
+    return pairing
+
+
+def pairing_context(pairing: Pairing, ca_file: Path | None = None) -> ssl.SSLContext:
+    """The TLS context for a saved pairing: ``ca_file`` if given, else the saved root."""
+    if ca_file is not None:
+        return client_ssl_context(ca_file)
+    return client_ssl_context(None, pairing.ca_pem) if pairing.ca_pem else client_ssl_context(None)
+
+
+def unpair(state_dir: Path, *, timeout: float = 5.0) -> tuple[bool, str]:
+    """Revoke the token on the gateway (``DELETE /api/token``) and forget it here.
+
+    Works when the gateway is gone: the token is forgotten anyway. Returns whether a
+    pairing was removed and a sentence for the user.
+    """
+    try:
+        pairing = load_pairing(state_dir)
+    except NotPaired:
+        return False, f"not paired (no token in {state_dir}); nothing to do"
+    except X1P1Error as exc:
+        forget_pairing(state_dir)
+        return True, f"removed an unreadable pairing ({exc})"
+    endpoint = GatewayEndpoint(
+        pairing.host_name,
+        pairing.port,
+        tuple(a for a in (pairing.address,) if a),
+    )
+    note: str
+    try:
+        client = X1Client(endpoint, pairing_context(pairing), timeout=timeout, token=pairing.token)
+        client.delete_token()
+        note = f"the gateway {pairing.describe()} revoked the token"
+    except Unauthorized:
+        note = "the gateway no longer knew the token (revoked or expired already)"
+    except (X1P1Error, OSError) as exc:
+        note = (
+            f"the gateway could not be told ({exc}); the token is forgotten here, and you "
+            "can remove it on the meter or in the portal"
+        )
+    with contextlib.suppress(NotPaired):
+        forget_pairing(state_dir)
+    return True, f"unpaired: {note}"

@@ -1,0 +1,621 @@
+"""The converter's files: the pairing (token), the installation's uuid, the daemon's status.
+
+In the state directory (``x1p1 pair``/``run``/``status``/``unpair`` ``--state-dir``):
+
+``token.json``
+    The pairing (X1 §5.1.2–§5.2): the API token, the gateway it belongs to (serial, host
+    name the certificate must carry, port, last address that answered), the root CA it
+    was verified against (PEM, so moving the CA file breaks nothing), the granted profiles
+    and the token's expiry, and the name and uuid the request carried. Mode 0600; never
+    logged (:class:`Pairing`'s ``repr`` hides the token).
+``uuid``
+    The uuid this installation sends with every token request (§5.1.2, §5.1.7): made once,
+    kept for good, so that the gateway recognises it as the same device.
+``status.json``
+    What the running daemon reports for ``x1p1 status`` (:class:`DaemonStatus`). It goes
+    to systemd's ``$RUNTIME_DIRECTORY`` (a tmpfs) when there is one, else to the state
+    directory; :class:`StatusPublisher` writes it only when it changed and at most every
+    few seconds, never once per telegram.
+
+Every file is written atomically (temporary file, fsync, ``os.replace``, fsync of the
+directory) with mode 0600, so a crash or a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import uuid as uuid_module
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from x1p1.exceptions import BadRequest, NotPaired, StateError
+from x1p1.x1.api import format_time, parse_time
+from x1p1.x1.profiles import Profile, parse_profiles, sorted_profiles
+
+__all__ = [
+    "STATUS_FILE",
+    "TOKEN_FILE",
+    "UUID_FILE",
+    "DaemonStatus",
+    "Pairing",
+    "StatusPublisher",
+    "TokenFileWatch",
+    "find_status",
+    "forget_pairing",
+    "install_uuid",
+    "load_pairing",
+    "read_status",
+    "save_pairing",
+    "status_path",
+    "write_atomic",
+]
+
+TOKEN_FILE = "token.json"
+UUID_FILE = "uuid"
+STATUS_FILE = "status.json"
+_FORMAT = 1
+
+
+# --- files ------------------------------------------------------------------------------
+
+
+def ensure_dir(directory: Path) -> Path:
+    """Create ``directory`` (mode 0700) if needed; StateError says why it cannot be."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot create the state directory {directory}: {exc}") from None
+    return directory
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` whole or not at all: temp file, fsync, rename, fsync dir."""
+    directory = ensure_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StateError(f"cannot write {path}: {exc}") from None
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StateError(f"cannot read {path}: {exc}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StateError(f"{path} is not valid JSON ({exc}); run `x1p1 pair` again") from None
+
+
+def _dump(data: Mapping[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8")
+
+
+# --- the installation's uuid -------------------------------------------------------------
+
+
+def install_uuid(state_dir: Path) -> str:
+    """This installation's uuid (§5.1.2): read from ``uuid``, made and saved on first use."""
+    path = state_dir / UUID_FILE
+    try:
+        text = path.read_text("ascii").strip()
+    except FileNotFoundError:
+        text = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StateError(f"cannot read {path}: {exc}") from None
+    if text:
+        try:
+            return str(uuid_module.UUID(text))
+        except ValueError:
+            raise StateError(
+                f"{path} holds no uuid ({text[:40]!r}); remove it to make a new one"
+            ) from None
+    value = str(uuid_module.uuid4())
+    write_atomic(path, (value + "\n").encode("ascii"))
+    return value
+
+
+# --- the pairing --------------------------------------------------------------------------
+
+
+def _opt_str(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise StateError(f"{key}: a string expected")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Pairing:
+    """What ``x1p1 pair`` saved: a P1 token and the gateway it belongs to (X1 §5.1–§5.2).
+
+    ``host_name`` is the name the gateway's certificate must carry (its mDNS host name,
+    or the address the user gave); ``address`` is where it last answered (None: resolve
+    ``host_name``). ``ca_pem`` is the root to verify it against; None means the system's
+    trust store. ``serial`` is the E meter's equipment id, as mDNS advertises it; None
+    until known (the daemon learns it from the first telegram's 0-0:96.1.1).
+    """
+
+    token: str = field(repr=False)
+    host_name: str
+    port: int
+    address: str | None
+    serial: str | None
+    ca_pem: str | None = field(repr=False)
+    ca_source: str | None
+    profiles: frozenset[Profile]
+    expires_at: datetime | None
+    name: str
+    uuid: str
+    paired_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "token": self.token,
+            "gateway": {
+                "host_name": self.host_name,
+                "port": self.port,
+                "address": self.address,
+                "serial": self.serial,
+            },
+            "ca_pem": self.ca_pem,
+            "ca_source": self.ca_source,
+            "profiles": sorted_profiles(self.profiles),
+            "expires_at": format_time(self.expires_at) if self.expires_at else None,
+            "name": self.name,
+            "uuid": self.uuid,
+            "paired_at": format_time(self.paired_at),
+        }
+
+    @classmethod
+    def parse(cls, body: object) -> Pairing:
+        """Read a ``token.json`` body; StateError names what is wrong."""
+        if not isinstance(body, Mapping):
+            raise StateError("a JSON object expected")
+        gateway = body.get("gateway")
+        token = body.get("token")
+        if not isinstance(token, str) or not token:
+            raise StateError("token: missing")
+        if not isinstance(gateway, Mapping):
+            raise StateError("gateway: missing")
+        host_name = gateway.get("host_name")
+        port = gateway.get("port")
+        if not isinstance(host_name, str) or not host_name:
+            raise StateError("gateway.host_name: missing")
+        if not isinstance(port, int) or not 1 <= port <= 65535:
+            raise StateError("gateway.port: a port number expected")
+        try:
+            profiles = parse_profiles(body.get("profiles") or [])
+            expires = body.get("expires_at")
+            expires_at = parse_time(expires, "expires_at") if expires is not None else None
+            paired_at = parse_time(body.get("paired_at"), "paired_at")
+        except BadRequest as exc:
+            raise StateError(str(exc)) from None
+        return cls(
+            token=token,
+            host_name=host_name,
+            port=port,
+            address=_opt_str(gateway, "address"),
+            serial=_opt_str(gateway, "serial"),
+            ca_pem=_opt_str(body, "ca_pem"),
+            ca_source=_opt_str(body, "ca_source"),
+            profiles=profiles,
+            expires_at=expires_at,
+            name=_opt_str(body, "name") or "",
+            uuid=_opt_str(body, "uuid") or "",
+            paired_at=paired_at,
+        )
+
+    def with_gateway(
+        self,
+        *,
+        host_name: str | None = None,
+        port: int | None = None,
+        address: str | None = None,
+        serial: str | None = None,
+    ) -> Pairing:
+        """A copy with what was learned about the gateway (None keeps a field)."""
+        return replace(
+            self,
+            host_name=host_name or self.host_name,
+            port=port or self.port,
+            address=address or self.address,
+            serial=serial or self.serial,
+        )
+
+    def describe(self) -> str:
+        """One line for people: host name, address, serial."""
+        where = self.host_name if self.port == 443 else f"{self.host_name}:{self.port}"
+        if self.address and self.address != self.host_name:
+            where += f" at {self.address}"
+        if self.serial:
+            where += f" (serial {self.serial})"
+        return where
+
+
+def load_pairing(state_dir: Path) -> Pairing:
+    """The saved pairing; :class:`NotPaired` if there is none, StateError if unreadable."""
+    path = state_dir / TOKEN_FILE
+    try:
+        body = _read_json(path)
+    except FileNotFoundError:
+        raise NotPaired(
+            f"not paired: no token in {state_dir}; run `x1p1 pair` and approve the "
+            "request on the meter"
+        ) from None
+    try:
+        return Pairing.parse(body)
+    except StateError as exc:
+        raise StateError(f"{path}: {exc}; run `x1p1 pair` again") from None
+
+
+def save_pairing(state_dir: Path, pairing: Pairing) -> None:
+    """Save the pairing atomically, mode 0600."""
+    write_atomic(state_dir / TOKEN_FILE, _dump(pairing.to_json()))
+
+
+def forget_pairing(state_dir: Path) -> bool:
+    """Remove the saved token; True if there was one."""
+    try:
+        (state_dir / TOKEN_FILE).unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StateError(f"cannot remove {state_dir / TOKEN_FILE}: {exc}") from None
+    return True
+
+
+class TokenFileWatch:
+    """Tells when ``token.json`` changed on disk (``x1p1 pair`` saved a new token).
+
+    A ``stat`` per :meth:`changed` call: cheap enough for every couple of seconds.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / TOKEN_FILE
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def changed(self) -> bool:
+        """True once after each change (written, replaced or removed) since the last call."""
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return False
+        self._seen = stamp
+        return True
+
+    def mark_seen(self) -> None:
+        """Take the file as it is now as known (after the daemon saved it itself)."""
+        self._seen = self._stamp()
+
+
+# --- the daemon's status ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonStatus:
+    """What ``x1p1 run`` publishes and ``x1p1 status`` shows (issue 4, item 6).
+
+    Times are aware datetimes; ``latency_ms`` holds p50/p99/max from a WebSocket message
+    to its bytes being handed to the serial port, over the recent telegrams.
+    """
+
+    pid: int
+    state_dir: str
+    started_at: datetime
+    updated_at: datetime
+    connection: str
+    connection_since: datetime
+    message: str
+    gateway: Mapping[str, Any]
+    token_expires_at: datetime | None
+    last_telegram_at: datetime | None
+    counts: Mapping[str, int]
+    latency_ms: Mapping[str, float]
+    serial: Mapping[str, Any]
+    data_request: Mapping[str, Any]
+    tcp: Mapping[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        def t(moment: datetime | None) -> str | None:
+            return format_time(moment) if moment else None
+
+        return {
+            "format": _FORMAT,
+            "pid": self.pid,
+            "state_dir": self.state_dir,
+            "started_at": t(self.started_at),
+            "updated_at": t(self.updated_at),
+            "connection": self.connection,
+            "connection_since": t(self.connection_since),
+            "message": self.message,
+            "gateway": dict(self.gateway),
+            "token_expires_at": t(self.token_expires_at),
+            "last_telegram_at": t(self.last_telegram_at),
+            "counts": dict(self.counts),
+            "latency_ms": dict(self.latency_ms),
+            "serial": dict(self.serial),
+            "data_request": dict(self.data_request),
+            "tcp": dict(self.tcp) if self.tcp is not None else None,
+        }
+
+    @classmethod
+    def parse(cls, body: object) -> DaemonStatus:
+        if not isinstance(body, Mapping):
+            raise StateError("a JSON object expected")
+
+        def t(key: str) -> datetime | None:
+            value = body.get(key)
+            if value is None:
+                return None
+            try:
+                return parse_time(value, key)
+            except BadRequest as exc:
+                raise StateError(str(exc)) from None
+
+        def m(key: str) -> Mapping[str, Any]:
+            value = body.get(key)
+            if not isinstance(value, Mapping):
+                raise StateError(f"{key}: an object expected")
+            return value
+
+        pid, state_dir = body.get("pid"), body.get("state_dir")
+        if not isinstance(pid, int) or not isinstance(state_dir, str):
+            raise StateError("pid and state_dir expected")
+        started, updated, since = t("started_at"), t("updated_at"), t("connection_since")
+        if started is None or updated is None or since is None:
+            raise StateError("started_at, updated_at and connection_since expected")
+        tcp = body.get("tcp")
+        return cls(
+            pid=pid,
+            state_dir=state_dir,
+            started_at=started,
+            updated_at=updated,
+            connection=str(body.get("connection", "unknown")),
+            connection_since=since,
+            message=str(body.get("message", "")),
+            gateway=m("gateway"),
+            token_expires_at=t("token_expires_at"),
+            last_telegram_at=t("last_telegram_at"),
+            counts={k: int(v) for k, v in m("counts").items()},
+            latency_ms={k: float(v) for k, v in m("latency_ms").items()},
+            serial=m("serial"),
+            data_request=m("data_request"),
+            tcp=tcp if isinstance(tcp, Mapping) else None,
+        )
+
+    def same_content(self, other: DaemonStatus | None) -> bool:
+        """Equal but for ``updated_at``: nothing worth writing again."""
+        return other is not None and replace(other, updated_at=self.updated_at) == self
+
+
+def status_path(state_dir: Path, env: Mapping[str, str] | None = None) -> Path:
+    """Where the daemon publishes its status: ``$RUNTIME_DIRECTORY`` or the state dir."""
+    environ = os.environ if env is None else env
+    runtime = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return (Path(runtime) if runtime else state_dir) / STATUS_FILE
+
+
+def read_status(path: Path) -> DaemonStatus | None:
+    """The status in ``path``, or None if there is none or it cannot be read."""
+    try:
+        return DaemonStatus.parse(_read_json(path))
+    except (FileNotFoundError, StateError):
+        return None
+
+
+def find_status(state_dir: Path, env: Mapping[str, str] | None = None) -> DaemonStatus | None:
+    """The newest status published by a daemon for ``state_dir``.
+
+    Looks in ``$RUNTIME_DIRECTORY``, ``/run/x1p1`` (systemd's ``RuntimeDirectory=x1p1``)
+    and the state directory, and keeps only files that name this state directory.
+    """
+    wanted = str(state_dir.resolve())
+    candidates = [status_path(state_dir, env), Path("/run/x1p1") / STATUS_FILE]
+    candidates.append(state_dir / STATUS_FILE)
+    best: DaemonStatus | None = None
+    for path in dict.fromkeys(candidates):
+        status = read_status(path)
+        if status is None or status.state_dir != wanted:
+            continue
+        if best is None or status.updated_at > best.updated_at:
+            best = status
+    return best
+
+
+class StatusPublisher:
+    """Writes :class:`DaemonStatus` to ``path`` when it changed, at most every ``interval``.
+
+    ``now`` is passed in (a monotonic clock), as for every state machine here. A change
+    of ``connection`` state may be written after ``urgent_interval`` already.
+    """
+
+    def __init__(self, path: Path, interval: float = 5.0, urgent_interval: float = 1.0) -> None:
+        self.path = path
+        self.interval = interval
+        self.urgent_interval = urgent_interval
+        self._last: DaemonStatus | None = None
+        self._last_at: float | None = None
+        self.writes = 0
+
+    def publish(self, status: DaemonStatus, now: float) -> bool:
+        """Write ``status`` if it is due; True if it was written."""
+        if status.same_content(self._last):
+            return False
+        if self._last is not None and self._last_at is not None:
+            urgent = status.connection != self._last.connection
+            wait = self.urgent_interval if urgent else self.interval
+            if now - self._last_at < wait:
+                return False
+        write_atomic(self.path, _dump(status.to_json()))
+        self._last, self._last_at = status, now
+        self.writes += 1
+        return True
+
+    def remove(self) -> None:
+        """Take the status file away (the daemon stopped cleanly)."""
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+def utcnow() -> datetime:
+    """The wall clock, aware, UTC."""
+    return datetime.now(UTC)
+
+
+# --- what `x1p1 status` reports ------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"x1p1" in cmdline
+
+
+def status_report(state_dir: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``x1p1 status --json``: the pairing and what the running daemon last published."""
+    report: dict[str, Any] = {"state_dir": str(state_dir), "paired": False}
+    try:
+        pairing = load_pairing(state_dir)
+    except NotPaired:
+        pairing = None
+    except StateError as exc:
+        pairing = None
+        report["pairing_error"] = str(exc)
+    if pairing is not None:
+        report["paired"] = True
+        report["gateway"] = {
+            "host_name": pairing.host_name,
+            "address": pairing.address,
+            "port": pairing.port,
+            "serial": pairing.serial,
+        }
+        report["name"] = pairing.name
+        report["token_expires_at"] = (
+            format_time(pairing.expires_at) if pairing.expires_at else None
+        )
+    status = find_status(state_dir, env)
+    running = (
+        status is not None and status.connection != "stopped" and _pid_alive(status.pid)
+    )
+    report["running"] = running
+    if status is None:
+        report["connection"] = "not running"
+        return report
+    published = status.to_json()
+    published.pop("format", None)
+    published.pop("state_dir", None)
+    if pairing is not None and published.get("gateway"):
+        report["gateway"] = {**report["gateway"], **published.pop("gateway")}
+    else:
+        published.pop("gateway", None)
+    if not running:
+        published["connection"] = "not running"
+        published["message"] = f"the converter stopped (last state: {status.connection})"
+    published.pop("token_expires_at", None)
+    report.update(published)
+    return report
+
+
+def _ago(text: str | None, now: datetime) -> str:
+    if not text:
+        return "never"
+    moment = parse_time(text, "time")
+    seconds = int((now - moment).total_seconds())
+    local = moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return f"{local} ({seconds} s ago)" if seconds < 3600 else local
+
+
+def render_status(report: Mapping[str, Any], now: datetime | None = None) -> str:
+    """``x1p1 status`` for people: one fact a line."""
+    now = now or datetime.now(UTC)
+    lines: list[tuple[str, str]] = []
+    if report.get("paired"):
+        gw = report.get("gateway") or {}
+        where = f"{gw.get('host_name')}:{gw.get('port')}"
+        if gw.get("address") and gw.get("address") != gw.get("host_name"):
+            where += f" at {gw['address']}"
+        if gw.get("serial"):
+            where += f" (serial {gw['serial']})"
+        lines.append(("Paired with", where))
+        expires = report.get("token_expires_at")
+        lines.append(("Token expires", _ago(expires, now).split(" (")[0] if expires else "?"))
+    else:
+        lines.append(("Paired with", report.get("pairing_error") or "nobody: run `x1p1 pair`"))
+    if report.get("running"):
+        lines.append(("Converter", f"running (pid {report.get('pid')})"))
+    else:
+        lines.append(("Converter", "not running"))
+    connection = str(report.get("connection"))
+    if report.get("message") and report.get("message") != connection:
+        connection += f": {report['message']}"
+    lines.append(("Connection", connection))
+    if "counts" in report:
+        c = report["counts"]
+        lines.append(("Last telegram", _ago(report.get("last_telegram_at"), now)))
+        lines.append((
+            "Telegrams",
+            f"{c.get('relayed', 0)} relayed, {c.get('written', 0)} written to the port, "
+            f"{c.get('dropped_invalid', 0)} invalid dropped, {c.get('dropped_stale', 0)} "
+            f"stale dropped, {c.get('not_requested', 0)} not requested, "
+            f"{c.get('reconnects', 0)} reconnects",
+        ))
+        latency = report.get("latency_ms") or {}
+        if latency:
+            lines.append((
+                "Latency",
+                f"p50 {latency.get('p50')} ms, p99 {latency.get('p99')} ms "
+                "(WebSocket message to serial port)",
+            ))
+        serial = report.get("serial") or {}
+        text = f"{serial.get('port') or 'none'}: {serial.get('state')}"
+        if serial.get("error"):
+            text += f" ({serial['error']})"
+        lines.append(("Serial port", text))
+        dr = report.get("data_request") or {}
+        lines.append(("Data Request", f"{dr.get('mode')}: {dr.get('state')}"))
+        tcp = report.get("tcp")
+        if tcp:
+            lines.append(("TCP", f"{tcp.get('listen')}, {tcp.get('clients')} client(s)"))
+    width = max(len(label) for label, _ in lines) + 2
+    return "\n".join(f"{label + ':':<{width}}{value}" for label, value in lines)

@@ -1,0 +1,450 @@
+"""``x1p1 run``: the supervisor that wires pairing, stream, serial, TCP, status and systemd.
+
+The relay path is short: a WebSocket message goes to the P1 core's reader
+(:mod:`x1p1.converter.stream`), a telegram whose CRC matched goes to the serial worker's
+one-slot mailbox (:mod:`x1p1.converter.serial_out`) and to the TCP clients
+(:mod:`x1p1.converter.tcp_out`). Nothing else happens per telegram: counting, the status
+file, the token watch and systemd's watchdog run once a second on a tick.
+
+The supervisor keeps the pairing (``token.json``): it builds each connection's target
+from it (the ``--gateway`` and ``--ca`` options override), re-reads it when ``x1p1 pair``
+writes a new one, saves what it learns (the gateway's serial from the first telegram's
+0-0:96.1.1, a new address found by mDNS), and looks the gateway up by mDNS by its serial
+after repeated failures (X1 §4.3.3), unless ``--gateway`` fixed the address.
+
+systemd (``Type=notify``): READY once the first connection attempt has been made,
+WATCHDOG on every tick, STATUS on every change of the connection's state, STOPPING on
+the way out. SIGTERM and SIGINT stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from x1p1.converter import systemd
+from x1p1.converter.config import GatewayAddress, ListenAddress, RunConfig
+from x1p1.converter.serial_out import SerialLike, SerialOutput, open_serial
+from x1p1.converter.state import (
+    DaemonStatus,
+    Pairing,
+    StatusPublisher,
+    TokenFileWatch,
+    ensure_dir,
+    load_pairing,
+    save_pairing,
+    status_path,
+)
+from x1p1.converter.stream import Conn, LegacyP1Stream, StreamSettings, StreamTarget
+from x1p1.converter.tcp_out import TcpOutput
+from x1p1.exceptions import ConfigError, NotPaired, StateError, TelegramError, X1P1Error
+from x1p1.p1.reader import InvalidTelegram
+from x1p1.p1.telegram import Telegram
+from x1p1.x1.tls import client_ssl_context
+
+__all__ = ["Converter", "ConverterOptions", "percentiles", "run_converter"]
+
+log = logging.getLogger(__name__)
+
+EQUIPMENT_ID = "0-0:96.1.1"
+"""The E meter's equipment identifier (P1 §7.1), what mDNS advertises as ``serial``."""
+
+
+@dataclass
+class ConverterOptions:
+    """Everything the converter needs; :meth:`from_run_config` builds it for ``x1p1 run``."""
+
+    state_dir: Path
+    gateway: GatewayAddress | None = None
+    ca: Path | None = None
+    serial: str | None = "/dev/x1p1-p1"
+    data_request: str = "ignore"
+    tcp: ListenAddress | None = None
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    opener: Callable[[str, float], SerialLike] = open_serial
+    serial_reopen: float = 1.0
+    tick: float = 1.0
+    token_check: float = 2.0
+    discover_timeout: float = 5.0
+    rediscover: Callable[[Pairing], Awaitable[Pairing | None]] | None = None
+    """Look the paired gateway up (default: mDNS by serial); None result: not found."""
+    status_file: Path | None = None
+    status_interval: float | None = None
+    env: dict[str, str] | None = None
+
+    @classmethod
+    def from_run_config(cls, config: RunConfig) -> ConverterOptions:
+        return cls(
+            state_dir=config.state_dir,
+            gateway=config.gateway,
+            ca=config.ca,
+            serial=config.serial or None,
+            data_request=config.data_request,
+            tcp=config.tcp,
+        )
+
+
+def percentiles(samples: tuple[float, ...]) -> dict[str, float]:
+    """p50, p99 and max of ``samples`` (seconds), in milliseconds."""
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+    n = len(ordered)
+
+    def at(q: float) -> float:
+        return round(ordered[min(n - 1, int(q * n))] * 1000.0, 3)
+
+    return {"p50": at(0.50), "p99": at(0.99), "max": round(ordered[-1] * 1000.0, 3)}
+
+
+def _is_address(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+class Converter:
+    """One run of the converter. ``await run()``; ``stop()`` from a signal or a test."""
+
+    def __init__(self, options: ConverterOptions) -> None:
+        self.options = options
+        self.state_dir = options.state_dir
+        self.pairing: Pairing | None = None
+        self.relayed = 0
+        self.dropped_invalid = 0
+        self.last_telegram: float | None = None
+        self.started_at = datetime.now(UTC)
+        self._state_wall = self.started_at
+        self._ssl: tuple[tuple[str | None, str | None], ssl.SSLContext] | None = None
+        self._watch = TokenFileWatch(self.state_dir)
+        self._stop = asyncio.Event()
+        self._ready_sent = False
+        self._learn_serial = False
+        self.serial: SerialOutput | None = None
+        self.tcp: TcpOutput | None = None
+        path = options.status_file or status_path(self.state_dir, options.env)
+        interval = options.status_interval
+        if interval is None:
+            interval = 5.0 if path.parent == self.state_dir else 2.0
+        self.publisher = StatusPublisher(path, interval)
+        self.stream = LegacyP1Stream(
+            self._target,
+            self._on_telegram,
+            on_invalid=self._on_invalid,
+            on_state=self._on_state,
+            rediscover=self._rediscover if options.gateway is None else None,
+            settings=options.stream,
+        )
+
+    # -- the relay path (per telegram) -----------------------------------------------------
+
+    def _on_telegram(self, raw: bytes, received: float) -> None:
+        self.relayed += 1
+        self.last_telegram = received
+        if self.serial is not None:
+            self.serial.offer(raw, received)
+        if self.tcp is not None:
+            self.tcp.publish(raw)
+        if self._learn_serial:
+            self._learn_serial = False
+            self._save_serial(raw)
+
+    def _on_invalid(self, event: InvalidTelegram) -> None:
+        self.dropped_invalid += 1
+
+    # -- pairing ---------------------------------------------------------------------------
+
+    def _load_pairing(self) -> None:
+        try:
+            self.pairing = load_pairing(self.state_dir)
+        except NotPaired as exc:
+            self.pairing = None
+            log.error("%s; waiting for a token", exc)
+        except StateError as exc:
+            self.pairing = None
+            log.error("%s; waiting for a new token", exc)
+        self._learn_serial = self.pairing is not None and self.pairing.serial is None
+
+    def _context(self, pairing: Pairing) -> ssl.SSLContext:
+        ca = self.options.ca
+        key = (str(ca) if ca else None, None if ca else pairing.ca_pem)
+        if self._ssl is None or self._ssl[0] != key:
+            if ca is not None:
+                context = client_ssl_context(ca)
+            elif pairing.ca_pem:
+                context = client_ssl_context(None, pairing.ca_pem)
+            else:
+                context = client_ssl_context(None)
+            self._ssl = (key, context)
+        return self._ssl[1]
+
+    def _target(self) -> StreamTarget | None:
+        pairing = self.pairing
+        if pairing is None:
+            return None
+        tls_name, port = pairing.host_name, pairing.port
+        connect = pairing.address or pairing.host_name
+        gateway = self.options.gateway
+        if gateway is not None:
+            port = gateway.port
+            connect = gateway.host
+            if not _is_address(gateway.host):
+                tls_name = gateway.host
+        try:
+            context = self._context(pairing)
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return None
+        return StreamTarget(tls_name, port, connect, pairing.token, context)
+
+    def _save(self, pairing: Pairing) -> None:
+        self.pairing = pairing
+        try:
+            save_pairing(self.state_dir, pairing)
+        except StateError as exc:
+            log.warning("could not save what was learned about the gateway: %s", exc)
+        self._watch.mark_seen()
+
+    def _save_serial(self, raw: bytes) -> None:
+        pairing = self.pairing
+        if pairing is None or pairing.serial is not None:
+            return
+        try:
+            obj = Telegram.parse(raw).get(EQUIPMENT_ID)
+            serial = bytes.fromhex(obj.value).decode("ascii") if obj is not None else ""
+        except (TelegramError, ValueError):
+            serial = ""
+        if serial.isprintable() and serial:
+            log.info("the gateway's meter has equipment id %s; saved for finding it again", serial)
+            self._save(pairing.with_gateway(serial=serial))
+
+    def _check_token_file(self) -> None:
+        if not self._watch.changed():
+            return
+        old = self.pairing
+        self._load_pairing()
+        new = self.pairing
+        if new is None:
+            if old is not None:
+                log.warning("the token was removed (unpaired); stopped relaying")
+                self.stream.token_changed()
+            return
+        if old is None or (old.token, old.host_name, old.port, old.ca_pem) != (
+            new.token,
+            new.host_name,
+            new.port,
+            new.ca_pem,
+        ):
+            log.info("a new pairing was saved (%s); connecting with it", new.describe())
+            self._ssl = None
+            self.stream.token_changed()
+
+    async def _rediscover(self) -> bool:
+        pairing = self.pairing
+        if pairing is None:
+            return False
+        look = self.options.rediscover or self._mdns_lookup
+        log.info("looking for the gateway %s by mDNS", pairing.describe())
+        found = await look(pairing)
+        if found is None:
+            return False
+        if (found.host_name, found.address, found.port) != (
+            pairing.host_name,
+            pairing.address,
+            pairing.port,
+        ):
+            log.info("found the gateway at %s", found.describe())
+            self._save(found)
+        return True
+
+    async def _mdns_lookup(self, pairing: Pairing) -> Pairing | None:
+        from x1p1.converter import discovery
+
+        timeout = self.options.discover_timeout
+        try:
+            if pairing.serial:
+                gateway = await discovery.find_gateway(pairing.serial, timeout)
+            else:
+                name = pairing.host_name
+                found = await discovery.discover(
+                    timeout,
+                    host_names=[name],
+                    stop_when=lambda gs: any(g.host_name.lower() == name.lower() for g in gs),
+                )
+                matches = [g for g in found if g.host_name.lower() == name.lower()]
+                if not matches:
+                    return None
+                gateway = matches[0]
+        except X1P1Error as exc:
+            log.info("%s", exc)
+            return None
+        if not gateway.addresses:
+            return None
+        addresses = sorted(gateway.addresses, key=lambda a: ":" in a)
+        return pairing.with_gateway(
+            host_name=gateway.host_name, port=gateway.port, address=addresses[0]
+        )
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _on_state(self, state: Conn, message: str) -> None:
+        self._state_wall = datetime.now(UTC)
+        systemd.status(f"{state.value}: {message}", env=self.options.env)
+        if not self._ready_sent and state not in (Conn.STARTING, Conn.CONNECTING):
+            self._ready_sent = True
+            systemd.ready(env=self.options.env)
+        self._publish(urgent=True)
+
+    def status(self) -> DaemonStatus:
+        """What ``x1p1 status`` shows, as of now."""
+        now_wall = datetime.now(UTC)
+        now = time.monotonic()
+        pairing = self.pairing
+        serial = self.serial
+        target = self._target() if pairing is not None else None
+        gateway: dict[str, Any] = {}
+        if pairing is not None:
+            gateway = {
+                "host_name": pairing.host_name,
+                "address": target.connect_host if target else pairing.address,
+                "port": target.port if target else pairing.port,
+                "serial": pairing.serial,
+            }
+        last = None
+        if self.last_telegram is not None:
+            last = now_wall - timedelta(seconds=now - self.last_telegram)
+        counts = {
+            "relayed": self.relayed,
+            "dropped_invalid": self.dropped_invalid,
+            "dropped_stale": serial.stats.stale if serial else 0,
+            "reconnects": self.stream.machine.reconnects,
+            "written": serial.stats.written if serial else 0,
+            "not_requested": serial.stats.not_requested if serial else 0,
+            "serial_resets": serial.stats.resets if serial else 0,
+        }
+        serial_info: dict[str, Any] = {"port": None, "state": "off"}
+        data_request: dict[str, Any] = {"mode": self.options.data_request, "state": "ignored"}
+        if serial is not None:
+            serial_info = {"port": serial.url, "state": serial.state.value, "error": serial.error}
+            data_request["state"] = serial.dr_state.value
+        tcp = None
+        if self.tcp is not None:
+            tcp = {"listen": self.tcp.address_text, "clients": self.tcp.clients}
+            counts["tcp_dropped"] = self.tcp.dropped
+        return DaemonStatus(
+            pid=os.getpid(),
+            state_dir=str(self.state_dir.resolve()),
+            started_at=self.started_at,
+            updated_at=now_wall,
+            connection=self.stream.state.value,
+            connection_since=self._state_wall,
+            message=self.stream.message,
+            gateway=gateway,
+            token_expires_at=pairing.expires_at if pairing else None,
+            last_telegram_at=last,
+            counts=counts,
+            latency_ms=percentiles(tuple(serial.stats.latencies)) if serial else {},
+            serial=serial_info,
+            data_request=data_request,
+            tcp=tcp,
+        )
+
+    def _publish(self, *, urgent: bool = False) -> None:
+        try:
+            self.publisher.publish(self.status(), time.monotonic())
+        except StateError as exc:
+            log.debug("status not written: %s", exc)
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the converter to stop (safe from a signal handler)."""
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Run until :meth:`stop`; returns the exit code."""
+        ensure_dir(self.state_dir)
+        self._load_pairing()
+        self._watch.mark_seen()
+        if self.pairing is not None:
+            self._context(self.pairing)  # a bad --ca or saved CA fails now, clearly
+        options = self.options
+        if options.serial:
+            self.serial = SerialOutput(
+                options.serial,
+                options.data_request,
+                opener=options.opener,
+                reopen_interval=options.serial_reopen,
+            )
+            self.serial.start()
+        try:
+            if options.tcp is not None:
+                self.tcp = TcpOutput(options.tcp)
+                await self.tcp.start()
+            stream_task = asyncio.ensure_future(self.stream.run())
+            try:
+                await self._supervise(stream_task)
+            finally:
+                self.stream.stop()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(stream_task, 5.0)
+        finally:
+            systemd.stopping(env=options.env)
+            if self.tcp is not None:
+                await self.tcp.close()
+            if self.serial is not None:
+                await asyncio.to_thread(self.serial.stop)
+            self.publisher.interval = 0.0
+            self.publisher.urgent_interval = 0.0
+            self._publish()
+        log.info(
+            "stopped: %d telegrams relayed, %d invalid dropped", self.relayed, self.dropped_invalid
+        )
+        return 0
+
+    async def _supervise(self, stream_task: asyncio.Future[None]) -> None:
+        options = self.options
+        next_token_check = time.monotonic() + options.token_check
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), options.tick)
+            if stream_task.done():
+                stream_task.result()  # a bug in the stream: raise it
+                return
+            systemd.watchdog(env=options.env)
+            now = time.monotonic()
+            if now >= next_token_check:
+                next_token_check = now + options.token_check
+                self._check_token_file()
+            self._publish()
+
+
+def run_converter(config: RunConfig) -> int:
+    """``x1p1 run``: the converter in the foreground until SIGTERM or SIGINT."""
+    converter = Converter(ConverterOptions.from_run_config(config))
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, converter.stop)
+        try:
+            return await converter.run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(main())

@@ -1,0 +1,124 @@
+"""``--tcp HOST:PORT``: the same telegrams, raw, to any number of TCP clients (ser2net style).
+
+Network P1 readers (dsmr-reader, Home Assistant's DSMR integration, dsmr_parser's
+``SocketReader``) connect to a TCP port and read the byte stream a P1 port would give
+(p1.md, "What readers do with it"). Each client gets every checked telegram whole; what
+clients send is read and thrown away.
+
+A slow client never holds up the others or the serial line: a telegram is handed to a
+client's transport only when that client took the previous one completely (its
+transport's buffer is empty). Otherwise the telegram is dropped for that client alone,
+latest wins, and no queue builds. A client that has taken nothing for
+``idle_drop`` seconds is disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from x1p1.converter.config import ListenAddress
+
+__all__ = ["TcpOutput"]
+
+log = logging.getLogger(__name__)
+
+
+class _Client(asyncio.Protocol):
+    def __init__(self, owner: TcpOutput) -> None:
+        self.owner = owner
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.dropped = 0
+        self.blocked_since: float | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.owner._clients.add(self)
+        log.info("TCP P1 client %s connected (%d now)", self.peer, len(self.owner._clients))
+
+    def data_received(self, data: bytes) -> None:
+        pass  # readers send nothing we need
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._clients.discard(self)
+        log.info("TCP P1 client %s disconnected (%d left)", self.peer, len(self.owner._clients))
+
+    def send(self, raw: bytes, now: float) -> bool:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        if transport.get_write_buffer_size():
+            self.dropped += 1
+            if self.blocked_since is None:
+                self.blocked_since = now
+            elif now - self.blocked_since > self.owner.idle_drop:
+                log.warning(
+                    "TCP P1 client %s took nothing for %.0f s; disconnecting it",
+                    self.peer,
+                    self.owner.idle_drop,
+                )
+                transport.abort()
+            return False
+        self.blocked_since = None
+        transport.write(raw)
+        return True
+
+
+class TcpOutput:
+    """A TCP server that copies each telegram to every connected client."""
+
+    def __init__(self, listen: ListenAddress, *, idle_drop: float = 60.0) -> None:
+        self.listen = listen
+        self.idle_drop = idle_drop
+        self._clients: set[_Client] = set()
+        self._server: asyncio.Server | None = None
+        self.sent = 0
+        self.dropped = 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Client(self), self.listen.bind_host, self.listen.port, reuse_address=True
+        )
+        log.info("serving P1 telegrams on TCP %s", self.address_text)
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one picked when ``--tcp HOST:0``)."""
+        if self._server is None or not self._server.sockets:
+            return self.listen.port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def address_text(self) -> str:
+        host = self.listen.host or "*"
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    def publish(self, raw: bytes) -> None:
+        """Give ``raw`` to every client that took the previous telegram whole."""
+        if not self._clients:
+            return
+        now = time.monotonic()
+        for client in tuple(self._clients):
+            if client.send(raw, now):
+                self.sent += 1
+            else:
+                self.dropped += 1
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for client in tuple(self._clients):
+                if client.transport is not None:
+                    client.transport.abort()
+            await self._server.wait_closed()
+            self._server = None

@@ -431,5 +431,213 @@ def status(state_dir: Path | None, as_json: bool) -> None:
     ok = report.get("running") and report.get("connection") == "connected"
     sys.exit(0 if ok else 3)
 
+
+# --- the embedded gateway: gateway serve|ca, meter …, operator … --------------------------
+
+
+def _gateway_dir_option(function: Any) -> Any:
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="The embedded gateway's state directory [default: "
+        "$XDG_STATE_HOME/x1p1/gateway or ~/.local/state/x1p1/gateway].",
+    )(function)
+
+
+def _gateway_dir(state_dir: Path | None) -> Path:
+    from x1p1.gateway.app import default_state_dir as gateway_default
+
+    return state_dir if state_dir is not None else gateway_default()
+
+
+@main.group()
+def gateway() -> None:
+    """The embedded DSMR6 gateway: simulated meters behind a real X1 API."""
+
+
+@gateway.command("serve")
+@_gateway_dir_option
+@click.option("--host", default="0.0.0.0", show_default=True,
+              help="Address to listen on; 127.0.0.1 keeps it to this machine (no mDNS).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8443, show_default=True,
+              help="HTTPS/WSS port; 0 picks a free one (printed on start).")
+@click.option("--hostname", default="X1-interface", show_default=True,
+              help="mDNS base name: NAME.local, or NAME-1.local, -2 … when taken.")
+@click.option("--no-mdns", is_flag=True, help="Do not advertise on mDNS.")
+@click.option("--auto-approve", is_flag=True,
+              help="Approve every token request at once (demos; never on a shared network).")
+@click.option("--speed", type=click.FloatRange(min=0.001, max=100000), default=1.0,
+              show_default=True, help="Run the meters' clock this many times faster.")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Seed of the simulated household, PV system and gas use.")
+def gateway_serve(
+    state_dir: Path | None,
+    host: str,
+    port: int,
+    hostname: str,
+    no_mdns: bool,
+    auto_approve: bool,
+    speed: float,
+    seed: int,
+) -> None:
+    """Run the embedded gateway until SIGINT or SIGTERM.
+
+    HTTPS and WSS on one port with TLS 1.3 and a certificate from the gateway's own root
+    CA (`x1p1 gateway ca` prints it). The first line printed is
+    `x1p1 gateway listening on https://ADDRESS:PORT`. Approve token requests with
+    `x1p1 meter approve`, as with the meter's button.
+    """
+    import asyncio
+
+    from x1p1.gateway.app import GatewayConfig, run_gateway
+
+    config = GatewayConfig(
+        state_dir=_gateway_dir(state_dir), host=host, port=port, hostname=hostname,
+        mdns=not no_mdns, auto_approve=auto_approve, speed=speed, seed=seed,
+    )  # fmt: skip
+    try:
+        asyncio.run(run_gateway(config))
+    except KeyboardInterrupt:
+        return
+    except X1P1Error as error:
+        fail(error)
+
+
+@gateway.command("ca")
+@_gateway_dir_option
+def gateway_ca(state_dir: Path | None) -> None:
+    """Print the gateway's root CA certificate (PEM): what clients trust (--ca)."""
+    from x1p1.gateway.pki import root_ca_pem
+
+    try:
+        click.echo(root_ca_pem(_gateway_dir(state_dir)).decode("ascii"), nl=False)
+    except X1P1Error as error:
+        fail(error)
+
+
+def _control(state_dir: Path | None) -> Any:
+    from x1p1.gateway.control_client import ControlClient
+
+    return ControlClient(_gateway_dir(state_dir))
+
+
+def _print_request(request: dict[str, Any]) -> None:
+    profiles = ",".join(request["profiles"])
+    click.echo(f"{request['request_id']}  {request['status']:<8} {profiles:<30} "
+               f"{request['name']!r} (uuid {request['uuid']}, {request['expires_in']} s left)")
+
+
+@main.group()
+def meter() -> None:
+    """The meter's display and buttons of a running embedded gateway (X1 §5.1.5)."""
+
+
+@meter.command("list")
+@_gateway_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def meter_list(state_dir: Path | None, as_json: bool) -> None:
+    """Show pending token requests, oldest first, as the meter's display does."""
+    try:
+        with _control(state_dir) as control:
+            requests = control.requests()
+    except X1P1Error as error:
+        fail(error)
+        return
+    if as_json:
+        click.echo(json.dumps(requests, indent=2))
+    elif not requests:
+        click.echo("No token requests are pending.")
+    for request in [] if as_json else requests:
+        _print_request(request)
+
+
+@meter.command("approve")
+@click.argument("request_id", metavar="[ID]", required=False)
+@click.option("--profiles", metavar="P,…", help="Grant these profiles instead of those asked.")
+@_gateway_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def meter_approve(
+    request_id: str | None, profiles: str | None, state_dir: Path | None, as_json: bool
+) -> None:
+    """Approve a token request: ID, or the oldest pending one (the meter's button)."""
+    granted = [p.strip() for p in profiles.split(",")] if profiles is not None else None
+    try:
+        with _control(state_dir) as control:
+            result = control.approve(request_id, granted)
+    except X1P1Error as error:
+        fail(error)
+        return
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    token = result["token"]
+    click.echo(f"Approved {result['request']['name']!r}: token {token['token_id']} with "
+               f"{', '.join(token['profiles'])}, valid until {token['expires_at']}.")
+
+
+@meter.command("deny")
+@click.argument("request_id", metavar="[ID]", required=False)
+@_gateway_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def meter_deny(request_id: str | None, state_dir: Path | None, as_json: bool) -> None:
+    """Deny a token request: ID, or the oldest pending one (the meter's button)."""
+    try:
+        with _control(state_dir) as control:
+            result = control.deny(request_id)
+    except X1P1Error as error:
+        fail(error)
+        return
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"Denied {result['request']['name']!r}.")
+
+
+@main.group()
+def operator() -> None:
+    """The grid operator's remote functions on a running embedded gateway (X1 §12.3)."""
+
+
+@operator.command("disable")
+@_gateway_dir_option
+def operator_disable(state_dir: Path | None) -> None:
+    """Switch X1 off: every endpoint answers 503 and open sockets close with 4503."""
+    _operator(state_dir, "disable")
+
+
+@operator.command("enable")
+@_gateway_dir_option
+def operator_enable(state_dir: Path | None) -> None:
+    """Switch X1 back on."""
+    _operator(state_dir, "enable")
+
+
+@operator.command("read")
+@_gateway_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the reading as JSON.")
+def operator_read(state_dir: Path | None, as_json: bool) -> None:
+    """Read the meters remotely (X4), as the grid operator does; the comlog records it."""
+    _operator(state_dir, "read", as_json)
+
+
+def _operator(state_dir: Path | None, action: str, as_json: bool = False) -> None:
+    try:
+        with _control(state_dir) as control:
+            result = control.operator(action)
+    except X1P1Error as error:
+        fail(error)
+        return
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif action == "read":
+        for reading in result["meters"]:
+            values = ", ".join(f"{k} {v}" for k, v in reading["values"].items())
+            click.echo(f"{reading['equipment_id']} at {reading['t']}: {values}")
+    else:
+        state = "on" if result["x1_enabled"] else "off"
+        click.echo(f"X1 is {state}{'' if result['changed'] else ' (it already was)'}.")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

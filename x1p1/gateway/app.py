@@ -1,0 +1,385 @@
+"""The embedded DSMR6 gateway, wired: store, PKI, meters, server, control socket, mDNS.
+
+:class:`GatewayConfig` holds what ``x1p1 gateway serve`` takes; :class:`Gateway` starts
+and stops the parts in order; :func:`run_gateway` runs one until SIGINT or SIGTERM.
+
+Start, in order: lock the state directory (one gateway per directory), open the
+database, load or create the PKI (X1 §10.1), make the meters and their clock, listen for
+HTTPS and WSS on one port with TLS 1.3 (§4.1.4), open the control socket, start the
+stream ticks and the housekeeping loop, then claim a host name and advertise on mDNS
+(§4.3.3) unless told not to. If the claimed name is one the certificate does not cover,
+the leaf is issued again and the server's context loads it.
+
+Stop, in reverse: mDNS goodbye, close every stream with 1001, stop the server, remove the
+control socket, close the database, unlock.
+
+Defaults, and why:
+
+- ``host`` ``0.0.0.0``: a gateway is there to be reached from the customer's network, and
+  mDNS advertises the host's addresses, so it listens on all IPv4 addresses. The data are
+  simulated, nothing is readable without a token, and a token needs the customer's
+  approval on the local control socket; ``--host 127.0.0.1`` keeps it to this machine
+  (mDNS is then off: advertising a loopback-only server would send clients nowhere).
+  ``--auto-approve`` on a non-loopback address is logged as a warning.
+- ``port`` 8443 (a real gateway: 443); 0 picks a free port.
+- the state directory: ``$XDG_STATE_HOME/x1p1/gateway``, else
+  ``~/.local/state/x1p1/gateway``; made with mode 0700.
+- ``seed`` 1 and ``speed`` 1: the simulated clock then shows the wall clock's seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import ipaddress
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from aiohttp import web
+
+from x1p1.exceptions import MdnsError, StateError
+from x1p1.gateway.control import ControlServer, socket_path
+from x1p1.gateway.server import Route, build_app
+from x1p1.gateway.state import GatewayState, utc_now
+from x1p1.gateway.store import Store
+from x1p1.gateway.streams import MeterSource, SimTime, StreamHub
+from x1p1.x1.api import DEFAULT_HOST_NAME, DEFAULT_PORT, X1_VERSION
+
+log = logging.getLogger("x1p1.gateway")
+
+DEFAULT_HOST = "0.0.0.0"
+LOCK_NAME = "gateway.lock"
+
+
+def default_state_dir(env: dict[str, str] | None = None) -> Path:
+    """``$XDG_STATE_HOME/x1p1/gateway`` (an absolute one), else
+    ``~/.local/state/x1p1/gateway``."""
+    environ = os.environ if env is None else env
+    xdg = environ.get("XDG_STATE_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "x1p1" / "gateway"
+    home = environ.get("HOME") or str(Path.home())
+    return Path(home) / ".local" / "state" / "x1p1" / "gateway"
+
+
+@dataclass
+class GatewayConfig:
+    """What ``x1p1 gateway serve`` takes, plus what tests inject."""
+
+    state_dir: Path = field(default_factory=default_state_dir)
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    hostname: str = DEFAULT_HOST_NAME
+    """The mDNS base name: ``<hostname>.local``, or ``<hostname>-N.local`` when taken."""
+    mdns: bool = True
+    auto_approve: bool = False
+    speed: float = 1.0
+    seed: int = 1
+    now: Callable[[], datetime] = utc_now
+    """The clock of pairing and tokens (tests move it to expire requests and tokens)."""
+    meters: MeterSource | None = None
+    """The meters (default: the simulation from ``seed``)."""
+    sim_time: SimTime | None = None
+    """Wall clock → the meters' clock (default: a SimClock at ``speed`` from start)."""
+    mdns_addresses: Sequence[str] | None = None
+    """IPv4 addresses to advertise (default: every non-loopback one, or ``host``)."""
+    maintain_every: float = 5.0
+    """Seconds between housekeeping rounds (expiry, renewal of streaming tokens)."""
+    extra_routes: Sequence[Route] = ()
+
+
+def _wildcard(host: str) -> bool:
+    return host in ("", "0.0.0.0", "::")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    if _wildcard(host):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def _lock(state_dir: Path) -> IO[bytes]:
+    path = state_dir / LOCK_NAME
+    handle = open(path, "ab")  # noqa: SIM115 - held open while the gateway runs
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise StateError(
+            f"another gateway is running with the state directory {state_dir}"
+        ) from None
+    return handle
+
+
+def default_meters(seed: int) -> MeterSource:
+    """The simulated electricity and gas meters of ``seed`` (issue 3, item 3)."""
+    from x1p1.gateway.simulation import MeterSimulation  # type: ignore[attr-defined]
+
+    meters: MeterSource = MeterSimulation(seed, gas_channel=1)
+    return meters
+
+
+class Gateway:
+    """One embedded gateway: :meth:`start`, then :meth:`stop`."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.state_dir = Path(config.state_dir)
+        self.port = 0
+        self.host_name: str | None = None
+        """The mDNS host name claimed (``X1-interface.local``), or None without mDNS."""
+        self.state: GatewayState | None = None
+        self._lock: IO[bytes] | None = None
+        self._store: Store | None = None
+        self._pki: Any = None
+        self._ssl: Any = None
+        self._runner: web.AppRunner | None = None
+        self._control: ControlServer | None = None
+        self._hub: StreamHub | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._advertiser: Any = None
+
+    # --- what others read ------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``https://<address>:<port>``: loopback when listening on all addresses."""
+        return f"https://{_url_host(self.config.host)}:{self.port}"
+
+    @property
+    def ca_path(self) -> Path:
+        """The root CA's PEM file: what clients trust (``x1p1 gateway ca``)."""
+        from x1p1.gateway.pki import GatewayPKI
+
+        return GatewayPKI.directory_for(self.state_dir) / "root-ca.pem"
+
+    @property
+    def control_path(self) -> Path:
+        return socket_path(self.state_dir)
+
+    def info(self) -> dict[str, Any]:
+        """What ``status`` on the control socket and the start banner report."""
+        return {
+            "url": self.url,
+            "port": self.port,
+            "host": self.config.host,
+            "host_name": self.host_name,
+            "ca": str(self.ca_path),
+            "state_dir": str(self.state_dir),
+            "pid": os.getpid(),
+            "version": X1_VERSION,
+        }
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every part; on failure, stop what was started and raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        from x1p1.gateway.pki import GatewayPKI, local_addresses
+
+        config = self.config
+        try:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create the state directory {self.state_dir}: {exc}") from None
+        self._lock = _lock(self.state_dir)
+        self._store = Store.open(self.state_dir)
+        addresses = [a for a in local_addresses() if not a.startswith("fe80")]
+        if not _wildcard(config.host) and config.host not in addresses:
+            addresses.append(config.host)
+        self._pki = await asyncio.to_thread(
+            GatewayPKI.load_or_create, self.state_dir, (), addresses,
+            base_name=config.hostname,
+        )  # fmt: skip
+        self._ssl = self._pki.server_ssl_context()
+
+        meters = config.meters or default_meters(config.seed)
+        sim_time = config.sim_time or _sim_clock(config.speed)
+        self._hub = StreamHub(meters, sim_time)
+        self.state = GatewayState(
+            self._store, self._hub, now=config.now, auto_approve=config.auto_approve
+        )
+        self.state.maintain()
+
+        app = build_app(self.state, config.extra_routes)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, config.host or None, config.port, ssl_context=self._ssl,
+            reuse_address=True, shutdown_timeout=2.0,
+        )  # fmt: skip
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StateError(
+                f"cannot listen on {config.host or '*'}:{config.port}: {exc.strerror or exc}"
+            ) from None
+        self.port = int(self._runner.addresses[0][1])
+
+        self._control = ControlServer(self.state, self.control_path, self.info)
+        await self._control.start()
+        self._hub.start()
+        self._housekeeping = asyncio.create_task(self._housekeep(), name="x1p1-housekeeping")
+        if config.auto_approve and not _loopback(config.host):
+            log.warning("--auto-approve: any device on the network gets a token unasked")
+        if config.mdns:
+            await self._start_mdns(meters.electricity_id)
+
+    async def _start_mdns(self, serial: str) -> None:
+        config = self.config
+        if _loopback(config.host):
+            log.info("mDNS is off: the gateway listens on loopback only")
+            return
+        from x1p1.gateway.mdns import MdnsAdvertiser
+
+        addresses = config.mdns_addresses
+        if addresses is None and not _wildcard(config.host):
+            addresses = [config.host]
+        self._advertiser = MdnsAdvertiser(
+            port=self.port, serial=serial, base_name=config.hostname, addresses=addresses,
+            on_rename=self._renamed,
+        )  # fmt: skip
+        try:
+            self.host_name = await self._advertiser.start()
+        except MdnsError as exc:
+            log.warning("mDNS is off: %s", exc)
+            await self._advertiser.close()
+            self._advertiser = None
+            return
+        await self._cover(self.host_name)
+
+    async def _renamed(self, host_name: str) -> None:
+        self.host_name = host_name
+        log.warning("mDNS: another host took our name; now %s", host_name)
+        await self._cover(host_name)
+
+    async def _cover(self, host_name: str) -> None:
+        """Make the TLS leaf name ``host_name`` (issued again if it does not yet)."""
+        from x1p1.gateway.pki import GatewayPKI
+
+        if self._pki is None or self._pki.covers([host_name], base_name=self.config.hostname):
+            return
+        self._pki = await asyncio.to_thread(
+            GatewayPKI.load_or_create, self.state_dir, [host_name],
+            self._pki.leaf_ip_addresses, base_name=self.config.hostname,
+        )  # fmt: skip
+        self._ssl.load_cert_chain(self._pki.leaf_cert_path, self._pki.leaf_key_path)
+
+    async def _housekeep(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.maintain_every)
+            try:
+                assert self.state is not None
+                self.state.maintain()
+            except Exception:
+                log.exception("housekeeping failed")
+
+    async def stop(self) -> None:
+        """Stop every part that was started (safe to call twice)."""
+        advertiser, self._advertiser = self._advertiser, None
+        if advertiser is not None:
+            with contextlib.suppress(Exception):
+                await advertiser.close()
+        task, self._housekeeping = self._housekeeping, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        hub = self._hub
+        if hub is not None:
+            hub.close_all(1001, "the gateway is shutting down")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await hub.wait_idle()
+            await hub.stop()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        control, self._control = self._control, None
+        if control is not None:
+            await control.close()
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()
+
+
+def _sim_clock(speed: float) -> SimTime:
+    """The meters' clock: at wall second ``start`` it shows that second; ``speed`` times
+    faster after it."""
+    from x1p1.gateway.simulation.clock import SimClock
+
+    start = math.floor(time.time())
+    clock = SimClock(float(start), datetime.fromtimestamp(start, UTC), speed)
+    return clock.sim_now
+
+
+def banner(gateway: Gateway) -> list[str]:
+    """The lines ``x1p1 gateway serve`` prints on start (tests parse the first)."""
+    lines = [f"x1p1 gateway listening on {gateway.url}"]
+    if gateway.host_name:
+        lines.append(f"mDNS host name: {gateway.host_name} (https://{gateway.host_name}:"
+                     f"{gateway.port})")  # fmt: skip
+    lines += [
+        f"root CA: {gateway.ca_path}",
+        f"control socket: {gateway.control_path} (x1p1 meter list|approve|deny)",
+    ]
+    return lines
+
+
+async def run_gateway(
+    config: GatewayConfig,
+    *,
+    ready: Callable[[Gateway], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run a gateway until SIGINT/SIGTERM (in the main thread) or until ``stop`` is set.
+    ``ready`` is called once it serves (default: print the banner)."""
+    gateway = Gateway(config)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+    try:
+        await gateway.start()
+        if ready is not None:
+            ready(gateway)
+        else:
+            print("\n".join(banner(gateway)), flush=True)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        await gateway.stop()
+

@@ -1,0 +1,214 @@
+"""The comlog (X1 §2.2): entries, use summarised per device per hour, durability."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from x1p1.gateway.comlog import DETAIL_MAX, Comlog, ComlogEntry, ComlogEvent
+
+T0 = datetime(2026, 5, 9, 12, 7, 31, tzinfo=UTC)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "gateway.db"
+
+
+@pytest.fixture
+def log(db: Path) -> Comlog:
+    comlog = Comlog(connect(db))
+    comlog.init_schema()
+    return comlog
+
+
+def test_every_kind_of_event_of_the_issue() -> None:
+    assert [e.value for e in ComlogEvent] == [
+        "token-requested", "token-approved", "token-denied", "token-expired",
+        "token-revoked", "profiles-changed", "login-requested", "login-approved",
+        "login-denied", "logout", "history-blocked", "x1-disabled", "x1-enabled",
+        "operator-read", "api-use", "websocket-use",
+    ]  # fmt: skip
+
+
+def test_add_and_read_back_in_order(log: Comlog, db: Path) -> None:
+    log.add(T0, ComlogEvent.TOKEN_REQUESTED, "x1p1 on raspberrypi",
+            {"uuid": "0b5c2f0e-0000-4000-8000-000000000000", "profiles": ["P1"]})  # fmt: skip
+    log.add(T0 + timedelta(seconds=20), "token-approved", "x1p1 on raspberrypi",
+            {"profiles": ["P1"], "by": "button"})  # fmt: skip
+    log.add(T0 + timedelta(minutes=5), ComlogEvent.OPERATOR_READ, None)
+    log.add(T0 + timedelta(minutes=6), ComlogEvent.HISTORY_BLOCKED)
+    entries = log.entries()
+    assert [e.event for e in entries] == [
+        ComlogEvent.TOKEN_REQUESTED, ComlogEvent.TOKEN_APPROVED,
+        ComlogEvent.OPERATOR_READ, ComlogEvent.HISTORY_BLOCKED,
+    ]  # fmt: skip
+    assert entries[1].detail == {"profiles": ["P1"], "by": "button"}
+    assert entries[2].device is None
+    assert entries[0].to_json() == {
+        "id": entries[0].id, "t": "2026-05-09T12:07:31Z", "event": "token-requested",
+        "device": "x1p1 on raspberrypi", "count": 1,
+        "detail": {"uuid": "0b5c2f0e-0000-4000-8000-000000000000", "profiles": ["P1"]},
+    }  # fmt: skip
+    # Committed at once: another connection sees them.
+    other = Comlog(connect(db))
+    assert [e.id for e in other.entries()] == [e.id for e in entries]
+
+
+def test_entries_since_and_limit(log: Comlog) -> None:
+    for n in range(10):
+        log.add(T0 + timedelta(minutes=n), ComlogEvent.X1_DISABLED if n % 2 else "x1-enabled")
+    assert len(log.entries()) == 10
+    newest = log.entries(limit=3)
+    assert [e.t for e in newest] == [T0 + timedelta(minutes=n) for n in (7, 8, 9)]
+    since = log.entries(since=T0 + timedelta(minutes=4))
+    assert [e.t.minute for e in since] == [11, 12, 13, 14, 15, 16]
+    assert log.entries(limit=0) == []
+
+
+def test_use_is_one_row_per_device_per_hour(log: Comlog) -> None:
+    t = T0
+    for _ in range(1500):  # a device polling every 3 s for 75 minutes, into the next hour
+        log.note_use(t, "dongle", ComlogEvent.API_USE)
+        t += timedelta(seconds=3)
+    log.note_use(T0, "portal", "api-use")
+    log.note_use(T0, "dongle", ComlogEvent.WEBSOCKET_USE)
+    rows = log.entries()
+    use = [(e.event.value, e.device, e.t, e.count) for e in rows]
+    hour = datetime(2026, 5, 9, 12, tzinfo=UTC)
+    in_first_hour = sum(1 for n in range(1500) if T0 + timedelta(seconds=3 * n) < hour +
+                        timedelta(hours=1))  # fmt: skip
+    assert sorted(use, key=str) == sorted([
+        ("api-use", "dongle", hour, in_first_hour),
+        ("api-use", "dongle", hour + timedelta(hours=1), 1500 - in_first_hour),
+        ("api-use", "portal", hour, 1),
+        ("websocket-use", "dongle", hour, 1),
+    ], key=str)  # fmt: skip
+    last = next(e for e in rows if e.device == "dongle" and e.t == hour + timedelta(hours=1))
+    assert in_first_hour == 1050
+    assert last.last == T0 + timedelta(seconds=3 * 1499)
+    assert last.to_json()["last"] == "2026-05-09T13:22:28Z"
+    assert "450 uses" in last.describe()
+
+
+def test_use_rows_reach_the_disk_at_first_use_and_then_at_least_every_minute(
+    log: Comlog, db: Path
+) -> None:
+    def on_disk() -> list[tuple[int, int]]:
+        other = sqlite3.connect(db)
+        return other.execute("SELECT count, last FROM comlog WHERE event = 'api-use'").fetchall()
+
+    log.note_use(T0, "dongle")
+    assert on_disk() == [(1, int(T0.timestamp()))]
+    log.note_use(T0 + timedelta(seconds=10), "dongle")
+    log.note_use(T0 + timedelta(seconds=20), "dongle")
+    assert on_disk() == [(1, int(T0.timestamp()))]  # counted in memory
+    log.note_use(T0 + timedelta(seconds=61), "dongle")
+    assert on_disk() == [(4, int(T0.timestamp()) + 61)]
+    log.note_use(T0 + timedelta(seconds=70), "dongle")
+    log.flush(T0 + timedelta(seconds=71))
+    assert on_disk() == [(5, int(T0.timestamp()) + 70)]
+
+
+def test_use_counts_survive_a_new_process(db: Path) -> None:
+    first = Comlog(connect(db))
+    first.init_schema()
+    first.note_use(T0, "dongle")
+    first.note_use(T0 + timedelta(seconds=1), "dongle")
+    first.flush()
+    second = Comlog(connect(db))
+    second.init_schema()
+    second.note_use(T0 + timedelta(seconds=2), "dongle")
+    [entry] = second.entries()
+    assert entry.count == 3
+
+
+def test_wrong_use(log: Comlog) -> None:
+    with pytest.raises(ValueError, match="note_use"):
+        log.add(T0, ComlogEvent.API_USE, "x")
+    with pytest.raises(ValueError, match="add"):
+        log.note_use(T0, "x", ComlogEvent.LOGOUT)
+    with pytest.raises(ValueError):
+        log.add(T0, "coffee-made")
+    with pytest.raises(ValueError, match="not JSON"):
+        log.add(T0, ComlogEvent.LOGOUT, "x", {"when": datetime.now()})
+    with pytest.raises(ValueError, match="aware"):
+        log.add(datetime(2026, 1, 1), ComlogEvent.LOGOUT)
+    assert log.entries() == []
+
+
+def test_long_details_and_devices_are_cut(log: Comlog) -> None:
+    entry = log.add(T0, ComlogEvent.TOKEN_REQUESTED, "d" * 1000, {"name": "n" * 10_000})
+    assert entry.device is not None and len(entry.device) == 128
+    [back] = log.entries()
+    assert len(str(back.detail)) < DETAIL_MAX
+    assert back.detail["name"].startswith("nnn")
+    huge = log.add(T0, ComlogEvent.TOKEN_REQUESTED, "d", {str(n): n for n in range(2000)})
+    assert "truncated" in huge.detail
+
+
+def test_entry_json_round_trip(log: Comlog) -> None:
+    log.add(T0, ComlogEvent.PROFILES_CHANGED, "dev", {"profiles": ["E-HISTORIC"]})
+    log.note_use(T0, "dev", ComlogEvent.WEBSOCKET_USE)
+    for entry in log.entries():
+        assert ComlogEntry.parse(entry.to_json()) == entry
+    with pytest.raises(ValueError):
+        ComlogEntry.parse([])
+
+
+def test_describe_is_one_readable_line(log: Comlog) -> None:
+    entry = log.add(T0, ComlogEvent.TOKEN_DENIED, "phone", {"reason": "button"})
+    assert entry.describe() == "2026-05-09T12:07:31Z  token-denied  phone  reason=button"
+
+
+def test_prune(log: Comlog) -> None:
+    log.add(T0 - timedelta(days=800), ComlogEvent.LOGOUT, "old")
+    log.add(T0, ComlogEvent.LOGOUT, "new")
+    assert log.prune(T0) == 1
+    assert [e.device for e in log.entries()] == ["new"]
+
+
+def test_committed_entries_survive_sigkill(db: Path) -> None:
+    child = textwrap.dedent(
+        f"""
+        import sqlite3
+        from datetime import UTC, datetime, timedelta
+        from x1p1.gateway.comlog import Comlog
+        conn = sqlite3.connect({str(db)!r}, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        log = Comlog(conn)
+        log.init_schema()
+        t = datetime(2026, 5, 9, tzinfo=UTC)
+        n = 0
+        while True:
+            n += 1
+            log.add(t + timedelta(seconds=n), "operator-read", None, {{"n": n}})
+            print(n, flush=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    seen = [int(proc.stdout.readline()) for _ in range(100)]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    numbers = [e.detail["n"] for e in Comlog(conn).entries(limit=100_000)]
+    assert numbers[: len(seen)] == seen
+    assert numbers == list(range(1, len(numbers) + 1))

@@ -1,0 +1,324 @@
+"""The comlog: every access to the meter's data, with its time (X1 §2.2; issue 6).
+
+§2.2 promises the customer a comlog in the local portal that shows, among other things,
+"de momenten waarop de netbeheerder op afstand de meterstanden heeft uitgelezen". The
+gateway writes an entry for each access action: token requests and their outcome
+(§5.1.2–§5.1.7), revocations and profile changes (§5.1.6, §5.2), portal logins (§5.1.3,
+§9.2), history blocks (§12.1), the grid operator switching X1 off and on (§12.3) and its
+remote reads, and the use of the API and the WebSocket — that last one summarised per
+device per hour, so a device polling every second adds one row an hour, not 3600.
+
+:class:`Comlog` works on the gateway's :mod:`sqlite3` connection (the token store's;
+WAL, ``synchronous=FULL``). :meth:`Comlog.add` commits each entry at once. Use
+(:meth:`Comlog.note_use`) is counted in memory and written when a device's first use in
+an hour happens (so the row exists at once), when the hour changes, and otherwise at
+most every :attr:`Comlog.flush_seconds` seconds, keeping fsyncs off the API's hot path;
+:meth:`Comlog.entries` writes pending counts first. After a crash, a use row may show
+up to ``flush_seconds`` fewer uses than there were: the row itself is never lost.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from x1p1.x1.api import format_time
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS comlog (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        t INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        device TEXT,
+        detail TEXT NOT NULL DEFAULT '{}',
+        count INTEGER NOT NULL DEFAULT 1,
+        last INTEGER
+    )""",
+    "CREATE INDEX IF NOT EXISTS comlog_t ON comlog (t, id)",
+    # One use row per kind, device and hour (t is the hour's start for those).
+    """CREATE UNIQUE INDEX IF NOT EXISTS comlog_use ON comlog (event, device, t)
+        WHERE event IN ('api-use', 'websocket-use')""",
+)
+
+DETAIL_MAX = 4096
+"""An entry's detail, as JSON, is at most this many characters (longer strings are cut)."""
+DEVICE_MAX = 128
+
+
+class ComlogEvent(enum.StrEnum):
+    """What happened (X1 §2.2)."""
+
+    TOKEN_REQUESTED = "token-requested"  # §5.1.2
+    TOKEN_APPROVED = "token-approved"  # §5.1.5
+    TOKEN_DENIED = "token-denied"  # §5.1.5, §5.1.7
+    TOKEN_EXPIRED = "token-expired"  # §5.1.4, §5.2
+    TOKEN_REVOKED = "token-revoked"  # §5.2, §12.1
+    PROFILES_CHANGED = "profiles-changed"  # §5.1.6
+    LOGIN_REQUESTED = "login-requested"  # §5.1.3
+    LOGIN_APPROVED = "login-approved"  # §5.1.3, §9.2.2
+    LOGIN_DENIED = "login-denied"
+    LOGOUT = "logout"
+    HISTORY_BLOCKED = "history-blocked"  # §12.1
+    X1_DISABLED = "x1-disabled"  # §12.3
+    X1_ENABLED = "x1-enabled"  # §12.3
+    OPERATOR_READ = "operator-read"  # §2.2: the grid operator read the meter remotely
+    API_USE = "api-use"  # REST calls, per device per hour
+    WEBSOCKET_USE = "websocket-use"  # WebSocket connections, per device per hour
+
+    @property
+    def summarised(self) -> bool:
+        """Counted per device per hour by :meth:`Comlog.note_use`."""
+        return self in (ComlogEvent.API_USE, ComlogEvent.WEBSOCKET_USE)
+
+
+@dataclass(frozen=True, slots=True)
+class ComlogEntry:
+    """One line of the comlog.
+
+    For ``api-use`` and ``websocket-use``, ``t`` is the start of the hour, ``count`` the
+    uses in it and ``last`` the latest; for every other event ``count`` is 1 and ``last``
+    is None."""
+
+    id: int
+    t: datetime
+    event: ComlogEvent
+    device: str | None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    count: int = 1
+    last: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """As ``x1p1 meter comlog --json`` and the portal show it."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "t": format_time(self.t),
+            "event": self.event.value,
+            "device": self.device,
+            "detail": dict(self.detail),
+            "count": self.count,
+        }
+        if self.last is not None:
+            out["last"] = format_time(self.last)
+        return out
+
+    @classmethod
+    def parse(cls, body: object) -> ComlogEntry:
+        """Back from :meth:`to_json` (the control socket's client reads it so)."""
+        if not isinstance(body, Mapping):
+            raise ValueError("comlog entry: a JSON object expected")
+        last = body.get("last")
+        detail = body.get("detail") or {}
+        if not isinstance(detail, Mapping):
+            raise ValueError("comlog entry: detail must be an object")
+        device = body.get("device")
+        return cls(
+            id=int(body["id"]),
+            t=datetime.fromisoformat(str(body["t"])).astimezone(UTC),
+            event=ComlogEvent(body["event"]),
+            device=None if device is None else str(device),
+            detail=dict(detail),
+            count=int(body.get("count", 1)),
+            last=None if last is None else datetime.fromisoformat(str(last)).astimezone(UTC),
+        )
+
+    def describe(self) -> str:
+        """One line for a terminal: time, event, device, count and detail."""
+        parts = [format_time(self.t), self.event.value]
+        if self.device is not None:
+            parts.append(self.device)
+        if self.event.summarised:
+            parts.append(f"{self.count} uses, last {format_time(self.last or self.t)}")
+        if self.detail:
+            parts.append(" ".join(f"{k}={_short(v)}" for k, v in sorted(self.detail.items())))
+        return "  ".join(parts)
+
+
+def _short(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+def _stamp(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError("comlog times must be aware datetimes")
+    return int(moment.timestamp())
+
+
+def _time(stamp: int) -> datetime:
+    return datetime.fromtimestamp(stamp, UTC)
+
+
+def _hour(stamp: int) -> int:
+    return stamp - stamp % 3600
+
+
+def _detail_json(detail: Mapping[str, Any]) -> str:
+    """The detail as JSON, at most :data:`DETAIL_MAX` characters; ValueError if it is
+    not JSON."""
+    try:
+        text = json.dumps(dict(detail), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False, allow_nan=False)  # fmt: skip
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"comlog detail is not JSON: {exc}") from None
+    if len(text) <= DETAIL_MAX:
+        return text
+    cut = {k: (v[:200] + "…" if isinstance(v, str) and len(v) > 200 else v)
+           for k, v in detail.items()}  # fmt: skip
+    text = json.dumps(cut, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if len(text) <= DETAIL_MAX:
+        return text
+    return json.dumps({"truncated": text[: DETAIL_MAX - 40]}, ensure_ascii=False)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
+@dataclass(slots=True)
+class _Pending:
+    count: int
+    last: int
+
+
+class Comlog:
+    """The comlog on a SQLite connection (X1 §2.2)."""
+
+    flush_seconds: float = 60.0
+    """Use counts wait at most this long in memory (seconds of ``now``)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._pending: dict[tuple[ComlogEvent, str, int], _Pending] = {}
+        self._written: set[tuple[ComlogEvent, str, int]] = set()
+        """Use rows on disk already (this hour's and the last)."""
+        self._flushed_at: int | None = None
+
+    def init_schema(self) -> None:
+        """Create the table and its indexes if absent."""
+        with _transaction(self.conn) as conn:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+
+    def add(
+        self,
+        now: datetime,
+        event: ComlogEvent | str,
+        device: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> ComlogEntry:
+        """Write one entry at once (committed when this returns) and return it.
+
+        ``device`` names the device or session (a token's name, uuid or id; None for
+        the meter's buttons and the grid operator). ``api-use`` and ``websocket-use`` go
+        through :meth:`note_use`. ValueError for an unknown event or a detail that is
+        not JSON."""
+        kind = ComlogEvent(event)
+        if kind.summarised:
+            raise ValueError(f"{kind.value} is counted per hour: use note_use()")
+        text = _detail_json(detail or {})
+        name = None if device is None else device[:DEVICE_MAX]
+        stamp = _stamp(now)
+        with _transaction(self.conn) as conn:
+            cur = conn.execute(
+                "INSERT INTO comlog (t, event, device, detail) VALUES (?, ?, ?, ?)",
+                (stamp, kind.value, name, text),
+            )
+            row_id = cur.lastrowid
+        assert row_id is not None
+        return ComlogEntry(row_id, _time(stamp), kind, name, json.loads(text))
+
+    def note_use(
+        self, now: datetime, device: str, kind: ComlogEvent | str = ComlogEvent.API_USE
+    ) -> None:
+        """Count one use of the API (``api-use``) or a WebSocket (``websocket-use``) by
+        ``device`` at ``now``: one row per kind, device and hour, its count updated in
+        place. See the module docstring for when counts reach the disk."""
+        use = ComlogEvent(kind)
+        if not use.summarised:
+            raise ValueError(f"{use.value} is not a use to count; use add()")
+        stamp = _stamp(now)
+        key = (use, device[:DEVICE_MAX], _hour(stamp))
+        pending = self._pending.get(key)
+        first = pending is None and key not in self._written
+        if pending is None:
+            pending = self._pending[key] = _Pending(0, stamp)
+        pending.count += 1
+        pending.last = max(pending.last, stamp)
+        if first or self._due(stamp):
+            self.flush(now)
+
+    def _due(self, stamp: int) -> bool:
+        if self._flushed_at is None:
+            return True
+        if _hour(stamp) != _hour(self._flushed_at):
+            return True
+        return stamp - self._flushed_at >= self.flush_seconds or stamp < self._flushed_at
+
+    def flush(self, now: datetime | None = None) -> None:
+        """Write the counted uses (the server also calls this on shutdown)."""
+        if now is not None:
+            self._flushed_at = _stamp(now)
+        if not self._pending:
+            return
+        rows = [(use.value, device, hour, p.count, p.last)
+                for (use, device, hour), p in self._pending.items()]  # fmt: skip
+        with _transaction(self.conn) as conn:
+            conn.executemany(
+                "INSERT INTO comlog (event, device, t, count, last) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (event, device, t) WHERE event IN ('api-use', 'websocket-use') "
+                "DO UPDATE SET count = count + excluded.count, "
+                "last = max(last, excluded.last)",
+                rows,
+            )
+        newest = max(hour for _, _, hour in self._pending)
+        self._written = {k for k in self._written | set(self._pending) if k[2] >= newest - 3600}
+        self._pending.clear()
+
+    def entries(
+        self, since: datetime | None = None, limit: int = 1000
+    ) -> list[ComlogEntry]:
+        """The newest ``limit`` entries with ``t >= since``, oldest first (use rows count
+        at the start of their hour, so ``since`` within an hour shows that hour's row)."""
+        self.flush()
+        if limit < 1:
+            return []
+        lower = -(2**62) if since is None else _hour(_stamp(since))
+        rows = self.conn.execute(
+            "SELECT id, t, event, device, detail, count, last FROM ("
+            "SELECT * FROM comlog WHERE t >= ? AND (event IN ('api-use', 'websocket-use') "
+            "OR t >= ?) ORDER BY t DESC, id DESC LIMIT ?) ORDER BY t, id",
+            (lower, lower if since is None else _stamp(since), limit),
+        ).fetchall()
+        out: list[ComlogEntry] = []
+        for row_id, t, event, device, detail, count, last in rows:
+            try:
+                kind = ComlogEvent(event)
+            except ValueError:
+                continue  # an event kind from a newer x1p1
+            out.append(ComlogEntry(int(row_id), _time(int(t)), kind, device,
+                                   json.loads(detail or "{}"), int(count),
+                                   None if last is None else _time(int(last))))  # fmt: skip
+        return out
+
+    def prune(self, now: datetime, keep: timedelta = timedelta(days=2 * 365)) -> int:
+        """Delete entries older than ``keep`` (two years by default, the longest history
+        the meter keeps a day's readings: Table 8); returns how many went."""
+        with _transaction(self.conn) as conn:
+            cur = conn.execute("DELETE FROM comlog WHERE t < ?", (_stamp(now - keep),))
+            return cur.rowcount

@@ -184,7 +184,8 @@ class _Prober(asyncio.DatagramProtocol):
                 theirs.setdefault(record.name.lower(), []).append(_sort_key(record))
         for name, records in theirs.items():
             mine = self._mine.get(name)
-            if mine is not None and sorted(records) != mine and mine < sorted(records):
+            # Identical data is no conflict; the lexicographically later data wins.
+            if mine is not None and mine < sorted(records):
                 log.debug("mDNS: lost the probe tie-break for %s to %s", name, addr[0])
                 self._lost = True
                 self._event.set()

@@ -194,6 +194,18 @@ def test_discovered_gateways_merge_by_host_name() -> None:
     assert json.loads(json.dumps(by_name.to_json()))["serial"] is None
 
 
+def test_discovery_does_not_import_the_gateway() -> None:
+    # The daemon's install has no aiohttp or cryptography (architecture.md, Dependencies).
+    code = (
+        "import sys, x1p1.converter.discovery\n"
+        "bad = [m for m in sys.modules if m.startswith(('x1p1.gateway', 'aiohttp', "
+        "'cryptography'))]\n"
+        "assert not bad, bad"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 # Probe rules on crafted packets: nothing is sent, datagrams are fed to the prober.
 
 HOST = "X1-interface.local."

@@ -228,7 +228,8 @@ async def discover(
     Returns one :class:`DiscoveredGateway` per host name, standard names first. Waits
     the whole ``timeout`` unless ``stop_when(found_so_far)`` returns true earlier.
     Uses ``zc`` if given (and leaves it open), else a fresh IPv4 zeroconf instance on
-    every interface, so no stale cache answers for a gateway that moved.
+    every interface, so no stale cache answers for a gateway that moved. Raises
+    :class:`~x1p1.exceptions.DiscoveryError` when mDNS cannot be used at all.
     """
     if timeout <= 0:
         raise ValueError("timeout must be positive")
@@ -236,7 +237,10 @@ async def discover(
         host_names = [host_name_candidate(DEFAULT_BASE_NAME, i) for i in range(HOST_NAME_TRIES)]
     loop = asyncio.get_running_loop()
     own = zc is None
-    aiozc = zc if zc is not None else AsyncZeroconf(ip_version=IPVersion.V4Only)
+    try:
+        aiozc = zc if zc is not None else AsyncZeroconf(ip_version=IPVersion.V4Only)
+    except (OSError, RuntimeError) as error:  # RuntimeError: zeroconf found no interface
+        raise DiscoveryError(f"cannot use mDNS (UDP 5353) on this host: {error}") from None
     run = _Discovery(aiozc.zeroconf, loop.time() + timeout, host_names)
     try:
         run.start()

@@ -13,6 +13,7 @@ Commands and options are an interface that users and scripts rely on
 from __future__ import annotations
 
 import json
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,8 @@ def monitor(source: str, as_json: bool) -> None:
     from x1p1.converter.monitor import monitor as run_monitor
 
     if source == "-":
-        read = sys.stdin.buffer.read1
+        stdin = sys.stdin.buffer
+        read = stdin.read1 if isinstance(stdin, io.BufferedReader) else stdin.read
     else:
         import serial
 

@@ -478,14 +478,18 @@ def _registers_at(
     cache: dict[int, Mapping[str, float]],
 ) -> list[tuple[datetime, Mapping[str, float]]]:
     """The simulation's registers at each of ``ends`` (shared across resolutions through
-    ``cache``); ``interval_registers`` in one pass for the UTC-aligned resolutions."""
+    ``cache``); ``interval_registers(start, end, step)`` (ends ``start < t <= end``) in
+    one pass for an unbroken run of a UTC-aligned resolution, ``registers`` for the rest."""
     wanted = [t for t in ends if _stamp(t) not in cache]
     bulk = getattr(sim, "interval_registers", None)
     step = resolution.step
-    if bulk is not None and step is not None and len(wanted) > 1:
+    contiguous = step is not None and len(wanted) > 1 and (
+        wanted[-1] - wanted[0] == (len(wanted) - 1) * step
+    )
+    if bulk is not None and step is not None and contiguous:
         targets = {_stamp(t) for t in wanted}
         last = wanted[-1]
-        for t, values in bulk(wanted[0], last, step):
+        for t, values in bulk(wanted[0] - step, last, step):
             if t > last:
                 break
             stamp = _stamp(t)

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from converter_support import fast_options, save_test_pairing
 from p1_pty import PtyPeer, until
 from x1_test_gateway import SERIAL, TestGateway, running_gateway
 
 from x1p1.cli import main
 from x1p1.converter.state import load_pairing
-from x1p1.converter.stream import StreamSettings
-from x1p1.converter.supervisor import Converter, ConverterOptions
+from x1p1.converter.supervisor import Converter
 
 
 @pytest.fixture
@@ -33,23 +33,6 @@ async def pty() -> AsyncIterator[PtyPeer]:
     peer = PtyPeer().attach()
     yield peer
     peer.close()
-
-
-def fast_options(state_dir: Path, serial: str | None, **kwargs: object) -> ConverterOptions:
-    """The real schedule, 100 times faster, so no test sleeps through a backoff."""
-    stream = StreamSettings(scale=0.01, stall_timeout=2.0, open_timeout=5.0)
-    options = ConverterOptions(
-        state_dir=state_dir,
-        serial=serial,
-        stream=stream,
-        tick=0.05,
-        token_check=0.05,
-        status_interval=0.05,
-        serial_reopen=0.05,
-    )
-    for key, value in kwargs.items():
-        setattr(options, key, value)
-    return options
 
 
 async def pair_cli(gateway: TestGateway, state_dir: Path, *extra: str) -> tuple[int, str]:
@@ -102,28 +85,14 @@ async def test_pair_then_run_relays_every_telegram_byte_identical(
 async def test_verifies_the_host_name_while_connecting_by_address(
     gateway: TestGateway, pty: PtyPeer, tmp_path: Path
 ) -> None:
-    from x1p1.converter.state import Pairing, save_pairing
-    from x1p1.x1.profiles import Profile
-
     state_dir = tmp_path / "state"
-    from datetime import UTC, datetime
-
-    save_pairing(
+    save_test_pairing(  # X1-interface.local is in the certificate, and does not resolve here
         state_dir,
-        Pairing(
-            token=gateway.issue_token(),
-            host_name="X1-interface.local",  # in the certificate; does not resolve here
-            port=gateway.port,
-            address="127.0.0.1",
-            serial=SERIAL,
-            ca_pem=gateway.ca_file.read_text(),
-            ca_source=None,
-            profiles=frozenset({Profile.P1}),
-            expires_at=None,
-            name="t",
-            uuid="0b5c2f0e-1111-4222-8333-444455556666",
-            paired_at=datetime.now(UTC),
-        ),
+        token=gateway.issue_token(),
+        port=gateway.port,
+        ca_pem=gateway.ca_file.read_text(),
+        host_name="X1-interface.local",
+        address="127.0.0.1",
     )
     converter = Converter(fast_options(state_dir, pty.path))
     task = asyncio.create_task(converter.run())

@@ -135,7 +135,14 @@ class Converter:
         self._ready_sent = False
         self._learn_serial = False
         self.serial: SerialOutput | None = None
-        self.tcp: TcpOutput | None = None
+        if options.serial:
+            self.serial = SerialOutput(
+                options.serial,
+                options.data_request,
+                opener=options.opener,
+                reopen_interval=options.serial_reopen,
+            )
+        self.tcp = TcpOutput(options.tcp) if options.tcp is not None else None
         path = options.status_file or status_path(self.state_dir, options.env)
         interval = options.status_interval
         if interval is None:
@@ -383,17 +390,10 @@ class Converter:
         if self.pairing is not None:
             self._context(self.pairing)  # a bad --ca or saved CA fails now, clearly
         options = self.options
-        if options.serial:
-            self.serial = SerialOutput(
-                options.serial,
-                options.data_request,
-                opener=options.opener,
-                reopen_interval=options.serial_reopen,
-            )
+        if self.serial is not None:
             self.serial.start()
         try:
-            if options.tcp is not None:
-                self.tcp = TcpOutput(options.tcp)
+            if self.tcp is not None:
                 await self.tcp.start()
             stream_task = asyncio.ensure_future(self.stream.run())
             try:

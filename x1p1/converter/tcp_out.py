@@ -7,15 +7,17 @@ clients send is read and thrown away.
 
 A slow client never holds up the others or the serial line: a telegram is handed to a
 client's transport only when that client took the previous one completely (its
-transport's buffer is empty). Otherwise the telegram is dropped for that client alone,
-latest wins, and no queue builds. A client that has taken nothing for
+transport's buffer is empty; the kernel's send buffer is kept small). Otherwise the
+telegram is dropped for that client alone, latest wins, and no queue builds. A client that has taken nothing for
 ``idle_drop`` seconds is disconnected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
 
 from x1p1.converter.config import ListenAddress
@@ -23,6 +25,10 @@ from x1p1.converter.config import ListenAddress
 __all__ = ["TcpOutput"]
 
 log = logging.getLogger(__name__)
+
+SEND_BUFFER = 16 * 1024
+"""The kernel's send buffer per client: a client that falls behind gets fresh telegrams
+again as soon as it reads, not a backlog of old ones."""
 
 
 class _Client(asyncio.Protocol):
@@ -36,6 +42,10 @@ class _Client(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # a few telegrams in flight at most, not megabytes
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.owner._clients.add(self)

@@ -1,0 +1,197 @@
+"""The converter's outputs: Data Request gating (P1 §5.7.1) and the TCP server.
+
+Data Request goes through pyserial's ``serial_for_url`` with the ``fakeport://`` handler
+of ``tests/serial_doubles`` (a pty carries no CTS/DSR and no test machine has an RS-232
+adapter); the TCP output is read by dsmr_parser's own ``SocketReader``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import serial_doubles
+from converter_support import fast_options, running, save_test_pairing
+from dsmr_parser import telegram_specifications
+from dsmr_parser.clients.socket_ import SocketReader
+from p1_pty import until
+from x1_test_gateway import SERIAL, TestGateway, running_gateway
+
+from x1p1.converter.config import ListenAddress
+from x1p1.p1 import TelegramReader, ValidTelegram
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[TestGateway]:
+    async with running_gateway(tmp_path / "gateway", period=0.02) as gw:
+        yield gw
+
+
+def pair(gateway: TestGateway, state_dir: Path) -> None:
+    save_test_pairing(
+        state_dir,
+        token=gateway.issue_token(),
+        port=gateway.port,
+        ca_pem=gateway.ca_file.read_text(),
+        serial=SERIAL,
+    )
+
+
+def whole_telegrams(writes: list[bytes]) -> None:
+    for chunk in writes:
+        events = TelegramReader().feed(chunk)
+        assert len(events) == 1 and isinstance(events[0], ValidTelegram)
+
+
+@pytest.mark.parametrize("line_name", ["cts", "dsr"])
+async def test_data_request_gates_the_output(
+    gateway: TestGateway, tmp_path: Path, line_name: str
+) -> None:
+    state_dir = tmp_path / "state"
+    pair(gateway, state_dir)
+    line = serial_doubles.register(f"dr-{line_name}-{os.getpid()}")
+    options = fast_options(state_dir, line.url, data_request=line_name)
+    async with running(options) as converter:
+        serial = converter.serial
+        assert serial is not None
+        # Not asserted: telegrams arrive, none is sent.
+        await until(lambda: converter.relayed >= 20, what="telegrams relayed")
+        await until(lambda: serial.dr_state.value == "not-asserted", what="DR seen low")
+        assert line.writes == []
+        assert serial.stats.not_requested > 0
+        # Raised: the newest telegram goes out at once, then every one.
+        setattr(line, line_name, True)
+        await until(lambda: len(line.writes) >= 10, what="ten writes")
+        assert serial.dr_state.value == "asserted"
+        # Dropped: sending stops (at most the one already on its way completes).
+        setattr(line, line_name, False)
+        await until(lambda: serial.dr_state.value == "not-asserted", what="DR seen dropped")
+        stopped_at = len(line.writes)
+        relayed = converter.relayed
+        await until(lambda: converter.relayed >= relayed + 20, what="more telegrams")
+        assert len(line.writes) <= stopped_at + 1
+        status = converter.status()
+        assert status.data_request == {"mode": line_name, "state": "not-asserted"}
+    whole_telegrams(line.writes)
+    indexes = [gateway.sent.index(chunk) for chunk in line.writes]
+    assert indexes == sorted(set(indexes))
+
+
+async def test_the_other_line_does_not_gate(gateway: TestGateway, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    pair(gateway, state_dir)
+    line = serial_doubles.register(f"dr-other-{os.getpid()}")
+    line.dsr = True  # DSR asserted, but the converter watches CTS
+    async with running(fast_options(state_dir, line.url, data_request="cts")) as converter:
+        await until(lambda: converter.relayed >= 20, what="telegrams relayed")
+        assert line.writes == []
+
+
+async def test_ignore_sends_regardless_of_the_lines(gateway: TestGateway, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    pair(gateway, state_dir)
+    line = serial_doubles.register(f"dr-ignore-{os.getpid()}")
+    async with running(fast_options(state_dir, line.url)) as converter:
+        await until(lambda: len(line.writes) >= 5, what="writes")
+        assert converter.serial is not None
+        assert converter.serial.dr_state.value == "ignored"
+    whole_telegrams(line.writes)
+
+
+async def test_adapter_pulled_and_plugged_back(gateway: TestGateway, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    pair(gateway, state_dir)
+    line = serial_doubles.register(f"usb-{os.getpid()}")
+    async with running(fast_options(state_dir, line.url)) as converter:
+        await until(lambda: len(line.writes) >= 5, what="writes")
+        line.present = False  # EIO on the next write, ENOENT on open
+        serial = converter.serial
+        assert serial is not None
+        await until(lambda: serial.state.value == "absent", what="absent")
+        assert "went away" in serial.error or "no such device" in serial.error
+        count = len(line.writes)
+        relayed = converter.relayed
+        await until(lambda: converter.relayed >= relayed + 10, what="X1 side still up")
+        assert len(line.writes) == count
+        line.present = True
+        await until(lambda: len(line.writes) >= count + 5, what="writes again")
+        assert line.opens == 2
+        assert gateway.connections == 1
+    whole_telegrams(line.writes)
+
+
+async def test_tcp_output_read_by_dsmr_parser(
+    gateway: TestGateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state_dir = tmp_path / "state"
+    pair(gateway, state_dir)
+    options = fast_options(state_dir, None, tcp=ListenAddress("127.0.0.1", 0))
+    caplog.set_level(logging.INFO, logger="dsmr_parser")
+    async with running(options) as converter:
+        await until(lambda: converter.tcp is not None and converter.tcp.port != 0, what="tcp")
+        assert converter.tcp is not None
+        port = converter.tcp.port
+
+        def read(count: int) -> list[object]:
+            reader = SocketReader("127.0.0.1", port, telegram_specifications.V5)
+            out = []
+            for telegram in reader.read():
+                out.append(telegram)
+                if len(out) == count:
+                    break
+            return out
+
+        # Two readers at once; a third client that never reads must not hold them up.
+        import socket
+
+        idle = socket.create_connection(("127.0.0.1", port))
+        idle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            first, second = await asyncio.gather(
+                asyncio.to_thread(read, 30), asyncio.to_thread(read, 30)
+            )
+        finally:
+            idle.close()
+        status = converter.status()
+    assert len(first) == 30 and len(second) == 30
+    assert not [r for r in caplog.records if r.name.startswith("dsmr_parser")], "bad telegrams"
+    assert status.tcp is not None and status.tcp["listen"].startswith("127.0.0.1:")
+
+
+async def test_slow_tcp_client_drops_for_itself_only(gateway: TestGateway, tmp_path: Path) -> None:
+    import socket
+
+    state_dir = tmp_path / "state"
+    pair(gateway, state_dir)
+    options = fast_options(state_dir, None, tcp=ListenAddress("127.0.0.1", 0))
+    async with running(options) as converter:
+        tcp = converter.tcp
+        assert tcp is not None
+        await until(lambda: tcp.port != 0, what="the TCP server")
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        stuck.connect(("127.0.0.1", tcp.port))
+        reader_sock = socket.create_connection(("127.0.0.1", tcp.port))
+        reader_sock.setblocking(False)
+        got = bytearray()
+
+        def drain() -> int:
+            try:
+                while chunk := reader_sock.recv(65536):
+                    got.extend(chunk)
+            except BlockingIOError:
+                pass
+            return len(TelegramReader().feed(bytes(got)))
+
+        try:
+            await until(lambda: tcp.dropped > 0, what="drops for the stuck client")
+            await until(lambda: drain() >= 100, what="100 telegrams to the reading client")
+        finally:
+            stuck.close()
+            reader_sock.close()
+    events = TelegramReader().feed(bytes(got))
+    assert all(isinstance(e, ValidTelegram) for e in events)

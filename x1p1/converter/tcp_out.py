@@ -8,8 +8,8 @@ clients send is read and thrown away.
 A slow client never holds up the others or the serial line: a telegram is handed to a
 client's transport only when that client took the previous one completely (its
 transport's buffer is empty; the kernel's send buffer is kept small). Otherwise the
-telegram is dropped for that client alone, latest wins, and no queue builds. A client that has taken nothing for
-``idle_drop`` seconds is disconnected.
+telegram is dropped for that client alone, latest wins, and no queue builds. A client
+that has taken nothing for ``idle_drop`` seconds is disconnected.
 """
 
 from __future__ import annotations

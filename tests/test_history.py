@@ -32,6 +32,7 @@ from x1p1.x1.history import (
     interval_ends,
     interval_start,
     is_end,
+    measurements_response,
     next_end,
     oldest_kept,
     parse_measurements_query,
@@ -502,6 +503,9 @@ def test_query_json_is_query_as_json(filled: HistoryStore) -> None:
         body = json.loads(filled.query_json(q))
         assert body == [{"t": format_time(t), "values": v} for t, v in readings]
         assert all(list(item["values"]) == list(q.codes) for item in body)
+        whole = json.loads(filled.response_text("E0001", q))
+        assert whole == measurements_response("E0001", q, readings)
+        assert list(whole) == ["equipment_id", "resolution", "from", "to", "units", "readings"]
 
 
 # --- durability --------------------------------------------------------------------------
@@ -567,7 +571,11 @@ def test_a_good_query() -> None:
     g = parse_measurements_query(params(obis=GAS_CODE, resolution="5m"), G,
                                  {Profile.G_HISTORIC})  # fmt: skip
     assert g.codes == (GAS_CODE,) and g.resolution is R.MIN5
-    assert q.to_json()["from"] == "2026-01-01T00:00:00Z"
+    assert q.response_head("E1") == {
+        "equipment_id": "E1", "resolution": "1d", "from": "2026-01-01T00:00:00Z",
+        "to": "2026-01-31T23:00:00Z",
+        "units": {"1-0:1.8.1.255": "kWh", "1-0:2.8.1.255": "kWh", "0-0:96.7.21.255": None},
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,7 @@ open.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -452,6 +453,13 @@ class HistoryStore:
         sql, params = self._select(q, f"json_group_array(json_object('t', ts, 'values', {values}))")
         row = self.conn.execute(sql, params).fetchone()
         return str(row[0]) if row and row[0] is not None else "[]"
+
+    def response_text(self, equipment_id: str, q: MeasurementsQuery) -> str:
+        """The whole measurements response as JSON text (x1-api.md, REST), its
+        ``readings`` written by SQLite (:meth:`query_json`); equal, once parsed, to
+        :func:`~x1p1.x1.history.measurements_response` of :meth:`query`."""
+        head = json.dumps(q.response_head(equipment_id), separators=(",", ":"))
+        return head[:-1] + ',"readings":' + self.query_json(q) + "}"
 
     def count(self, meter: Meter, resolution: Resolution) -> int:
         """How many readings of ``meter`` at ``resolution`` are stored."""

@@ -268,10 +268,29 @@ class MeasurementsQuery:
             return self  # within retention, or wholly before it: nothing to move
         return MeasurementsQuery(self.meter, self.resolution, self.codes, oldest, self.end)
 
-    def to_json(self) -> dict[str, Any]:
-        """The response's echo of the query (x1-api.md, REST)."""
-        return {"resolution": self.resolution.value, "from": format_time(self.start),
-                "to": format_time(self.end), "obis": list(self.codes)}  # fmt: skip
+    def units(self) -> dict[str, str | None]:
+        """The unit of each asked object (None for counters), as the response lists them."""
+        return {code: lookup(code).obj.unit for code in self.codes}
+
+    def response_head(self, equipment_id: str) -> dict[str, Any]:
+        """Every field of the measurements response but ``readings`` (x1-api.md, REST):
+        ``from`` is the clamped one, so a client sees where the data it may get begins."""
+        return {"equipment_id": equipment_id, "resolution": self.resolution.value,
+                "from": format_time(self.start), "to": format_time(self.end),
+                "units": self.units()}  # fmt: skip
+
+
+def measurements_response(
+    equipment_id: str,
+    query: MeasurementsQuery,
+    readings: Iterable[tuple[datetime, Mapping[str, float]]],
+) -> dict[str, Any]:
+    """The body of ``GET /api/meters/{equipment_id}/measurements`` (x1-api.md, REST):
+    ``{"equipment_id", "resolution", "from", "to", "units", "readings": [{"t", "values"}]}``.
+    Intervals without a reading are absent, not zero (§12.2)."""
+    body = query.response_head(equipment_id)
+    body["readings"] = [{"t": format_time(t), "values": dict(values)} for t, values in readings]
+    return body
 
 
 def historic_profiles(obj: ObisObject) -> list[str]:

@@ -722,3 +722,15 @@ def test_with_the_meter_simulation(db: Path) -> None:
     # Registers only grow: consecutive daily readings never go down.
     totals = [v["1-0:1.8.1.255"] + v["1-0:1.8.2.255"] for _, v in days]
     assert totals == sorted(totals)
+
+
+def test_a_parameter_given_twice_is_refused() -> None:
+    from multidict import MultiDict
+
+    query = MultiDict(params())
+    query.add("obis", "1-0:1.8.2.255")
+    with pytest.raises(BadRequest, match="^obis: given more than once"):
+        parse_measurements_query(query, E, ALL_PROFILES)
+    assert parse_measurements_query(MultiDict(params()), E, ALL_PROFILES).codes == (
+        "1-0:1.8.1.255",
+    )

@@ -338,6 +338,12 @@ def parse_measurements_query(
         raise BadRequest(
             f"{unknown[0]}: unknown parameter; use obis, resolution, from and to"
         )
+    getall = getattr(params, "getall", None)  # a multidict: ?obis=a&obis=b
+    if getall is not None:
+        for name in sorted(MEASUREMENTS_PARAMETERS):
+            if len(getall(name, ())) > 1:
+                hint = "; list the codes comma-separated in one obis" if name == "obis" else ""
+                raise BadRequest(f"{name}: given more than once{hint}")
     granted = frozenset(profiles) & HISTORIC_PROFILES
     raw_obis = params.get("obis")
     if raw_obis is None or not raw_obis.strip():

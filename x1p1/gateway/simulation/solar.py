@@ -97,22 +97,21 @@ def solar_blocks(system: PVSystem, seed: int, d: Day) -> list[SolarBlock]:
     scale = system.peak_w * 0.8 / len(system.phases)
     if kind == CLEAR:
         level = scale * (0.9 + 0.1 * rnd())
-        watts = [(pos, int(level * c * (0.97 + 0.03 * rnd()))) for pos, c in sky]
-    elif kind == OVERCAST:
+        return [(pos, w, int(w * flick)) for pos, c in sky
+                if (w := int(level * c * (0.97 + 0.03 * rnd()))) > 0]  # fmt: skip
+    if kind == OVERCAST:
         level = scale * (0.08 + 0.25 * rnd())
-        watts = [(pos, int(level * c * (0.75 + 0.5 * rnd()))) for pos, c in sky]
-    else:
-        sunny = 0.65 + 0.3 * rnd()  # share of blocks in sunshine between the clouds
-        dull = scale * (0.1 + 0.15 * rnd())
-        watts = []
-        for pos, c in sky:
-            x = rnd()
-            if x < sunny:
-                x /= sunny
-                watts.append((pos, int(scale * c * (0.55 + 0.5 * x))))
-            else:
-                watts.append((pos, int(dull * c)))
-    return [(pos, w, int(w * flick)) for pos, w in watts if w > 0]
+        return [(pos, w, int(w * flick)) for pos, c in sky
+                if (w := int(level * c * (0.75 + 0.5 * rnd()))) > 0]  # fmt: skip
+    sunny = 0.65 + 0.3 * rnd()  # share of blocks in sunshine between the clouds
+    dull = scale * (0.1 + 0.15 * rnd())
+    out = []
+    for pos, c in sky:
+        x = rnd()
+        w = int(scale * c * (0.55 + 0.5 * x / sunny)) if x < sunny else int(dull * c)
+        if w > 0:
+            out.append((pos, w, int(w * flick)))
+    return out
 
 
 def flicker(block_key: int, bound: int) -> list[int]:

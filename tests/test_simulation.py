@@ -99,6 +99,14 @@ def test_fractions_of_a_second_are_dropped(sim: MeterSimulation) -> None:
     assert sim.telegram(t + timedelta(microseconds=999_999)) == sim.telegram(t)
 
 
+def test_the_epoch_itself(sim: MeterSimulation) -> None:
+    at = datetime.fromtimestamp(EPOCH, UTC)
+    r = sim.readings(at)
+    assert r.power_delivered == r.power_returned == 0
+    assert sim.registers(at)["1-0:1.8.1.255"] == sim.electricity.base[0] // 3600 / 1000
+    V5.parse(sim.telegram(at).decode("ascii"), throw_ex=True)
+
+
 def test_bad_instants_are_refused(sim: MeterSimulation) -> None:
     with pytest.raises(ValueError, match="aware"):
         sim.registers(datetime(2024, 1, 1))

@@ -249,7 +249,9 @@ class ElectricityModel:
 
     def power(self, t: int) -> tuple[int, int, int]:
         """Watts of each phase over the second ``[t-1, t)`` (positive import, negative
-        export): what the telegram at ``t`` shows."""
+        export): what the telegram at ``t`` shows. Nothing before the epoch."""
+        if t == EPOCH:
+            return 0, 0, 0
         d, pos, rem = locate(t - 1)
         rows = self.block_minutes(d, pos)
         whole, i = divmod(rem, 60)

@@ -17,6 +17,7 @@ That keeps a whole day's energy a matter of a few additions (see ``electricity.p
 
 from __future__ import annotations
 
+import operator
 import random
 from array import array
 from dataclasses import dataclass
@@ -99,6 +100,9 @@ class LoadTemplate:
     """``prefix[phase][b]``: the sum of blocks ``0 … b-1`` (97 values)."""
 
 
+_LOW3 = bytes(b & 7 for b in range(256))
+"""A byte → its three low bits: 0–7 W of wobble from a random byte."""
+
 _SUNSET = (16 * 60 + 45, 19 * 60 + 30, 21 * 60 + 20)
 """Rough local clock minute at which lights go on in the evening, by season."""
 
@@ -120,7 +124,7 @@ class _Day:
         offset = self.r.randrange(c.period)
         one = [c.watts] * c.on + [0] * (c.period - c.on)
         pattern = (one * (MINUTES // c.period + 2))[offset : offset + MINUTES]
-        self.p[c.phase] = [v + w for v, w in zip(self.p[c.phase], pattern, strict=True)]
+        self.p[c.phase] = list(map(operator.add, self.p[c.phase], pattern))
 
     def pattern(self, phase: int, start: int, steps: list[tuple[int, int]]) -> int:
         """Add (minutes, watts) steps one after another; return where they end."""
@@ -142,8 +146,7 @@ def make_template(
     rnd, rr = r.random, r.randrange
 
     # Minute-to-minute wobble of the base load (a few watts), and the cycling fridges.
-    day.p = [[v + (b & 7) for v, b in zip(row, r.randbytes(MINUTES), strict=True)]
-             for row in day.p]  # fmt: skip
+    day.p = [list(map(operator.add, row, r.randbytes(MINUTES).translate(_LOW3))) for row in day.p]
     day.cycle(h.fridge)
     if h.freezer is not None:
         day.cycle(h.freezer)
@@ -234,10 +237,10 @@ def _summarise(rows: list[list[int]]) -> LoadTemplate:
     sums, mins, maxs, prefixes = [], [], [], []
     for row in rows:
         blocks = [row[b * 15 : b * 15 + 15] for b in range(96)]
-        s = tuple(sum(block) for block in blocks)
+        s = tuple(map(sum, blocks))
         sums.append(s)
-        mins.append(tuple(min(block) for block in blocks))
-        maxs.append(tuple(max(block) for block in blocks))
+        mins.append(tuple(map(min, blocks)))
+        maxs.append(tuple(map(max, blocks)))
         running, acc = [0], 0
         for value in s:
             acc += value

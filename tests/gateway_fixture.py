@@ -20,7 +20,10 @@ the meter's buttons and the grid operator), ``ssl_context()``, and these helpers
 - ``request(method, path, token=…, json=…, body=…, headers=…)`` → :class:`Reply`
   (``status``, ``headers``, ``body``, ``json``) over a fresh HTTPS connection;
 - ``pair(profiles=("P1",), name=…, uuid=…)`` → a token, approved on the meter;
-- ``ws(path, token=…)`` → a ``websockets`` connect object: ``async with gw.ws(…) as ws``.
+- ``ws(path, token=…)`` → a ``websockets`` connect object: ``async with gw.ws(…) as ws``;
+- ``electricity_id``, ``gas_id``: the meters' equipment ids;
+- ``call(fn)`` (thread mode): run ``fn(gateway)`` on the gateway's loop, e.g.
+  ``gw.call(lambda g: g.state.maintain())``.
 
 The pytest fixture :func:`gateway` gives a thread-mode gateway in ``tmp_path / "gw"``
 with mDNS off; import it into a test module with ``from gateway_fixture import gateway``.
@@ -29,6 +32,7 @@ with mDNS off; import it into a test module with ``from gateway_fixture import g
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import json as jsonlib
 import os
@@ -39,12 +43,12 @@ import subprocess
 import sys
 import threading
 import uuid as uuid_module
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from websockets.asyncio.client import connect
@@ -54,6 +58,8 @@ from x1p1.gateway.control_client import ControlClient
 from x1p1.gateway.streams import MeterSource
 from x1p1.p1 import dsmr5
 from x1p1.x1.tls import client_ssl_context
+
+T = TypeVar("T")
 
 ALL_PROFILES = ("P1", "E-REALTIME", "E-HISTORIC", "E-BILLING", "PQ-REALTIME", "PQ-HISTORIC",
                 "G-REALTIME", "G-HISTORIC", "G-BILLING")  # fmt: skip
@@ -78,7 +84,7 @@ class OffsetClock:
 
 class SampleMeters:
     """Meters from :func:`x1p1.p1.dsmr5.sample_readings`: a stand-in for the simulation
-    (used when ``x1p1.gateway.simulation`` has no ``MeterSimulation``)."""
+    (tests pass ``meters=SampleMeters()`` for fixed, simple values)."""
 
     electricity_id = "E0044007312345617"
     gas_id = "G0012345678901234"
@@ -119,14 +125,13 @@ class SampleMeters:
         return dev.captured, dev.value
 
 
+@functools.cache
 def default_meters() -> MeterSource:
-    """The real simulation when it exists, else :class:`SampleMeters`."""
-    try:
-        from x1p1.gateway.simulation import MeterSimulation  # type: ignore[attr-defined]
-    except ImportError:
-        return SampleMeters()
-    meters: MeterSource = MeterSimulation(1, gas_channel=1)
-    return meters
+    """The real simulation (seed 1, gas on channel 1), as ``x1p1 gateway serve``; one
+    instance for the whole test session (it is thread-safe and computes a day once)."""
+    from x1p1.gateway.simulation import MeterSimulation
+
+    return MeterSimulation(1, gas_channel=1)
 
 
 @dataclass
@@ -157,7 +162,10 @@ class RunningGateway:
     gateway: Gateway | None = None
     process: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
+    loop: asyncio.AbstractEventLoop | None = None
+    """Thread mode: the gateway's event loop (see :meth:`call`)."""
     _ssl: ssl.SSLContext | None = field(default=None, repr=False)
+    _meters: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -166,6 +174,31 @@ class RunningGateway:
     @property
     def ws_url(self) -> str:
         return f"wss://{self.host}:{self.port}"
+
+    @property
+    def electricity_id(self) -> str:
+        """The electricity meter's equipment id (from the control socket)."""
+        return str(self._meter("electricity")["equipment_id"])
+
+    @property
+    def gas_id(self) -> str:
+        return str(self._meter("gas")["equipment_id"])
+
+    def _meter(self, kind: str) -> dict[str, Any]:
+        if self._meters is None:
+            self._meters = list(self.control.status()["meters"])
+        return next(m for m in self._meters if m["type"] == kind)
+
+    def call(self, function: Callable[[Gateway], T]) -> T:
+        """Thread mode: run ``function(gateway)`` on the gateway's own loop (its state is
+        not thread-safe) and return what it returns."""
+        assert self.loop is not None and self.gateway is not None, "thread mode only"
+        gw = self.gateway
+
+        async def run() -> T:
+            return function(gw)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client context that trusts the gateway's root: TLS 1.3, strict X.509."""
@@ -276,7 +309,7 @@ def running_gateway(state_dir: Path, **config: Any) -> Iterator[RunningGateway]:
     control = ControlClient(gw.state_dir)
     handle = RunningGateway(
         port=gw.port, state_dir=gw.state_dir, ca_path=gw.ca_path, control=control,
-        clock=clock, gateway=gw,
+        clock=clock, gateway=gw, loop=box["loop"],
     )  # fmt: skip
     try:
         yield handle

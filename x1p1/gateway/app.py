@@ -132,10 +132,9 @@ def _lock(state_dir: Path) -> IO[bytes]:
 
 def default_meters(seed: int) -> MeterSource:
     """The simulated electricity and gas meters of ``seed`` (issue 3, item 3)."""
-    from x1p1.gateway.simulation import MeterSimulation  # type: ignore[attr-defined]
+    from x1p1.gateway.simulation import MeterSimulation
 
-    meters: MeterSource = MeterSimulation(seed, gas_channel=1)
-    return meters
+    return MeterSimulation(seed, gas_channel=1)
 
 
 class Gateway:
@@ -220,6 +219,8 @@ class Gateway:
 
         meters = config.meters or default_meters(config.seed)
         sim_time = config.sim_time or _sim_clock(config.speed)
+        # the simulation's first second of a day takes a while: not on the loop
+        await asyncio.to_thread(meters.telegram, sim_time(time.time()))
         self._hub = StreamHub(meters, sim_time)
         self.state = GatewayState(
             self._store, self._hub, now=config.now, auto_approve=config.auto_approve
@@ -227,11 +228,13 @@ class Gateway:
         self.state.maintain()
 
         app = build_app(self.state, config.extra_routes)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=2.0
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner, config.host or None, config.port, ssl_context=self._ssl,
-            reuse_address=True, shutdown_timeout=2.0,
+            reuse_address=True,
         )  # fmt: skip
         try:
             await site.start()

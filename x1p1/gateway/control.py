@@ -230,6 +230,7 @@ class ControlServer:
         state = self.state
         return {
             **self.info(),
+            "meters": [m.to_json() for m in handlers.meter_refs(state.meters)],
             "x1_enabled": state.x1_enabled,
             "pending": len(state.pending()),
             "tokens": len(state.tokens()),

@@ -68,7 +68,7 @@ def meter_refs(meters: MeterSource) -> list[MeterRef]:
 
 def check_parameters(params: Mapping[str, str], allowed: frozenset[str]) -> None:
     """400 for a parameter the endpoint does not know, or one given twice."""
-    names = list(params.keys())
+    names = [name for name, _ in params.items()]  # a multidict lists repeats here
     for name in names:
         if name not in allowed:
             known = ", ".join(sorted(allowed)) or "none"

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STATE = web.AppKey("x1p1.state", GatewayState)
-TOKEN_KEY = "x1p1.token"
+TOKEN_KEY = web.RequestKey("x1p1.token", Token)
 """Where an authenticated request keeps its :class:`~x1p1.x1.pairing.Token`."""
 
 WS_HEARTBEAT = 20.0
@@ -165,9 +165,7 @@ def _with_access(route: Route) -> Handler:
 
 
 def token_of(request: web.Request) -> Token:
-    token = request.get(TOKEN_KEY)
-    assert isinstance(token, Token), "route registered without auth"
-    return token
+    return request[TOKEN_KEY]
 
 
 async def read_json(request: web.Request) -> object:

@@ -13,6 +13,9 @@ subscriber's own task sends them: a slow client loses its older message (latest 
 and never holds up the others. Closing a subscriber (revoked token: 4401; X1 switched
 off: 4503) goes through the same mailbox, so one task owns each socket's writes.
 
+The meters are asked in a worker thread just before each second (:meth:`Tick.prepare`),
+so the event loop only fans out at the second itself.
+
 This module knows nothing of aiohttp: the server gives each subscriber a render
 function and drains its mailbox onto the socket.
 """
@@ -94,6 +97,16 @@ class Tick:
         self._values: Mapping[str, object] | None = None
         self._gas: tuple[datetime, float] | None = None
         self._json: dict[tuple[str, tuple[str, ...]], str] = {}
+
+    def prepare(self, telegram: bool, realtime: bool) -> None:
+        """Compute what the subscribers will need (run in a worker thread before the
+        second starts, so that a slow computation, such as the simulation's first second
+        of a new day, never delays the loop or the delivery)."""
+        if telegram:
+            _ = self.telegram
+        if realtime:
+            _ = self.values
+            _ = self.gas
 
     @property
     def telegram(self) -> str:
@@ -281,9 +294,10 @@ class StreamHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def tick(self, second: int) -> Tick:
+    def tick(self, second: int, tick: Tick | None = None) -> Tick:
         """Feed every subscriber due at wall second ``second``; return the tick."""
-        tick = Tick(second, self.sim_time(float(second)), self.meters)
+        if tick is None:
+            tick = Tick(second, self.sim_time(float(second)), self.meters)
         for subscriber in list(self._subscribers):
             if second % subscriber.interval:
                 continue
@@ -298,20 +312,32 @@ class StreamHub:
         self.last_tick = tick
         return tick
 
+    async def _sleep_until(self, second: int) -> None:
+        """Sleep until the wall clock reaches ``second`` (the loop's monotonic clock may
+        wake us a hair early: then sleep the rest)."""
+        for _ in range(3):
+            delay = second - self._wall()
+            if delay <= 0:
+                return
+            await asyncio.sleep(delay)
+
     async def _run(self) -> None:
-        last = 0
+        last: int | None = None
         while True:
             await self._has_subscribers.wait()
-            wall = self._wall()
-            second = max(math.floor(wall) + 1, last + 1)
-            await asyncio.sleep(max(0.0, second - wall))
-            now = self._wall()
-            if now < second:  # the loop's clock woke us a hair early
-                await asyncio.sleep(second - now)
-            # after a stall, serve the current second rather than catching up
-            second = max(second, math.floor(self._wall()))
-            last = second
+            second = math.floor(self._wall()) + 1
+            if last is not None and second <= last:
+                second = last + 1
+            tick = Tick(second, self.sim_time(float(second)), self.meters)
+            kinds = {s.kind for s in self._subscribers}
             try:
-                self.tick(second)
+                await asyncio.to_thread(
+                    tick.prepare, "legacy-p1" in kinds, "realtime" in kinds
+                )
             except Exception:  # pragma: no cover - the meters failed; keep ticking
-                log.exception("the stream tick failed")
+                log.exception("the meters failed to compute second %d", second)
+                await asyncio.sleep(1)
+                continue
+            await self._sleep_until(second)
+            last = second
+            self.tick(second, tick)

@@ -1,5 +1,8 @@
 """The three-phase electricity meter: power each second and registers that integrate it.
 
+What it feeds: the registers 1-0:1.8.1/2 and 1-0:2.8.1/2, the powers 1-0:1.7.0 and
+1-0:2.7.0 and the per-phase +P/-P 1-0:21.7.0 … 1-0:62.7.0 (P1 §7.1; X1 Table 4, 5).
+
 Power model (per phase, integer watts):
 
 - *Minutes*: in minute ``k`` of a block, phase ``ph`` draws ``n = load - pv - flicker``:
@@ -26,10 +29,10 @@ kWh): ``joules // 3600``.
 Random access: a block's energy per phase is ``sum(load) - 15 * pv`` when no minute of it
 can change sign (its smallest and largest load minute, the production and the flicker
 bound say so); otherwise the block is *mixed*, has no flicker, and its import and export
-are summed over its 15 minutes. A day is a few additions on the
-template's prefix sums plus the daylight blocks of the inverter's phases, so the energy
-at each local midnight since the epoch is summed once, lazily, and kept; a day's block
-by block running sums are kept for the days recently asked.
+are summed over its 15 minutes. A day is a few additions on the template's prefix sums
+plus the daylight blocks of the inverter's phases, so the energy at each local midnight
+since the epoch is summed once, lazily, and kept (about 0.1 ms a day); a day's block by
+block running sums are kept for the days recently asked.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from x1p1.gateway.simulation.load import VARIANTS, Household, LoadTemplate, make
 from x1p1.gateway.simulation.solar import PVSystem, SolarBlock, flicker, solar_blocks
 
 Energy = tuple[int, int, int, int]
-"""(1-0:1.8.1, 1-0:1.8.2, 2-0:2.8.1, 1-0:2.8.2): import tariff 1 and 2, export 1 and 2."""
+"""(1-0:1.8.1, 1-0:1.8.2, 1-0:2.8.1, 1-0:2.8.2): import tariff 1 and 2, export 1 and 2."""
 
 _DETAIL_CACHE = 64
 _MINUTE_CACHE = 16

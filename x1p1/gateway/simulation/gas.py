@@ -53,7 +53,7 @@ class GasModel:
         r = rand.rng(seed, rand.GAS)
         self.base = r.randrange(0, 5000)
         """Litres on the register at the epoch (a new meter)."""
-        self.litres_per_degree_day = r.randrange(280, 520)
+        self.litres_per_degree_day = r.randrange(330, 600)
         self.heating_limit = r.uniform(15.5, 17.0)
         self.water = r.randrange(350, 650)
         """Litres a day for hot water and cooking."""

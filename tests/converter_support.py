@@ -57,7 +57,7 @@ def save_test_pairing(
         expires_at=None,
         name="x1p1 test",
         uuid=TEST_UUID,
-        paired_at=datetime.now(UTC),
+        paired_at=datetime.now(UTC).replace(microsecond=0),
     )
     save_pairing(state_dir, pairing)
     return pairing

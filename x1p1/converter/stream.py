@@ -223,7 +223,7 @@ class ConnectionMachine:
                 target = Conn.BACKOFF
         new = Conn(target)
         if new is Conn.BACKOFF:
-            if event is not Ev.FAILED:
+            if event is Ev.RATE_LIMITED:
                 self.failures += 1
             delay = backoff_delay(self.failures, self.rng)
             if retry_after is not None:

@@ -179,6 +179,12 @@ class Tick:
 
 Render = Callable[[Tick], list[str]]
 
+PREPARE_AHEAD = 0.4
+"""Seconds before a tick when its values are computed (in a worker thread)."""
+WARM_EVERY = 30
+WARM_AHEAD = 90
+"""Every 30 s the meters are asked for the moment 90 s ahead (see StreamHub._warm)."""
+
 
 @dataclass(eq=False)
 class Subscriber:
@@ -238,6 +244,7 @@ class StreamHub:
         self._has_subscribers = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._background: set[asyncio.Task[None]] = set()
         self.ticks = 0
         self.last_tick: Tick | None = None
 
@@ -288,6 +295,8 @@ class StreamHub:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="x1p1-ticks")
 
     async def stop(self) -> None:
+        for pending in list(self._background):
+            pending.cancel()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -312,7 +321,21 @@ class StreamHub:
         self.last_tick = tick
         return tick
 
-    async def _sleep_until(self, second: int) -> None:
+    def _warm(self, second: int) -> None:
+        """Ask the meters, in a worker thread, for a second well ahead: a simulation that
+        computes a new day on its first second does so now, not in a tick's time."""
+        at = self.sim_time(float(second))
+        task = asyncio.get_running_loop().create_task(self._compute_ahead(at))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _compute_ahead(self, at: datetime) -> None:
+        try:
+            await asyncio.to_thread(self.meters.realtime_values, at)
+        except Exception as exc:
+            log.warning("the meters failed ahead of time: %s", exc)
+
+    async def _sleep_until(self, second: float) -> None:
         """Sleep until the wall clock reaches ``second`` (the loop's monotonic clock may
         wake us a hair early: then sleep the rest)."""
         for _ in range(3):
@@ -328,6 +351,9 @@ class StreamHub:
             second = math.floor(self._wall()) + 1
             if last is not None and second <= last:
                 second = last + 1
+            # prepare in the second half of the second before: the worker thread then
+            # never contends (GIL) with the burst of sends that follows a tick
+            await self._sleep_until(second - PREPARE_AHEAD)
             tick = Tick(second, self.sim_time(float(second)), self.meters)
             kinds = {s.kind for s in self._subscribers}
             try:
@@ -341,3 +367,5 @@ class StreamHub:
             await self._sleep_until(second)
             last = second
             self.tick(second, tick)
+            if second % WARM_EVERY == 0:
+                self._warm(second + WARM_AHEAD)

@@ -183,3 +183,31 @@ def test_gateway_serve_refuses_a_busy_port(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_comlog_records_pairing_operator_and_use(gateway: RunningGateway) -> None:
+    token = gateway.pair(["P1"], name="logged device")
+    denied = gateway.token_request(name="unwanted").json["request_id"]
+    gateway.control.deny(denied)
+    gateway.request("GET", "/api/token", token=token)
+    gateway.request("GET", "/api/meters", token=token)
+    gateway.control.operator("read")
+    gateway.control.operator("disable")
+    gateway.control.operator("enable")
+    gateway.request("DELETE", "/api/token", token=token)
+    entries = gateway.control.comlog()
+    events = [e["event"] for e in entries if e["event"] != "api-use"]
+    assert events == ["token-requested", "token-approved", "token-requested", "token-denied",
+                      "operator-read", "x1-disabled", "x1-enabled", "token-revoked"]  # fmt: skip
+    approved = next(e for e in entries if e["event"] == "token-approved")
+    assert approved["device"].startswith("logged device (") and approved["detail"]["profiles"]
+    assert token not in json.dumps(entries)
+    use = [e for e in entries if e["event"] == "api-use"]
+    assert len(use) == 1 and use[0]["count"] == 3  # GET token, GET meters, DELETE token
+    code, out, _ = cli("meter", "comlog", "--state-dir", str(gateway.state_dir))
+    assert code == 0 and "token-denied" in out and "unwanted" in out
+    code, out, _ = cli("meter", "comlog", "--state-dir", str(gateway.state_dir), "--json",
+                       "--limit", "2")  # fmt: skip
+    assert [e["event"] for e in json.loads(out)] == ["x1-enabled", "token-revoked"]
+    code, _, err = cli("meter", "comlog", "--state-dir", str(gateway.state_dir), "--since", "x")
+    assert code == 1 and "since" in err

@@ -596,6 +596,31 @@ def meter_deny(request_id: str | None, state_dir: Path | None, as_json: bool) ->
         click.echo(f"Denied {result['request']['name']!r}.")
 
 
+@meter.command("comlog")
+@_gateway_dir_option
+@click.option("--since", metavar="TIME", help="Only entries from this RFC 3339 time on.")
+@click.option("--limit", type=click.IntRange(1, 100000), default=1000, show_default=True,
+              help="At most this many of the newest entries.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def meter_comlog(state_dir: Path | None, since: str | None, limit: int, as_json: bool) -> None:
+    """Show the comlog (X1 §2.2): every access to the meter's data, oldest first."""
+    from x1p1.gateway.comlog import ComlogEntry
+
+    try:
+        with _control(state_dir) as control:
+            entries = control.comlog(since, limit)
+    except X1P1Error as error:
+        fail(error)
+        return
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
+    for entry in entries:
+        click.echo(ComlogEntry.parse(entry).describe())
+    if not entries:
+        click.echo("The comlog is empty.")
+
+
 @main.group()
 def operator() -> None:
     """The grid operator's remote functions on a running embedded gateway (X1 §12.3)."""

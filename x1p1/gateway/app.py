@@ -4,11 +4,11 @@
 and stops the parts in order; :func:`run_gateway` runs one until SIGINT or SIGTERM.
 
 Start, in order: lock the state directory (one gateway per directory), open the
-database, load or create the PKI (X1 §10.1), make the meters and their clock, listen for
-HTTPS and WSS on one port with TLS 1.3 (§4.1.4), open the control socket, start the
-stream ticks and the housekeeping loop, then claim a host name and advertise on mDNS
-(§4.3.3) unless told not to. If the claimed name is one the certificate does not cover,
-the leaf is issued again and the server's context loads it.
+database (and the comlog in it, §2.2), load or create the PKI (X1 §10.1), make the
+meters and their clock, listen for HTTPS and WSS on one port with TLS 1.3 (§4.1.4), open
+the control socket, start the stream ticks and the housekeeping loop, then claim a host
+name and advertise on mDNS (§4.3.3) unless told not to. If the claimed name is one the
+certificate does not cover, the leaf is issued again and the server's context loads it.
 
 Stop, in reverse: mDNS goodbye, close every stream with 1001, stop the server, remove the
 control socket, close the database, unlock.
@@ -39,21 +39,25 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from x1p1.exceptions import MdnsError, StateError
+from x1p1.exceptions import BadRequest, MdnsError, StateError
 from x1p1.gateway.control import ControlServer, socket_path
 from x1p1.gateway.server import Route, build_app
-from x1p1.gateway.state import GatewayState, utc_now
+from x1p1.gateway.state import GatewayEvent, GatewayState, utc_now
 from x1p1.gateway.store import Store
 from x1p1.gateway.streams import MeterSource, SimTime, StreamHub
 from x1p1.x1.api import DEFAULT_HOST_NAME, DEFAULT_PORT, X1_VERSION
+from x1p1.x1.pairing import Token
+
+if TYPE_CHECKING:
+    from x1p1.gateway.comlog import Comlog
 
 log = logging.getLogger("x1p1.gateway")
 
@@ -96,6 +100,29 @@ class GatewayConfig:
     maintain_every: float = 5.0
     """Seconds between housekeeping rounds (expiry, renewal of streaming tokens)."""
     extra_routes: Sequence[Route] = ()
+
+
+COMLOG_EVENTS: dict[str, str] = {
+    "request-created": "token-requested",
+    "request-approved": "token-approved",
+    "request-denied": "token-denied",
+    "request-expired": "token-expired",
+    "token-expired": "token-expired",
+    "token-revoked": "token-revoked",
+    "token-profiles-changed": "profiles-changed",
+    "x1-disabled": "x1-disabled",
+    "x1-enabled": "x1-enabled",
+    "operator-read": "operator-read",
+}
+"""Gateway events → comlog events (§2.2). Issuing a token is part of its approval."""
+
+WEBSOCKET_ROUTES = frozenset({"legacy-p1", "realtime"})
+
+
+def _device(name: str, uuid: str) -> str:
+    """How the comlog names a device: its name and the start of its uuid (two devices
+    may share a name)."""
+    return f"{name} ({uuid[:8]})"
 
 
 def _wildcard(host: str) -> bool:
@@ -156,6 +183,8 @@ class Gateway:
         self._hub: StreamHub | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._advertiser: Any = None
+        self.comlog: Comlog | None = None
+        """The comlog (§2.2), on the gateway's database, once started."""
 
     # --- what others read ------------------------------------------------------------------
 
@@ -226,6 +255,7 @@ class Gateway:
             self._store, self._hub, now=config.now, auto_approve=config.auto_approve
         )
         self.state.maintain()
+        self._attach_comlog(self.state, self._store)
 
         app = build_app(self.state, config.extra_routes)
         self._runner = web.AppRunner(
@@ -245,6 +275,7 @@ class Gateway:
         self.port = int(self._runner.addresses[0][1])
 
         self._control = ControlServer(self.state, self.control_path, self.info)
+        self._control.register("comlog", self._comlog_command)
         await self._control.start()
         self._hub.start()
         self._housekeeping = asyncio.create_task(self._housekeep(), name="x1p1-housekeeping")
@@ -252,6 +283,43 @@ class Gateway:
             log.warning("--auto-approve: any device on the network gets a token unasked")
         if config.mdns:
             await self._start_mdns(meters.electricity_id)
+
+    # --- the comlog (§2.2) ------------------------------------------------------------------
+
+    def _attach_comlog(self, state: GatewayState, store: Store) -> None:
+        """Record pairing, the operator's switch and reads, and API/WebSocket use."""
+        from x1p1.gateway.comlog import Comlog, ComlogEvent
+
+        comlog = Comlog(store.conn)
+        comlog.init_schema()
+        self.comlog = comlog
+
+        def record(event: GatewayEvent) -> None:
+            kind = COMLOG_EVENTS.get(event.kind)
+            if kind is None:
+                return
+            details = dict(event.details)
+            name, uuid = details.pop("name", None), details.get("uuid")
+            device = _device(str(name), str(uuid)) if name is not None else None
+            comlog.add(event.at, kind, device, details)
+
+        def use(token: Token, route: str) -> None:
+            kind = ComlogEvent.WEBSOCKET_USE if route in WEBSOCKET_ROUTES else ComlogEvent.API_USE
+            comlog.note_use(state.now(), _device(token.name, token.uuid), kind)
+
+        state.listeners.append(record)
+        state.use_listeners.append(use)
+
+    def _comlog_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        from x1p1.x1.api import parse_time
+
+        since = args.get("since")
+        limit = args.get("limit", 1000)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100_000:
+            raise BadRequest("limit: a whole number from 1 to 100000 expected")
+        moment = None if since is None else parse_time(since, "since")
+        entries = self.comlog.entries(moment, limit) if self.comlog is not None else []
+        return {"entries": [entry.to_json() for entry in entries]}
 
     async def _start_mdns(self, serial: str) -> None:
         config = self.config
@@ -326,6 +394,10 @@ class Gateway:
         control, self._control = self._control, None
         if control is not None:
             await control.close()
+        comlog, self.comlog = self.comlog, None
+        if comlog is not None:
+            with contextlib.suppress(Exception):
+                comlog.flush(self.config.now())
         store, self._store = self._store, None
         if store is not None:
             store.close()

@@ -24,10 +24,12 @@ Commands (:data:`COMMANDS`):
 ``revoke``          ``token_id``: the token's open sockets close with 4401
 ``set-profiles``    ``token_id``, ``profiles`` (§5.1.6)
 ``operator``        ``action``: ``disable`` | ``enable`` | ``read`` (§12.3, §2.2)
+``comlog``          ``since`` (RFC 3339), ``limit``: the comlog's entries (§2.2), from
+                    :mod:`x1p1.gateway.app`, which owns the comlog
 =================== =====================================================================
 
 Other parts register more with :meth:`ControlServer.register` (``login-confirm`` for the
-portal, ``block-history`` and ``comlog`` for issue 6). The client is
+portal, ``block-history`` for issue 6). The client is
 :mod:`x1p1.gateway.control_client`.
 """
 

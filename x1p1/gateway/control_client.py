@@ -175,6 +175,14 @@ class ControlClient:
     def set_profiles(self, token_id: str, profiles: Iterable[str]) -> dict[str, Any]:
         return self.call("set-profiles", token_id=token_id, profiles=list(profiles))
 
+    def comlog(self, since: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest ``limit`` comlog entries (§2.2) since ``since`` (RFC 3339), oldest
+        first, as :meth:`x1p1.gateway.comlog.ComlogEntry.to_json` writes them."""
+        args: dict[str, Any] = {"limit": limit}
+        if since is not None:
+            args["since"] = since
+        return list(self.call("comlog", **args)["entries"])
+
     def operator(self, action: str) -> dict[str, Any]:
         """The grid operator: ``disable``, ``enable`` or ``read``."""
         return self.call("operator", action=action)

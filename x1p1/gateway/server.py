@@ -76,6 +76,10 @@ class Route:
 
 
 ROUTES_KEY: web.AppKey[list[Route]] = web.AppKey("x1p1.routes")
+CookieAuth = Callable[[web.Request], Token | None]
+COOKIE_AUTH: web.AppKey[CookieAuth] = web.AppKey("x1p1.cookie_auth")
+"""The portal's session cookie (X1 §5.1.3): a GET without ``Authorization`` that carries a
+valid portal session is let in as the Token this returns (None: not a portal session)."""
 
 
 # --- answers --------------------------------------------------------------------------------
@@ -156,7 +160,12 @@ def _with_access(route: Route) -> Handler:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
-        token = state.authenticate(bearer_token(request.headers.get("Authorization")))
+        secret = bearer_token(request.headers.get("Authorization"))
+        cookie_auth = request.app.get(COOKIE_AUTH)
+        by_cookie = None
+        if secret is None and request.method == "GET" and cookie_auth is not None:
+            by_cookie = cookie_auth(request)
+        token = by_cookie or state.authenticate(secret)
         request[TOKEN_KEY] = token
         state.note_use(token, route.name)
         return await route.handler(request)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from x1p1.exceptions import X1Disabled
+from x1p1.exceptions import NotFound, X1Disabled
 from x1p1.gateway.store import Store
 from x1p1.gateway.streams import MeterSource, StreamHub
 from x1p1.x1.api import TokenRequestBody, TokenRequestState, format_time
@@ -245,7 +245,10 @@ class GatewayState:
         now = self.now()
         try:
             for token_id in self.hub.token_ids():
-                token = self.pairing.token(token_id)
+                try:
+                    token = self.pairing.token(token_id)
+                except NotFound:
+                    continue  # a portal session's stream: the portal renews those
                 if token.status is TokenStatus.ACTIVE and now < token.expires_at:
                     self.pairing.touch(token_id, now)
             self.pairing.prune(now)

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from dsmr_parser import obis_references, telegram_specifications
 from dsmr_parser.parsers import TelegramParser
-from gateway_fixture import ALL_PROFILES, RunningGateway, gateway
+from gateway_fixture import ALL_PROFILES, RunningGateway, gateway, running_gateway
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from x1p1.gateway.simulation import MeterSimulation
@@ -251,3 +252,30 @@ async def test_an_expired_token_closes_its_stream_with_4401(gateway: RunningGate
         gateway.clock.advance(timedelta(days=91))
         gateway.call(lambda g: g.state.maintain() if g.state else None)
         assert "expired" in await closed_with(ws, 4401)
+
+
+async def test_speed_runs_the_meters_clock_faster(tmp_path: Path) -> None:
+    with running_gateway(tmp_path / "gw", speed=60.0) as gw:
+        token = gw.pair(["P1"])
+        async with gw.ws("/api/legacy-p1", token=token) as ws:
+            texts = [await ws.recv() for _ in range(3)]
+    stamps = [V5.parse(t, throw_ex=True)[obis_references.P1_MESSAGE_TIMESTAMP].value
+              for t in texts]  # fmt: skip
+    assert [b - a for a, b in zip(stamps, stamps[1:], strict=False)] == [timedelta(minutes=1)] * 2
+
+
+async def test_a_changed_grant_closes_only_the_streams_it_no_longer_covers(
+    gateway: RunningGateway,
+) -> None:
+    token = gateway.pair(["P1", "E-REALTIME"])
+    token_id = gateway.control.tokens()[0]["token_id"]
+    async with (
+        gateway.ws("/api/legacy-p1", token=token) as legacy,
+        gateway.ws(realtime_path(gateway, "1-0:1.7.0.255"), token=token) as realtime,
+    ):
+        await legacy.recv()
+        await realtime.recv()
+        gateway.control.set_profiles(token_id, ["E-REALTIME"])  # in the portal, later
+        assert "forbidden-profile" in await closed_with(legacy, 4403)
+        await realtime.recv()
+        await realtime.recv()

@@ -16,7 +16,7 @@ profiles it needs (X1 §5.3, §6.1, §7.1) and every parameter (x1-api.md: bad i
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -215,6 +215,17 @@ def realtime_selection(
             )
         selections.append(MeterSelection(meter_ref.equipment_id, meter_ref.meter, tuple(refs)))
     return selections, interval
+
+
+def stream_permission(
+    selections: list[MeterSelection] | None,
+) -> Callable[[frozenset[Profile]], bool]:
+    """Whether a token with some profiles may read a stream: the P1 profile for
+    ``/api/legacy-p1`` (``selections`` None), else a realtime profile of every object."""
+    if selections is None:
+        return lambda profiles: Profile.P1 in profiles
+    needs = [ref.obj.profiles & REALTIME_PROFILES for sel in selections for ref in sel.refs]
+    return lambda profiles: all(need & profiles for need in needs)
 
 
 # --- the grid operator (§2.2) -------------------------------------------------------------

@@ -216,6 +216,8 @@ _WS_CLOSES = {
     "4400": "bad-request: the client sent a message (these sockets only send)",
     "4401": "unauthorized: the token was revoked (DELETE /api/token, the meter, the "
     "portal, a newer token of the same device) or expired",
+    "4403": "forbidden-profile: the token's profiles were changed (§5.1.6) and no longer "
+    "cover this stream",
     "4503": "x1-disabled: the grid operator switched X1 off (§12.3)",
 }
 
@@ -346,7 +348,8 @@ def document(routes: Iterable[RouteLike]) -> dict[str, Any]:
                 f"{X1_VERSION}), as x1p1 reads it. HTTPS and WSS on one port, TLS 1.3 only, "
                 "certificate from the gateway's own root CA (`x1p1 gateway ca`). Every error "
                 "body is {\"error\": code, \"message\": sentence}. Checks run in this order: "
-                "X1 switched off (503), token (401), profile (403), parameters (400)."
+                "X1 switched off (503), then the token (401), then the call's own profile "
+                "(403) and parameter (400) checks. Unknown query parameters are a 400."
             ),
         },
         "servers": [{"url": "https://X1-interface.local"}],

@@ -46,6 +46,7 @@ from x1p1.x1.api import (
     bearer_token,
 )
 from x1p1.x1.pairing import Token
+from x1p1.x1.profiles import Profile
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,8 @@ async def legacy_p1(request: web.Request) -> web.StreamResponse:
     def render(tick: Tick) -> list[str]:
         return [tick.telegram]
 
-    return await _stream(request, token, interval, render, "legacy-p1")
+    permitted = handlers.stream_permission(None)
+    return await _stream(request, token, interval, render, "legacy-p1", permitted)
 
 
 async def realtime(request: web.Request) -> web.StreamResponse:
@@ -266,7 +268,8 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     def render(tick: Tick, chosen: Sequence[MeterSelection] = tuple(selections)) -> list[str]:
         return [tick.realtime(selection) for selection in chosen]
 
-    return await _stream(request, token, interval, render, "realtime")
+    permitted = handlers.stream_permission(selections)
+    return await _stream(request, token, interval, render, "realtime", permitted)
 
 
 async def _stream(
@@ -275,6 +278,7 @@ async def _stream(
     interval: int,
     render: Callable[[Tick], list[str]],
     kind: str,
+    permitted: Callable[[frozenset[Profile]], bool],
 ) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         heartbeat=WS_HEARTBEAT, compress=False, max_msg_size=WS_MAX_MESSAGE
@@ -282,7 +286,7 @@ async def _stream(
     if not ws.can_prepare(request).ok:
         raise BadRequest(f"{request.path} is a WebSocket: open it with an Upgrade: websocket")
     hub = request.app[STATE].hub
-    subscriber = hub.subscribe(token.token_id, interval, render, kind)
+    subscriber = hub.subscribe(token.token_id, interval, render, kind, permitted)
     try:
         await ws.prepare(request)
         reader = asyncio.create_task(_read_until_closed(ws, subscriber))

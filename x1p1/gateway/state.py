@@ -7,7 +7,8 @@ to the :class:`~x1p1.gateway.store.Store` and the :class:`~x1p1.gateway.streams.
 - every operation calls the pairing core with ``now`` from the injected clock, then
   :meth:`GatewayState.commit` persists what changed (before the caller answers, so an
   answer never promises what a crash could lose) and turns it into side effects: a token
-  that was revoked or expired has its open sockets closed with 4401 (x1-api.md), every
+  that was revoked or expired has its open sockets closed with 4401 (x1-api.md), one
+  whose profiles changed has those it may no longer read closed with 4403, every
   change becomes a :class:`GatewayEvent` for the listeners (the comlog, §2.2) and the log;
 - the grid operator's switch (§12.3) is kept in the store's settings; switching X1 off
   closes every stream with 4503.
@@ -36,6 +37,7 @@ X1_ENABLED = "x1_enabled"
 """Settings key: False while the grid operator has X1 switched off (§12.3)."""
 
 CLOSE_REVOKED = 4401
+CLOSE_FORBIDDEN = 4403
 CLOSE_DISABLED = 4503
 
 
@@ -124,6 +126,13 @@ class GatewayState:
                 assert isinstance(token, Token)
                 why = "token revoked" if change.kind == "token-revoked" else "token expired"
                 self.hub.close_token(token.token_id, CLOSE_REVOKED, f"unauthorized: {why}")
+            if change.kind == "token-profiles-changed":
+                token = change.record
+                assert isinstance(token, Token)
+                self.hub.recheck(
+                    token.token_id, token.profiles, CLOSE_FORBIDDEN,
+                    "forbidden-profile: the token's profiles changed",
+                )  # fmt: skip
             if change.kind in ("token-renewed", "request-dropped", "token-dropped"):
                 continue
             self._log(change)

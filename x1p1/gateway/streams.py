@@ -35,6 +35,7 @@ from typing import Protocol
 
 from x1p1.x1.api import format_time
 from x1p1.x1.obis import Meter, ObisRef
+from x1p1.x1.profiles import Profile
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,9 @@ class Subscriber:
     interval: int
     render: Render
     kind: str = "realtime"
+    permitted: Callable[[frozenset[Profile]], bool] | None = None
+    """Whether a token with these profiles may still read this stream (a changed grant
+    is checked again, §5.1.6)."""
     mailbox: list[str] = field(default_factory=list)
     closing: tuple[int, str] | None = None
     dropped: int = 0
@@ -250,8 +254,15 @@ class StreamHub:
 
     # --- subscribers ---------------------------------------------------------------------
 
-    def subscribe(self, token_id: str, interval: int, render: Render, kind: str) -> Subscriber:
-        subscriber = Subscriber(token_id, interval, render, kind)
+    def subscribe(
+        self,
+        token_id: str,
+        interval: int,
+        render: Render,
+        kind: str,
+        permitted: Callable[[frozenset[Profile]], bool] | None = None,
+    ) -> Subscriber:
+        subscriber = Subscriber(token_id, interval, render, kind, permitted)
         self._subscribers.add(subscriber)
         self._has_subscribers.set()
         self._idle.clear()
@@ -278,6 +289,16 @@ class StreamHub:
     def close_token(self, token_id: str, code: int, reason: str) -> int:
         """Close every stream of one token; how many there were."""
         hit = [s for s in self._subscribers if s.token_id == token_id]
+        for subscriber in hit:
+            subscriber.close(code, reason)
+        return len(hit)
+
+    def recheck(
+        self, token_id: str, profiles: frozenset[Profile], code: int, reason: str
+    ) -> int:
+        """A token's profiles changed: close its streams it may no longer read."""
+        hit = [s for s in self._subscribers if s.token_id == token_id
+               and s.permitted is not None and not s.permitted(profiles)]  # fmt: skip
         for subscriber in hit:
             subscriber.close(code, reason)
         return len(hit)

@@ -41,7 +41,9 @@ def test_every_kind_of_event_of_the_issue() -> None:
     assert [e.value for e in ComlogEvent] == [
         "token-requested", "token-approved", "token-denied", "token-expired",
         "token-revoked", "profiles-changed", "login-requested", "login-approved",
-        "login-denied", "logout", "history-blocked", "x1-disabled", "x1-enabled",
+        "login-denied", "logout", "session-revoked", "elevation-requested",
+        "elevation-approved", "elevation-denied", "admin-action",  # the portal (issue 7)
+        "history-blocked", "x1-disabled", "x1-enabled",
         "operator-read", "api-use", "websocket-use",
     ]  # fmt: skip
 

@@ -262,7 +262,7 @@ def test_chunked_body_over_16_kb_is_400(gateway: RunningGateway) -> None:
 
 def test_unknown_paths_and_methods(gateway: RunningGateway) -> None:
     _error(gateway.request("GET", "/api/nothing"), 404, "not-found")
-    _error(gateway.request("GET", "/"), 404, "not-found")
+    _error(gateway.request("GET", "/api/"), 404, "not-found")  # "/" is the portal (issue 7)
     reply = gateway.request("PUT", "/api/token")
     _error(reply, 405, "method-not-allowed")
     assert "DELETE" in reply.headers["allow"]

@@ -525,6 +525,13 @@ def _control(state_dir: Path | None) -> Any:
 
 
 def _print_request(request: dict[str, Any]) -> None:
+    kind = request.get("kind", "token")
+    if kind != "token":  # a portal login or admin-access request (X1 §5.1.3, §9.2.2)
+        what = "portal login" if kind == "login" else "portal admin access"
+        click.echo(f"{request['request_id']}  {request['status']:<8} {what:<30} "
+                   f"{request['name']!r} code {request['code']} ({request['expires_in']} s left)"
+                   f"\n    User-Agent: {request['user_agent']}")
+        return
     profiles = ",".join(request["profiles"])
     click.echo(f"{request['request_id']}  {request['status']:<8} {profiles:<30} "
                f"{request['name']!r} (uuid {request['uuid']}, {request['expires_in']} s left)")
@@ -539,7 +546,8 @@ def meter() -> None:
 @_gateway_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def meter_list(state_dir: Path | None, as_json: bool) -> None:
-    """Show pending token requests, oldest first, as the meter's display does."""
+    """Show what waits on the meter's display, oldest first: token requests, portal
+    logins (with the browser's User-Agent) and portal admin-access requests."""
     try:
         with _control(state_dir) as control:
             requests = control.requests()
@@ -562,7 +570,8 @@ def meter_list(state_dir: Path | None, as_json: bool) -> None:
 def meter_approve(
     request_id: str | None, profiles: str | None, state_dir: Path | None, as_json: bool
 ) -> None:
-    """Approve a token request: ID, or the oldest pending one (the meter's button)."""
+    """Approve a token request, portal login or admin access: ID, or the oldest pending
+    one, whatever it is (the meter's button)."""
     granted = [p.strip() for p in profiles.split(",")] if profiles is not None else None
     try:
         with _control(state_dir) as control:
@@ -572,6 +581,11 @@ def meter_approve(
         return
     if as_json:
         click.echo(json.dumps(result, indent=2))
+        return
+    if "token" not in result:  # a portal login or admin access, approved on the meter
+        what = "login" if result.get("kind") == "login" else "admin access (60 minutes)"
+        click.echo(f"Approved the portal {what} of {result['request']['name']!r} "
+                   f"(code {result['request']['code']}).")
         return
     token = result["token"]
     click.echo(f"Approved {result['request']['name']!r}: token {token['token_id']} with "
@@ -583,7 +597,8 @@ def meter_approve(
 @_gateway_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def meter_deny(request_id: str | None, state_dir: Path | None, as_json: bool) -> None:
-    """Deny a token request: ID, or the oldest pending one (the meter's button)."""
+    """Deny a token request, portal login or admin access: ID, or the oldest pending one
+    (the meter's button)."""
     try:
         with _control(state_dir) as control:
             result = control.deny(request_id)

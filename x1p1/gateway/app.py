@@ -113,6 +113,16 @@ COMLOG_EVENTS: dict[str, str] = {
     "x1-disabled": "x1-disabled",
     "x1-enabled": "x1-enabled",
     "operator-read": "operator-read",
+    "login-requested": "login-requested",
+    "login-approved": "login-approved",
+    "login-denied": "login-denied",
+    "logout": "logout",
+    "session-revoked": "session-revoked",
+    "elevation-requested": "elevation-requested",
+    "elevation-approved": "elevation-approved",
+    "elevation-denied": "elevation-denied",
+    "admin-action": "admin-action",
+    "history-blocked": "history-blocked",
 }
 """Gateway events → comlog events (§2.2). Issuing a token is part of its approval."""
 
@@ -185,6 +195,8 @@ class Gateway:
         self._advertiser: Any = None
         self.comlog: Comlog | None = None
         """The comlog (§2.2), on the gateway's database, once started."""
+        self.portal: Any = None
+        """The customer portal (:class:`x1p1.gateway.portal.Portal`), once started."""
 
     # --- what others read ------------------------------------------------------------------
 
@@ -258,6 +270,11 @@ class Gateway:
         self._attach_comlog(self.state, self._store)
 
         app = build_app(self.state, config.extra_routes)
+        from x1p1.gateway.portal import Portal
+
+        self.portal = Portal(self.state, self.info, maintain_every=config.maintain_every)
+        self.portal.comlog = self.comlog
+        self.portal.mount(app)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=2.0
         )
@@ -276,6 +293,7 @@ class Gateway:
 
         self._control = ControlServer(self.state, self.control_path, self.info)
         self._control.register("comlog", self._comlog_command)
+        self.portal.install(self._control)
         await self._control.start()
         self._hub.start()
         self._housekeeping = asyncio.create_task(self._housekeep(), name="x1p1-housekeeping")

@@ -64,6 +64,11 @@ class ComlogEvent(enum.StrEnum):
     LOGIN_APPROVED = "login-approved"  # §5.1.3, §9.2.2
     LOGIN_DENIED = "login-denied"
     LOGOUT = "logout"
+    SESSION_REVOKED = "session-revoked"  # §5.2: a portal session ended by another or the meter
+    ELEVATION_REQUESTED = "elevation-requested"  # §9.2.2: admin access asked in the portal
+    ELEVATION_APPROVED = "elevation-approved"  # §9.2.2: confirmed on the meter
+    ELEVATION_DENIED = "elevation-denied"
+    ADMIN_ACTION = "admin-action"  # §9.2: an admin function used in the portal
     HISTORY_BLOCKED = "history-blocked"  # §12.1
     X1_DISABLED = "x1-disabled"  # §12.3
     X1_ENABLED = "x1-enabled"  # §12.3

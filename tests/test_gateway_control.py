@@ -211,3 +211,11 @@ def test_comlog_records_pairing_operator_and_use(gateway: RunningGateway) -> Non
     assert [e["event"] for e in json.loads(out)] == ["x1-enabled", "token-revoked"]
     code, _, err = cli("meter", "comlog", "--state-dir", str(gateway.state_dir), "--since", "x")
     assert code == 1 and "since" in err
+
+
+def test_the_control_client_imports_neither_aiohttp_nor_asyncio() -> None:
+    code = ("import sys, x1p1.gateway.control_client; "
+            "print(sorted(m for m in ('aiohttp', 'asyncio', 'cryptography') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    assert out.strip() == "[]"

@@ -308,3 +308,49 @@ async def test_rediscovers_a_gateway_that_moved(
     assert looked == [SERIAL]
     assert states.count(Conn.BACKOFF) == 2 and Conn.DISCOVERING in states
     assert load_pairing(state_dir).port == real_port  # remembered for next time
+
+
+async def test_reader_pauses_and_the_pty_fills(
+    gateway: TestGateway, pty: PtyPeer, tmp_path: Path
+) -> None:
+    """The reader stops reading for a second: the pty's buffer fills, the kernel takes
+    telegrams only in part; the rest follows once it reads again, never cut."""
+    state_dir = tmp_path / "state"
+    paired(gateway, state_dir)
+    async with running(fast_options(state_dir, pty.path)) as converter:
+        await until(lambda: len(pty.raw_telegrams()) >= 5, what="first telegrams")
+        pty.detach()
+        await asyncio.sleep(1.0)  # 50 telegrams a second: well over the pty's buffer
+        pty.attach()
+        count = len(pty.raw_telegrams())
+        await until(lambda: len(pty.raw_telegrams()) >= count + 60, what="reading again")
+        serial = converter.serial
+        assert serial is not None and serial.stats.resets == 0
+    assert_all_valid(pty, gateway)
+
+
+async def test_reader_stops_longer_than_the_write_timeout(
+    gateway: TestGateway, pty: PtyPeer, tmp_path: Path
+) -> None:
+    """A port stuck past ``stuck_after``: output flushed, port reset, writing resumes;
+    at most the one telegram cut by the reset is incomplete, and a reader drops it."""
+    state_dir = tmp_path / "state"
+    paired(gateway, state_dir)
+    async with running(fast_options(state_dir, pty.path)) as converter:
+        serial = converter.serial
+        assert serial is not None
+        serial.stuck_after = 0.5
+        await until(lambda: len(pty.raw_telegrams()) >= 5, what="first telegrams")
+        pty.detach()
+        await until(lambda: serial.stats.resets >= 1, what="a reset")
+        pty.attach()
+        count = len(pty.raw_telegrams())
+        await until(lambda: len(pty.raw_telegrams()) >= count + 20, what="writing again")
+    from x1p1.p1 import InvalidTelegram
+
+    events = TelegramReader(max_size=1 << 20).feed(bytes(pty.data))
+    invalid = [e for e in events if isinstance(e, InvalidTelegram)]
+    assert len(invalid) <= 1
+    valid = [e.raw for e in events if isinstance(e, ValidTelegram)]
+    positions = [gateway.sent.index(raw) for raw in valid]
+    assert positions == sorted(set(positions))

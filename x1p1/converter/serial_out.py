@@ -4,23 +4,27 @@ P1 §6: 115200 baud, 8N1, one telegram a second, each complete within the second
 ``--serial`` is a device (``/dev/x1p1-p1``, ``/dev/ttyUSB0``) or any pyserial URL
 (``loop://``, ``socket://…``, a pty's path); pyserial opens it (``serial_for_url``).
 
-Latest wins. The event loop drops each telegram into a one-slot mailbox
-(:meth:`SerialOutput.offer`); a worker thread takes the newest and does the blocking
-write. A telegram that a newer one replaces before the port took it is counted
-``stale``; a slow or stuck port therefore never builds a queue, in the mailbox or in the
-port: before each write the worker waits until the port's output queue is empty
-(``TIOCOUTQ``), so the kernel never holds more than the one telegram on its way out.
+Latest wins. The event loop hands each telegram to :meth:`SerialOutput.offer`. When the
+port is idle (the worker is not writing, nothing waits, the port's output queue is empty,
+Data Request asserted) the telegram goes to the kernel right there, in one non-blocking
+``write(2)`` that cannot block the event loop: the cheap common case, one telegram a
+second. Otherwise it goes into a one-slot mailbox, and a worker thread does the blocking
+write. A telegram that a newer one replaces before the port took it is counted ``stale``;
+a slow or stuck port therefore never builds a queue, in the mailbox or in the port:
+before each write the port's output queue must be empty (``TIOCOUTQ``), so the kernel
+never holds more than the one telegram on its way out. Both writers take one lock, and
+the fast path is used only while the mailbox is empty, so telegrams never overtake.
 
 Never partly, never twice, never a bad CRC. Only telegrams whose CRC the P1 core
-checked reach :meth:`offer`, each is taken from the mailbox once, and it is handed to
-the kernel in one ``write()`` into an empty output queue (a real UART's queue holds
-several kilobytes, a telegram about one). The write has a timeout (``stuck_after``): a
-port that has not taken the whole telegram by then is stuck, and its output queue is
-flushed (``tcflush(TCOFLUSH)``) and the port reset, so no stale tail goes out later.
-What may then be on the wire is the head of one telegram that the port sent before it
-stalled: a P1 reader discards it (no ``!CRC``, or a new ``/`` first). A port that does
-not report its queue (a pty always says 0) is written the same way; there a reader that
-stops reading fills the pty's buffer, and the timeout then applies.
+checked reach :meth:`offer`, and each is handed over once, into an empty output queue (a
+real UART's queue holds several kilobytes, a telegram about one). If the kernel takes
+only part of it (a full pty), the worker writes the rest before anything else, with
+pyserial's blocking ``write`` and its timeout (``stuck_after``). A port that has not
+taken the whole telegram by then is stuck: its output queue is flushed
+(``tcflush(TCOFLUSH)``) and the port reset, so no stale tail goes out later. What may
+then be on the wire is the head of that one telegram, sent before the port stalled: a P1
+reader discards it (no ``!CRC``, or a new ``/`` first). A port that does not report its
+queue (a pty always says 0) is written the same way.
 
 Data Request (P1 §5.7.1): with ``--data-request cts`` or ``dsr`` a telegram goes out
 only while that input is asserted, checked right before each write and every 10 ms
@@ -35,9 +39,12 @@ udev reports a new tty (:mod:`x1p1.converter.hotplug`), and resumes.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import logging
+import os
+import queue
 import threading
 import time
 from collections import deque
@@ -46,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import serial
+from serial import serialposix
 
 from x1p1.converter.hotplug import Hotplug, open_hotplug
 
@@ -125,19 +133,94 @@ class DataRequestState(enum.StrEnum):
 
 @dataclass
 class SerialStats:
-    """Counters of the serial side (read from other threads; ints are atomic enough)."""
+    """Counters of the serial side. Each field has one writer thread (the event loop or
+    the worker), so no count is lost; the properties add them up."""
 
-    written: int = 0
-    stale: int = 0
-    """Replaced by a newer telegram before the port took it, or too old to send."""
-    not_requested: int = 0
-    """Not sent because Data Request was not asserted."""
+    written_by_worker: int = 0
+    written_direct: int = 0
+    """(Event loop.) Handed to an idle port with one non-blocking write."""
+    replaced: int = 0
+    """(Event loop.) Replaced in the mailbox by a newer telegram before the port took it."""
+    replaced_unrequested: int = 0
+    """(Event loop.) Replaced while Data Request was not asserted."""
+    too_old: int = 0
+    """(Worker.) Older than ``max_age`` when the port could take it, or lost with the port."""
+    expired_unrequested: int = 0
+    """(Worker.) Waited for Data Request longer than ``max_age``."""
     resets: int = 0
     """Writes that timed out: output flushed, port reset."""
     opened: int = 0
     last_write_at: float | None = None
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
     """Seconds from the WebSocket message to the write call, recent telegrams."""
+
+    @property
+    def written(self) -> int:
+        """Telegrams handed to the port whole."""
+        return self.written_by_worker + self.written_direct
+
+    @property
+    def stale(self) -> int:
+        """Dropped because a newer one came first, or too old to send."""
+        return self.replaced + self.too_old
+
+    @property
+    def not_requested(self) -> int:
+        """Not sent because Data Request was not asserted (P1 §5.7.1)."""
+        return self.replaced_unrequested + self.expired_unrequested
+
+
+class _Mailbox:
+    """One slot, latest wins. The worker blocks in C (``SimpleQueue.get``) until a
+    telegram is put; at most one wake-up token is outstanding, so nothing grows."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._item: tuple[bytes, float] | None = None
+        self._signalled = False
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
+
+    def put(self, item: tuple[bytes, float]) -> bool:
+        """Leave ``item``; True if it replaced one that was never taken."""
+        with self._lock:
+            replaced = self._item is not None
+            self._item = item
+            if not self._signalled:
+                self._signalled = True
+                self._wake.put(None)
+        return replaced
+
+    def wait(self, timeout: float) -> None:
+        """Block up to ``timeout`` seconds until something was put (or :meth:`wake`)."""
+        with contextlib.suppress(queue.Empty):
+            self._wake.get(timeout=timeout)
+
+    def take(self) -> tuple[bytes, float] | None:
+        """The newest item, if any, now."""
+        with self._lock:
+            self._signalled = False
+            item, self._item = self._item, None
+        return item
+
+    @property
+    def empty(self) -> bool:
+        return self._item is None
+
+    def drop_older(self, limit: float, now: float) -> bool:
+        """Drop the item if it is older than ``limit`` seconds; True if one was dropped."""
+        with self._lock:
+            if self._item is not None and now - self._item[1] > limit:
+                self._item = None
+                return True
+        return False
+
+    def clear(self) -> None:
+        with self._lock:
+            self._item = None
+
+    def wake(self) -> None:
+        """Wake the worker without an item (to stop)."""
+        self._wake.put(None)
 
 
 class SerialOutput:
@@ -175,12 +258,16 @@ class SerialOutput:
         self._clock = clock
         self._use_hotplug = hotplug and url.startswith("/dev/")
         self._hotplug: Hotplug | None = None
-        self._cond = threading.Condition(threading.Lock())
-        self._slot: tuple[bytes, float] | None = None
+        self._mailbox = _Mailbox()
         self._gated = data_request != "ignore"
         self._stopping = False
         self._stop_event = threading.Event()
         self._port: SerialLike | None = None
+        self._fd: int | None = None
+        self._port_lock = threading.Lock()
+        """Held for every use of the port (worker or event loop): one writer at a time."""
+        self._rest: tuple[bytes, float] | None = None
+        """The tail of a telegram the event loop could only partly hand over."""
         self._thread: threading.Thread | None = None
         self._stuck_in_row = 0
         self._dr_warned = False
@@ -188,15 +275,51 @@ class SerialOutput:
     # -- from the event loop -------------------------------------------------------------
 
     def offer(self, raw: bytes, received_at: float) -> None:
-        """Hand over a checked telegram; it replaces one the port has not taken yet."""
-        with self._cond:
-            if self._slot is not None:
-                if self._gated:
-                    self.stats.not_requested += 1
-                else:
-                    self.stats.stale += 1
-            self._slot = (raw, received_at)
-            self._cond.notify()
+        """Hand over a checked telegram; it replaces one the port has not taken yet.
+
+        Fast path: when the port is idle (worker not writing, nothing waiting, output
+        queue empty, Data Request asserted), the telegram goes to the kernel right here
+        with one non-blocking ``write()``, which cannot block the event loop. If the
+        kernel takes only part of it, the worker writes the rest before anything else,
+        so it still goes out whole. Everything else goes through the mailbox.
+        """
+        if self._fd is not None and self._port_lock.acquire(blocking=False):
+            try:
+                if self._write_direct(raw, received_at):
+                    return
+            finally:
+                self._port_lock.release()
+        if self._mailbox.put((raw, received_at)):
+            if self._gated:
+                self.stats.replaced_unrequested += 1
+            else:
+                self.stats.replaced += 1
+
+    def _write_direct(self, raw: bytes, received_at: float) -> bool:
+        """(Port lock held, event loop.) True if the telegram was handed over."""
+        port, fd = self._port, self._fd
+        if port is None or fd is None or self._rest is not None or not self._mailbox.empty:
+            return False
+        try:
+            if self.data_request != "ignore":
+                asserted = port.cts if self.data_request == "cts" else port.dsr
+                if not asserted:
+                    return False
+            if port.out_waiting:
+                return False  # the previous one is still going out: the worker waits
+            handed = self._clock()
+            written = os.write(fd, raw)
+        except (OSError, serial.SerialException):
+            return False  # the worker meets the same error and deals with it
+        if written < len(raw):
+            self._rest = (raw[written:], received_at)
+            self._mailbox.wake()
+            return True
+        stats = self.stats
+        stats.written_direct += 1
+        stats.last_write_at = handed
+        stats.latencies.append(handed - received_at)
+        return True
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="x1p1-serial", daemon=False)
@@ -204,9 +327,8 @@ class SerialOutput:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the worker and close the port (a blocked write is cut short)."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
+        self._stopping = True
+        self._mailbox.wake()
         self._stop_event.set()
         port = self._port
         cancel = getattr(port, "cancel_write", None)
@@ -229,20 +351,49 @@ class SerialOutput:
             self._hotplug = open_hotplug()
         try:
             while not self._stopping:
-                if self._port is None and not self._open():
-                    self._wait_for_port()
+                if self._port is None:
+                    with self._port_lock:
+                        opened = self._open()
+                    if not opened:
+                        self._wait_for_port()
                     continue
-                item = self._next()
-                if item is not None:
-                    self._write(*item)
+                self._step()
         except Exception:  # pragma: no cover - a bug: say so, keep the process alive
             log.exception("the serial worker failed")
             self.error = "the serial worker failed; see the log"
         finally:
-            self._close()
+            with self._port_lock:
+                self._close()
             self.state = PortState.STOPPED
             if self._hotplug is not None:
                 self._hotplug.close()
+
+    def _step(self) -> None:
+        """Wait for work, then do it with the port lock held."""
+        gating = self.data_request != "ignore"
+        if self._rest is None and self._mailbox.empty:
+            self._mailbox.wait(self.poll if gating else 0.5)
+        held_back = False
+        with self._port_lock:
+            if self._stopping or self._port is None:
+                return
+            if self._rest is not None:
+                rest, self._rest = self._rest, None
+                self._finish(*rest)
+                return
+            if gating:
+                asserted = self._sense()
+                if asserted is None:
+                    return
+                self._gated = held_back = not asserted
+                if held_back and self._mailbox.drop_older(self.max_age, self._clock()):
+                    self.stats.expired_unrequested += 1
+            if not held_back:
+                item = self._mailbox.take()
+                if item is not None:
+                    self._write(*item)
+        if held_back:  # Data Request not asserted: look again in a moment
+            self._stop_event.wait(self.poll)
 
     def _open(self) -> bool:
         try:
@@ -262,9 +413,9 @@ class SerialOutput:
             port.reset_output_buffer()
         except (serial.SerialException, OSError, NotImplementedError):
             pass
-        with self._cond:
-            self._port = port
-            self._slot = None  # what waited while the port was away is old now
+        self._port = port
+        self._fd = _posix_fd(port)
+        self._mailbox.clear()  # what waited while the port was away is old now
         self.stats.opened += 1
         if self.stats.opened > 1 or self.state is PortState.ABSENT:
             log.info("serial port %s is back; writing telegrams again", self.url)
@@ -283,8 +434,7 @@ class SerialOutput:
             self._stop_event.wait(self.reopen_interval)
 
     def _close(self) -> None:
-        with self._cond:
-            port, self._port = self._port, None
+        port, self._port, self._fd, self._rest = self._port, None, None, None
         if port is not None:
             try:
                 port.close()
@@ -336,36 +486,6 @@ class SerialOutput:
             self.dr_state = state
         return bool(asserted)
 
-    def _next(self) -> tuple[bytes, float] | None:
-        """The newest telegram once it may be sent, or None (stop, port failed)."""
-        gating = self.data_request != "ignore"
-        while not self._stopping:
-            if gating:
-                asserted = self._sense()
-                if asserted is None:
-                    return None
-                with self._cond:
-                    self._gated = not asserted
-                    if not asserted:
-                        self._drop_old_unrequested()
-                        self._cond.wait(self.poll)
-                        continue
-            with self._cond:
-                if self._slot is None and not self._stopping:
-                    self._cond.wait(self.poll if gating else 0.5)
-                item, self._slot = self._slot, None
-            if item is not None:
-                return item
-            if self._port is None:
-                return None
-        return None
-
-    def _drop_old_unrequested(self) -> None:
-        """(Lock held.) A telegram that waited for Data Request too long is dropped."""
-        if self._slot is not None and self._clock() - self._slot[1] > self.max_age:
-            self._slot = None
-            self.stats.not_requested += 1
-
     def _drained(self, port: SerialLike) -> bool:
         """Wait until the port's output queue is empty; False if it stays full (stuck)."""
         try:
@@ -382,15 +502,12 @@ class SerialOutput:
 
     def _write(self, raw: bytes, received_at: float) -> None:
         port = self._port
-        if port is None:
-            self.stats.stale += 1
-            return
-        if self._clock() - received_at > self.max_age:
-            self.stats.stale += 1
+        if port is None or self._clock() - received_at > self.max_age:
+            self.stats.too_old += 1
             return
         try:
             if not self._drained(port):
-                self.stats.stale += 1
+                self.stats.too_old += 1
                 self._stuck("the port has not sent the previous telegram")
                 return
             handed = self._clock()
@@ -401,11 +518,11 @@ class SerialOutput:
         except (serial.SerialException, OSError) as exc:
             if self._stopping:
                 return
-            self.stats.stale += 1
+            self.stats.too_old += 1
             self._lost(exc)
             return
         stats = self.stats
-        stats.written += 1
+        stats.written_by_worker += 1
         stats.last_write_at = handed
         stats.latencies.append(handed - received_at)
         if self._stuck_in_row:
@@ -413,6 +530,22 @@ class SerialOutput:
             self._stuck_in_row = 0
         if self.state is not PortState.OPEN:
             self.state, self.error = PortState.OPEN, ""
+
+    def _finish(self, rest: bytes, received_at: float) -> None:
+        """Write the tail of a telegram the event loop began (blocking, with the timeout)."""
+        port = self._port
+        assert port is not None
+        try:
+            port.write(rest)
+        except serial.SerialTimeoutException:
+            self._stuck(f"the port did not take a whole telegram within {self.stuck_after:g} s")
+            return
+        except (serial.SerialException, OSError) as exc:
+            if not self._stopping:
+                self._lost(exc)
+            return
+        self.stats.written_by_worker += 1
+        self.stats.last_write_at = self._clock()
 
     def _stuck(self, why: str) -> None:
         """Flush what the port still holds, so no tail of an old telegram goes out later."""
@@ -435,6 +568,17 @@ class SerialOutput:
             return
         if self._stuck_in_row >= 3:
             self._close()  # open it afresh: some drivers only recover that way
+
+
+def _posix_fd(port: SerialLike) -> int | None:
+    """The file descriptor of a local serial device, for the fast path; None for URLs
+    whose ``write`` is not a plain ``write(2)`` (loop://, socket://, test doubles)."""
+    if not isinstance(port, serialposix.Serial):
+        return None
+    try:
+        return int(port.fileno())
+    except (serial.SerialException, OSError, ValueError):
+        return None
 
 
 def _is_gone(exc: BaseException) -> bool:

@@ -1,0 +1,376 @@
+"""The converter's relay path beside a naive relay, on the same telegram stream (issue 4).
+
+One local WSS server (real TLS 1.3 with the embedded gateway's PKI, no compression)
+streams the same DSMR 5.0.2 telegrams to two child processes at once:
+
+- ``daemon``: the converter itself (:class:`x1p1.converter.supervisor.Converter`: the
+  websockets client, CRC check, latest-wins mailbox, serial worker thread, status file,
+  ticks), writing into a pty;
+- ``naive``: ``websockets`` + ``pyserial`` in a loop, no checks, writing into another pty.
+
+The parent reads both ptys. Printed, nothing asserted:
+
+- CPU per telegram of each child (user + system, from ``getrusage``) and the ratio
+  (target: the daemon at most 1.3x the naive relay);
+- added latency in the daemon from the WebSocket message to the bytes being handed to
+  the port, p50/p99 (target p99 within 2 ms; the wire itself takes ~82 ms per telegram);
+- end to end, server send to the last byte read from each pty, p50/p99, for both;
+- the daemon's resident memory (target under 45 MB).
+
+    .venv/bin/python bench/bench_converter.py [--count N] [--rate HZ]
+
+A real meter sends one telegram a second; the default 50 a second gets enough samples in
+half a minute. The children share the machine's cores with the parent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import signal
+import sys
+import tempfile
+import time
+import tty
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rss_kb() -> tuple[int, int]:
+    """(VmRSS, VmHWM) of this process in kB."""
+    values = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0])
+    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of each thread of this process: the event loop's, and the others'."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = "event loop" if task.name == str(os.getpid()) else f"thread {task.name}"
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+class Window:
+    """CPU between SIGUSR1 (the parent starts streaming) and SIGTERM (it has ended):
+    start-up, imports and the TLS handshake are left out, for both relays alike."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.end: float | None = None
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, self._start)
+
+    def _start(self) -> None:
+        self.start = cpu_seconds()
+        self.threads_start = thread_cpu()
+
+    def stop(self) -> None:
+        self.end = cpu_seconds()
+        self.threads_end = thread_cpu()
+
+    @property
+    def threads(self) -> dict[str, float]:
+        return {
+            name: self.threads_end[name] - self.threads_start.get(name, 0.0)
+            for name in self.threads_end
+        }
+
+    @property
+    def cpu(self) -> float:
+        assert self.start is not None and self.end is not None
+        return self.end - self.start
+
+
+# --- the children -----------------------------------------------------------------------
+
+
+async def child_daemon(state_dir: Path, serial: str) -> dict[str, Any]:
+    from x1p1.converter.supervisor import Converter, ConverterOptions
+
+    converter = Converter(ConverterOptions(state_dir=state_dir, serial=serial))
+    window = Window()
+
+    def stop() -> None:
+        window.stop()
+        converter.stop()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
+    await converter.run()
+    assert converter.serial is not None
+    stats = converter.serial.stats
+    latencies = sorted(stats.latencies)
+    rss, hwm = rss_kb()
+    return {
+        "cpu": window.cpu,
+        "threads": window.threads,
+        "relayed": converter.relayed,
+        "written": stats.written,
+        "written_direct": stats.written_direct,
+        "stale": stats.stale,
+        "invalid": converter.dropped_invalid,
+        "latency_ms": [x * 1000 for x in latencies],
+        "rss_kb": rss,
+        "hwm_kb": hwm,
+        "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("aiohttp", "cryptography")),
+    }
+
+
+async def child_naive(url: str, cafile: str, serial_path: str) -> dict[str, Any]:
+    import serial
+    from websockets.asyncio.client import connect
+
+    from x1p1.x1.tls import client_ssl_context
+
+    stop = asyncio.Event()
+    window = Window()
+
+    def on_term() -> None:
+        window.stop()
+        stop.set()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_term)
+    port = serial.serial_for_url(serial_path, baudrate=115200)
+    count = 0
+    context = client_ssl_context(Path(cafile))
+    async with connect(url, ssl=context, compression=None, host="127.0.0.1", proxy=None) as ws:
+
+        async def relay() -> None:
+            nonlocal count
+            async for message in ws:
+                port.write(message.encode() if isinstance(message, str) else message)
+                count += 1
+
+        task = asyncio.ensure_future(relay())
+        await stop.wait()
+        task.cancel()
+    rss, hwm = rss_kb()
+    return {"cpu": window.cpu, "relayed": count, "rss_kb": rss, "hwm_kb": hwm}
+
+
+def child_main(argv: list[str]) -> None:
+    kind = argv[0]
+    if kind == "daemon":
+        result = asyncio.run(child_daemon(Path(argv[1]), argv[2]))
+    else:
+        result = asyncio.run(child_naive(argv[1], argv[2], argv[3]))
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+# --- the parent -------------------------------------------------------------------------
+
+
+class PtyEnd:
+    """The reader's end of a pty: frames telegrams and notes when each one completed."""
+
+    def __init__(self, name: str, index: dict[bytes, int]) -> None:
+        from x1p1.p1 import TelegramReader
+
+        self.name = name
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.master)
+        self.path = os.ttyname(self.slave)
+        self.reader = TelegramReader()
+        self.index = index
+        self.arrived: dict[int, float] = {}
+        self.invalid = 0
+
+    def attach(self) -> None:
+        asyncio.get_running_loop().add_reader(self.master, self._read)
+
+    def _read(self) -> None:
+        from x1p1.p1 import InvalidTelegram, ValidTelegram
+
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:
+            return
+        now = time.monotonic()
+        for event in self.reader.feed(data):
+            if isinstance(event, ValidTelegram) and event.raw in self.index:
+                self.arrived[self.index[event.raw]] = now
+            elif isinstance(event, InvalidTelegram):
+                self.invalid += 1
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.master)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def parent(count: int, rate: float) -> None:
+    from datetime import UTC, datetime
+
+    from websockets.asyncio.server import ServerConnection, serve
+
+    from x1p1.converter.state import Pairing, save_pairing
+    from x1p1.gateway.pki import GatewayPKI
+    from x1p1.p1 import dsmr5
+    from x1p1.x1.profiles import Profile
+
+    work = Path(tempfile.mkdtemp(prefix="x1p1-bench-converter-"))
+    pki = GatewayPKI.load_or_create(work / "pki")
+    telegrams = list(dsmr5.sample_stream(count))
+    index = {raw: i for i, raw in enumerate(telegrams)}
+    clients: set[ServerConnection] = set()
+
+    async def handler(ws: ServerConnection) -> None:
+        clients.add(ws)
+        try:
+            await ws.wait_closed()
+        finally:
+            clients.discard(ws)
+
+    server = await serve(
+        handler, "127.0.0.1", 0, ssl=pki.server_ssl_context(), compression=None
+    )
+    port = server.sockets[0].getsockname()[1]
+    state_dir = work / "state"
+    save_pairing(
+        state_dir,
+        Pairing(
+            token="b" * 43,
+            host_name="X1-interface.local",
+            port=port,
+            address="127.0.0.1",
+            serial=dsmr5.sample_readings(0).equipment_id,
+            ca_pem=pki.root_pem.decode(),
+            ca_source=None,
+            profiles=frozenset({Profile.P1}),
+            expires_at=None,
+            name="bench",
+            uuid="0b5c2f0e-1111-4222-8333-444455556666",
+            paired_at=datetime.now(UTC).replace(microsecond=0),
+        ),
+    )
+    ends = {"daemon": PtyEnd("daemon", index), "naive": PtyEnd("naive", index)}
+    for end in ends.values():
+        end.attach()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RUNTIME_DIRECTORY", None)
+    env.pop("NOTIFY_SOCKET", None)
+    me = [sys.executable, __file__, "--child"]
+    children = {
+        "daemon": await asyncio.create_subprocess_exec(
+            *me, "daemon", str(state_dir), ends["daemon"].path,
+            stdout=asyncio.subprocess.PIPE, env=env,
+        ),
+        "naive": await asyncio.create_subprocess_exec(
+            *me, "naive", f"wss://X1-interface.local:{port}/api/legacy-p1?interval=1",
+            str(pki.root_cert_path), ends["naive"].path,
+            stdout=asyncio.subprocess.PIPE, env=env,
+        ),
+    }  # fmt: skip
+    for _ in range(600):  # both relays subscribed, within 30 s
+        if len(clients) == 2:
+            break
+        await asyncio.sleep(0.05)
+    if len(clients) < 2:
+        for child in children.values():
+            child.kill()
+        raise SystemExit(f"only {len(clients)} of 2 relays connected")
+    await asyncio.sleep(1.0)
+    for child in children.values():
+        child.send_signal(signal.SIGUSR1)
+    await asyncio.sleep(0.1)
+    sent: dict[int, float] = {}
+    period = 1.0 / rate
+    t0 = time.monotonic()
+    for i, raw in enumerate(telegrams):
+        target = t0 + i * period
+        delay = target - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        text = raw.decode("ascii")
+        sent[i] = time.monotonic()
+        for ws in list(clients):
+            await ws.send(text)
+    await asyncio.sleep(0.5)
+    results: dict[str, dict[str, Any]] = {}
+    for name, child in children.items():
+        child.send_signal(signal.SIGTERM)
+        out, _ = await child.communicate()
+        results[name] = json.loads(out.decode().strip().splitlines()[-1])
+    for end in ends.values():
+        end.close()
+    server.close()
+    await server.wait_closed()
+
+    d, n = results["daemon"], results["naive"]
+    cpu_d = d["cpu"] / max(1, d["relayed"])
+    cpu_n = n["cpu"] / max(1, n["relayed"])
+    print(f"telegrams sent: {count} at {rate:g}/s, {len(telegrams[0])} bytes each")
+    print(f"{'':24}{'daemon':>14}{'naive':>14}")
+    print(f"{'relayed':24}{d['relayed']:>14}{n['relayed']:>14}")
+    print(f"{'at the pty':24}{len(ends['daemon'].arrived):>14}{len(ends['naive'].arrived):>14}")
+    print(f"{'invalid at the pty':24}{ends['daemon'].invalid:>14}{ends['naive'].invalid:>14}")
+    print(f"{'CPU per telegram (us)':24}{cpu_d * 1e6:>14.1f}{cpu_n * 1e6:>14.1f}")
+    e2e = {}
+    for name, end in ends.items():
+        e2e[name] = [(end.arrived[i] - sent[i]) * 1000 for i in end.arrived]
+    for q in (0.5, 0.99):
+        label = f"end to end p{int(q * 100)} (ms)"
+        print(f"{label:24}{pct(e2e['daemon'], q):>14.3f}{pct(e2e['naive'], q):>14.3f}")
+    print(f"{'RSS (MB)':24}{d['rss_kb'] / 1024:>14.1f}{n['rss_kb'] / 1024:>14.1f}")
+    print(f"{'peak RSS (MB)':24}{d['hwm_kb'] / 1024:>14.1f}{n['hwm_kb'] / 1024:>14.1f}")
+    lat = d["latency_ms"]
+    print()
+    print(f"CPU ratio daemon/naive: {cpu_d / cpu_n:.2f}x (target <= 1.3x)")
+    print(
+        f"daemon: WebSocket message -> handed to the port: p50 {pct(lat, 0.5):.3f} ms, "
+        f"p99 {pct(lat, 0.99):.3f} ms, max {max(lat) if lat else float('nan'):.3f} ms "
+        f"over the last {len(lat)} (target p99 <= 2 ms)"
+    )
+    per_thread = ", ".join(
+        f"{name} {cpu / max(1, d['relayed']) * 1e6:.0f} us" for name, cpu in d["threads"].items()
+    )
+    print(f"daemon CPU per telegram by thread: {per_thread}")
+    print(f"daemon resident memory: {d['rss_kb'] / 1024:.1f} MB (target < 45 MB)")
+    print(
+        f"daemon: {d['written']} written ({d['written_direct']} straight from the event loop), "
+        f"{d['stale']} stale dropped, {d['invalid']} invalid"
+    )
+    if d["modules"]:
+        print(f"WARNING: the daemon imported {d['modules']}")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child_main(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1500)
+    parser.add_argument("--rate", type=float, default=50.0, help="telegrams a second")
+    args = parser.parse_args()
+    asyncio.run(parent(args.count, args.rate))
+
+
+if __name__ == "__main__":
+    main()

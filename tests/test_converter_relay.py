@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from converter_support import fast_options, save_test_pairing
+from converter_support import fast_options, running, save_test_pairing
 from p1_pty import PtyPeer, until
 from x1_test_gateway import SERIAL, TestGateway, running_gateway
 
@@ -101,3 +101,76 @@ async def test_verifies_the_host_name_while_connecting_by_address(
     converter.stop()
     await task
     pty.parsed()
+
+
+async def test_learns_the_token_expiry_and_overrides_the_address(
+    gateway: TestGateway, pty: PtyPeer, tmp_path: Path
+) -> None:
+    """``--gateway ADDRESS`` replaces the saved address (the TLS name stays the paired
+    host name); the token's expiry is read from ``GET /api/token`` and saved."""
+    from x1p1.converter.config import GatewayAddress
+
+    state_dir = tmp_path / "state"
+    save_test_pairing(
+        state_dir,
+        token=gateway.issue_token(),
+        port=1,  # wrong: the option below fixes it
+        ca_pem=gateway.ca_file.read_text(),
+        address="192.0.2.1",  # TEST-NET-1: nothing answers there
+    )
+    options = fast_options(state_dir, pty.path, gateway=GatewayAddress("127.0.0.1", gateway.port))
+    async with running(options) as converter:
+        await until(lambda: len(pty.raw_telegrams()) >= 3, what="telegrams")
+        await until(lambda: converter.pairing is not None and converter.pairing.expires_at
+                    is not None, what="the expiry")  # fmt: skip
+        status = converter.status()
+    assert status.gateway["address"] == "127.0.0.1" and status.gateway["port"] == gateway.port
+    saved = load_pairing(state_dir)
+    assert saved.expires_at is not None and saved.address == "192.0.2.1"
+
+
+async def test_no_token_in_any_log_line_and_systemd_hears_about_it(
+    gateway: TestGateway, pty: PtyPeer, tmp_path: Path
+) -> None:
+    """Everything at debug level, websockets' handshake headers included: no token.
+    systemd gets READY after the first attempt, WATCHDOG and STATUS on the way."""
+    import io
+    import socket
+
+    from x1p1.logs import setup_logging
+
+    state_dir = tmp_path / "state"
+    token = gateway.issue_token()
+    save_test_pairing(
+        state_dir, token=token, port=gateway.port, ca_pem=gateway.ca_file.read_text()
+    )
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.setblocking(False)
+    stream = io.StringIO()
+    handler = setup_logging(2, stream=stream, journald=False)
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "2000000"}
+    try:
+        async with running(fast_options(state_dir, pty.path, env=env)) as converter:
+            await until(lambda: len(pty.raw_telegrams()) >= 3, what="telegrams")
+            gateway.revoke_all()
+            await until(lambda: converter.stream.state.value == "needs-pairing", what="401")
+    finally:
+        import logging
+
+        logging.getLogger().removeHandler(handler)
+        messages = []
+        while True:
+            try:
+                messages.append(notify.recv(4096).decode())
+            except BlockingIOError:
+                break
+        notify.close()
+    text = stream.getvalue()
+    assert "Authorization: Bearer [redacted]" in text  # websockets logged the header
+    assert token not in text
+    assert messages.count("READY=1") == 1
+    assert "WATCHDOG=1" in messages
+    assert any(m.startswith("STATUS=connected") for m in messages)
+    assert any(m.startswith("STATUS=needs-pairing") for m in messages)
+    assert messages[-1] == "STOPPING=1" or "STOPPING=1" in messages

@@ -27,7 +27,7 @@ import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,8 @@ __all__ = ["Converter", "ConverterOptions", "percentiles", "run_converter"]
 
 log = logging.getLogger(__name__)
 
+EXPIRY_CHECK = 12 * 3600.0
+"""Seconds between reads of the token's expiry (``GET /api/token``)."""
 EQUIPMENT_ID = "0-0:96.1.1"
 """The E meter's equipment identifier (P1 §7.1), what mDNS advertises as ``serial``."""
 
@@ -134,6 +136,8 @@ class Converter:
         self._stop = asyncio.Event()
         self._ready_sent = False
         self._learn_serial = False
+        self._expiry_checked: float | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
         self.serial: SerialOutput | None = None
         if options.serial:
             self.serial = SerialOutput(
@@ -306,10 +310,44 @@ class Converter:
             host_name=gateway.host_name, port=gateway.port, address=addresses[0]
         )
 
+    def _maybe_refresh_expiry(self) -> None:
+        """Ask ``GET /api/token`` for the token's expiry (renewed on use, X1 §5.2) after a
+        connection is made, at most every 12 hours; saved when it moved by a day or more."""
+        now = time.monotonic()
+        if self._expiry_checked is not None and now - self._expiry_checked < EXPIRY_CHECK:
+            return
+        target = self._target()
+        if target is None:
+            return
+        self._expiry_checked = now
+        task = asyncio.ensure_future(self._refresh_expiry(target))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh_expiry(self, target: StreamTarget) -> None:
+        from x1p1.converter.pairing import GatewayEndpoint, X1Client
+
+        endpoint = GatewayEndpoint(target.tls_name, target.port, (target.connect_host,))
+        client = X1Client(endpoint, target.ssl_context, token=target.token, timeout=10.0)
+        try:
+            info = await asyncio.to_thread(client.token_info)
+        except X1P1Error as exc:
+            log.debug("could not read the token's expiry: %s", exc)
+            return
+        pairing = self.pairing
+        if pairing is None or pairing.token != target.token:
+            return
+        old = pairing.expires_at
+        if old is None or abs((info.expires_at - old).total_seconds()) >= 86400:
+            log.info("the token is valid until %s", info.expires_at.strftime("%Y-%m-%d"))
+            self._save(replace(pairing, expires_at=info.expires_at))
+
     # -- state -----------------------------------------------------------------------------
 
     def _on_state(self, state: Conn, message: str) -> None:
         self._state_wall = datetime.now(UTC)
+        if state is Conn.CONNECTED:
+            self._maybe_refresh_expiry()
         systemd.status(f"{state.value}: {message}", env=self.options.env)
         if not self._ready_sent and state not in (Conn.STARTING, Conn.CONNECTING):
             self._ready_sent = True
@@ -402,6 +440,10 @@ class Converter:
                 self.stream.stop()
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait_for(stream_task, 5.0)
+                for task in list(self._tasks):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         finally:
             systemd.stopping(env=options.env)
             if self.tcp is not None:

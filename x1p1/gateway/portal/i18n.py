@@ -274,6 +274,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Bar chart of the use per interval in the chosen period; the table below holds the "
         "same data"),
     "history.table": ("Standen per interval", "Readings per interval"),
+    "history.table.show": ("Tabel met de standen ({count})", "Table of the readings ({count})"),
     "history.t": ("Einde interval", "Interval end"),
     "history.delta": ("verbruik", "use"),
     "history.none": (
@@ -316,6 +317,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "devices.approve": ("Goedkeuren", "Approve"),
     "devices.deny": ("Weigeren", "Deny"),
     "devices.save": ("Profielen opslaan", "Save profiles"),
+    "devices.change": ("Profielen wijzigen", "Change profiles"),
     "devices.revoke": ("Ontkoppelen", "Remove access"),
     "devices.revoke.session": ("Uitloggen op die browser", "Log that browser out"),
     "devices.this": ("deze browser", "this browser"),
@@ -437,6 +439,31 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "available. Contact your grid operator to switch it back on."),
 }
 """Every text of the portal: key → (Dutch, English)."""
+
+SHORT_NAMES: dict[str, tuple[str, str]] = {
+    "1.8.1": ("Afname tarief 1", "Import tariff 1"),
+    "1.8.2": ("Afname tarief 2", "Import tariff 2"),
+    "2.8.1": ("Teruglevering tarief 1", "Export tariff 1"),
+    "2.8.2": ("Teruglevering tarief 2", "Export tariff 2"),
+    "24.2.1": ("Gas", "Gas"),
+    "96.7.21": ("Stroomonderbrekingen", "Power failures"),
+    "96.7.9": ("Lange stroomonderbrekingen", "Long power failures"),
+    "32.32.0": ("Spanningsdips L1", "Voltage sags L1"),
+    "52.32.0": ("Spanningsdips L2", "Voltage sags L2"),
+    "72.32.0": ("Spanningsdips L3", "Voltage sags L3"),
+    "32.36.0": ("Spanningspieken L1", "Voltage swells L1"),
+    "52.36.0": ("Spanningspieken L2", "Voltage swells L2"),
+    "72.36.0": ("Spanningspieken L3", "Voltage swells L3"),
+}
+"""Short names of the historic objects (by value groups C.D.E) for tables and charts."""
+
+
+def short_name(code: str, lang: str) -> str | None:
+    """``Import tariff 1`` for ``1-0:1.8.1.255``; None for an object without one."""
+    groups = code.split(":", 1)[-1].rsplit(".", 1)[0]
+    names = SHORT_NAMES.get(groups)
+    return names[LANGUAGES.index(lang)] if names else None
+
 
 EVENTS: dict[str, tuple[str, str]] = {
     "token-requested": ("Token aangevraagd", "Token requested"),

@@ -24,6 +24,7 @@ from x1p1.gateway.portal.i18n import (
     format_datetime,
     format_duration,
     format_number,
+    short_name,
 )
 from x1p1.gateway.portal.periods import Period
 from x1p1.x1.obis import Meter, ObisObject, lookup
@@ -55,6 +56,8 @@ PHASES = (
     ("L3", "1-0:72.7.0.255", "1-0:71.7.0.255", "1-0:61.7.0.255", "1-0:62.7.0.255"),
 )
 REGISTERS = ("1-0:1.8.1.255", "1-0:1.8.2.255", "1-0:2.8.1.255", "1-0:2.8.2.255")
+TICKS = {"5m": "%H:%M", "15m": "%H:%M", "1h": "%d-%m %H:%M", "1d": "%d-%m", "1M": "%m-%Y"}
+"""Time axis labels of the history chart: numbers only, right in both languages."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +122,10 @@ def flash(view: View) -> str:
 
 
 def obis_label(obj: ObisObject, lang: str) -> str:
-    text = obj.description_nl if lang == "nl" else obj.description
-    return f"{text} ({obj.unit})" if obj.unit else text
+    """An object's name with its unit: its short name where it has one (``Import tariff 1
+    (kWh)``), else the standard's description."""
+    text = short_name(obj.code, lang) or (obj.description_nl if lang == "nl" else obj.description)
+    return f"{text} ({unit(obj.unit)})" if obj.unit else text
 
 
 def unit(text: str | None) -> str:
@@ -316,7 +321,8 @@ def overview_page(view: View, meters: Sequence[MeterInfo], info: Mapping[str, An
     registers = []
     for code in REGISTERS:
         obj = lookup(code).obj
-        registers.append((esc(obis_label(obj, view.lang)),
+        text = obj.description_nl if view.lang == "nl" else obj.description
+        registers.append((esc(text),
                           f'<span class="num">{esc(view.number(values.get(code), 3))}</span>'))
     device_text = (t("overview.devices.one") if devices == 1
                    else t("overview.devices", count=devices))  # fmt: skip
@@ -504,14 +510,15 @@ def history_page(view: View, h: HistoryView) -> Page:
             series.append({"name": names.get(code, code), "unit": unit(units.get(code)),
                            "y": [u.get(code) for _, u in h.uses]})  # fmt: skip
         data = {"x": [_iso_local(t_) for t_, _ in h.uses], "series": series,
-                "lang": view.lang, "resolution": h.resolution}  # fmt: skip
+                "lang": view.lang, "resolution": h.resolution,
+                "tickformat": TICKS.get(h.resolution, "")}  # fmt: skip
         parts.append(f'<div id="history-chart" class="chart" role="img" '
                      f'aria-label="{esc(t("history.chart.label"))}"></div>')  # fmt: skip
         parts.append(json_script("history-data", data))
         head = [esc(t("history.t"))]
         for code in h.codes:
             u = unit(units.get(code))
-            head.append(f'{esc(names.get(code, code))}' + (f" ({esc(u)})" if u else ""))
+            head.append(esc(names.get(code, code)))
             head.append(f'{esc(t("history.delta"))}' + (f" ({esc(u)})" if u else ""))
         uses = {t_: u for t_, u in h.uses}
         rows = []
@@ -524,8 +531,13 @@ def history_page(view: View, h: HistoryView) -> Page:
                 use = uses.get(moment, {}).get(code)
                 row.append(esc(view.number(use, decimals)))
             rows.append(row)
-        parts.append(table(t("history.table"), head, rows, row_headers=True,
-                           scroll_label=t("history.table")))
+        parts.append(
+            f'<details class="readings"><summary>'
+            f'{esc(t("history.table.show", count=len(readings)))}</summary>'
+            + table(t("history.table"), head, rows, row_headers=True,
+                    scroll_label=t("history.table"), caption_hidden=True)
+            + "</details>"
+        )
     return Page(t("history.title"), "".join(parts), ("plotly", "history"))
 
 
@@ -610,7 +622,7 @@ def devices_page(view: View, token_requests: Sequence[TokenRequest],
         if admin:
             tid = esc(token.token_id)
             facts += (
-                f'<details><summary>{esc(t("devices.save"))}</summary>'
+                f'<details><summary>{esc(t("devices.change"))}</summary>'
                 f'<form method="post" action="/admin/devices/{tid}/profiles" class="stack">'
                 f'{csrf_field(view)}{profile_boxes(view, token.profiles, t("devices.profiles"))}'
                 f'<button type="submit">{esc(t("devices.save"))}</button></form></details>'
@@ -687,7 +699,7 @@ def comlog_page(view: View, lines: Sequence[ComlogLine] | None) -> Page:
                 f'<time datetime="{esc(line.t.isoformat())}">'
                 f'{esc(view.time(line.t, seconds=True))}</time>',
                 esc(event_name(line.event, view.lang)), esc(line.device or "—"),
-                esc("; ".join(detail)),
+                f'<div class="wrap">{esc("; ".join(detail))}</div>',
             ))  # fmt: skip
         head = [esc(t(k)) for k in ("comlog.t", "comlog.event", "comlog.device", "comlog.detail")]
         parts.append(table(t("comlog.title"), head, rows, scroll_label=t("comlog.title"),
@@ -705,6 +717,7 @@ def privacy_page(view: View, elevation: PortalRequest | None,
     parts = [
         f'<h1>{esc(t("privacy.title"))}</h1>', flash(view),
         f'<p>{esc(t("privacy.data"))}</p><p>{esc(t("privacy.off"))}</p>',
+        admin_panel(view, elevation, "/privacy"),
         f'<section aria-labelledby="block-h" class="block"><h2 id="block-h">'
         f'{esc(t("privacy.block.title"))}</h2><p>{esc(t("privacy.block.what"))}</p>'
         f'<ul>{effects}</ul><p class="warning"><strong>{esc(t("privacy.block.undo"))}</strong></p>',
@@ -730,7 +743,6 @@ def privacy_page(view: View, elevation: PortalRequest | None,
             f'{esc(t("privacy.block.yes"))}</button></div></dialog>'
         )  # fmt: skip
     parts.append("</section>")
-    parts.append(admin_panel(view, elevation, "/privacy"))
     return Page(t("privacy.title"), "".join(parts), ("privacy",))
 
 

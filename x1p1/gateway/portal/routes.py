@@ -24,8 +24,9 @@ Protection of what changes something (every ``POST``):
 
 Every portal answer carries a strict Content-Security-Policy (only the gateway's own
 scripts; inline styles allowed because the charting library sets them), ``nosniff``, no
-framing and no referrer. While the grid operator has X1 off (§12.3) every page says so
-and shows no data.
+framing, and a referrer only within the site (``same-origin``: with ``no-referrer`` a
+browser sends ``Origin: null`` on form posts, which the Origin check would refuse).
+While the grid operator has X1 off (§12.3) every page says so and shows no data.
 
 The session cookie also opens ``GET`` routes of the API (``COOKIE_AUTH`` of the server):
 the portal reads ``/api/realtime`` with it, as the customer's full view (every profile).
@@ -337,7 +338,7 @@ class Portal:
             response.headers.update(exc.headers())
         if not asset:
             response.headers.setdefault("Content-Security-Policy", CSP)
-            response.headers.setdefault("Referrer-Policy", "no-referrer")
+            response.headers.setdefault("Referrer-Policy", "same-origin")
             response.headers.setdefault("X-Frame-Options", "DENY")
             response.headers.setdefault("Cache-Control", "no-store")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

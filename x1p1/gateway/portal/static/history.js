@@ -28,7 +28,7 @@
     barmode: "group",
     margin: { l: 60, r: 12, t: 12, b: 48 },
     font: { family: "system-ui, sans-serif", size: 13, color: "#1b1f24" },
-    xaxis: { type: "date", gridcolor: "#e3e7ec" },
+    xaxis: { type: "date", gridcolor: "#e3e7ec", tickformat: data.tickformat },
     yaxis: { title: { text: units.length === 1 ? units[0] : "" }, gridcolor: "#e3e7ec" },
     legend: { orientation: "h", x: 0, y: -0.2 },
     paper_bgcolor: "#ffffff", plot_bgcolor: "#ffffff",

@@ -24,7 +24,7 @@
   ], {
     margin: { l: 56, r: 12, t: 12, b: 40 },
     font: { family: "system-ui, sans-serif", size: 13, color: "#1b1f24" },
-    xaxis: { type: "date", gridcolor: "#e3e7ec" },
+    xaxis: { type: "date", gridcolor: "#e3e7ec", tickformat: "%H:%M:%S" },
     yaxis: { title: { text: labels.kw }, rangemode: "tozero", gridcolor: "#e3e7ec" },
     legend: { orientation: "h", x: 0, y: 1.12 },
     paper_bgcolor: "#ffffff", plot_bgcolor: "#ffffff",
@@ -44,6 +44,8 @@
       if (typeof imported === "number" && typeof exported === "number") {
         Plotly.extendTraces(chart, { x: [[at], [at]], y: [[imported], [exported]] }, [0, 1],
                             config.window);
+        // the chart moves: always the last five minutes, the newest value at the right
+        Plotly.relayout(chart, { "xaxis.range": [new Date(at - config.window * 1000), at] });
       }
       updatedEl.textContent = labels.updated.replace("{at}", X1.time(at, lang));
       chart.dataset.points = String(chart.data[0].x.length);

@@ -39,7 +39,10 @@ document.addEventListener("click", (event) => {
       if (!answer.ok) return;
       const status = await answer.json();
       const state = status.elevated ? "active" : (status.elevation ? "pending" : "none");
-      if (admin && state !== admin.dataset.admin) { window.location.reload(); return; }
+      if (admin && state !== admin.dataset.admin) {
+        window.location.href = window.location.pathname;  // without the last form's message
+        return;
+      }
       if (changes && fingerprint !== null && status.fingerprint !== fingerprint) {
         changes.hidden = false;
       }

@@ -269,3 +269,18 @@ def test_status_of_a_dead_daemon(tmp_path: Path) -> None:
 def test_pairing_parse_rejects_garbage() -> None:
     with pytest.raises(StateError):
         Pairing.parse({"token": "t", "gateway": {"host_name": "h", "port": 1}, "paired_at": 5})
+
+
+def test_status_finds_the_state_dir_in_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_dir = tmp_path / "var-lib-x1p1"
+    save_test_pairing(state_dir, token="t" * 43, port=8443, ca_pem=None, serial="E7")
+    config = tmp_path / "config.toml"
+    config.write_text(f'state_dir = "{state_dir}"\n')
+    monkeypatch.setenv("X1P1_CONFIG", str(config))
+    result = CliRunner().invoke(main, ["status"])
+    assert "(serial E7)" in result.output
+    config.write_text('state_dir = 5\n')
+    result = CliRunner().invoke(main, ["status"])
+    assert result.exit_code == 2 and "line 1" in result.output

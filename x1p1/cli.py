@@ -245,15 +245,23 @@ def _state_dir_option(function: Any) -> Any:
         "--state-dir",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
-        help="Where the token and status live [default: $X1P1_STATE_DIR, systemd's "
-        "$STATE_DIRECTORY, or ~/.local/state/x1p1].",
+        help="Where the token and status live [default: the config file's state_dir, "
+        "$X1P1_STATE_DIR, systemd's $STATE_DIRECTORY, or ~/.local/state/x1p1].",
     )(function)
 
 
 def _state_dir(state_dir: Path | None) -> Path:
-    from x1p1.converter.config import default_state_dir
+    """``--state-dir``, else the config file's ``state_dir`` (as `x1p1 run` reads it)."""
+    from x1p1.converter.config import load_run_config
+    from x1p1.exceptions import ConfigError
 
-    return state_dir if state_dir is not None else default_state_dir()
+    if state_dir is not None:
+        return state_dir
+    try:
+        return load_run_config().state_dir
+    except ConfigError as error:
+        fail(error, 2)
+        raise  # not reached
 
 
 @main.command(epilog=_PAIR_EPILOG)

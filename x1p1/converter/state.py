@@ -18,7 +18,8 @@ In the state directory (``x1p1 pair``/``run``/``status``/``unpair`` ``--state-di
     few seconds, never once per telegram.
 
 Every file is written atomically (temporary file, fsync, ``os.replace``, fsync of the
-directory) with mode 0600, so a crash or a reader never sees half a file.
+directory) with mode 0600, so a crash or a reader never sees half a file. Root writing
+into a directory that belongs to the service's user gives the file to that user.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
+            _same_owner_as(directory, handle.fileno())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -95,6 +97,17 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _same_owner_as(directory: Path, fd: int) -> None:
+    """Run as root on a directory that belongs to the service (``sudo x1p1 pair
+    --state-dir /var/lib/x1p1`` while the daemon runs as its own user): give the file to
+    the directory's owner, so the daemon can read it."""
+    if os.geteuid() != 0:
+        return
+    st = os.stat(directory)
+    if st.st_uid != 0 or st.st_gid != 0:
+        os.fchown(fd, st.st_uid, st.st_gid)
 
 
 def _read_json(path: Path) -> Any:

@@ -194,7 +194,9 @@ AUDIT_JS = r"""
   if (document.querySelectorAll("h1").length !== 1) problems.push("not exactly one h1");
   for (const h of headings) {
     const level = Number(h.tagName[1]);
-    if (level > last + 1) problems.push(`heading skips from h${last} to ${h.tagName}: ${h.textContent}`);
+    if (level > last + 1) {
+      problems.push(`heading skips from h${last} to ${h.tagName}: ${h.textContent}`);
+    }
     last = level;
   }
   // ids are unique
@@ -213,7 +215,10 @@ AUDIT_JS = r"""
     return { r, g, b, a: a === undefined ? 1 : a };
   };
   const lum = ({ r, g, b }) => {
-    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    const f = (v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    };
     return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
   };
   const background = (el) => {
@@ -229,7 +234,8 @@ AUDIT_JS = r"""
     const text = walker.currentNode;
     if (!text.textContent.trim()) continue;
     const el = text.parentElement;
-    if (!el || el.closest(".chart, script, noscript, .visually-hidden, dialog:not([open])")) continue;
+    const skipped = ".chart, script, noscript, .visually-hidden, dialog:not([open])";
+    if (!el || el.closest(skipped)) continue;
     if (!visible(el)) continue;
     const style = getComputedStyle(el);
     const fg = rgb(style.color);

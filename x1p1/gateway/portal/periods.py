@@ -26,7 +26,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from x1p1.exceptions import BadRequest
@@ -65,7 +65,9 @@ def default_objects(meter: Meter) -> list[ObisObject]:
 
 
 def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=LOCAL_ZONE).astimezone(LOCAL_ZONE)
+    """Local midnight of ``day`` in UTC (aware datetimes in one zone subtract as wall
+    clocks do: 24 hours across a DST change; UTC keeps the real length)."""
+    return datetime(day.year, day.month, day.day, tzinfo=LOCAL_ZONE).astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)

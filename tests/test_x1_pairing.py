@@ -312,3 +312,12 @@ def test_prune_drops_old_records() -> None:
     assert p.requests() == []
     with pytest.raises(Unauthorized, match="unknown"):
         p.authenticate(secret, T0 + timedelta(hours=25))
+
+
+def test_ids_are_hex_and_never_look_like_an_option() -> None:
+    p = Pairing()
+    for _ in range(50):
+        request = p.request(body(), T0)
+        assert len(request.request_id) == 32 and int(request.request_id, 16) >= 0
+        _, token = p.approve(request.request_id, T0)
+        assert len(token.token_id) == 16 and int(token.token_id, 16) >= 0

@@ -390,7 +390,7 @@ class Pairing:
         for request in older:
             self._move_request(request, RequestEvent.EXPIRE, now, "replaced by a newer request")
         request = TokenRequest(
-            request_id=self._id(16), name=body.name, uuid=body.uuid,
+            request_id=self._hex(16), name=body.name, uuid=body.uuid,
             asked=body.profiles, created_at=now,
         )  # fmt: skip
         self._requests[request.request_id] = request
@@ -547,10 +547,9 @@ class Pairing:
 
     # --- ids -----------------------------------------------------------------------------
 
-    def _id(self, size: int) -> str:
-        return base64.urlsafe_b64encode(self._random(size)).rstrip(b"=").decode("ascii")
-
     def _hex(self, size: int) -> str:
+        """Ids in hex: 128 random bits for a request, 64 for a token's public id. Never
+        a leading '-', which a command line would take for an option."""
         return self._random(size).hex()
 
 

@@ -354,3 +354,53 @@ async def test_reader_stops_longer_than_the_write_timeout(
     valid = [e.raw for e in events if isinstance(e, ValidTelegram)]
     positions = [gateway.sent.index(raw) for raw in valid]
     assert positions == sorted(set(positions))
+
+
+async def test_stop_and_new_token_cut_a_hanging_handshake_short(
+    gateway: TestGateway, pty: PtyPeer, tmp_path: Path
+) -> None:
+    """A gateway address that accepts TCP but never answers TLS: the attempt would hang
+    for open_timeout (60 s here); a new token, and stopping, end it at once."""
+    import socket
+
+    from x1p1.converter.supervisor import Converter
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # never accepted: the kernel completes TCP, nobody speaks TLS
+    state_dir = tmp_path / "state"
+    paired(gateway, state_dir)
+    from x1p1.converter.state import load_pairing, save_pairing
+
+    save_pairing(state_dir, load_pairing(state_dir).with_gateway(port=silent.getsockname()[1]))
+    options = fast_options(state_dir, pty.path)
+    options.stream.open_timeout = 60.0
+    converter = Converter(options)
+    task = asyncio.create_task(converter.run())
+    try:
+        await until(lambda: converter.stream.state is Conn.CONNECTING, what="connecting")
+        await asyncio.sleep(0.2)
+        paired(gateway, state_dir)  # `x1p1 pair` again: the right port
+        await until(lambda: len(pty.raw_telegrams()) >= 3, what="telegrams with the new token")
+        save_pairing(state_dir, load_pairing(state_dir).with_gateway(port=silent.getsockname()[1]))
+        await until(lambda: converter.stream.state is Conn.CONNECTING, what="hanging again")
+        await asyncio.sleep(0.2)
+        converter.stop()
+        await until(task.done, what="stopped while connecting")
+        assert task.result() == 0
+    finally:
+        silent.close()
+        if not task.done():
+            task.cancel()
+
+
+async def test_starts_unpaired_and_waits_for_pair(
+    gateway: TestGateway, pty: PtyPeer, tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    async with running(fast_options(state_dir, pty.path)) as converter:
+        await until(lambda: converter.stream.state is Conn.NEEDS_PAIRING, what="needs-pairing")
+        assert "not paired" in converter.stream.message
+        paired(gateway, state_dir)
+        await until(lambda: len(pty.raw_telegrams()) >= 3, what="telegrams once paired")
+    assert_all_valid(pty, gateway)

@@ -320,6 +320,8 @@ class LegacyP1Stream:
         self._wake = asyncio.Event()
         self._pending: list[Ev] = []
         self._ws: ClientConnection | None = None
+        self._step: asyncio.Future[None] | None = None
+        self._background: set[asyncio.Future[None]] = set()
         self.message = "starting"
         self.last_message_at: float | None = None
         self.garbage_bytes = 0
@@ -343,8 +345,15 @@ class LegacyP1Stream:
         self._pending.append(event)
         self._wake.set()
         ws = self._ws
-        if ws is not None:
-            asyncio.ensure_future(ws.close(1001, "converter stopping" if event is Ev.STOP else ""))
+        if ws is not None:  # relaying: close the connection politely
+            reason = "converter stopping" if event is Ev.STOP else "new token"
+            self._keep(asyncio.ensure_future(ws.close(1001, reason)))
+        elif self._step is not None:  # connecting or discovering: give up on it now
+            self._step.cancel()
+
+    def _keep(self, task: asyncio.Future[None]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -376,15 +385,28 @@ class LegacyP1Stream:
                 continue
             state = self.machine.state
             if state is Conn.CONNECTING:
-                await self._connect_and_relay()
+                await self._cancellable(self._connect_and_relay())
             elif state is Conn.DISCOVERING:
-                await self._discover()
+                await self._cancellable(self._discover())
             elif state in WAITING:
                 await self._sleep_until(self.machine.wake_at)
                 if self.machine.due(self._clock()):
                     self._apply(Ev.CONNECT, f"connecting again ({self._last_failure})")
             else:  # needs-pairing, certificate-error: only a new token gets us out
                 await self._sleep_until(None)
+
+    async def _cancellable(self, step: Awaitable[None]) -> None:
+        """Run ``step`` so that :meth:`_post` can cut it short (stop, new token)."""
+        task = asyncio.ensure_future(step)
+        self._step = task
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # run() itself is being cancelled
+        finally:
+            self._step = None
 
     async def _sleep_until(self, wake_at: float | None) -> None:
         self._wake.clear()

@@ -383,6 +383,12 @@ def run(
 ) -> None:
     """Relay legacy P1 from the paired gateway to the serial port, until stopped.
 
+    It rides out faults by itself: a lost connection is retried (backoff up to 30 s,
+    then the gateway is looked up by mDNS by its serial); X1 switched off is retried
+    every 60 s; a missing serial port is waited for. A refused token or a certificate
+    that does not verify stops relaying, is never retried in a loop, and relaying
+    resumes once `x1p1 pair` saves a new pairing. `x1p1 status` shows where it is.
+
     \b
     Exit codes:
       0  stopped by SIGTERM or Ctrl-C

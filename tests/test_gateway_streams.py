@@ -279,3 +279,11 @@ async def test_a_changed_grant_closes_only_the_streams_it_no_longer_covers(
         assert "forbidden-profile" in await closed_with(legacy, 4403)
         await realtime.recv()
         await realtime.recv()
+
+
+async def test_below_speed_one_messages_fall_on_whole_simulated_seconds(tmp_path: Path) -> None:
+    with running_gateway(tmp_path / "gw", speed=0.5) as gw:
+        token = gw.pair(["E-REALTIME"])
+        async with gw.ws(realtime_path(gw, "1-0:1.7.0.255"), token=token) as ws:
+            stamps = [datetime.fromisoformat(json.loads(await ws.recv())["t"]) for _ in range(3)]
+    assert [b - a for a, b in zip(stamps, stamps[1:], strict=False)] == [timedelta(seconds=1)] * 2

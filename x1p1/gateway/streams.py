@@ -324,10 +324,15 @@ class StreamHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def sim_second(self, second: int) -> datetime:
+        """The meters' time at wall second ``second``, down to its whole second (messages
+        are aligned to whole seconds of the simulated clock)."""
+        return self.sim_time(float(second)).replace(microsecond=0)
+
     def tick(self, second: int, tick: Tick | None = None) -> Tick:
         """Feed every subscriber due at wall second ``second``; return the tick."""
         if tick is None:
-            tick = Tick(second, self.sim_time(float(second)), self.meters)
+            tick = Tick(second, self.sim_second(second), self.meters)
         for subscriber in list(self._subscribers):
             if second % subscriber.interval:
                 continue
@@ -375,7 +380,10 @@ class StreamHub:
             # prepare in the second half of the second before: the worker thread then
             # never contends (GIL) with the burst of sends that follows a tick
             await self._sleep_until(second - PREPARE_AHEAD)
-            tick = Tick(second, self.sim_time(float(second)), self.meters)
+            tick = Tick(second, self.sim_second(second), self.meters)
+            if self.last_tick is not None and tick.at <= self.last_tick.at:
+                last = second  # below speed 1: this wall second shows no new sim second
+                continue
             kinds = {s.kind for s in self._subscribers}
             try:
                 await asyncio.to_thread(

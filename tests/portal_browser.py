@@ -122,7 +122,7 @@ def log_in(page: Any, gw: Any, *, approve: Callable[[], Any] | None = None) -> d
     page.goto(gw.url + "/")
     page.wait_for_selector('[data-login="pending"]')
     shown = wait_for(lambda: [r for r in gw.control.requests() if r.get("kind") == "login"])
-    (approve or (lambda: gw.control.approve()))()
+    (approve or (lambda: gw.control.approve(shown[-1]["request_id"])))()
     page.wait_for_url(gw.url + "/", timeout=20_000)
     page.wait_for_selector("nav a[aria-current=page]")
     return dict(shown[-1])
@@ -133,8 +133,8 @@ def elevate(page: Any, gw: Any, path: str = "/devices") -> None:
     page.goto(gw.url + path)
     page.click("section.admin form[action='/admin/elevate'] button")
     page.wait_for_selector('section.admin[data-admin="pending"]')
-    wait_for(lambda: [r for r in gw.control.requests() if r.get("kind") == "elevation"])
-    gw.control.approve()
+    asked = wait_for(lambda: [r for r in gw.control.requests() if r.get("kind") == "elevation"])
+    gw.control.approve(asked[-1]["request_id"])
     page.wait_for_selector('section.admin[data-admin="active"]', timeout=20_000)
 
 

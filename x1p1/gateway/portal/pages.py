@@ -242,7 +242,7 @@ def login_page(view: View, request: PortalRequest | None, *, message: str | None
     if message:
         parts.append(f'<p class="flash" role="status">{esc(t(message))}</p>')
     head = ""
-    state = "none"
+    state = "idle" if message else "none"  # "none": start a request at once (login.js)
     if retry_after is not None:
         full = t("login.full", seconds=retry_after)
         parts.append(f'<p class="error" role="alert">{esc(full)}</p>')

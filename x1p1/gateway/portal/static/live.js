@@ -24,7 +24,8 @@
   ], {
     margin: { l: 56, r: 12, t: 12, b: 40 },
     font: { family: "system-ui, sans-serif", size: 13, color: "#1b1f24" },
-    xaxis: { type: "date", gridcolor: "#e3e7ec", tickformat: "%H:%M:%S" },
+    xaxis: { type: "date", gridcolor: "#e3e7ec", tickformat: "%H:%M:%S",
+             range: [new Date(Date.now() - config.window * 1000), new Date()] },
     yaxis: { title: { text: labels.kw }, rangemode: "tozero", gridcolor: "#e3e7ec" },
     legend: { orientation: "h", x: 0, y: 1.12 },
     paper_bgcolor: "#ffffff", plot_bgcolor: "#ffffff",

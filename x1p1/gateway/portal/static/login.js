@@ -1,4 +1,5 @@
-/* The login page (X1 §5.1.3): opening the portal starts a login request at once; while it
+/* The login page (X1 §5.1.3): opening the portal starts a login request at once (not
+   right after logging out, blocking history or a refusal: then the button does); while it
    waits on the meter the page asks /login/status every second and goes on when approved. */
 "use strict";
 

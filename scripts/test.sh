@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set everything up and run every test: ruff, mypy --strict on x1p1/, then pytest.
-# Installs the Debian packages the tests use when run as root (chromium for the portal's
-# browser tests, iproute2 for mDNS across network namespaces, systemd for
-# systemd-analyze); without root those tests skip and say why.
+# Installs the Debian packages the tests use when run as root (chromium and NSS's
+# certutil for the portal's browser tests, iproute2 for mDNS across network namespaces,
+# systemd for systemd-analyze); without root those tests skip and say why.
 # Extra arguments go to pytest, e.g. scripts/test.sh -k monitor
 set -euo pipefail
 X1P1_EXTRAS=test
@@ -10,6 +10,7 @@ X1P1_EXTRAS=test
 
 need=()
 command -v chromium >/dev/null || need+=(chromium)
+command -v certutil >/dev/null || need+=(libnss3-tools)  # the portal's tests trust the CA
 command -v ip >/dev/null || need+=(iproute2)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -28,8 +28,10 @@ Commands (:data:`COMMANDS`):
                     :mod:`x1p1.gateway.app`, which owns the comlog
 =================== =====================================================================
 
-Other parts register more with :meth:`ControlServer.register` (``login-confirm`` for the
-portal, ``block-history`` for issue 6). The client is
+Other parts register more with :meth:`ControlServer.register`: the portal
+(:mod:`x1p1.gateway.sessions`) puts login and admin-access requests into ``list``,
+``approve`` and ``deny`` (the meter's one queue) and adds ``sessions`` and
+``revoke-session``; issue 6 adds ``block-history``. The client is
 :mod:`x1p1.gateway.control_client`.
 """
 

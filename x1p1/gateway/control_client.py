@@ -145,7 +145,8 @@ class ControlClient:
         return self.call("status")
 
     def requests(self) -> list[dict[str, Any]]:
-        """Pending token requests, oldest first, as the meter's display shows them."""
+        """What waits on the meter's display, oldest first: token requests (``kind``
+        ``token``), portal logins and admin-access requests (``login``, ``elevation``)."""
         return list(self.call("list")["requests"])
 
     def approve(
@@ -182,6 +183,14 @@ class ControlClient:
         if since is not None:
             args["since"] = since
         return list(self.call("comlog", **args)["entries"])
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Browsers logged in to the portal (X1 §5.1.3): id, browser, User-Agent, times."""
+        return list(self.call("sessions")["sessions"])
+
+    def revoke_session(self, session_id: str) -> dict[str, Any]:
+        """End a portal session from the meter; its live streams close with 4401."""
+        return self.call("revoke-session", session_id=session_id)
 
     def operator(self, action: str) -> dict[str, Any]:
         """The grid operator: ``disable``, ``enable`` or ``read``."""

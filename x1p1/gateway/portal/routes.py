@@ -126,6 +126,8 @@ class HistorySource(Protocol):
 
     def blocked_at(self) -> datetime | None: ...
 
+    def block(self, now: datetime) -> datetime: ...
+
 
 class ComlogSource(Protocol):
     """What the portal needs of the comlog (:class:`~x1p1.gateway.comlog.Comlog`)."""
@@ -751,11 +753,10 @@ class Portal:
         if self.block is not None:
             self.block()
             return
-        at = self.history.block(self.meter_now()) if self.history is not None and hasattr(
-            self.history, "block") else self.meter_now()  # fmt: skip
+        now = self.meter_now()
+        at = self.history.block(now) if self.history is not None else now
         self.state.revoke_all("history was blocked")
-        stamp = at if isinstance(at, datetime) else self.meter_now()
-        self.state.emit("history-blocked", at=format_time(stamp), by=by)
+        self.state.emit("history-blocked", at=format_time(at), by=by)
         self.sessions.revoke_all("history was blocked")
 
 

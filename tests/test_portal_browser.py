@@ -335,6 +335,8 @@ def test_every_page_passes_the_audit_and_the_keyboard_works(
     ensure_history(gw)
     gw.pair(["P1"], name="P1 dongle")
     page = new_page(browser)
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
     log_in(page, gw)
     for path in PAGES:
         page.goto(gw.url + path)
@@ -358,4 +360,8 @@ def test_every_page_passes_the_audit_and_the_keyboard_works(
     assert outline == "solid"  # a visible focus indicator
     page.keyboard.press("Enter")
     page.wait_for_selector('section.admin[data-admin="pending"]')
+    # offline: nothing came from outside the gateway (no CDN, no web fonts)
+    outside = [u for u in fetched if not u.startswith((gw.url + "/", gw.ws_url + "/", "data:"))]
+    assert fetched and outside == []
+    assert any("/portal/vendor/plotly-" in u for u in fetched)
     clean(page)

@@ -185,6 +185,32 @@ def test_a_session_survives_a_restart(tmp_path: Path) -> None:
         assert again.get("/").status == 200
 
 
+def test_use_renews_the_session_and_its_cookie_hourly(gw: RunningGateway) -> None:
+    assert gw.clock is not None
+    client = Client(gw)
+    client.log_in()
+    assert client.get("/").cookies == []  # within the hour: nothing to renew on disk
+    gw.clock.advance(timedelta(minutes=61))
+    renewed = client.get("/")
+    [cookie] = [c for c in renewed.cookies if c.startswith("__Host-x1p1-session=")]
+    morsel = SimpleCookie(cookie)["__Host-x1p1-session"]
+    assert morsel["max-age"] == str(90 * 24 * 3600) and morsel["samesite"] == "Strict"
+    [session] = gw.control.sessions()
+    expires = datetime.fromisoformat(session["expires_at"].replace("Z", "+00:00"))
+    assert expires - gw.clock.now() > timedelta(days=89, hours=23)
+    gw.clock.advance(timedelta(days=91))  # 90 days unused: gone
+    assert client.get("/").headers["location"] == "/login?m=ended"
+
+
+def test_at_most_sixteen_requests_wait_on_the_meter(gw: RunningGateway) -> None:
+    for _ in range(16):
+        assert Client(gw).post("/login").status == 303
+    full = Client(gw).post("/login")
+    assert full.status == 429 and int(full.headers["retry-after"]) > 500
+    assert "Too many requests are waiting" in full.text
+    assert len(gw.control.requests()) == 16
+
+
 def test_logout_ends_the_session(gw: RunningGateway) -> None:
     client = Client(gw)
     client.log_in()

@@ -443,6 +443,7 @@ def banner(gateway: Gateway) -> list[str]:
     lines += [
         f"root CA: {gateway.ca_path}",
         f"control socket: {gateway.control_path} (x1p1 meter list|approve|deny)",
+        f"customer portal: {gateway.url}/ (log in by approving it: x1p1 meter approve)",
     ]
     return lines
 

@@ -157,8 +157,7 @@ def admin_panel(view: View, pending: PortalRequest | None, back: str) -> str:
                             extra=_next(back)))  # fmt: skip
         state = "active"
     elif pending is not None:
-        body = (f'<p class="waiting">{esc(t("admin.waiting", code=pending.code))}</p>'
-                f'<p class="spinner" aria-hidden="true"></p>')  # fmt: skip
+        body = f'<p class="waiting">{esc(t("admin.waiting", code=pending.code))}</p>'
         state = "pending"
     else:
         body = (f'<p>{esc(t("admin.none"))}</p>'

@@ -12,8 +12,8 @@ Commands and options are an interface that users and scripts rely on
 
 from __future__ import annotations
 
-import json
 import io
+import json
 import sys
 from pathlib import Path
 from typing import Any

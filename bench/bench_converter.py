@@ -276,7 +276,7 @@ async def parent(count: int, rate: float) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("RUNTIME_DIRECTORY", None)
     env.pop("NOTIFY_SOCKET", None)
-    me = [sys.executable, __file__, "--child"]
+    me = [sys.executable, os.environ.get("X1P1_BENCH_CHILD", __file__), "--child"]
     children = {
         "daemon": await asyncio.create_subprocess_exec(
             *me, "daemon", str(state_dir), ends["daemon"].path,

@@ -27,8 +27,8 @@ reader discards it (no ``!CRC``, or a new ``/`` first). A port that does not rep
 queue (a pty always says 0) is written the same way.
 
 Data Request (P1 §5.7.1): with ``--data-request cts`` or ``dsr`` a telegram goes out
-only while that input is asserted, checked right before each write and every 10 ms
-while waiting; when it drops, nothing new starts (the one telegram already on the wire,
+only while that input is asserted, checked right before each write and every 50 ms
+while it is not; when it drops, nothing new starts (the one telegram already on the wire,
 at most 82 ms, is finished rather than cut: a cut telegram is never written). When it
 rises, the newest telegram goes out at once if it is fresh.
 
@@ -73,6 +73,8 @@ BAUDRATE = 115200
 """P1 §6: fixed, 8N1."""
 BYTE_TIME = 10 / BAUDRATE
 """Seconds per byte on the wire: start, 8 data bits, stop."""
+IDLE_CHECK = 1.0
+"""While Data Request is asserted and no telegram waits: look at the line this often."""
 
 
 class SerialLike(Protocol):
@@ -190,8 +192,9 @@ class _Mailbox:
                 self._wake.put(None)
         return replaced
 
-    def wait(self, timeout: float) -> None:
-        """Block up to ``timeout`` seconds until something was put (or :meth:`wake`)."""
+    def wait(self, timeout: float | None) -> None:
+        """Block up to ``timeout`` seconds (None: for good) until something was put, or
+        :meth:`wake`."""
         with contextlib.suppress(queue.Empty):
             self._wake.get(timeout=timeout)
 
@@ -236,7 +239,7 @@ class SerialOutput:
         max_age: float = 2.0,
         stuck_after: float = 2.0,
         reopen_interval: float = 1.0,
-        poll: float = 0.01,
+        poll: float = 0.05,
         hotplug: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -372,7 +375,9 @@ class SerialOutput:
         """Wait for work, then do it with the port lock held."""
         gating = self.data_request != "ignore"
         if self._rest is None and self._mailbox.empty:
-            self._mailbox.wait(self.poll if gating else 0.5)
+            # Without gating nothing happens until a telegram (or stop) comes. While Data
+            # Request is asserted, look at the line again every second even without one.
+            self._mailbox.wait(IDLE_CHECK if gating else None)
         held_back = False
         with self._port_lock:
             if self._stopping or self._port is None:

@@ -75,9 +75,16 @@ def ensure_dir(directory: Path) -> Path:
     return directory
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` whole or not at all: temp file, fsync, rename, fsync dir."""
+def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` whole or not at all: temp file, fsync, rename, fsync dir.
+
+    ``durable=False`` (the status file, rewritten every few seconds and worthless after
+    a crash) skips the fsyncs: readers still see the old file or the new, never half.
+    """
     directory = ensure_dir(path.parent)
+    if not durable:
+        _write_replace(path, data, mode)
+        return
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -97,6 +104,20 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _write_replace(path: Path, data: bytes, mode: int) -> None:
+    """Temp file with a fixed name (one writer: the daemon), then rename; no fsync."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StateError(f"cannot write {path}: {exc}") from None
 
 
 def _same_owner_as(directory: Path, fd: int) -> None:
@@ -492,10 +513,15 @@ class StatusPublisher:
             wait = self.urgent_interval if urgent else self.interval
             if now - self._last_at < wait:
                 return False
-        write_atomic(self.path, _dump(status.to_json()))
+        body = json.dumps(status.to_json(), separators=(",", ":")).encode("utf-8") + b"\n"
+        write_atomic(self.path, body, durable=False)
         self._last, self._last_at = status, now
         self.writes += 1
         return True
+
+    def force_next(self) -> None:
+        """Write the next status whatever the interval (something worth showing at once)."""
+        self._last_at = None
 
     def remove(self) -> None:
         """Take the status file away (the daemon stopped cleanly)."""

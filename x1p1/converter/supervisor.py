@@ -3,8 +3,8 @@
 The relay path is short: a WebSocket message goes to the P1 core's reader
 (:mod:`x1p1.converter.stream`), a telegram whose CRC matched goes to the serial worker's
 one-slot mailbox (:mod:`x1p1.converter.serial_out`) and to the TCP clients
-(:mod:`x1p1.converter.tcp_out`). Nothing else happens per telegram: counting, the status
-file, the token watch and systemd's watchdog run once a second on a tick.
+(:mod:`x1p1.converter.tcp_out`). Nothing else happens per telegram: the token watch,
+systemd's watchdog and the status file are one housekeeping round every 5 s.
 
 The supervisor keeps the pairing (``token.json``): it builds each connection's target
 from it (the ``--gateway`` and ``--ca`` options override), re-reads it when ``x1p1 pair``
@@ -13,8 +13,9 @@ writes a new one, saves what it learns (the gateway's serial from the first tele
 after repeated failures (X1 §4.3.3), unless ``--gateway`` fixed the address.
 
 systemd (``Type=notify``): READY once the first connection attempt has been made,
-WATCHDOG on every tick, STATUS on every change of the connection's state, STOPPING on
-the way out. SIGTERM and SIGINT stop it cleanly.
+WATCHDOG from the housekeeping loop (three times per ``WatchdogSec``), STATUS on every
+change of the connection's state, STOPPING on the way out. SIGTERM and SIGINT stop it
+cleanly.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ __all__ = ["Converter", "ConverterOptions", "percentiles", "run_converter"]
 
 log = logging.getLogger(__name__)
 
+STATUS_INTERVAL = 5.0
+"""Seconds between status files at most (a change of connection state: at once)."""
 EXPIRY_CHECK = 12 * 3600.0
 """Seconds between reads of the token's expiry (``GET /api/token``)."""
 EQUIPMENT_ID = "0-0:96.1.1"
@@ -75,8 +78,9 @@ class ConverterOptions:
     stream: StreamSettings = field(default_factory=StreamSettings)
     opener: Callable[[str, float], SerialLike] = open_serial
     serial_reopen: float = 1.0
-    tick: float = 1.0
-    token_check: float = 2.0
+    tick: float = 5.0
+    """Seconds between housekeeping rounds (a third of systemd's watchdog at most)."""
+    token_check: float = 5.0
     discover_timeout: float = 5.0
     rediscover: Callable[[Pairing], Awaitable[Pairing | None]] | None = None
     """Look the paired gateway up (default: mDNS by serial); None result: not found."""
@@ -133,10 +137,12 @@ class Converter:
         self._state_wall = self.started_at
         self._ssl: tuple[tuple[str | None, str | None], ssl.SSLContext] | None = None
         self._watch = TokenFileWatch(self.state_dir)
+        self._state_dir_text = str(self.state_dir.resolve())
         self._stop = asyncio.Event()
         self._ready_sent = False
         self._learn_serial = False
         self._expiry_checked: float | None = None
+        self._first_on_link = False
         self._tasks: set[asyncio.Future[None]] = set()
         self.serial: SerialOutput | None = None
         if options.serial:
@@ -150,7 +156,7 @@ class Converter:
         path = options.status_file or status_path(self.state_dir, options.env)
         interval = options.status_interval
         if interval is None:
-            interval = 5.0 if path.parent == self.state_dir else 2.0
+            interval = STATUS_INTERVAL
         self.publisher = StatusPublisher(path, interval)
         self.stream = LegacyP1Stream(
             self._target,
@@ -170,6 +176,9 @@ class Converter:
             self.serial.offer(raw, received)
         if self.tcp is not None:
             self.tcp.publish(raw)
+        if self._first_on_link:
+            self._first_on_link = False
+            asyncio.get_running_loop().call_soon(self._publish_first)
         if self._learn_serial:
             self._learn_serial = False
             self._save_serial(raw)
@@ -347,6 +356,7 @@ class Converter:
     def _on_state(self, state: Conn, message: str) -> None:
         self._state_wall = datetime.now(UTC)
         if state is Conn.CONNECTED:
+            self._first_on_link = True
             self._maybe_refresh_expiry()
         systemd.status(f"{state.value}: {message}", env=self.options.env)
         if not self._ready_sent and state not in (Conn.STARTING, Conn.CONNECTING):
@@ -392,7 +402,7 @@ class Converter:
             counts["tcp_dropped"] = self.tcp.dropped
         return DaemonStatus(
             pid=os.getpid(),
-            state_dir=str(self.state_dir.resolve()),
+            state_dir=self._state_dir_text,
             started_at=self.started_at,
             updated_at=now_wall,
             connection=self.stream.state.value,
@@ -407,6 +417,11 @@ class Converter:
             data_request=data_request,
             tcp=tcp,
         )
+
+    def _publish_first(self) -> None:
+        """The first telegram on a new connection: worth showing at once."""
+        self.publisher.force_next()
+        self._publish()
 
     def _publish(self, *, urgent: bool = False) -> None:
         try:
@@ -459,20 +474,31 @@ class Converter:
         return 0
 
     async def _supervise(self, stream_task: asyncio.Future[None]) -> None:
+        """Housekeeping, a few times a minute at most: watchdog, token file, status."""
         options = self.options
-        next_token_check = time.monotonic() + options.token_check
+        tick = options.tick
+        watchdog = systemd.watchdog_interval(env=options.env)
+        if watchdog is not None:
+            tick = min(tick, watchdog / 3)
+        now = time.monotonic()
+        next_token_check = now + options.token_check
+        next_status = now + self.publisher.interval
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), options.tick)
+                async with asyncio.timeout(tick):
+                    await self._stop.wait()
             if stream_task.done():
                 stream_task.result()  # a bug in the stream: raise it
                 return
-            systemd.watchdog(env=options.env)
+            if watchdog is not None:
+                systemd.watchdog(env=options.env)
             now = time.monotonic()
             if now >= next_token_check:
                 next_token_check = now + options.token_check
                 self._check_token_file()
-            self._publish()
+            if now >= next_status:
+                next_status = now + self.publisher.interval
+                self._publish()
 
 
 def run_converter(config: RunConfig) -> int:

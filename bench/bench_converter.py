@@ -276,6 +276,7 @@ async def parent(count: int, rate: float) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("RUNTIME_DIRECTORY", None)
     env.pop("NOTIFY_SOCKET", None)
+    # X1P1_BENCH_CHILD: another script to run the children with (e.g. one under cProfile).
     me = [sys.executable, os.environ.get("X1P1_BENCH_CHILD", __file__), "--child"]
     children = {
         "daemon": await asyncio.create_subprocess_exec(

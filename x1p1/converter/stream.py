@@ -165,6 +165,8 @@ DISABLED_RETRY = 60.0
 """While X1 is switched off, try again every 60 s."""
 DISCOVER_AFTER = 3
 """Look for the gateway by mDNS after this many failures in a row (and every as many)."""
+INVALID_LOG_EVERY = 60.0
+"""A gateway sending bad telegrams gets one log line a minute, not one a second."""
 WAITING = frozenset({Conn.BACKOFF, Conn.X1_DISABLED})
 """States that end by themselves at :attr:`ConnectionMachine.wake_at`."""
 
@@ -327,6 +329,8 @@ class LegacyP1Stream:
         self.garbage_bytes = 0
         self._last_failure = ""
         self._stalled = False
+        self._invalid_logged_at = -INVALID_LOG_EVERY
+        self._invalid_unlogged = 0
 
     @property
     def state(self) -> Conn:
@@ -496,13 +500,7 @@ class LegacyP1Stream:
                             relaying = True
                             self.machine.handle(Ev.RELAYING, received)
                     elif type(event) is InvalidTelegram:
-                        log.warning(
-                            "dropped an invalid telegram from the gateway (%s): %s",
-                            event.reason.value,
-                            event.message,
-                        )
-                        if self._on_invalid is not None:
-                            self._on_invalid(event)
+                        self._invalid(event, received)
                     elif type(event) is Garbage:
                         self.garbage_bytes += event.size
         except ConnectionClosed as exc:
@@ -517,6 +515,21 @@ class LegacyP1Stream:
             for event in reader.events_received():
                 if type(event) is InvalidTelegram and event.raw:
                     log.info("discarded a telegram the connection cut short (never written)")
+
+    def _invalid(self, event: InvalidTelegram, now: float) -> None:
+        """Count it; say so at once, then at most once a minute with how many more."""
+        self._invalid_unlogged += 1
+        if now - self._invalid_logged_at >= INVALID_LOG_EVERY:
+            more = self._invalid_unlogged - 1
+            log.warning(
+                "dropped an invalid telegram from the gateway (%s): %s%s; it was not written",
+                event.reason.value,
+                event.message,
+                f" (and {more} more since the last such message)" if more else "",
+            )
+            self._invalid_logged_at, self._invalid_unlogged = now, 0
+        if self._on_invalid is not None:
+            self._on_invalid(event)
 
     async def _watch_stall(self, ws: ClientConnection) -> None:
         """Close a connection that stays open but carries no message (a stalled gateway)."""

@@ -650,6 +650,39 @@ def meter_comlog(state_dir: Path | None, since: str | None, limit: int, as_json:
         click.echo("The comlog is empty.")
 
 
+@meter.command("block-history")
+@_gateway_dir_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def meter_block_history(state_dir: Path | None, yes: bool, as_json: bool) -> None:
+    """Block the history, as the meter's button combination does (X1 §11, §12.1).
+
+    Irreversible: no measurement or billing reading from before now is ever shown again
+    by the API, the portal or a download; every device's token and every portal session
+    is revoked (open connections close). New history accrues from now on.
+
+    \b
+    Exit codes: 0 blocked; 1 not confirmed or no gateway running.
+    """
+    if not yes and not click.confirm(
+        "Block all history from before now and revoke every device and portal login? "
+        "This cannot be undone", default=False,
+    ):  # fmt: skip
+        fail("not blocked", 1)
+        return
+    try:
+        with _control(state_dir) as control:
+            result = control.block_history()
+    except X1P1Error as error:
+        fail(error)
+        return
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"History blocked at {result['blocked_at']}; "
+                   f"{result['tokens_revoked']} device token(s) revoked.")
+
+
 @main.group()
 def operator() -> None:
     """The grid operator's remote functions on a running embedded gateway (X1 §12.3)."""

@@ -58,6 +58,7 @@ from x1p1.x1.pairing import Token
 
 if TYPE_CHECKING:
     from x1p1.gateway.comlog import Comlog
+    from x1p1.gateway.history_service import HistoryService
 
 log = logging.getLogger("x1p1.gateway")
 
@@ -197,6 +198,8 @@ class Gateway:
         """The comlog (§2.2), on the gateway's database, once started."""
         self.portal: Any = None
         """The customer portal (:class:`x1p1.gateway.portal.Portal`), once started."""
+        self.history: HistoryService | None = None
+        """History, billing and the history block (issue 6), once started."""
 
     # --- what others read ------------------------------------------------------------------
 
@@ -269,12 +272,22 @@ class Gateway:
         self.state.maintain()
         self._attach_comlog(self.state, self._store)
 
-        app = build_app(self.state, config.extra_routes)
+        from x1p1.gateway.history_routes import HISTORY_ROUTES
+        from x1p1.gateway.history_service import HistoryService
+
+        self.history = HistoryService(self.state, self._store, self._pki.signer(), self.comlog)
+        self.history.open()
+        app = build_app(self.state, [*HISTORY_ROUTES, *config.extra_routes])
+        self.history.mount(app)
         from x1p1.gateway.portal import Portal
 
         self.portal = Portal(self.state, self.info, maintain_every=config.maintain_every)
         self.portal.comlog = self.comlog
         self.portal.mount(app)
+        self.history.attach_portal(self.portal)
+        from x1p1.gateway.openapi_portal import document_portal
+
+        document_portal()
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=2.0
         )
@@ -294,8 +307,10 @@ class Gateway:
         self._control = ControlServer(self.state, self.control_path, self.info)
         self._control.register("comlog", self._comlog_command)
         self.portal.install(self._control)
+        self.history.install(self._control)
         await self._control.start()
         self._hub.start()
+        await self.history.start()
         self._housekeeping = asyncio.create_task(self._housekeep(), name="x1p1-housekeeping")
         if config.auto_approve and not _loopback(config.host):
             log.warning("--auto-approve: any device on the network gets a token unasked")
@@ -412,6 +427,9 @@ class Gateway:
         control, self._control = self._control, None
         if control is not None:
             await control.close()
+        history, self.history = self.history, None
+        if history is not None:
+            await history.stop()
         comlog, self.comlog = self.comlog, None
         if comlog is not None:
             with contextlib.suppress(Exception):

@@ -192,6 +192,11 @@ class ControlClient:
         """End a portal session from the meter; its live streams close with 4401."""
         return self.call("revoke-session", session_id=session_id)
 
+    def block_history(self) -> dict[str, Any]:
+        """The meter's button combination that blocks history (X1 §12.1), irreversibly:
+        ``{"blocked_at": RFC 3339, "tokens_revoked": n}``."""
+        return self.call("block-history")
+
     def operator(self, action: str) -> dict[str, Any]:
         """The grid operator: ``disable``, ``enable`` or ``read``."""
         return self.call("operator", action=action)

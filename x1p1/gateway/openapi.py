@@ -323,6 +323,18 @@ def register(name: str, operation: Mapping[str, Any]) -> None:
     OPERATIONS[name] = dict(operation)
 
 
+PATHS: dict[tuple[str, str], dict[str, Any]] = {}
+"""Operations of routes that are not in the server's route table (the portal's pages and
+forms, :mod:`x1p1.gateway.openapi_portal`), by (method, path): :func:`document` adds them
+after the table's, so every route the server has is in the document."""
+
+
+def register_path(method: str, path: str, operation: Mapping[str, Any]) -> None:
+    """Document a route the server has outside :data:`ROUTES` (its ``operationId`` and
+    ``security`` are the operation's own)."""
+    PATHS[(method.upper(), path)] = dict(operation)
+
+
 def document(routes: Iterable[RouteLike]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``routes``."""
     paths: dict[str, dict[str, Any]] = {}
@@ -338,6 +350,8 @@ def document(routes: Iterable[RouteLike]) -> dict[str, Any]:
             operation["tags"] = list(route.tags)
         operation["security"] = [{"bearer": []}] if route.auth else []
         paths.setdefault(route.path, {})[route.method.lower()] = operation
+    for (method, path), extra in PATHS.items():
+        paths.setdefault(path, {}).setdefault(method.lower(), dict(extra))
     return {
         "openapi": "3.1.0",
         "info": {
@@ -360,6 +374,12 @@ def document(routes: Iterable[RouteLike]) -> dict[str, Any]:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer",
                            "description": "An API token from POST /api/tokens/requests"},
+                "portalSession": {"type": "apiKey", "in": "cookie",
+                                  "name": "__Host-x1p1-session",
+                                  "description": "The customer portal's session (§5.1.3), "
+                                  "set once a login is approved on the meter. It also opens "
+                                  "the API's GET routes with every profile (from the "
+                                  "gateway's own origin)"},
             },
         },  # fmt: skip
     }

@@ -172,7 +172,7 @@ class Portal:
         self.plotly = Plotly()
         self.history: HistorySource | None = None
         self.comlog: ComlogSource | None = None
-        self.block: Callable[[], object] | None = None
+        self.block: Callable[[str], object] | None = None
         self._routes: Callable[[], Sequence[Any]] = list
 
     # --- wiring --------------------------------------------------------------------------
@@ -751,7 +751,7 @@ class Portal:
         history store's, every token revoked, and ``history-blocked`` told (which ends
         every portal session)."""
         if self.block is not None:
-            self.block()
+            self.block(by)
             return
         now = self.meter_now()
         at = self.history.block(now) if self.history is not None else now

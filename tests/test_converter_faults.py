@@ -404,3 +404,26 @@ async def test_starts_unpaired_and_waits_for_pair(
         paired(gateway, state_dir)
         await until(lambda: len(pty.raw_telegrams()) >= 3, what="telegrams once paired")
     assert_all_valid(pty, gateway)
+
+
+async def test_unpair_while_running_stops_relaying(
+    gateway: TestGateway, pty: PtyPeer, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from x1p1.cli import main
+
+    state_dir = tmp_path / "state"
+    pairing = paired(gateway, state_dir)
+    async with running(fast_options(state_dir, pty.path)) as converter:
+        await until(lambda: len(pty.raw_telegrams()) >= 3, what="telegrams")
+        result = await asyncio.to_thread(
+            CliRunner().invoke, main, ["unpair", "--state-dir", str(state_dir)]
+        )
+        assert result.exit_code == 0 and "revoked the token" in result.output
+        await until(lambda: converter.stream.state is Conn.NEEDS_PAIRING, what="needs-pairing")
+        count = len(pty.raw_telegrams())
+        for _ in range(10):
+            await asyncio.sleep(0.05)
+        assert len(pty.raw_telegrams()) == count
+    assert pairing.token not in gateway.tokens

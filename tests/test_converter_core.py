@@ -284,3 +284,17 @@ def test_status_finds_the_state_dir_in_the_config_file(
     config.write_text('state_dir = 5\n')
     result = CliRunner().invoke(main, ["status"])
     assert result.exit_code == 2 and "line 1" in result.output
+
+
+def test_the_daemon_imports_no_gateway_aiohttp_or_cryptography() -> None:
+    code = (
+        "import sys\n"
+        "import x1p1.cli, x1p1.converter.supervisor, x1p1.converter.pairing\n"
+        "import x1p1.converter.stream, x1p1.converter.serial_out, x1p1.converter.tcp_out\n"
+        "import x1p1.converter.state, x1p1.converter.discovery\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'cryptography')\n"
+        "       or m.startswith('x1p1.gateway')]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

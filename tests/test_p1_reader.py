@@ -159,3 +159,22 @@ def test_any_single_bit_flip_is_never_valid(name: str, data: st.DataObject) -> N
     events = read_all([bytes(raw)])
     assert not any(isinstance(e, ValidTelegram) for e in events)
     assert any(isinstance(e, InvalidTelegram) for e in events) or raw[0:1] != b"/"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(NAMES), st.binary(max_size=12), st.integers(0, 2000), st.data())
+def test_whole_message_fast_path_agrees_with_byte_by_byte(
+    name: str, junk: bytes, cut: int, data: st.DataObject
+) -> None:
+    """One message that is (almost) one telegram: the fast path may never judge it
+    differently from the general path that sees it a byte at a time."""
+    raw = CORPUS[name]
+    at = min(cut, len(raw))
+    message = data.draw(
+        st.sampled_from([raw, raw[:at] + junk + raw[at:], raw + junk, b"/" + junk + raw[1:]])
+    )
+    if not message.startswith(b"/"):
+        message = b"/" + message
+    assert read_all([message]) == read_all([bytes([b]) for b in message])
+    small = data.draw(st.integers(64, 2048))
+    assert read_all([message], small) == read_all([bytes([b]) for b in message], small)

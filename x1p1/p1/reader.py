@@ -135,6 +135,8 @@ class TelegramReader:
 
     def receive_data(self, data: bytes) -> None:
         """Take the next bytes of the stream, in any split."""
+        if self._state is _State.SEARCH and data[:1] == _SLASH and self._receive_whole(data):
+            return
         pos, n = 0, len(data)
         while pos < n:
             if self._state is _State.SEARCH:
@@ -172,6 +174,27 @@ class TelegramReader:
         return len(self._buf)
 
     # -- states --------------------------------------------------------------------
+
+    def _receive_whole(self, data: bytes) -> bool:
+        """Fast path: ``data`` is exactly one telegram (one WebSocket message).
+
+        Taken only when the general path would see the same thing: one ``/`` at the start,
+        the first ``!`` followed by at most :data:`CRC_LINE_MAX` bytes ending in the only
+        LF after it, all within ``max_size``. Otherwise the general path runs.
+        """
+        n = len(data)
+        bang = data.find(_BANG)
+        if (
+            bang < 0
+            or n > self.max_size
+            or n - 1 - bang > CRC_LINE_MAX
+            or data.find(_LF, bang) != n - 1
+            or data.find(_SLASH, 1) >= 0
+        ):
+            return False
+        self._flush_garbage()
+        self._finish(data, bang)
+        return True
 
     def _begin(self) -> None:
         self._flush_garbage()
@@ -211,7 +234,7 @@ class TelegramReader:
             return slash + 1
         if lf >= 0:
             self._buf += data[pos : lf + 1]
-            self._finish()
+            self._finish(bytes(self._buf), self._bang)
             return lf + 1
         self._buf += data[pos:end]
         if end - pos == room:  # the CRC line or the telegram is too long
@@ -226,30 +249,33 @@ class TelegramReader:
     def _crc_text(self) -> str:
         return bytes(self._buf[self._bang + 1 :]).rstrip(b"\r\n").decode("ascii", "replace")
 
-    def _finish(self) -> None:
-        raw = bytes(self._buf)
-        digits = raw[self._bang + 1 : -2]
-        if (
-            raw[-2:] != b"\r\n"
-            or not 1 <= len(digits) <= 4
-            or not _HEX.issuperset(digits)
-        ):
-            self._emit_invalid(InvalidTelegramReason.MISSING_CRC, crc=self._crc_text() or None)
+    def _finish(self, raw: bytes, bang: int) -> None:
+        """Judge a complete telegram ``raw`` whose ``!`` is at ``bang``."""
+        digits = raw[bang + 1 : -2]
+        if raw[-2:] != b"\r\n" or not 1 <= len(digits) <= 4 or not _HEX.issuperset(digits):
+            crc_text = raw[bang + 1 :].rstrip(b"\r\n").decode("ascii", "replace")
+            self._emit_invalid(InvalidTelegramReason.MISSING_CRC, crc_text or None, raw=raw)
             return
-        actual = crc16(raw[: self._bang + 1])
+        actual = crc16(raw[: bang + 1])
         crc = digits.decode("ascii")
         if int(crc, 16) == actual:
             self._events.append(ValidTelegram(raw, crc))
             self._reset()
         else:
             self._emit_invalid(
-                InvalidTelegramReason.CRC_MISMATCH, crc=crc, expected=f"{actual:04X}"
+                InvalidTelegramReason.CRC_MISMATCH, crc, expected=f"{actual:04X}", raw=raw
             )
 
     def _emit_invalid(
-        self, reason: InvalidTelegramReason, crc: str | None = None, expected: str | None = None
+        self,
+        reason: InvalidTelegramReason,
+        crc: str | None = None,
+        expected: str | None = None,
+        *,
+        raw: bytes | None = None,
     ) -> None:
-        self._events.append(InvalidTelegram(reason, bytes(self._buf), crc, expected))
+        data = bytes(self._buf) if raw is None else raw
+        self._events.append(InvalidTelegram(reason, data, crc, expected))
         self._reset()
 
     def _reset(self) -> None:

@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -29,19 +31,24 @@ E_REGISTERS = "1-0:1.8.1.255,1-0:1.8.2.255,1-0:2.8.1.255,1-0:2.8.2.255"
 
 
 class MeterClock:
-    """``sim_time``: the meters' clock, stopped at ``now`` until the test moves it."""
+    """``sim_time``: the meters' clock, stopped at ``now`` until the test moves it; with
+    ``ticking`` it runs with the wall clock from ``start`` on (for streams, which send
+    only when the meters' second changes)."""
 
-    def __init__(self, start: datetime = T0) -> None:
+    def __init__(self, start: datetime = T0, *, ticking: bool = False) -> None:
         self._now = start
         self._lock = threading.Lock()
+        self._wall = math.floor(time.time()) if ticking else None
 
     def __call__(self, wall: float) -> datetime:
         with self._lock:
-            return self._now
+            if self._wall is None:
+                return self._now
+            return self._now + timedelta(seconds=wall - self._wall)
 
     @property
     def now(self) -> datetime:
-        return self(0.0)
+        return self(time.time())
 
     def advance(self, delta: timedelta) -> datetime:
         with self._lock:

@@ -100,7 +100,9 @@ def _operation(document: Mapping[str, Any], method: str, path: str, op: Mapping[
     op_id = str(op.get("operationId") or f"{method}-{path}")
     websocket = "x-websocket" in op
     verb = "WSS" if websocket else method.upper()
-    auth = t("api.auth") if op.get("security") else t("api.noauth")
+    schemes = {name for requirement in op.get("security") or [] for name in requirement}
+    auth = " · ".join(t("api.auth") if name == "bearer" else t("api.session")
+                      for name in sorted(schemes)) or t("api.noauth")  # fmt: skip
     parts = [
         f'<article class="operation" id="op-{esc(_anchor(op_id))}">'
         f'<h3><span class="verb verb-{esc(method)}">{esc(verb)}</span> '

@@ -412,6 +412,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "api.auth": ("Vereist een token (Authorization: Bearer)",
                  "Needs a token (Authorization: Bearer)"),
     "api.noauth": ("Zonder token", "No token needed"),
+    "api.session": ("Voor het portaal: een ingelogde browser (sessiecookie)",
+                    "For the portal: a logged-in browser (session cookie)"),
     "api.name": ("Naam", "Name"),
     "api.in": ("In", "In"),
     "api.required": ("Verplicht", "Required"),

@@ -173,6 +173,7 @@ class Portal:
         self.history: HistorySource | None = None
         self.comlog: ComlogSource | None = None
         self.block: Callable[[str], object] | None = None
+        """The gateway's history block (§12.1), called with who blocked (for the comlog)."""
         self._routes: Callable[[], Sequence[Any]] = list
 
     # --- wiring --------------------------------------------------------------------------

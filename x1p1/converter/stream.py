@@ -161,6 +161,11 @@ TRANSITIONS: dict[Conn, dict[Ev, Conn | str]] = {
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 """No more than 30 s between tries (issue 4)."""
+FAST_TRIES = 10
+"""The first tries of an outage come every 0.5–1 s; only then does the wait double. A
+gateway that restarts is back within seconds, and its next telegram should be on the
+line within 2 s of its return (issue 8): a doubling wait from the first failure on would
+often still be asleep for seconds when the gateway is back."""
 DISABLED_RETRY = 60.0
 """While X1 is switched off, try again every 60 s."""
 DISCOVER_AFTER = 3
@@ -172,8 +177,9 @@ WAITING = frozenset({Conn.BACKOFF, Conn.X1_DISABLED})
 
 
 def backoff_delay(failures: int, rng: Callable[[], float] = random.random) -> float:
-    """The wait after ``failures`` failures in a row: 1, 2, 4 … 30 s, each times 0.5–1."""
-    base = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** max(0, min(failures, 16) - 1))
+    """The wait after ``failures`` failures in a row, each times 0.5–1: 1 s for the first
+    :data:`FAST_TRIES`, then 2, 4 … 30 s."""
+    base = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** max(0, min(failures, 64) - FAST_TRIES))
     return float(base * (0.5 + 0.5 * rng()))
 
 

@@ -320,6 +320,9 @@ def test_admin_functions_work_and_go_to_the_comlog(gw: RunningGateway) -> None:
                  "admin-action"):  # fmt: skip
         assert kind in events, kind
     assert events.count("admin-action") == 3
+    browsers = {e["device"] for e in gw.control.call("comlog")["entries"]
+                if (e["device"] or "").startswith("portal:")}  # fmt: skip
+    assert len(browsers) == 1  # one browser, one name, before and after it logged in
     comlog = client.get("/comlog").text
     assert "Admin access confirmed" in comlog and "Access revoked" in comlog
 

@@ -98,12 +98,21 @@ def stream_id(session_id: str) -> str:
     return STREAM_PREFIX + session_id
 
 
+def browser_handle(record: Session | PortalRequest) -> str:
+    """One handle per browser for the comlog (its device column): the id of the login
+    request that let it in, the same before and after the session existed (an elevation
+    request names its session; :meth:`GatewaySessions.commit` resolves that one)."""
+    if isinstance(record, Session):
+        return record.request_id or record.session_id
+    return record.request_id
+
+
 def api_token(session: Session) -> Token:
     """The token the API's handlers see for a portal session: the customer's full view
     (every profile), expiring with the session."""
     return Token(
         token_id=stream_id(session.session_id), digest="", name=f"portal: {session.browser}",
-        uuid=session.session_id, profiles=frozenset(Profile), created_at=session.created_at,
+        uuid=browser_handle(session), profiles=frozenset(Profile), created_at=session.created_at,
         expires_at=session.expires_at, status=TokenStatus.ACTIVE, last_used=session.last_used,
     )  # fmt: skip
 
@@ -143,12 +152,11 @@ def session_json(session: Session, now: datetime) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _details(change: SessionChange) -> dict[str, Any]:
+def _details(change: SessionChange, handle: str) -> dict[str, Any]:
     record = change.record
-    handle = record.session_id if isinstance(record, Session) else record.request_id
     out: dict[str, Any] = {
         "name": f"portal: {record.browser}",
-        "uuid": record.session_id or handle,
+        "uuid": handle,
         "browser": record.browser,
         "user_agent": record.user_agent,
     }
@@ -287,9 +295,17 @@ class GatewaySessions:
                 )
             if change.kind in _QUIET:
                 continue
-            details = _details(change)
+            details = _details(change, self._handle(record))
             log.info("portal: %s (%s)", change.kind, details["browser"])
             self.state.emit(change.kind, **details)
+
+    def _handle(self, record: Session | PortalRequest) -> str:
+        if isinstance(record, PortalRequest) and record.kind is PortalRequestKind.ELEVATION:
+            try:
+                return browser_handle(self.core.session(record.session_id or ""))
+            except NotFound:
+                return record.request_id
+        return browser_handle(record)
 
     def _run(self, operation: Callable[[], T]) -> T:
         try:

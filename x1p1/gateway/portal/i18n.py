@@ -345,7 +345,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "comlog.device": ("Apparaat", "Device"),
     "comlog.detail": ("Details", "Details"),
     "comlog.none": ("Het comlog is leeg.", "The comlog is empty."),
-    "comlog.uses": ("{count} keer, laatst {last}", "{count} times, last {last}"),
+    "comlog.uses": ("{count}× gebruikt, laatst {last}", "used {count}×, last {last}"),
     "comlog.unavailable": ("Het comlog is (nog) niet beschikbaar op deze gateway.",
                            "The comlog is not available on this gateway (yet)."),
     # privacy (§11, §12)

@@ -671,7 +671,7 @@ class ComlogLine:
     summarised: bool = False
 
 
-_DETAIL_KEYS = ("name", "browser", "profiles", "reason", "by", "code", "action", "t", "at")
+_DETAIL_KEYS = ("profiles", "reason", "by", "code", "action", "t", "at")
 
 
 def comlog_page(view: View, lines: Sequence[ComlogLine] | None) -> Page:

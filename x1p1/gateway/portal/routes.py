@@ -76,7 +76,7 @@ from x1p1.gateway.portal.periods import (
     use_per_interval,
 )
 from x1p1.gateway.server import COOKIE_AUTH, ROUTES_KEY, json_response
-from x1p1.gateway.sessions import GatewaySessions, api_token, session_json
+from x1p1.gateway.sessions import GatewaySessions, api_token, browser_handle, session_json
 from x1p1.gateway.state import GatewayState
 from x1p1.gateway.streams import Tick
 from x1p1.x1.api import API_PREFIX, X1_VERSION, format_time
@@ -673,7 +673,8 @@ class Portal:
             target = await action(request, view, session, form)
             if elevated:
                 self.state.emit(
-                    "admin-action", name=f"portal: {session.browser}", uuid=session.session_id,
+                    "admin-action", name=f"portal: {session.browser}",
+                    uuid=browser_handle(session),
                     action=request.path.rsplit("/", 1)[-1], path=request.path,
                     session_id=session.session_id, browser=session.browser,
                 )  # fmt: skip

@@ -545,6 +545,15 @@ def test_periods_follow_the_dutch_calendar() -> None:
             parse_anchor(bad)
 
 
+def test_history_page_in_dutch(gw: RunningGateway) -> None:
+    client = Client(gw)
+    client.log_in()
+    page = client.get("/history?meter=gas&resolution=1d",
+                      headers={"Accept-Language": "nl"}).text  # fmt: skip
+    assert "Bewaard: 24 maanden, maximaal 730 waarden." in page
+    assert 'value="1d" selected' in page and "Gas (m³)" in page
+
+
 def test_use_per_interval_leaves_gaps_unknown() -> None:
     readings = [
         {"t": "2026-03-02T10:00:00Z", "values": {"a": 1.0}},

@@ -463,7 +463,8 @@ def history_page(view: View, h: HistoryView) -> Page:
         f'</span></label>'
         for obj, code in h.objects
     )
-    retention = next(((p, n) for r, p, n in h.resolutions if r == h.resolution), ("", 0))
+    retention = next(((_period_words(p, view.lang), n) for r, p, n in h.resolutions
+                      if r == h.resolution), ("", 0))  # fmt: skip
     form = (
         f'<form method="get" action="/history" class="history-form" id="history-form">'
         f'<div class="field"><label for="h-meter">{esc(t("history.meter"))}</label>'
@@ -538,6 +539,16 @@ def history_page(view: View, h: HistoryView) -> Page:
             + "</details>"
         )
     return Page(t("history.title"), "".join(parts), ("plotly", "history"))
+
+
+def _period_words(text: str, lang: str) -> str:
+    """Table 8's retention (``7 days``, ``24 months``, ``1 hour``) in the page's language."""
+    if lang != "nl":
+        return text
+    number, _, word = text.partition(" ")
+    dutch = {"day": "dag", "days": "dagen", "month": "maand", "months": "maanden",
+             "hour": "uur", "hours": "uur"}.get(word, word)  # fmt: skip
+    return f"{number} {dutch}"
 
 
 def _iso_local(moment: datetime) -> str:

@@ -401,3 +401,24 @@ def test_the_block_is_irreversible_across_a_restart_of_the_gateway_process(
                 assert all(parse_time(r["t"], "t") > at for r in billing.json["readings"])
         events = [e["event"] for e in gw.control.comlog()]
         assert "history-blocked" in events
+
+
+async def test_the_block_closes_open_sockets_of_tokens_and_portal_sessions(hist: Hist) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    gw = hist.gw
+    cookie = await asyncio.to_thread(portal_cookie, gw)
+    path = f"/api/realtime?equipment_id={gw.electricity_id}&obis=1-0:1.7.0.255"
+    async with gw.ws(path, token=hist.token) as device, connect(
+        gw.ws_url + path, ssl=gw.ssl_context(), origin=gw.url,  # type: ignore[arg-type]
+        additional_headers={"Cookie": cookie}, open_timeout=10,
+    ) as browser:  # fmt: skip
+        for ws in (device, browser):
+            await asyncio.wait_for(ws.recv(), 10)
+        await asyncio.to_thread(gw.control.block_history)
+        for ws in (device, browser):
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401

@@ -64,6 +64,8 @@ def parse_time(text: object, field: str) -> datetime:
         return datetime.fromisoformat(text.replace("z", "Z")).astimezone(UTC)
     except ValueError:
         raise BadRequest(f"{field}: {text!r} is not a valid time") from None
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is past the year 9999 in UTC
+        raise BadRequest(f"{field}: {text!r} is out of range") from None
 
 
 def _require(body: Mapping[str, Any], field: str) -> Any:
@@ -203,7 +205,8 @@ def parse_interval(params: Mapping[str, str]) -> int:
 
     Absent means 1. At most 3600."""
     raw = params.get("interval", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= 3600:
+    # isdigit() alone lets "²" and 5000-digit strings through to int(), which raises
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= 3600:
         raise BadRequest(f"interval: {raw!r} is not a whole number of seconds from 1 to 3600")
     return int(raw)
 

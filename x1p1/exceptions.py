@@ -258,5 +258,6 @@ def x1_error_from_body(
         return ForbiddenProfile(text, missing=[str(m) for m in missing or []])
     if cls is RateLimited:
         retry = (headers or {}).get("Retry-After", "60")
-        return RateLimited(text, retry_after=int(retry) if retry.isdigit() else 60)
+        usable = retry.isascii() and retry.isdigit() and len(retry) <= 9  # not "²"
+        return RateLimited(text, retry_after=int(retry) if usable else 60)
     return cls(text)

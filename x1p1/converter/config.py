@@ -101,7 +101,8 @@ def _check_host(host: str) -> str:
 
 
 def _port(text: str, *, lowest: int) -> int:
-    if not text.isdigit() or not lowest <= int(text) <= 65535:
+    digits = text.isascii() and text.isdigit() and len(text) <= 5  # not "²", not 5000 digits
+    if not digits or not lowest <= int(text) <= 65535:
         raise _Invalid(
             f"has port {text!r}; a port is a number from {lowest} to 65535", complete=True
         )
@@ -162,7 +163,10 @@ class GatewayAddress:
                 _check_host(host),
                 DEFAULT_GATEWAY_PORT if port is None else _port(port, lowest=1),
             )
-        parts = urlsplit(text)
+        try:
+            parts = urlsplit(text)
+        except ValueError as exc:  # "https://[::1" : Invalid IPv6 URL
+            raise _Invalid(f"is not a URL ({exc})") from None
         scheme = parts.scheme.lower()
         if scheme in ("ws", "http"):
             raise _Invalid(

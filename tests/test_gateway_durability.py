@@ -7,9 +7,10 @@ fetched) while the main thread reads what is committed: history and billing rows
 the database file (a read-only connection sees committed transactions only) and the
 comlog over the control socket. Then SIGKILL, ``PRAGMA integrity_check``, and a restart
 that must show every token, request, comlog entry, history row and billing signature seen
-before. The first round is killed during the first start's backfill and signing; the
-later ones run the meters' clock 600 times faster, so that history is written several
-times a second, and are killed in the middle of that.
+before. The first two rounds are killed early in the first start, in the backfill (the
+second resumes it) or the signing of the billing readings; the later ones run the meters'
+clock 600 times faster, so that history is written several times a second, and are
+killed in the middle of that.
 
 History rows may legitimately go in the meantime only by pruning: a row is required
 afterwards unless retention at the latest meters' time any run could have reached has
@@ -38,7 +39,7 @@ from x1p1.x1.billing_query import BILLING_RESOLUTION
 from x1p1.x1.history import Resolution, oldest_kept
 from x1p1.x1.obis import Meter
 
-ROUNDS = ((1.0, 0.4), (600.0, 1.5), (600.0, 2.5))
+ROUNDS = ((1.0, 0.15), (1.0, 0.4), (600.0, 1.5), (600.0, 2.5))
 """(speed of the meters' clock, seconds after the start when SIGKILL comes)."""
 
 

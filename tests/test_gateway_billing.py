@@ -11,7 +11,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -270,3 +270,38 @@ def test_a_new_signing_certificate_re_signs_what_is_kept(tmp_path: Path) -> None
         assert verify_billing(after, root(gw)).ok
         stale = {**after, "certificate": before["certificate"]}
         assert not verify_billing(stale, root(gw)).ok  # the old key signed nothing here
+
+
+def test_the_database_keeps_billing_within_recorded_history(tmp_path: Path) -> None:
+    from x1p1.gateway.billing_store import BillingStore
+    from x1p1.gateway.history import HistoryStore
+    from x1p1.gateway.pki import GatewayPKI
+
+    signer = GatewayPKI.load_or_create(tmp_path / "pki").signer()
+    conn = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
+    history, billing = HistoryStore(conn), BillingStore(conn, gas_channel=1)
+    history.init_schema()
+    billing.init_schema()
+    values = {code: 1000.0 + i for i, code in enumerate(REGISTERS)}
+    for minutes in (0, 15, 30):
+        history.record(E, Resolution.MIN15, T0.replace(minute=minutes, second=0), values)
+    history.record(E, Resolution.HOUR, T0.replace(minute=0, second=0), values)  # not billing
+    assert billing.sign_pending(signer) == 12 and billing.sign_pending(signer) == 0
+    assert billing.count(E) == 12 and billing.count(G) == 0
+    unrecorded = int(T0.replace(minute=45, second=0).timestamp())
+    conn.execute("INSERT INTO billing_readings VALUES ('electricity', ?, '1-0:1.8.1.255', "
+                 "'x', '001000.000', 'kWh', 'forged')", (unrecorded,))  # fmt: skip
+    assert billing.count(E) == 12  # refused: the gateway recorded no such interval
+    conn.execute("DELETE FROM history_readings WHERE resolution = '15m' AND t = ?",
+                 (int(T0.replace(minute=0, second=0).timestamp()),))  # fmt: skip
+    assert billing.count(E) == 8  # its readings went with it
+    history.block(T0.replace(minute=15, second=0))
+    assert [format_time(datetime.fromtimestamp(t, UTC)) for t in billing.ends(E)] == [
+        "2026-03-10T12:30:00Z"]
+    assert billing.adopt_signer(signer) is False  # the first signer: nothing to re-sign
+    assert billing.adopt_signer(signer) is False  # the same one
+    before = conn.execute("SELECT signature FROM billing_readings").fetchall()
+    other = GatewayPKI.load_or_create(tmp_path / "other").signer()
+    assert billing.adopt_signer(other) is True and billing.count(E) == 4
+    assert conn.execute("SELECT signature FROM billing_readings").fetchall() != before
+    conn.close()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from x1p1.gateway.history import transaction
 from x1p1.x1.billing import format_register_value
 from x1p1.x1.billing_query import BILLING_OBJECTS, BILLING_RESOLUTION, BillingQuery, register_digits
 from x1p1.x1.obis import Meter, ObisObject
+
+log = logging.getLogger("x1p1.gateway.billing")
 
 _BLOCKED = "coalesce((SELECT value FROM history_meta WHERE key = 'blocked'), -1)"
 _SOURCE = (
@@ -140,7 +143,12 @@ class BillingStore:
                 for register, value in zip(registers, values, strict=True):
                     if not isinstance(value, int | float):
                         continue  # the reading lacks this register
-                    text = format_register_value(repr(float(value)), *register.digits)
+                    try:
+                        text = format_register_value(repr(float(value)), *register.digits)
+                    except ValueError:  # negative or too wide: no register shows that
+                        log.warning("billing: %s at %s is no register value: %r",
+                                    register.code, ts, value)  # fmt: skip
+                        continue
                     signature = signer.sign(
                         {"t": ts, "obis": register.code, "value": text, "unit": register.unit}
                     )

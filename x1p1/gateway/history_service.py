@@ -96,8 +96,8 @@ class HistoryService:
         self.started_at: datetime | None = None
         """The meters' time when this process started recording (§12.2)."""
         self.first_start: dict[str, float] = {}
-        """Figures of the start: ``backfill_readings``, ``backfill_s``, ``signed``,
-        ``sign_s`` (the benchmark prints them)."""
+        """Figures of the first round: ``backfill_readings``, ``backfill_s``, ``signed``,
+        ``sign_s`` (also logged at INFO; ``bench/bench_measurements.py`` prints them)."""
         self._gas_channel = gas_channel
         self._executor: ThreadPoolExecutor | None = None
         self._writer: tuple[sqlite3.Connection, HistoryStore, BillingStore] | None = None

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 
 from x1p1.gateway.billing_signature import BillingSigner
-from x1p1.gateway.history import transaction
+from x1p1.gateway.store import transaction
 from x1p1.x1.billing import format_register_value
 from x1p1.x1.billing_query import BILLING_OBJECTS, BILLING_RESOLUTION, BillingQuery, register_digits
 from x1p1.x1.obis import Meter, ObisObject

@@ -22,12 +22,12 @@ from __future__ import annotations
 import enum
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from x1p1.gateway.store import transaction
 from x1p1.x1.api import format_time
 
 _SCHEMA = (
@@ -181,18 +181,6 @@ def _detail_json(detail: Mapping[str, Any]) -> str:
     return json.dumps({"truncated": text[: DETAIL_MAX - 40]}, ensure_ascii=False)
 
 
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    if conn.in_transaction:
-        yield conn
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.rollback()
-        raise
-    conn.commit()
 
 
 @dataclass(slots=True)
@@ -216,7 +204,7 @@ class Comlog:
 
     def init_schema(self) -> None:
         """Create the table and its indexes if absent."""
-        with _transaction(self.conn) as conn:
+        with transaction(self.conn) as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
 
@@ -239,7 +227,7 @@ class Comlog:
         text = _detail_json(detail or {})
         name = None if device is None else device[:DEVICE_MAX]
         stamp = _stamp(now)
-        with _transaction(self.conn) as conn:
+        with transaction(self.conn) as conn:
             cur = conn.execute(
                 "INSERT INTO comlog (t, event, device, detail) VALUES (?, ?, ?, ?)",
                 (stamp, kind.value, name, text),
@@ -283,7 +271,7 @@ class Comlog:
             return
         rows = [(use.value, device, hour, p.count, p.last)
                 for (use, device, hour), p in self._pending.items()]  # fmt: skip
-        with _transaction(self.conn) as conn:
+        with transaction(self.conn) as conn:
             conn.executemany(
                 "INSERT INTO comlog (event, device, t, count, last) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (event, device, t) WHERE event IN ('api-use', 'websocket-use') "
@@ -324,6 +312,6 @@ class Comlog:
     def prune(self, now: datetime, keep: timedelta = timedelta(days=2 * 365)) -> int:
         """Delete entries older than ``keep`` (two years by default, the longest history
         the meter keeps a day's readings: Table 8); returns how many went."""
-        with _transaction(self.conn) as conn:
+        with transaction(self.conn) as conn:
             cur = conn.execute("DELETE FROM comlog WHERE t < ?", (_stamp(now - keep),))
             return cur.rowcount

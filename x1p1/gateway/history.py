@@ -43,13 +43,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Protocol
 
 from x1p1.exceptions import X1P1Error
+from x1p1.gateway.store import transaction
 from x1p1.x1.api import format_time
 from x1p1.x1.history import (
     TABLE_8,
@@ -162,20 +162,6 @@ def historic_values(meter: Meter, values: Mapping[str, object]) -> dict[ObisObje
     return out
 
 
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on error), or the caller's own
-    transaction if one is open: the caller then commits."""
-    if conn.in_transaction:
-        yield conn
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.rollback()
-        raise
-    conn.commit()
 
 
 def set_durable_wal(conn: sqlite3.Connection) -> None:

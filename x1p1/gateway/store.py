@@ -27,7 +27,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,23 @@ def _parse_profiles(text: str | None) -> frozenset[Profile] | None:
     return frozenset(Profile(p) for p in text.split(",") if p)
 
 
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on error), or the caller's own
+    transaction if one is open: the caller then commits. Every part of the gateway's
+    database (store, history, billing, comlog, sessions) writes through this."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
 class Store:
     """The gateway's database. Open it with :meth:`open`; close it with :meth:`close`."""
 
@@ -146,19 +163,9 @@ class Store:
         """Close the connection (a WAL checkpoint happens on the last close)."""
         self.conn.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error; joins an open one."""
-        if self.conn.in_transaction:
-            yield self.conn
-            return
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.rollback()
-            raise
-        self.conn.commit()
+        return transaction(self.conn)
 
     def migrate(self, component: str, migrations: Sequence[str]) -> int:
         """Run the scripts of ``migrations`` that ``component`` has not run yet (script

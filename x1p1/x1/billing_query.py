@@ -28,8 +28,14 @@ from datetime import datetime
 from typing import Any
 
 from x1p1.exceptions import BadRequest, ForbiddenProfile
-from x1p1.x1.api import format_time, parse_time
-from x1p1.x1.history import EARLIEST, LATEST, Resolution, Retention, oldest_kept, retention
+from x1p1.x1.api import format_time
+from x1p1.x1.history import (
+    Resolution,
+    Retention,
+    oldest_kept,
+    retention,
+    time_parameter,
+)
 from x1p1.x1.obis import OBJECTS, Meter, ObisObject
 from x1p1.x1.profiles import Profile
 
@@ -93,23 +99,6 @@ class BillingQuery:
                 "to": format_time(self.end), "certificate": certificate}  # fmt: skip
 
 
-def _time(params: Mapping[str, str], field: str) -> datetime:
-    raw = params.get(field)
-    if raw is None or not raw.strip():
-        raise BadRequest(f"{field}: missing; an RFC 3339 time like 2026-01-15T12:00:00Z")
-    if " " in raw and "+" not in raw:
-        raise BadRequest(
-            f"{field}: {raw!r} is not an RFC 3339 time; write a '+' offset as %2B in a URL"
-        )
-    try:
-        moment = parse_time(raw, field)
-    except OverflowError:
-        raise BadRequest(f"{field}: {raw!r} is out of range") from None
-    if not EARLIEST <= moment <= LATEST:
-        raise BadRequest(f"{field}: {raw!r} is out of range (1970 to 9000)")
-    return moment
-
-
 def parse_billing_query(
     params: Mapping[str, str],
     meter: Meter,
@@ -131,8 +120,8 @@ def parse_billing_query(
         for name in sorted(BILLING_PARAMETERS):
             if len(getall(name, ())) > 1:
                 raise BadRequest(f"{name}: given more than once")
-    start = _time(params, "from")
-    end = _time(params, "to")
+    start = time_parameter(params, "from")
+    end = time_parameter(params, "to")
     if start >= end:
         raise BadRequest("from: must be before to")
     needed = BILLING_PROFILE[meter]

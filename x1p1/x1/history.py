@@ -298,7 +298,9 @@ def historic_profiles(obj: ObisObject) -> list[str]:
     return [p.value for p in Profile if p in obj.profiles and p in HISTORIC_PROFILES]
 
 
-def _time(params: Mapping[str, str], field: str) -> datetime:
+def time_parameter(params: Mapping[str, str], field: str) -> datetime:
+    """The RFC 3339 time of query parameter ``field`` (``from``, ``to``), 1970 to 9000;
+    :class:`BadRequest` names the parameter."""
     raw = params.get(field)
     if raw is None or not raw.strip():
         raise BadRequest(f"{field}: missing; an RFC 3339 time like 2026-01-15T12:00:00Z")
@@ -383,8 +385,8 @@ def parse_measurements_query(
     if chosen is None:
         raise BadRequest(f"resolution: {raw_resolution!r} is not a resolution of the "
                          f"{meter.value} meter; one of {names}")  # fmt: skip
-    start = _time(params, "from")
-    end = _time(params, "to")
+    start = time_parameter(params, "from")
+    end = time_parameter(params, "to")
     if start >= end:
         raise BadRequest("from: must be before to")
     if refused:  # every parameter is sound: now the token's rights (§7.1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -240,14 +241,20 @@ Exit codes:
   130 interrupted (Ctrl-C)"""
 
 
-def _state_dir_option(function: Any) -> Any:
+def _dir_option(help_text: str) -> Callable[[Any], Any]:
+    """A ``--state-dir DIR`` option with its own help text."""
     return click.option(
         "--state-dir",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
-        help="Where the token and status live [default: the config file's state_dir, "
-        "$X1P1_STATE_DIR, systemd's $STATE_DIRECTORY, or ~/.local/state/x1p1].",
-    )(function)
+        help=help_text,
+    )
+
+
+_state_dir_option = _dir_option(
+    "Where the token and status live [default: the config file's state_dir, "
+    "$X1P1_STATE_DIR, systemd's $STATE_DIRECTORY, or ~/.local/state/x1p1]."
+)
 
 
 def _state_dir(state_dir: Path | None) -> Path:
@@ -451,14 +458,10 @@ def status(state_dir: Path | None, as_json: bool) -> None:
 # --- the embedded gateway: gateway serve|ca, meter …, operator … --------------------------
 
 
-def _gateway_dir_option(function: Any) -> Any:
-    return click.option(
-        "--state-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=None,
-        help="The embedded gateway's state directory [default: "
-        "$XDG_STATE_HOME/x1p1/gateway or ~/.local/state/x1p1/gateway].",
-    )(function)
+_gateway_dir_option = _dir_option(
+    "The embedded gateway's state directory [default: "
+    "$XDG_STATE_HOME/x1p1/gateway or ~/.local/state/x1p1/gateway]."
+)
 
 
 def _gateway_dir(state_dir: Path | None) -> Path:

@@ -146,7 +146,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
              "description": "Repeated: the objects shown"},
             {"name": "start", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "The period's anchor (ISO date or date-time)"},
-        ]),  # fmt: skip
+        ], responses={**_PAGE_RESPONSES, "400": _html("A bad parameter")}),  # fmt: skip
     ("GET", "/history.csv"): {
         "operationId": "portal-history-csv", "summary": "Portal: history as CSV",
         "tags": ["portal"], "security": SESSION,

@@ -29,11 +29,12 @@ import re
 import select
 import signal
 import ssl
+import subprocess
 import sys
 import time
 import tty
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -181,6 +182,44 @@ class GatewayProcess:
             self._drain = None
         assert process.returncode is not None
         return process.returncode
+
+
+@contextlib.contextmanager
+def logged_gateway(
+    state_dir: Path, log_path: Path, *args: str, verbosity: str = "-vv"
+) -> Iterator[RunningGateway]:
+    """``x1p1 -vv gateway serve`` on 127.0.0.1:0 without mDNS as a child process (for
+    tests without an event loop), its standard error in ``log_path``; yields the test
+    fixture's handle (``process`` is the Popen)."""
+    command = [*CLI, verbosity, "gateway", "serve", "--host", "127.0.0.1", "--port", "0",
+               "--no-mdns", "--state-dir", str(state_dir), *args]  # fmt: skip
+    with append_to(log_path) as log:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log,
+                                   env=child_env())  # fmt: skip
+    assert process.stdout is not None
+    try:
+        line = process.stdout.readline()
+        match = _LISTENING.search(line)
+        if match is None:
+            raise RuntimeError(f"the gateway did not start: {line!r}; see {log_path}")
+        handle = RunningGateway(
+            port=int(match.group(1)), state_dir=Path(state_dir),
+            ca_path=Path(state_dir) / "pki" / "root-ca.pem",
+            control=ControlClient(Path(state_dir)), process=process,  # type: ignore[arg-type]
+        )  # fmt: skip
+        try:
+            yield handle
+        finally:
+            handle.control.close()
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        process.stdout.close()
 
 
 # --- the converter as a process ----------------------------------------------------------------

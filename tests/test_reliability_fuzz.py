@@ -10,10 +10,11 @@ parser of outside input raising only the errors it documents.
   corpus-based and single-property tests; this is the stateful comparison they lack.)
 - The parsers: the X1 API's (``parse_time``, ``parse_interval``, ``parse_list``,
   ``bearer_token``, ``TokenRequestBody/TokenRequestState/TokenInfo.parse``), history's
-  ``parse_measurements_query``, the OBIS ``lookup``, ``parse_profiles``, the gateway's
-  parameter checks and realtime selection, the converter's ``--gateway``/``--tcp`` and
-  config file, the P1 telegram parser, the billing response parser, the portal's
-  User-Agent and CSRF checks, and the control socket's line protocol on a live gateway.
+  ``parse_measurements_query`` and billing's ``parse_billing_query``, the OBIS
+  ``lookup``, ``parse_profiles``, the gateway's parameter checks and realtime selection,
+  the converter's ``--gateway``/``--tcp`` and config file, the P1 telegram parser, the
+  billing response parser, the portal's User-Agent and CSRF checks, and the control
+  socket's line protocol on a live gateway.
   Arbitrary input raises only the documented :class:`~x1p1.exceptions.X1P1Error`
   subclass, never anything else.
 
@@ -60,6 +61,7 @@ from x1p1.x1.api import (
     parse_time,
 )
 from x1p1.x1.billing import parse_billing_response
+from x1p1.x1.billing_query import parse_billing_query
 from x1p1.x1.history import parse_measurements_query
 from x1p1.x1.obis import Meter, lookup
 from x1p1.x1.pairing import Token
@@ -410,6 +412,29 @@ def test_measurements_query_raises_only_bad_request_or_forbidden(
         pass
     else:
         assert q.start < q.end or clamp
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(["from", "to", "obis", "other"]),
+                       st.one_of(st.text(max_size=30), times)),
+       st.sampled_from(list(Meter)), st.sets(st.sampled_from(list(Profile))), st.booleans(),
+       st.lists(st.tuples(st.sampled_from(["from", "to"]), times), max_size=2))
+@example({"from": "9999-12-31T23:59:59-01:00", "to": "9999-12-31T23:59:59Z"}, Meter.GAS,
+         set(Profile), True, [])  # fmt: skip
+def test_billing_query_raises_only_bad_request_or_forbidden(
+    params: dict[str, str], meter: Meter, profiles: set[Profile], clamp: bool,
+    repeats: list[tuple[str, str]],
+) -> None:  # fmt: skip
+    query: Any = MultiDict(params)
+    for key, value in repeats:
+        query.add(key, value)
+    now = datetime(2026, 6, 1, tzinfo=UTC) if clamp else None
+    try:
+        parse_billing_query(query, meter, profiles, now=now)
+    except ForbiddenProfile as exc:
+        assert exc.missing
+    except BadRequest:
+        pass
 
 
 @pytest.fixture(scope="module")

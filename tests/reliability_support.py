@@ -662,9 +662,8 @@ def _socket_inodes(pid: int) -> set[int]:
 
 
 def tcp_listeners(pid: int) -> list[tuple[str, int]]:
-    """Every TCP socket of ``pid`` in LISTEN state, as (address hex, port), from
-    /proc/net/tcp and tcp6 (no psutil); UDP sockets of ``pid`` count too, as port -1
-    listings are not expected either."""
+    """Every TCP socket of ``pid`` in LISTEN state, as (address in /proc's hex, port),
+    from its /proc/net/tcp and tcp6 and its descriptors (no psutil)."""
     mine = _socket_inodes(pid)
     found: list[tuple[str, int]] = []
     for table in ("tcp", "tcp6"):

@@ -320,24 +320,25 @@ async def test_sigkill_under_load_loses_nothing_committed(tmp_path: Path) -> Non
     kills: list[float] = []
     checked: list[dict[str, int]] = []
     try:
-        load.start()
-        for number in range(1, ROUNDS + 1):
-            load.round = number
-            await asyncio.to_thread(load.log_in)
-            delay = rng.uniform(1.0, 3.5)
-            await asyncio.sleep(delay)
-            await gateway.stop(signal.SIGKILL)
-            kills.append(round(delay, 2))
-            assert await asyncio.to_thread(integrity, gateway.state_dir) == "ok"
-            await gateway.start()
-            checked.append(await asyncio.to_thread(check, load, {number - 1, number}))
-        await asyncio.sleep(1.0)
-    finally:
-        load.close()
-    try:
+        try:
+            load.start()
+            for number in range(1, ROUNDS + 1):
+                load.round = number
+                await asyncio.to_thread(load.log_in)
+                delay = rng.uniform(1.0, 3.5)
+                await asyncio.sleep(delay)
+                await gateway.stop(signal.SIGKILL)
+                kills.append(round(delay, 2))
+                assert await asyncio.to_thread(integrity, gateway.state_dir) == "ok"
+                await gateway.start()
+                checked.append(await asyncio.to_thread(check, load, {number - 1, number}))
+            await asyncio.sleep(1.0)
+        finally:
+            load.close()
         totals = await asyncio.to_thread(check, load, None)
     finally:
-        await gateway.stop()
+        if gateway.running:
+            await gateway.stop()
     assert await asyncio.to_thread(integrity, gateway.state_dir) == "ok"
     figures = {"rounds": ROUNDS, "kill_after_s": kills, **totals,
                "stream_messages": ledger.messages, "history_answers": ledger.history_answers,

@@ -247,7 +247,9 @@ def test_countdown_runs_ten_minutes_then_gives_up(gateway: RunningGateway) -> No
             client, body, now=clock, sleep=clock.sleep, on_tick=ticks.append, poll_interval=30
         )
     remaining = [round(t.remaining) for t in ticks]
-    assert remaining[0] >= 598 and remaining[-1] == 0
+    # the clock stood still from before the request; a slow, loaded machine may take a
+    # few seconds to answer it: the countdown starts near ten minutes and runs to zero
+    assert 590 <= remaining[0] <= 600 and remaining[-1] == 0
     assert remaining == sorted(remaining, reverse=True)
     out = io.StringIO()
     countdown = Countdown(out)

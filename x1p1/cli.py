@@ -541,6 +541,17 @@ def _control(state_dir: Path | None) -> Any:
     return ControlClient(_gateway_dir(state_dir))
 
 
+def _ask(state_dir: Path | None, call: Callable[[Any], Any]) -> Any:
+    """Run ``call(control)`` on the running gateway's control socket; a clear error and
+    exit 1 if it fails."""
+    try:
+        with _control(state_dir) as control:
+            return call(control)
+    except X1P1Error as error:
+        fail(error)
+        raise  # fail() exits; this keeps type checkers sure
+
+
 def _print_request(request: dict[str, Any]) -> None:
     kind = request.get("kind", "token")
     if kind != "token":  # a portal login or admin-access request (X1 §5.1.3, §9.2.2)
@@ -565,12 +576,7 @@ def meter() -> None:
 def meter_list(state_dir: Path | None, as_json: bool) -> None:
     """Show what waits on the meter's display, oldest first: token requests, portal
     logins (with the browser's User-Agent) and portal admin-access requests."""
-    try:
-        with _control(state_dir) as control:
-            requests = control.requests()
-    except X1P1Error as error:
-        fail(error)
-        return
+    requests = _ask(state_dir, lambda control: control.requests())
     if as_json:
         click.echo(json.dumps(requests, indent=2))
     elif not requests:
@@ -590,12 +596,7 @@ def meter_approve(
     """Approve a token request, portal login or admin access: ID, or the oldest pending
     one, whatever it is (the meter's button)."""
     granted = [p.strip() for p in profiles.split(",")] if profiles is not None else None
-    try:
-        with _control(state_dir) as control:
-            result = control.approve(request_id, granted)
-    except X1P1Error as error:
-        fail(error)
-        return
+    result = _ask(state_dir, lambda control: control.approve(request_id, granted))
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -616,12 +617,7 @@ def meter_approve(
 def meter_deny(request_id: str | None, state_dir: Path | None, as_json: bool) -> None:
     """Deny a token request, portal login or admin access: ID, or the oldest pending one
     (the meter's button)."""
-    try:
-        with _control(state_dir) as control:
-            result = control.deny(request_id)
-    except X1P1Error as error:
-        fail(error)
-        return
+    result = _ask(state_dir, lambda control: control.deny(request_id))
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -638,12 +634,7 @@ def meter_comlog(state_dir: Path | None, since: str | None, limit: int, as_json:
     """Show the comlog (X1 §2.2): every access to the meter's data, oldest first."""
     from x1p1.gateway.comlog import ComlogEntry
 
-    try:
-        with _control(state_dir) as control:
-            entries = control.comlog(since, limit)
-    except X1P1Error as error:
-        fail(error)
-        return
+    entries = _ask(state_dir, lambda control: control.comlog(since, limit))
     if as_json:
         click.echo(json.dumps(entries, indent=2))
         return
@@ -673,12 +664,7 @@ def meter_block_history(state_dir: Path | None, yes: bool, as_json: bool) -> Non
     ):  # fmt: skip
         fail("not blocked", 1)
         return
-    try:
-        with _control(state_dir) as control:
-            result = control.block_history()
-    except X1P1Error as error:
-        fail(error)
-        return
+    result = _ask(state_dir, lambda control: control.block_history())
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -714,12 +700,7 @@ def operator_read(state_dir: Path | None, as_json: bool) -> None:
 
 
 def _operator(state_dir: Path | None, action: str, as_json: bool = False) -> None:
-    try:
-        with _control(state_dir) as control:
-            result = control.operator(action)
-    except X1P1Error as error:
-        fail(error)
-        return
+    result = _ask(state_dir, lambda control: control.operator(action))
     if as_json:
         click.echo(json.dumps(result, indent=2))
     elif action == "read":

@@ -14,7 +14,7 @@ import csv
 import io
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
@@ -33,6 +33,7 @@ from portal_browser import (
     wait_for,
 )
 
+from x1p1.gateway.portal.i18n import local
 from x1p1.x1.history import Resolution
 from x1p1.x1.obis import Meter
 
@@ -154,9 +155,11 @@ def test_csv_download_matches_the_api(gw: RunningGateway, browser: Any) -> None:
     page = new_page(browser, accept_downloads=True)
     log_in(page, gw)
     checked = 0
+    # yesterday's periods: today's (or this month's) may still be empty just after midnight
+    yesterday = (local(datetime.now(UTC)) - timedelta(days=1)).date().isoformat()
     for query in ("meter=electricity&resolution=15m", "meter=electricity&resolution=1d",
                   "meter=gas&resolution=1h"):  # fmt: skip
-        page.goto(f"{gw.url}/history?{query}")
+        page.goto(f"{gw.url}/history?{query}&start={yesterday}")
         page.wait_for_selector("#history-chart .main-svg")
         assert int(page.get_attribute("#history-chart", "data-bars") or 0) > 0
         shoot(page, "history-" + query.split("=")[-1] + "-" + query.split("&")[0][6:])

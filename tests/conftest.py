@@ -1,4 +1,7 @@
-"""Shared pytest fixtures: fail any test that leaves threads running (zeroconf's habit).
+"""Shared pytest fixtures: fail any test that leaves threads running (zeroconf's habit);
+the long tests (``slow``: soak, limits, durability) are collected first, so that under
+pytest-xdist (``scripts/test.sh`` runs two workers) they start at once, one on each
+worker, rather than last.
 
 Test modules that need a gateway import ``tests/gateway_fixture.py``; network namespaces
 come from ``tests/netns.py``.
@@ -11,6 +14,18 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``slow`` tests first, the longest (``@pytest.mark.slow(seconds=…)``) first among
+    them; the others after them, in their order. xdist deals the first tests out one to
+    each worker in turn, so the two longest run side by side from the start."""
+
+    def key(item: pytest.Item) -> tuple[bool, float]:
+        slow = item.get_closest_marker("slow")
+        return slow is None, -float(slow.kwargs.get("seconds", 0)) if slow else 0.0
+
+    items.sort(key=key)
 
 
 @pytest.fixture(autouse=True)

@@ -308,7 +308,7 @@ def _check(load: Load, rounds: set[int] | None) -> dict[str, int]:
             "requests": len(decided), "sessions": len(sessions), "comlog": len(comlog)}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=40)  # about, in CI: the longest start first
 @pytest.mark.timeout(600)
 async def test_sigkill_under_load_loses_nothing_committed(tmp_path: Path) -> None:
     rng = random.Random(SEED)

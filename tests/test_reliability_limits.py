@@ -145,7 +145,7 @@ def _big_bodies(port: int, context: ssl.SSLContext) -> list[tuple[str, int, str]
     return results
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=125)  # about, in CI: the longest start first
 @pytest.mark.timeout(600)
 async def test_churn_big_bodies_and_slow_clients(tmp_path: Path) -> None:
     gateway = GatewayProcess(tmp_path / "gw", tmp_path / "gateway.log", verbosity="-v")

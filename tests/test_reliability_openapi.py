@@ -78,7 +78,7 @@ def _short(exc: BaseException) -> str:
     return " | ".join(line for line in text[:6] if line.strip())[:600]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=35)  # about, in CI: the longest start first
 @pytest.mark.timeout(600)
 def test_every_operation_conforms_to_the_document(
     live: tuple[RunningGateway, list[str]],

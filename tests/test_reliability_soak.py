@@ -179,7 +179,7 @@ class Soak:
         await self.telegrams(2)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=180)  # about, in CI: the longest start first
 @pytest.mark.timeout(max(600, int(SOAK_SECONDS * 3)))
 async def test_soak_with_faults(tmp_path: Path) -> None:
     gateway = GatewayProcess(tmp_path / "gw", tmp_path / "gateway.log")

@@ -17,19 +17,26 @@ The parent reads both ptys. Printed, nothing asserted:
 - end to end, server send to the last byte read from each pty, p50/p99, for both;
 - the daemon's resident memory (target under 45 MB).
 
-    .venv/bin/python bench/bench_converter.py [--count N] [--rate HZ]
+    .venv/bin/python bench/bench_converter.py [--count N] [--rate HZ] [--status-on-disk]
 
-A real meter sends one telegram a second; the default 50 a second gets enough samples in
-half a minute. The children share the machine's cores with the parent.
+By default 120 telegrams at one a second, as a real meter sends them (two minutes): at
+that rate each telegram wakes an idle process, and whatever else the daemon does on a
+timer of its own shows up in its CPU per telegram. ``--rate 50`` gets many samples of
+the per-telegram path quickly. The daemon's status file goes to a tmpfs as under the
+shipped systemd unit (``RuntimeDirectory=``); ``--status-on-disk`` puts it in the state
+directory, as for ``x1p1 run`` by hand. The children share the machine's cores with the
+parent.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
+import shutil
 import signal
 import sys
 import tempfile
@@ -56,6 +63,12 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def cpu_split() -> tuple[float, float, int, int]:
+    """(user, system) CPU seconds and (voluntary, involuntary) context switches."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime, usage.ru_nvcsw, usage.ru_nivcsw
+
+
 def thread_cpu() -> dict[str, float]:
     """CPU seconds of each thread of this process: the event loop's, and the others'."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -68,6 +81,10 @@ def thread_cpu() -> dict[str, float]:
         name = "event loop" if task.name == str(os.getpid()) else f"thread {task.name}"
         fields = stat[stat.rindex(")") + 2 :].split()
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        with contextlib.suppress(OSError):
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    out[f"{name} wake-ups"] = float(line.split()[1])
     return out
 
 
@@ -83,10 +100,12 @@ class Window:
 
     def _start(self) -> None:
         self.start = cpu_seconds()
+        self.split_start = cpu_split()
         self.threads_start = thread_cpu()
 
     def stop(self) -> None:
         self.end = cpu_seconds()
+        self.split_end = cpu_split()
         self.threads_end = thread_cpu()
 
     @property
@@ -95,6 +114,11 @@ class Window:
             name: self.threads_end[name] - self.threads_start.get(name, 0.0)
             for name in self.threads_end
         }
+
+    @property
+    def split(self) -> list[float]:
+        """user s, system s, voluntary and involuntary context switches in the window."""
+        return [b - a for a, b in zip(self.split_start, self.split_end, strict=True)]
 
     @property
     def cpu(self) -> float:
@@ -123,6 +147,7 @@ async def child_daemon(state_dir: Path, serial: str) -> dict[str, Any]:
     rss, hwm = rss_kb()
     return {
         "cpu": window.cpu,
+        "split": window.split,
         "threads": window.threads,
         "relayed": converter.relayed,
         "written": stats.written,
@@ -165,7 +190,13 @@ async def child_naive(url: str, cafile: str, serial_path: str) -> dict[str, Any]
         await stop.wait()
         task.cancel()
     rss, hwm = rss_kb()
-    return {"cpu": window.cpu, "relayed": count, "rss_kb": rss, "hwm_kb": hwm}
+    return {
+        "cpu": window.cpu,
+        "split": window.split,
+        "relayed": count,
+        "rss_kb": rss,
+        "hwm_kb": hwm,
+    }
 
 
 def child_main(argv: list[str]) -> None:
@@ -225,7 +256,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def parent(count: int, rate: float) -> None:
+async def parent(count: int, rate: float, runtime: Path | None) -> None:
     from datetime import UTC, datetime
 
     from websockets.asyncio.server import ServerConnection, serve
@@ -274,8 +305,12 @@ async def parent(count: int, rate: float) -> None:
     for end in ends.values():
         end.attach()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("RUNTIME_DIRECTORY", None)
     env.pop("NOTIFY_SOCKET", None)
+    # As under the shipped unit (RuntimeDirectory=x1p1): the status file on a tmpfs.
+    # --status-on-disk: in the state directory instead (x1p1 run by hand).
+    env.pop("RUNTIME_DIRECTORY", None)
+    if runtime is not None:
+        env["RUNTIME_DIRECTORY"] = str(runtime)
     # X1P1_BENCH_CHILD: another script to run the children with (e.g. one under cProfile).
     me = [sys.executable, os.environ.get("X1P1_BENCH_CHILD", __file__), "--child"]
     children = {
@@ -327,12 +362,24 @@ async def parent(count: int, rate: float) -> None:
     d, n = results["daemon"], results["naive"]
     cpu_d = d["cpu"] / max(1, d["relayed"])
     cpu_n = n["cpu"] / max(1, n["relayed"])
+    if runtime is not None:
+        shutil.rmtree(runtime, ignore_errors=True)
     print(f"telegrams sent: {count} at {rate:g}/s, {len(telegrams[0])} bytes each")
+    where = f"{runtime} (tmpfs, as under systemd)" if runtime else "the state directory"
+    print(f"daemon status file: in {where}")
     print(f"{'':24}{'daemon':>14}{'naive':>14}")
     print(f"{'relayed':24}{d['relayed']:>14}{n['relayed']:>14}")
     print(f"{'at the pty':24}{len(ends['daemon'].arrived):>14}{len(ends['naive'].arrived):>14}")
     print(f"{'invalid at the pty':24}{ends['daemon'].invalid:>14}{ends['naive'].invalid:>14}")
     print(f"{'CPU per telegram (us)':24}{cpu_d * 1e6:>14.1f}{cpu_n * 1e6:>14.1f}")
+    for i, label in enumerate(("  of it user (us)", "  of it system (us)")):
+        per_d = d["split"][i] / max(1, d["relayed"]) * 1e6
+        per_n = n["split"][i] / max(1, n["relayed"]) * 1e6
+        print(f"{label:24}{per_d:>14.1f}{per_n:>14.1f}")
+    for i, label in ((2, "wake-ups per telegram"), (3, "preempted per telegram")):
+        per_d = d["split"][i] / max(1, d["relayed"])
+        per_n = n["split"][i] / max(1, n["relayed"])
+        print(f"{label:24}{per_d:>14.2f}{per_n:>14.2f}")
     e2e = {}
     for name, end in ends.items():
         e2e[name] = [(end.arrived[i] - sent[i]) * 1000 for i in end.arrived]
@@ -350,7 +397,10 @@ async def parent(count: int, rate: float) -> None:
         f"over the last {len(lat)} (target p99 <= 2 ms)"
     )
     per_thread = ", ".join(
-        f"{name} {cpu / max(1, d['relayed']) * 1e6:.0f} us" for name, cpu in d["threads"].items()
+        f"{name} {cpu / max(1, d['relayed']):.2f}"
+        if name.endswith("wake-ups")
+        else f"{name} {cpu / max(1, d['relayed']) * 1e6:.0f} us"
+        for name, cpu in d["threads"].items()
     )
     print(f"daemon CPU per telegram by thread: {per_thread}")
     print(f"daemon resident memory: {d['rss_kb'] / 1024:.1f} MB (target < 45 MB)")
@@ -367,10 +417,18 @@ def main() -> None:
         child_main(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=1500)
-    parser.add_argument("--rate", type=float, default=50.0, help="telegrams a second")
+    parser.add_argument("--count", type=int, default=120)
+    parser.add_argument("--rate", type=float, default=1.0, help="telegrams a second")
+    parser.add_argument(
+        "--status-on-disk",
+        action="store_true",
+        help="the daemon's status file in its state directory, not on a tmpfs",
+    )
     args = parser.parse_args()
-    asyncio.run(parent(args.count, args.rate))
+    runtime = None
+    if not args.status_on_disk and Path("/dev/shm").is_dir():
+        runtime = Path(tempfile.mkdtemp(prefix="x1p1-bench-run-", dir="/dev/shm"))
+    asyncio.run(parent(args.count, args.rate, runtime))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,14 @@ No network here: time is passed in, files go to ``tmp_path``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import socket
+import stat
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,6 +35,7 @@ from x1p1.converter.state import (
     status_report,
     write_atomic,
 )
+from x1p1.converter.status_socket import StatusServer, ask_status, socket_path
 from x1p1.converter.stream import (
     BACKOFF_MAX,
     DISCOVER_AFTER,
@@ -217,9 +222,12 @@ def test_status_is_written_only_when_changed_and_at_most_every_interval(tmp_path
     assert publisher.publish(status(tmp_path, relayed=1), 0.0)
     assert not publisher.publish(status(tmp_path, relayed=1), 100.0)  # same content
     assert not publisher.publish(status(tmp_path, relayed=2), 4.9)  # too soon
+    assert not publisher.held_back  # only counters: nothing to chase
     assert publisher.publish(status(tmp_path, relayed=3), 5.0)
     assert not publisher.publish(status(tmp_path, relayed=3, connection="reconnecting"), 5.5)
+    assert publisher.held_back  # a new state held back: the daemon calls again in a second
     assert publisher.publish(status(tmp_path, relayed=3, connection="reconnecting"), 6.0)
+    assert not publisher.held_back
     assert publisher.writes == 3
     body = json.loads((tmp_path / "status.json").read_text())
     assert DaemonStatus.parse(body) == status(tmp_path, relayed=3, connection="reconnecting")
@@ -258,6 +266,52 @@ def test_status_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     for label in ("Paired with", "Token expires", "Connection", "Last telegram", "Telegrams",
                   "Latency", "Serial port", "Data Request"):  # fmt: skip
         assert f"{label}:" in text
+
+
+@pytest.mark.parametrize("depth", [1, 12], ids=["short path", "path over 107 bytes"])
+async def test_status_socket_answers_with_the_status_of_the_moment(
+    tmp_path: Path, depth: int
+) -> None:
+    state_dir = tmp_path.joinpath(*["a-long-directory-name"] * depth)
+    file = state_dir / "status.json"
+    StatusPublisher(file).publish(status(state_dir, relayed=1, pid=os.getpid()), 0.0)
+    relayed = [41]
+
+    def now() -> DaemonStatus:
+        relayed[0] += 1
+        return status(state_dir, relayed=relayed[0], pid=os.getpid())
+
+    server = StatusServer(socket_path(file), now)
+    await server.start()
+    try:
+        assert stat.S_IMODE(os.stat(socket_path(file)).st_mode) == 0o600
+        first = await asyncio.to_thread(find_status, state_dir, {})
+        second = await asyncio.to_thread(status_report, state_dir, {})
+    finally:
+        await server.close()
+    # the daemon's answer, not the file's relayed=1, and a new one each time
+    assert first is not None and first.counts["relayed"] == 42
+    assert second["running"] and second["counts"]["relayed"] == 43
+    assert not socket_path(file).exists()  # taken away on the way out
+    found = find_status(state_dir, {})  # no socket: the file
+    assert found is not None and found.counts["relayed"] == 1
+
+
+def test_ask_status_without_a_daemon_or_with_garbage(tmp_path: Path) -> None:
+    assert ask_status(tmp_path / "status.sock") is None  # nothing there
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(tmp_path / "status.sock"))
+        listener.listen(1)
+
+        def garbage() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.sendall(b"{not json\n")
+
+        thread = threading.Thread(target=garbage)
+        thread.start()
+        assert ask_status(tmp_path / "status.sock") is None
+        thread.join()
 
 
 def test_status_of_a_dead_daemon(tmp_path: Path) -> None:

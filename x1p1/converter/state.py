@@ -12,10 +12,12 @@ In the state directory (``x1p1 pair``/``run``/``status``/``unpair`` ``--state-di
     The uuid this installation sends with every token request (§5.1.2, §5.1.7): made once,
     kept for good, so that the gateway recognises it as the same device.
 ``status.json``
-    What the running daemon reports for ``x1p1 status`` (:class:`DaemonStatus`). It goes
-    to systemd's ``$RUNTIME_DIRECTORY`` (a tmpfs) when there is one, else to the state
-    directory; :class:`StatusPublisher` writes it only when it changed and at most every
-    few seconds, never once per telegram.
+    What the daemon reports for ``x1p1 status`` (:class:`DaemonStatus`). It goes to
+    systemd's ``$RUNTIME_DIRECTORY`` (a tmpfs) when there is one, else to the state
+    directory; :class:`StatusPublisher` writes it on a change of state at once, its
+    counters at most once a minute, never once per telegram. While the daemon runs,
+    ``x1p1 status`` asks it on ``status.sock`` beside the file instead, for counts as of
+    that moment (:mod:`x1p1.converter.status_socket`).
 
 Every file is written atomically (temporary file, fsync, ``os.replace``, fsync of the
 directory) with mode 0600, so a crash or a reader never sees half a file. Root writing
@@ -471,14 +473,29 @@ def read_status(path: Path) -> DaemonStatus | None:
 
 
 def find_status(state_dir: Path, env: Mapping[str, str] | None = None) -> DaemonStatus | None:
-    """The newest status published by a daemon for ``state_dir``.
+    """The status of the daemon for ``state_dir``, asked of it or read (:func:`_find_status`)."""
+    return _find_status(state_dir, env)[0]
+
+
+def _find_status(
+    state_dir: Path, env: Mapping[str, str] | None = None
+) -> tuple[DaemonStatus | None, bool]:
+    """The status of the daemon for ``state_dir``: its answer on ``status.sock`` while
+    it runs (:mod:`x1p1.converter.status_socket`), else the newest status file.
 
     Looks in ``$RUNTIME_DIRECTORY``, ``/run/x1p1`` (systemd's ``RuntimeDirectory=x1p1``)
-    and the state directory, and keeps only files that name this state directory.
+    and the state directory, and keeps only answers and files that name this state
+    directory. (For :func:`status_report`: also whether the daemon itself answered.)
     """
+    from x1p1.converter.status_socket import ask_status, socket_path  # it imports this
+
     wanted = str(state_dir.resolve())
     candidates = [status_path(state_dir, env), Path("/run/x1p1") / STATUS_FILE]
     candidates.append(state_dir / STATUS_FILE)
+    for path in dict.fromkeys(candidates):  # a running daemon's answer: as of now
+        status = ask_status(socket_path(path))
+        if status is not None and status.state_dir == wanted:
+            return status, True
     best: DaemonStatus | None = None
     for path in dict.fromkeys(candidates):
         status = read_status(path)
@@ -486,7 +503,7 @@ def find_status(state_dir: Path, env: Mapping[str, str] | None = None) -> Daemon
             continue
         if best is None or status.updated_at > best.updated_at:
             best = status
-    return best
+    return best, False
 
 
 class StatusPublisher:
@@ -503,15 +520,19 @@ class StatusPublisher:
         self._last: DaemonStatus | None = None
         self._last_at: float | None = None
         self.writes = 0
+        self.held_back = False
+        """The last call had news of state but came too soon after a write: call again."""
 
     def publish(self, status: DaemonStatus, now: float) -> bool:
         """Write ``status`` if it is due; True if it was written."""
+        self.held_back = False
         if status.same_content(self._last):
             return False
         if self._last is not None and self._last_at is not None:
             urgent = status.connection != self._last.connection
             wait = self.urgent_interval if urgent else self.interval
             if now - self._last_at < wait:
+                self.held_back = urgent
                 return False
         body = json.dumps(status.to_json(), separators=(",", ":")).encode("utf-8") + b"\n"
         write_atomic(self.path, body, durable=False)
@@ -573,9 +594,11 @@ def status_report(state_dir: Path, env: Mapping[str, str] | None = None) -> dict
         report["token_expires_at"] = (
             format_time(pairing.expires_at) if pairing.expires_at else None
         )
-    status = find_status(state_dir, env)
+    status, answered = _find_status(state_dir, env)
     running = (
-        status is not None and status.connection != "stopped" and _pid_alive(status.pid)
+        status is not None
+        and status.connection != "stopped"
+        and (answered or _pid_alive(status.pid))
     )
     report["running"] = running
     if status is None:

@@ -334,7 +334,6 @@ class LegacyP1Stream:
         self.last_message_at: float | None = None
         self.garbage_bytes = 0
         self._last_failure = ""
-        self._stalled = False
         self._invalid_logged_at = -INVALID_LOG_EVERY
         self._invalid_unlogged = 0
 
@@ -486,37 +485,54 @@ class LegacyP1Stream:
             self._ws = None
 
     async def _relay(self, ws: ClientConnection) -> None:
+        """Each message through the P1 core's reader; checked telegrams to ``on_telegram``.
+
+        A connection that stays open but carries nothing for ``stall_timeout`` s (a
+        stalled gateway) is cut. That deadline is pushed back from here, at most every
+        third of it, so a healthy 1 Hz stream costs no timer wake-up of its own: silence
+        is noticed after between ``stall_timeout`` and 4/3 of it.
+        """
         reader = TelegramReader()
         on_telegram = self._on_telegram
         clock = time.monotonic
         recv = ws.recv
-        self.last_message_at = clock()
-        watchdog = asyncio.ensure_future(self._watch_stall(ws))
+        limit = self.settings.stall_timeout
+        loop = asyncio.get_running_loop()
+        self.last_message_at = push_at = clock()
         relaying = False
         try:
-            while True:
-                data = await recv(decode=False)
-                received = clock()
-                self.last_message_at = received
-                reader.receive_data(data)
-                for event in reader.events_received():
-                    if type(event) is ValidTelegram:
-                        on_telegram(event.raw, received)
-                        if not relaying:
-                            relaying = True
-                            self.machine.handle(Ev.RELAYING, received)
-                    elif type(event) is InvalidTelegram:
-                        self._invalid(event, received)
-                    elif type(event) is Garbage:
-                        self.garbage_bytes += event.size
+            async with asyncio.timeout(limit) as stall:
+                while True:
+                    data = await recv(decode=False)
+                    received = clock()
+                    self.last_message_at = received
+                    reader.receive_data(data)
+                    for event in reader.events_received():
+                        if type(event) is ValidTelegram:
+                            on_telegram(event.raw, received)
+                            if not relaying:
+                                relaying = True
+                                self.machine.handle(Ev.RELAYING, received)
+                        elif type(event) is InvalidTelegram:
+                            self._invalid(event, received)
+                        elif type(event) is Garbage:
+                            self.garbage_bytes += event.size
+                    if received >= push_at:
+                        push_at = received + limit / 3
+                        stall.reschedule(loop.time() + limit + limit / 3)
+        except TimeoutError:
+            log.warning(
+                "no telegram from the gateway for %.0f s although the connection is open; "
+                "reconnecting",
+                clock() - (self.last_message_at or 0.0),
+            )
+            ws.transport.abort()
+            self._failed("the gateway stopped sending telegrams")
         except ConnectionClosed as exc:
             if self._pending:
                 return
             self._closed(exc)
         finally:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
             reader.receive_eof()
             for event in reader.events_received():
                 if type(event) is InvalidTelegram and event.raw:
@@ -536,23 +552,6 @@ class LegacyP1Stream:
             self._invalid_logged_at, self._invalid_unlogged = now, 0
         if self._on_invalid is not None:
             self._on_invalid(event)
-
-    async def _watch_stall(self, ws: ClientConnection) -> None:
-        """Close a connection that stays open but carries no message (a stalled gateway)."""
-        limit = self.settings.stall_timeout
-        while True:
-            last = self.last_message_at or time.monotonic()
-            await asyncio.sleep(max(0.01, last + limit - time.monotonic()))
-            last = self.last_message_at or 0.0
-            if time.monotonic() - last >= limit:
-                self._stalled = True
-                log.warning(
-                    "no telegram from the gateway for %.0f s although the connection is open; "
-                    "reconnecting",
-                    limit,
-                )
-                ws.transport.abort()
-                return
 
     # -- outcomes ------------------------------------------------------------------------
 
@@ -624,9 +623,6 @@ class LegacyP1Stream:
             self._x1_disabled("close 4503")
         elif code == 4429:
             self._apply(Ev.RATE_LIMITED, "rate limited by the gateway")
-        elif self._stalled:
-            self._stalled = False
-            self._failed("the gateway stopped sending telegrams")
         else:
             what = f"close code {code}" if code is not None else "no close frame"
             self._failed(f"lost the connection to the gateway ({what})")

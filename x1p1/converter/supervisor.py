@@ -4,7 +4,12 @@ The relay path is short: a WebSocket message goes to the P1 core's reader
 (:mod:`x1p1.converter.stream`), a telegram whose CRC matched goes to the serial worker's
 one-slot mailbox (:mod:`x1p1.converter.serial_out`) and to the TCP clients
 (:mod:`x1p1.converter.tcp_out`). Nothing else happens per telegram: the token watch,
-systemd's watchdog and the status file are one housekeeping round every 5 s.
+systemd's watchdog and the status file (its counters once a minute; ``x1p1 status``
+asks the daemon on a socket, :mod:`x1p1.converter.status_socket`) are one housekeeping
+round every 5 s. While telegrams flow, that round rides on the telegram that finds it
+due (the process is awake then anyway) and pushes the fallback timer back, so a 1 Hz
+stream costs no wake-up of its own; the timer runs the round only when no telegram
+comes.
 
 The supervisor keeps the pairing (``token.json``): it builds each connection's target
 from it (the ``--gateway`` and ``--ca`` options override), re-reads it when ``x1p1 pair``
@@ -46,6 +51,7 @@ from x1p1.converter.state import (
     save_pairing,
     status_path,
 )
+from x1p1.converter.status_socket import StatusServer, socket_path
 from x1p1.converter.stream import Conn, LegacyP1Stream, StreamSettings, StreamTarget
 from x1p1.converter.tcp_out import TcpOutput
 from x1p1.exceptions import ConfigError, NotPaired, StateError, TelegramError, X1P1Error
@@ -57,8 +63,9 @@ __all__ = ["Converter", "ConverterOptions", "percentiles", "run_converter"]
 
 log = logging.getLogger(__name__)
 
-STATUS_INTERVAL = 5.0
-"""Seconds between status files at most (a change of connection state: at once)."""
+STATUS_INTERVAL = 60.0
+"""Seconds between status files whose only news is counters (a change of state: at once).
+``x1p1 status`` asks the running daemon on its socket for the counts of the moment."""
 EXPIRY_CHECK = 12 * 3600.0
 """Seconds between reads of the token's expiry (``GET /api/token``)."""
 EQUIPMENT_ID = "0-0:96.1.1"
@@ -144,6 +151,14 @@ class Converter:
         self._expiry_checked: float | None = None
         self._first_on_link = False
         self._tasks: set[asyncio.Future[None]] = set()
+        self._period = options.tick
+        self._housekeeping_due = float("inf")  # set when the run starts
+        self._next_token_check = 0.0
+        self._next_status = 0.0
+        self._timer: asyncio.Timeout | None = None
+        self._watchdog = False
+        self._slack = 0.0
+        self._republish: asyncio.TimerHandle | None = None
         self.serial: SerialOutput | None = None
         if options.serial:
             self.serial = SerialOutput(
@@ -158,6 +173,7 @@ class Converter:
         if interval is None:
             interval = STATUS_INTERVAL
         self.publisher = StatusPublisher(path, interval)
+        self.status_server = StatusServer(socket_path(path), self.status)
         self.stream = LegacyP1Stream(
             self._target,
             self._on_telegram,
@@ -182,6 +198,8 @@ class Converter:
         if self._learn_serial:
             self._learn_serial = False
             self._save_serial(raw)
+        if received >= self._housekeeping_due:
+            self._housekeep(received)
 
     def _on_invalid(self, event: InvalidTelegram) -> None:
         self.dropped_invalid += 1
@@ -362,7 +380,7 @@ class Converter:
         if not self._ready_sent and state not in (Conn.STARTING, Conn.CONNECTING):
             self._ready_sent = True
             systemd.ready(env=self.options.env)
-        self._publish(urgent=True)
+        self._publish()
 
     def status(self) -> DaemonStatus:
         """What ``x1p1 status`` shows, as of now."""
@@ -423,11 +441,20 @@ class Converter:
         self.publisher.force_next()
         self._publish()
 
-    def _publish(self, *, urgent: bool = False) -> None:
+    def _publish(self) -> None:
         try:
             self.publisher.publish(self.status(), time.monotonic())
         except StateError as exc:
             log.debug("status not written: %s", exc)
+        if self.publisher.held_back and self._republish is None:
+            # a new state within a second of the last write: write it a second later
+            self._republish = asyncio.get_running_loop().call_later(
+                self.publisher.urgent_interval, self._publish_held_back
+            )
+
+    def _publish_held_back(self) -> None:
+        self._republish = None
+        self._publish()
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -446,6 +473,7 @@ class Converter:
         if self.serial is not None:
             self.serial.start()
         try:
+            await self.status_server.start()
             if self.tcp is not None:
                 await self.tcp.start()
             stream_task = asyncio.ensure_future(self.stream.run())
@@ -461,10 +489,13 @@ class Converter:
                         await task
         finally:
             systemd.stopping(env=options.env)
+            await self.status_server.close()
             if self.tcp is not None:
                 await self.tcp.close()
             if self.serial is not None:
                 await asyncio.to_thread(self.serial.stop)
+            if self._republish is not None:
+                self._republish.cancel()
             self.publisher.interval = 0.0
             self.publisher.urgent_interval = 0.0
             self._publish()
@@ -474,31 +505,46 @@ class Converter:
         return 0
 
     async def _supervise(self, stream_task: asyncio.Future[None]) -> None:
-        """Housekeeping, a few times a minute at most: watchdog, token file, status."""
+        """Housekeeping every ``period`` s: watchdog, token file, status. The fallback
+        timer runs it when no telegram did (see the module's docstring)."""
         options = self.options
-        tick = options.tick
         watchdog = systemd.watchdog_interval(env=options.env)
-        if watchdog is not None:
-            tick = min(tick, watchdog / 3)
+        self._period = options.tick if watchdog is None else min(options.tick, watchdog / 3)
+        # the timer waits a little longer than the round is due: at 1 Hz a telegram comes
+        # first, does the round, and pushes the timer back
+        self._slack = min(1.5, self._period / 2)
+        self._watchdog = watchdog is not None
         now = time.monotonic()
-        next_token_check = now + options.token_check
-        next_status = now + self.publisher.interval
+        self._next_token_check = now + options.token_check
+        self._next_status = now + self.publisher.interval
+        self._housekeeping_due = now + self._period
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(tick):
+                wait = max(0.0, self._housekeeping_due - time.monotonic()) + self._slack
+                async with asyncio.timeout(wait) as self._timer:
                     await self._stop.wait()
+            self._timer = None
             if stream_task.done():
                 stream_task.result()  # a bug in the stream: raise it
                 return
-            if watchdog is not None:
-                systemd.watchdog(env=options.env)
             now = time.monotonic()
-            if now >= next_token_check:
-                next_token_check = now + options.token_check
-                self._check_token_file()
-            if now >= next_status:
-                next_status = now + self.publisher.interval
-                self._publish()
+            if now >= self._housekeeping_due:
+                self._housekeep(now)
+
+    def _housekeep(self, now: float) -> None:
+        """One round: systemd's watchdog, the token file when due, the status when due;
+        then the next round is due ``period`` s from now."""
+        self._housekeeping_due = now + self._period
+        if self._timer is not None:
+            self._timer.reschedule(asyncio.get_running_loop().time() + self._period + self._slack)
+        if self._watchdog:
+            systemd.watchdog(env=self.options.env)
+        if now >= self._next_token_check:
+            self._next_token_check = now + self.options.token_check
+            self._check_token_file()
+        if now >= self._next_status:
+            self._next_status = now + self.publisher.interval
+            self._publish()
 
 
 def run_converter(config: RunConfig) -> int:

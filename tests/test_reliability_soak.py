@@ -45,6 +45,8 @@ from reliability_support import (
     write_figures,
 )
 
+from x1p1.converter.state import status_report
+
 SOAK_SECONDS = float(os.environ.get("X1P1_SOAK_SECONDS", "180"))
 RETURN_GOAL = 2.0
 """Seconds from the gateway's return to the next telegram on the line (p95)."""
@@ -242,7 +244,9 @@ async def test_soak_with_faults(tmp_path: Path) -> None:
             assert converter.returncode is None, "the converter died"
         elapsed = time.monotonic() - started
 
-        status = json.loads((state_dir / "status.json").read_text())
+        # what `x1p1 status --json` shows: asked of the running daemon, as of now
+        status = await asyncio.to_thread(status_report, state_dir)
+        assert status["running"], status
         converter.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(converter.wait(), 30) == 0
         converter = None

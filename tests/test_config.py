@@ -16,6 +16,7 @@ from x1p1.converter.config import (
     key_lines,
     load_run_config,
 )
+from x1p1.converter.supervisor import ConverterOptions
 from x1p1.exceptions import ConfigError
 
 EXAMPLE = Path(__file__).parent.parent / "docs" / "config.example.toml"
@@ -476,3 +477,14 @@ tcp = "inside the table"
 
 def test_key_line_of_an_escaped_quote_string() -> None:
     assert key_lines('a = "x\\" b = 1"\nb = 2\n') == {"a": 1, "b": 2}
+
+
+def test_serial_none_means_only_the_tcp_output(tmp_path: Path) -> None:
+    path = write(tmp_path, 'serial = "none"\ntcp = "127.0.0.1:2001"\n')
+    cfg = load_run_config(path, {}, env={"HOME": str(tmp_path)})
+    assert ConverterOptions.from_run_config(cfg).serial is None  # no serial worker at all
+    assert cfg.tcp == ListenAddress("127.0.0.1", 2001)
+    alone = write(tmp_path, 'serial = "none"\n', "alone.toml")
+    assert "nothing to write to" in error_of(alone)
+    assert "nothing to write to" in error_of(None, {"serial": "none"})
+    assert "or none (only the TCP output)" in error_of(None, {"serial": "ttyUSB0"})

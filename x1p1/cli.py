@@ -368,7 +368,8 @@ def unpair(state_dir: Path | None) -> None:
 @click.option(
     "--serial",
     metavar="PORT|URL",
-    help="The P1 output: a device or a pyserial URL [default: /dev/x1p1-p1].",
+    help="The P1 output: a device, a pyserial URL, or none (only --tcp) "
+    "[default: /dev/x1p1-p1].",
 )
 @click.option(
     "--data-request",

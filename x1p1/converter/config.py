@@ -5,7 +5,7 @@ file of flat keys (``docs/config.example.toml``)::
 
     gateway = "X1-interface.local"      # HOST[:PORT], wss://… or https://…
     ca = "gateway-ca.pem"               # relative paths: from the file's directory
-    serial = "/dev/x1p1-p1"             # a device or a pyserial URL
+    serial = "/dev/x1p1-p1"             # a device, a pyserial URL, or "none" (TCP only)
     data_request = "ignore"             # ignore | cts | dsr   (P1 §5.7.1)
     tcp = "0.0.0.0:2001"                # serve raw telegrams over TCP too
     state_dir = "/var/lib/x1p1"
@@ -366,10 +366,12 @@ def _ca(value: object, base: Path | None) -> Path:
 
 def _serial(value: object, base: Path | None) -> str:
     allowed = (
-        "give a device path such as /dev/x1p1-p1 or /dev/ttyUSB0, or a pyserial URL "
-        "such as socket://host:port"
+        "give a device path such as /dev/x1p1-p1 or /dev/ttyUSB0, a pyserial URL "
+        "such as socket://host:port, or none (only the TCP output)"
     )
     text = _text(value, allowed).strip()
+    if text == "none":
+        return ""
     if not (text.startswith("/") or re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text)):
         raise _Invalid(f"is not allowed; {allowed}")
     return text
@@ -564,4 +566,6 @@ def load_run_config(
             raise ConfigError(f"{option} {_show(value)} {invalid.text}") from None
     if "state_dir" not in values:
         values["state_dir"] = default_state_dir(env)
+    if values.get("serial") == "" and values.get("tcp") is None:
+        raise ConfigError("serial = none leaves nothing to write to: give tcp = HOST:PORT too")
     return RunConfig(source=source, **values)  # type: ignore[arg-type]

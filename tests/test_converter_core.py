@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -251,6 +252,12 @@ def test_status_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     # A stand-in daemon: a live process whose command line names x1p1.
     daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "x1p1"])
     try:
+        # its command line as the kernel shows it, once it has one (a loaded machine)
+        cmdline = Path(f"/proc/{daemon.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while b"x1p1" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert b"x1p1" in cmdline.read_bytes(), (cmdline.read_bytes(), daemon.poll())
         published = status(tmp_path, relayed=5, pid=daemon.pid)
         StatusPublisher(tmp_path / "status.json").publish(published, 0.0)
         result = runner.invoke(main, ["status", "--json", "--state-dir", str(tmp_path)])

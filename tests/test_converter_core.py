@@ -6,6 +6,7 @@ No network here: time is passed in, files go to ``tmp_path``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from converter_support import save_test_pairing
+from converter_support import fast_options, save_test_pairing
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -47,6 +48,7 @@ from x1p1.converter.stream import (
     Ev,
     backoff_delay,
 )
+from x1p1.converter.supervisor import Converter
 from x1p1.exceptions import NotPaired, StateError
 
 # --- the connection table --------------------------------------------------------------
@@ -360,3 +362,27 @@ def test_the_daemon_imports_no_gateway_aiohttp_or_cryptography() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_a_telegram_may_do_the_housekeeping_as_its_timer_fires(tmp_path: Path) -> None:
+    """The fallback timer fired (its cancel not yet delivered) in the same loop round as a
+    telegram that found the round due: the telegram must not try to push the timer back
+    (asyncio refuses to reschedule an expiring timeout); the supervisor re-arms it."""
+    converter = Converter(fast_options(tmp_path / "state", None))
+    converter._period = 5.0
+    outcome: list[BaseException | None] = []
+
+    def telegram_arrives() -> None:
+        assert converter._timer is not None and converter._timer.expired()
+        try:
+            converter._housekeep(time.monotonic())
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - what the loop would only have logged
+            outcome.append(exc)
+
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(0) as converter._timer:  # its expiry is queued first
+            asyncio.get_running_loop().call_soon(telegram_arrives)
+            await asyncio.sleep(1)
+    assert outcome == [None]
+    assert converter._housekeeping_due > time.monotonic() + 4  # the round was done

@@ -517,7 +517,9 @@ class LegacyP1Stream:
                             self._invalid(event, received)
                         elif type(event) is Garbage:
                             self.garbage_bytes += event.size
-                    if received >= push_at:
+                    if received >= push_at and not stall.expired():
+                        # (expired: it fired as this message came, after a silence of
+                        # ``limit`` s or more; the next await raises and we reconnect)
                         push_at = received + limit / 3
                         stall.reschedule(loop.time() + limit + limit / 3)
         except TimeoutError:

@@ -535,8 +535,9 @@ class Converter:
         """One round: systemd's watchdog, the token file when due, the status when due;
         then the next round is due ``period`` s from now."""
         self._housekeeping_due = now + self._period
-        if self._timer is not None:
-            self._timer.reschedule(asyncio.get_running_loop().time() + self._period + self._slack)
+        timer = self._timer
+        if timer is not None and not timer.expired():  # expired: _supervise re-arms it
+            timer.reschedule(asyncio.get_running_loop().time() + self._period + self._slack)
         if self._watchdog:
             systemd.watchdog(env=self.options.env)
         if now >= self._next_token_check:

@@ -13,6 +13,7 @@ import os
 import re
 import tty
 from pathlib import Path
+from typing import Self
 
 from dsmr_parser import telegram_specifications
 from dsmr_parser.clients.telegram_buffer import TelegramBuffer
@@ -32,7 +33,7 @@ class PtyPeer:
         self.data = bytearray()
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def attach(self) -> PtyPeer:
+    def attach(self) -> Self:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.master, self._read)
         return self
@@ -46,12 +47,20 @@ class PtyPeer:
             self.detach()
             return
         self.data += chunk
+        self._received()
+
+    def _received(self) -> None:
+        """Called after each chunk was added to :attr:`data` (a subclass's hook)."""
 
     def detach(self) -> None:
         if self._loop is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self.master)
             self._loop = None
+
+    @property
+    def attached(self) -> bool:
+        return self._loop is not None
 
     def close(self) -> None:
         self.detach()

@@ -32,7 +32,6 @@ import ssl
 import subprocess
 import sys
 import time
-import tty
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from dsmr_parser.clients.telegram_buffer import TelegramBuffer
 from dsmr_parser.exceptions import InvalidChecksumError, ParseError
 from dsmr_parser.parsers import TelegramParser
 from gateway_fixture import RunningGateway
+from p1_pty import PtyPeer
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -511,51 +511,18 @@ class WireAudit:
         return dict(self.__dict__)
 
 
-class WireReader:
-    """The master end of a pty pair; the converter writes to :attr:`path` (the slave)."""
+class WireReader(PtyPeer):
+    """The master end of a pty pair (:class:`PtyPeer`) that also notes when each
+    telegram's end arrived; the converter writes to :attr:`path` (the slave)."""
 
     def __init__(self) -> None:
-        self.master, self.slave = os.openpty()
-        self.path = os.ttyname(self.slave)
-        tty.setraw(self.master)
-        tty.setraw(self.slave)
-        self.data = bytearray()
+        super().__init__()
         self.ends: list[tuple[float, int]] = []
         """(monotonic time, offset just past it) of each ``!CRC CR LF`` read."""
         self._scanned = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def attach(self) -> WireReader:
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self.master, self._read)
-        return self
-
-    def detach(self) -> None:
-        if self._loop is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self.master)
-            self._loop = None
-
-    @property
-    def attached(self) -> bool:
-        return self._loop is not None
-
-    def close(self) -> None:
-        self.detach()
-        for fd in (self.master, self.slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-    def _read(self) -> None:
-        try:
-            chunk = os.read(self.master, 65536)
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self.detach()
-            return
+    def _received(self) -> None:
         now = time.monotonic()
-        self.data += chunk
         start = max(0, self._scanned - 6)
         for match in _TELEGRAM_END.finditer(self.data, start):
             if match.end() > self._scanned:

@@ -43,7 +43,7 @@ from dsmr_parser import telegram_specifications
 from dsmr_parser.clients.telegram_buffer import TelegramBuffer
 from dsmr_parser.exceptions import InvalidChecksumError, ParseError
 from dsmr_parser.parsers import TelegramParser
-from gateway_fixture import RunningGateway
+from gateway_fixture import RunningGateway, stop_process
 from p1_pty import PtyPeer
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -212,14 +212,7 @@ def logged_gateway(
         finally:
             handle.control.close()
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        process.stdout.close()
+        stop_process(process, 20)
 
 
 # --- the converter as a process ----------------------------------------------------------------

@@ -392,6 +392,16 @@ measurement_params = st.dictionaries(
 )  # fmt: skip
 
 
+def _query(
+    params: dict[str, str], repeats: list[tuple[str, str]], clamp: bool
+) -> tuple[Any, datetime | None]:
+    """The request's query (keys given twice included) and the ``now`` to clamp to."""
+    query: Any = MultiDict(params)
+    for key, value in repeats:
+        query.add(key, value)
+    return query, datetime(2026, 6, 1, tzinfo=UTC) if clamp else None
+
+
 @FUZZ
 @given(measurement_params, st.sampled_from(list(Meter)),
        st.sets(st.sampled_from(list(Profile))), st.integers(-1, 5), st.booleans(),
@@ -400,10 +410,7 @@ def test_measurements_query_raises_only_bad_request_or_forbidden(
     params: dict[str, str], meter: Meter, profiles: set[Profile], channel: int, clamp: bool,
     repeats: list[tuple[str, str]],
 ) -> None:  # fmt: skip
-    query: Any = MultiDict(params)
-    for key, value in repeats:
-        query.add(key, value)
-    now = datetime(2026, 6, 1, tzinfo=UTC) if clamp else None
+    query, now = _query(params, repeats, clamp)
     try:
         q = parse_measurements_query(query, meter, profiles, channel=channel, now=now)
     except ForbiddenProfile as exc:
@@ -425,10 +432,7 @@ def test_billing_query_raises_only_bad_request_or_forbidden(
     params: dict[str, str], meter: Meter, profiles: set[Profile], clamp: bool,
     repeats: list[tuple[str, str]],
 ) -> None:  # fmt: skip
-    query: Any = MultiDict(params)
-    for key, value in repeats:
-        query.add(key, value)
-    now = datetime(2026, 6, 1, tzinfo=UTC) if clamp else None
+    query, now = _query(params, repeats, clamp)
     try:
         parse_billing_query(query, meter, profiles, now=now)
     except ForbiddenProfile as exc:

@@ -1,4 +1,4 @@
-"""The converter's relay path beside a naive relay, on the same telegram stream (issue 4).
+"""The converter's relay path beside a naive relay, on the same telegram stream.
 
 One local WSS server (real TLS 1.3 with the embedded gateway's PKI, no compression)
 streams the same DSMR 5.0.2 telegrams to two child processes at once:
@@ -261,7 +261,7 @@ async def parent(count: int, rate: float, runtime: Path | None) -> None:
 
     from websockets.asyncio.server import ServerConnection, serve
 
-    from x1p1.converter.state import Pairing, save_pairing
+    from x1p1.converter.state import SavedPairing, save_pairing
     from x1p1.gateway.pki import GatewayPKI
     from x1p1.p1 import dsmr5
     from x1p1.x1.profiles import Profile
@@ -279,14 +279,12 @@ async def parent(count: int, rate: float, runtime: Path | None) -> None:
         finally:
             clients.discard(ws)
 
-    server = await serve(
-        handler, "127.0.0.1", 0, ssl=pki.server_ssl_context(), compression=None
-    )
+    server = await serve(handler, "127.0.0.1", 0, ssl=pki.server_ssl_context(), compression=None)
     port = server.sockets[0].getsockname()[1]
     state_dir = work / "state"
     save_pairing(
         state_dir,
-        Pairing(
+        SavedPairing(
             token="b" * 43,
             host_name="X1-interface.local",
             port=port,
@@ -315,15 +313,23 @@ async def parent(count: int, rate: float, runtime: Path | None) -> None:
     me = [sys.executable, os.environ.get("X1P1_BENCH_CHILD", __file__), "--child"]
     children = {
         "daemon": await asyncio.create_subprocess_exec(
-            *me, "daemon", str(state_dir), ends["daemon"].path,
-            stdout=asyncio.subprocess.PIPE, env=env,
+            *me,
+            "daemon",
+            str(state_dir),
+            ends["daemon"].path,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
         ),
         "naive": await asyncio.create_subprocess_exec(
-            *me, "naive", f"wss://X1-interface.local:{port}/api/legacy-p1?interval=1",
-            str(pki.root_cert_path), ends["naive"].path,
-            stdout=asyncio.subprocess.PIPE, env=env,
+            *me,
+            "naive",
+            f"wss://X1-interface.local:{port}/api/legacy-p1?interval=1",
+            str(pki.root_cert_path),
+            ends["naive"].path,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
         ),
-    }  # fmt: skip
+    }
     for _ in range(600):  # both relays subscribed, within 30 s
         if len(clients) == 2:
             break

@@ -1,4 +1,4 @@
-"""Stream figures (issue 3, Performance): 100 ``/api/realtime`` and 10 ``/api/legacy-p1``
+"""Stream figures: 100 ``/api/realtime`` and 10 ``/api/legacy-p1``
 subscribers at 1 Hz against ``x1p1 gateway serve`` for 60 seconds.
 
 Prints the CPU the gateway process used (percent of one core, from /proc), the seconds a
@@ -76,8 +76,11 @@ class Stats:
             self.seconds[subscriber].add(int(due))
 
     def to_json(self) -> dict[str, object]:
-        return {"skews": self.skews, "errors": self.errors,
-                "seconds": {str(k): sorted(v) for k, v in self.seconds.items()}}  # fmt: skip
+        return {
+            "skews": self.skews,
+            "errors": self.errors,
+            "seconds": {str(k): sorted(v) for k, v in self.seconds.items()},
+        }
 
 
 async def subscribe(
@@ -85,8 +88,9 @@ async def subscribe(
 ) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     try:
-        async with connect(url, ssl=ssl_ctx, additional_headers=headers, open_timeout=60,
-                           max_size=2**20) as ws:  # fmt: skip
+        async with connect(
+            url, ssl=ssl_ctx, additional_headers=headers, open_timeout=60, max_size=2**20
+        ) as ws:
             while time.time() < stats.window[1] + 2:
                 try:
                     async with asyncio.timeout(3):
@@ -122,8 +126,11 @@ def http_json(url: str, ssl_ctx: object, body: object = None, token: str | None 
 
 def pair(base: str, ssl_ctx: object) -> str:
     """A token for every streaming profile, from a gateway started with --auto-approve."""
-    body = {"name": "bench", "uuid": "0b5c2f0e-3c1d-4d6e-9f00-1234567890ab",
-            "profiles": ["P1", "E-REALTIME", "PQ-REALTIME", "G-REALTIME"]}  # fmt: skip
+    body = {
+        "name": "bench",
+        "uuid": "0b5c2f0e-3c1d-4d6e-9f00-1234567890ab",
+        "profiles": ["P1", "E-REALTIME", "PQ-REALTIME", "G-REALTIME"],
+    }
     request_id = http_json(base + "/api/tokens/requests", ssl_ctx, body)["request_id"]
     state = http_json(base + f"/api/tokens/requests/{request_id}", ssl_ctx)
     assert state["status"] == "approved", state
@@ -151,9 +158,22 @@ async def client(args: argparse.Namespace) -> None:
 
 
 async def run(args: argparse.Namespace, state_dir: Path) -> None:
-    command = [sys.executable, "-m", "x1p1.cli", "-q", "gateway", "serve", "--host",
-               "127.0.0.1", "--port", "0", "--no-mdns", "--auto-approve",
-               "--state-dir", str(state_dir)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "x1p1.cli",
+        "-q",
+        "gateway",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-mdns",
+        "--auto-approve",
+        "--state-dir",
+        str(state_dir),
+    ]
     gateway = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
     assert gateway.stdout is not None
     try:
@@ -172,13 +192,31 @@ async def run(args: argparse.Namespace, state_dir: Path) -> None:
         per = -(-total // args.clients)
         children = []
         for first in range(0, total, per):
-            children.append(await asyncio.create_subprocess_exec(
-                sys.executable, __file__, "--client", "--base", base, "--ca", str(ca),
-                "--meters", f"{ids['electricity']},{ids['gas']}", "--first", str(first),
-                "--count", str(min(per, total - first)), "--realtime", str(args.realtime),
-                "--start", str(start), "--end", str(end),
-                stdout=asyncio.subprocess.PIPE, env={**os.environ, "X1P1_BENCH_TOKEN": token},
-            ))  # fmt: skip
+            children.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    __file__,
+                    "--client",
+                    "--base",
+                    base,
+                    "--ca",
+                    str(ca),
+                    "--meters",
+                    f"{ids['electricity']},{ids['gas']}",
+                    "--first",
+                    str(first),
+                    "--count",
+                    str(min(per, total - first)),
+                    "--realtime",
+                    str(args.realtime),
+                    "--start",
+                    str(start),
+                    "--end",
+                    str(end),
+                    stdout=asyncio.subprocess.PIPE,
+                    env={**os.environ, "X1P1_BENCH_TOKEN": token},
+                )
+            )
         await asyncio.sleep(start - time.time())
         cpu_start = cpu_seconds(gateway.pid)
         await asyncio.sleep(end - time.time())
@@ -196,16 +234,24 @@ async def run(args: argparse.Namespace, state_dir: Path) -> None:
     expected = set(range(int(start), int(end)))
     missed = {i: len(expected - seen.get(i, set())) for i in range(total)}
     p99 = skews[min(len(skews) - 1, int(len(skews) * 0.99))] if skews else float("nan")
-    print(f"subscribers      {args.realtime} realtime + {args.legacy} legacy-p1, 1 Hz, "
-          f"{args.duration:g} s, clients in {len(children)} processes")  # fmt: skip
-    print(f"gateway CPU      {100 * cpu_used / args.duration:5.1f} % of one core "
-          f"({cpu_used:.2f} s in {args.duration:g} s)")  # fmt: skip
-    print(f"missed seconds   {sum(missed.values())} "
-          f"(subscribers with a miss: {sum(1 for m in missed.values() if m)})")  # fmt: skip
+    print(
+        f"subscribers      {args.realtime} realtime + {args.legacy} legacy-p1, 1 Hz, "
+        f"{args.duration:g} s, clients in {len(children)} processes"
+    )
+    print(
+        f"gateway CPU      {100 * cpu_used / args.duration:5.1f} % of one core "
+        f"({cpu_used:.2f} s in {args.duration:g} s)"
+    )
+    print(
+        f"missed seconds   {sum(missed.values())} "
+        f"(subscribers with a miss: {sum(1 for m in missed.values() if m)})"
+    )
     print(f"messages         {len(skews)} timed of {total * len(expected)} due")
     if skews:
-        print(f"delivery skew    p50 {statistics.median(skews):6.1f} ms   p99 {p99:6.1f} ms   "
-              f"max {skews[-1]:6.1f} ms   min {skews[0]:6.1f} ms")  # fmt: skip
+        print(
+            f"delivery skew    p50 {statistics.median(skews):6.1f} ms   p99 {p99:6.1f} ms   "
+            f"max {skews[-1]:6.1f} ms   min {skews[0]:6.1f} ms"
+        )
     for error in [e for r in results for e in r["errors"]][:5]:
         print("error:", error)
 

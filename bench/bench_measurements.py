@@ -1,5 +1,4 @@
-"""Measurements over HTTPS and the first start's backfill of a real gateway (issue 6,
-Performance; X1 §7.3, Table 8).
+"""Measurements over HTTPS and the first start's backfill of a real gateway.
 
 Starts ``x1p1 gateway serve`` (a fresh state directory, loopback, port 0) as a child
 process and prints:
@@ -57,10 +56,24 @@ class Gateway:
         self.state_dir = state_dir
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "x1p1.cli", "gateway", "serve", "--host", "127.0.0.1",
-             "--port", "0", "--no-mdns", "--state-dir", str(state_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "x1p1.cli",
+                "gateway",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-mdns",
+                "--state-dir",
+                str(state_dir),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert self.process.stdout is not None and self.process.stderr is not None
         line = self.process.stdout.readline()
         self.listening = time.perf_counter() - self.started
@@ -82,11 +95,16 @@ class Gateway:
                 self.backfill = line.split("history: ", 1)[-1].strip()
 
     def connect(self) -> http.client.HTTPSConnection:
-        return http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context,
-                                           timeout=30)  # fmt: skip
+        return http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context, timeout=30)
 
-    def request(self, conn: http.client.HTTPSConnection, method: str, path: str,
-                token: str | None = None, body: object = None) -> tuple[int, bytes]:  # fmt: skip
+    def request(
+        self,
+        conn: http.client.HTTPSConnection,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: object = None,
+    ) -> tuple[int, bytes]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         data = None
         if body is not None:
@@ -97,8 +115,7 @@ class Gateway:
         return response.status, response.read()
 
     def pair(self, conn: http.client.HTTPSConnection) -> str:
-        body = {"name": "bench", "uuid": str(uuid.uuid4()), "profiles": ["E-HISTORIC",
-                                                                         "E-BILLING"]}
+        body = {"name": "bench", "uuid": str(uuid.uuid4()), "profiles": ["E-HISTORIC", "E-BILLING"]}
         status, raw = self.request(conn, "POST", "/api/tokens/requests", body=body)
         assert status == 202, raw
         request_id = json.loads(raw)["request_id"]
@@ -140,10 +157,13 @@ def main() -> None:
             conn = gw.connect()
             token = gw.pair(conn)
             e_id = json.loads(gw.request(conn, "GET", "/api/meters", token)[1])["meters"][0][
-                "equipment_id"]
+                "equipment_id"
+            ]
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
-            path = (f"/api/meters/{e_id}/measurements?obis={CODES}&resolution=1d"
-                    f"&from=2000-01-01T00:00:00Z&to={now}")  # fmt: skip
+            path = (
+                f"/api/meters/{e_id}/measurements?obis={CODES}&resolution=1d"
+                f"&from=2000-01-01T00:00:00Z&to={now}"
+            )
             status, raw = gw.request(conn, "GET", path, token)  # waits for the backfill
             ready = time.perf_counter() - gw.started
             body = json.loads(raw)
@@ -152,22 +172,29 @@ def main() -> None:
                 if gw.backfill:
                     break
                 time.sleep(0.1)
-            print(f"first start: listening after {gw.listening:.2f} s; "
-                  f"{gw.backfill or '(no log line)'}; first history answer after "
-                  f"{ready:.2f} s (issue 6: backfill within 10 s)")  # fmt: skip
-            print(f"answer: {len(body['readings'])} daily readings x "
-                  f"{len(body['units'])} OBIS objects, {len(raw)} bytes")
+            print(
+                f"first start: listening after {gw.listening:.2f} s; "
+                f"{gw.backfill or '(no log line)'}; first history answer after "
+                f"{ready:.2f} s"
+            )
+            print(
+                f"answer: {len(body['readings'])} daily readings x "
+                f"{len(body['units'])} OBIS objects, {len(raw)} bytes"
+            )
 
             needed = (3 * runs + 2 * PER_TOKEN) // PER_TOKEN + 2
             tokens = [gw.pair(conn) for _ in range(needed)]
             for t in tokens:  # each device's first use of the hour writes its comlog row
                 gw.request(conn, "GET", "/api/token", t)
-            print(f"{len(tokens)} devices paired: {PER_TOKEN} calls each (the rate limit); "
-                  "each used once before (its comlog row of the hour is written then)")
+            print(
+                f"{len(tokens)} devices paired: {PER_TOKEN} calls each (the rate limit); "
+                "each used once before (its comlog row of the hour is written then)"
+            )
             timed(PER_TOKEN, tokens[:1], lambda t: gw.request(conn, "GET", path, t))  # warm
             rest = tokens[1:]
-            base = timed(runs, [tokens[0]] * runs,
-                         lambda t: gw.request(conn, "GET", "/api/token", t))  # fmt: skip
+            base = timed(
+                runs, [tokens[0]] * runs, lambda t: gw.request(conn, "GET", "/api/token", t)
+            )
             figures("baseline: GET /api/token, kept-alive HTTPS connection", base)
             keep = timed(runs, rest, lambda t: gw.request(conn, "GET", path, t))
             figures("measurements 730 x 4, kept-alive HTTPS connection", keep)
@@ -180,16 +207,19 @@ def main() -> None:
                     c.close()
 
             offset = runs // PER_TOKEN
-            figures("measurements 730 x 4, new TLS connection per call",
-                    timed(runs, rest[offset:], fresh))  # fmt: skip
+            figures(
+                "measurements 730 x 4, new TLS connection per call",
+                timed(runs, rest[offset:], fresh),
+            )
             day = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(time.time() - 86400))
             billing = f"/api/meters/{e_id}/billing?from={day}&to={now}"
             status, raw = gw.request(conn, "GET", billing, rest[-1])  # a spare device
             count = len(json.loads(raw)["readings"])
-            figures(f"billing, {count} signed readings, kept-alive connection",
-                    timed(runs, rest[2 * offset:],
-                          lambda t: gw.request(conn, "GET", billing, t)))  # fmt: skip
-            print("targets (issue 6): measurements p99 <= 15 ms; backfill <= 10 s")
+            figures(
+                f"billing, {count} signed readings, kept-alive connection",
+                timed(runs, rest[2 * offset :], lambda t: gw.request(conn, "GET", billing, t)),
+            )
+            print("targets: measurements p99 <= 15 ms; backfill <= 10 s")
             conn.close()
         finally:
             gw.stop()

@@ -1,4 +1,4 @@
-"""Benchmark of the gateway's meter simulation (issue 3, issue 6's backfill).
+"""Benchmark of the gateway's meter simulation.
 
 Prints how long :meth:`MeterSimulation.interval_registers` takes for the whole Table 8
 retention of both meters on a fresh simulation (electricity 15m 7 days, 1h 30 days,
@@ -62,8 +62,10 @@ def main() -> None:
     for k in range(args.telegrams):
         sim.telegram(start + timedelta(seconds=k))
     elapsed = time.perf_counter() - t0
-    print(f"telegram(): {args.telegrams / elapsed:.0f} per second "
-          f"({elapsed / args.telegrams * 1e6:.0f} µs each)")  # fmt: skip
+    print(
+        f"telegram(): {args.telegrams / elapsed:.0f} per second "
+        f"({elapsed / args.telegrams * 1e6:.0f} µs each)"
+    )
     t0 = time.perf_counter()
     for k in range(args.telegrams):
         sim.realtime_values(start + timedelta(seconds=k))

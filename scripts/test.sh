@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set everything up and run every test: ruff, mypy --strict on x1p1/, then pytest.
+# Set everything up and run every test: ruff (lint and format), mypy --strict on x1p1/,
+# then pytest.
 # Installs the Debian packages the tests use when run as root (chromium and NSS's
 # certutil for the portal's browser tests, iproute2 for mDNS across network namespaces,
 # systemd for systemd-analyze); without root those tests skip and say why.
@@ -21,6 +22,7 @@ fi
 
 echo "== ruff" >&2
 .venv/bin/ruff check x1p1 tests bench
+.venv/bin/ruff format --check x1p1 tests bench
 echo "== mypy --strict x1p1" >&2
 .venv/bin/mypy --strict x1p1
 echo "== pytest" >&2

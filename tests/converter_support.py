@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from x1p1.converter.state import Pairing, save_pairing
+from x1p1.converter.state import SavedPairing, save_pairing
 from x1p1.converter.stream import StreamSettings
 from x1p1.converter.supervisor import Converter, ConverterOptions
 from x1p1.x1.profiles import Profile
@@ -43,9 +43,9 @@ def save_test_pairing(
     host_name: str = "X1-interface.local",
     address: str | None = "127.0.0.1",
     serial: str | None = None,
-) -> Pairing:
+) -> SavedPairing:
     """What `x1p1 pair` would have saved."""
-    pairing = Pairing(
+    pairing = SavedPairing(
         token=token,
         host_name=host_name,
         port=port,

@@ -61,8 +61,17 @@ from x1p1.x1.tls import client_ssl_context
 
 T = TypeVar("T")
 
-ALL_PROFILES = ("P1", "E-REALTIME", "E-HISTORIC", "E-BILLING", "PQ-REALTIME", "PQ-HISTORIC",
-                "G-REALTIME", "G-HISTORIC", "G-BILLING")  # fmt: skip
+ALL_PROFILES = (
+    "P1",
+    "E-REALTIME",
+    "E-HISTORIC",
+    "E-BILLING",
+    "PQ-REALTIME",
+    "PQ-HISTORIC",
+    "G-REALTIME",
+    "G-HISTORIC",
+    "G-BILLING",
+)
 
 
 class OffsetClock:
@@ -102,12 +111,16 @@ class SampleMeters:
         r = self.readings(at)
         values: dict[str, object] = {
             "0-0:96.1.1.255": r.equipment_id,
-            "1-0:1.8.1.255": r.delivered[0], "1-0:1.8.2.255": r.delivered[1],
-            "1-0:2.8.1.255": r.returned[0], "1-0:2.8.2.255": r.returned[1],
-            "0-0:96.14.0.255": r.tariff, "1-0:1.7.0.255": r.power_delivered,
+            "1-0:1.8.1.255": r.delivered[0],
+            "1-0:1.8.2.255": r.delivered[1],
+            "1-0:2.8.1.255": r.returned[0],
+            "1-0:2.8.2.255": r.returned[1],
+            "0-0:96.14.0.255": r.tariff,
+            "1-0:1.7.0.255": r.power_delivered,
             "1-0:2.7.0.255": r.power_returned,
-            "0-0:96.7.21.255": r.power_failures, "0-0:96.7.9.255": r.long_power_failures,
-        }  # fmt: skip
+            "0-0:96.7.21.255": r.power_failures,
+            "0-0:96.7.9.255": r.long_power_failures,
+        }
         for i, group in enumerate(("32", "52", "72")):
             values[f"1-0:{group}.7.0.255"] = r.voltages[i]
             values[f"1-0:{group}.32.0.255"] = r.sags[i]
@@ -237,18 +250,24 @@ class RunningGateway:
             conn.close()
 
     def token_request(
-        self, profiles: Iterable[str] = ("P1",), *, name: str = "test device",
+        self,
+        profiles: Iterable[str] = ("P1",),
+        *,
+        name: str = "test device",
         uuid: str | None = None,
-    ) -> Reply:  # fmt: skip
+    ) -> Reply:
         """``POST /api/tokens/requests``."""
-        body = {"name": name, "uuid": uuid or str(uuid_module.uuid4()),
-                "profiles": list(profiles)}  # fmt: skip
+        body = {"name": name, "uuid": uuid or str(uuid_module.uuid4()), "profiles": list(profiles)}
         return self.request("POST", "/api/tokens/requests", json=body)
 
     def pair(
-        self, profiles: Iterable[str] = ("P1",), *, name: str = "test device",
-        uuid: str | None = None, granted: Iterable[str] | None = None,
-    ) -> str:  # fmt: skip
+        self,
+        profiles: Iterable[str] = ("P1",),
+        *,
+        name: str = "test device",
+        uuid: str | None = None,
+        granted: Iterable[str] | None = None,
+    ) -> str:
         """Ask for a token, approve it on the meter (granting ``granted`` if given), and
         return the token."""
         reply = self.token_request(profiles, name=name, uuid=uuid)
@@ -267,17 +286,25 @@ class RunningGateway:
         """A ``websockets`` client connection to ``path`` (``async with``)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return connect(
-            self.ws_url + path, ssl=self.ssl_context(), additional_headers=headers,
-            open_timeout=10, **kwargs,
-        )  # fmt: skip
+            self.ws_url + path,
+            ssl=self.ssl_context(),
+            additional_headers=headers,
+            open_timeout=10,
+            **kwargs,
+        )
 
 
 @contextmanager
 def running_gateway(state_dir: Path, **config: Any) -> Iterator[RunningGateway]:
     """A gateway in a thread of this process (see the module docstring)."""
     clock = OffsetClock()
-    settings: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "mdns": False,
-                                "now": clock.now, "maintain_every": 1.0}  # fmt: skip
+    settings: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "mdns": False,
+        "now": clock.now,
+        "maintain_every": 1.0,
+    }
     settings.update(config)
     settings.setdefault("meters", default_meters())
     gw = Gateway(GatewayConfig(state_dir=Path(state_dir), **settings))
@@ -308,9 +335,14 @@ def running_gateway(state_dir: Path, **config: Any) -> Iterator[RunningGateway]:
         raise box["error"]
     control = ControlClient(gw.state_dir)
     handle = RunningGateway(
-        port=gw.port, state_dir=gw.state_dir, ca_path=gw.ca_path, control=control,
-        clock=clock, gateway=gw, loop=box["loop"],
-    )  # fmt: skip
+        port=gw.port,
+        state_dir=gw.state_dir,
+        ca_path=gw.ca_path,
+        control=control,
+        clock=clock,
+        gateway=gw,
+        loop=box["loop"],
+    )
     try:
         yield handle
     finally:
@@ -328,12 +360,27 @@ def gateway_process(
     state_dir: Path, *args: str, env: Mapping[str, str] | None = None
 ) -> Iterator[RunningGateway]:
     """``x1p1 gateway serve`` as a subprocess on 127.0.0.1, port 0, mDNS off."""
-    command = [sys.executable, "-m", "x1p1.cli", "gateway", "serve", "--host", "127.0.0.1",
-               "--port", "0", "--no-mdns", "--state-dir", str(state_dir), *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "x1p1.cli",
+        "gateway",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-mdns",
+        "--state-dir",
+        str(state_dir),
+        *args,
+    ]
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=None,
+        command,
+        stdout=subprocess.PIPE,
+        stderr=None,
         env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    )
     assert process.stdout is not None
     try:
         line = process.stdout.readline().decode()
@@ -346,9 +393,12 @@ def gateway_process(
         ca_path = Path(state_dir) / "pki" / "root-ca.pem"
         control = ControlClient(Path(state_dir))
         handle = RunningGateway(
-            port=port, state_dir=Path(state_dir), ca_path=ca_path, control=control,
+            port=port,
+            state_dir=Path(state_dir),
+            ca_path=ca_path,
+            control=control,
             process=process,
-        )  # fmt: skip
+        )
         try:
             yield handle
         finally:

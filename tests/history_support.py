@@ -1,4 +1,4 @@
-"""Helpers for the history, billing and OpenAPI tests against a real gateway (issue 6).
+"""Helpers for the history, billing and OpenAPI tests against a real gateway.
 
 - :class:`MeterClock`: the meters' clock (``GatewayConfig.sim_time``) stopped at a chosen
   moment; a test moves it, then records at once with :func:`record` — no waiting for
@@ -105,7 +105,6 @@ def history_gateway(
 def q(**params: str) -> str:
     """``?a=b&…`` with reserved characters escaped (``+`` as ``%2B``)."""
     return "?" + urlencode({k.rstrip("_"): v for k, v in params.items()})
-
 
 
 def _cookies(gw: RunningGateway, method: str, path: str, cookie: str = "") -> dict[str, str]:

@@ -216,12 +216,36 @@ class Segment:
             _ip("-n", self.hub, "link", "set", "br0", "up")
             for i, host in enumerate(hosts, start=1):
                 port = f"p{i}"
-                _ip("-n", self.hub, "link", "add", port, "type", "veth",
-                    "peer", "name", "eth0", "netns", host.namespace)
+                _ip(
+                    "-n",
+                    self.hub,
+                    "link",
+                    "add",
+                    port,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "netns",
+                    host.namespace,
+                )
                 _ip("-n", self.hub, "link", "set", port, "master", "br0", "up")
         else:
-            _ip("-n", hosts[0].namespace, "link", "add", "eth0", "type", "veth",
-                "peer", "name", "eth0", "netns", hosts[1].namespace)
+            _ip(
+                "-n",
+                hosts[0].namespace,
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                hosts[1].namespace,
+            )
         for host in hosts:
             ns = host.namespace
             _ip("-n", ns, "addr", "add", f"{host.address}/24", "dev", "eth0")

@@ -78,8 +78,8 @@ def corpus() -> dict[str, bytes]:
     out = {name: build(r).serialize() for name, r in shapes.items()}
     out["dst-switch"] = build(sample_readings(3, start=_T0)).serialize()
     out["spec-example"] = SPEC_EXAMPLE
-    out["empty-values"] = (
-        _with_crc(b"/XMX5LGF0000000000\r\n\r\n1-3:0.2.8(50)\r\n0-0:96.13.0()\r\n0-1:24.2.1()\r\n!")
+    out["empty-values"] = _with_crc(
+        b"/XMX5LGF0000000000\r\n\r\n1-3:0.2.8(50)\r\n0-0:96.13.0()\r\n0-1:24.2.1()\r\n!"
     )
     out["unpadded-crc"] = _unpadded()
     return out

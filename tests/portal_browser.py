@@ -33,17 +33,25 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "portal"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run",
-        "--disable-dev-shm-usage"]  # fmt: skip
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 
 
 def skip_reason() -> str | None:
     if not CHROMIUM.exists():
         return "Debian's chromium is not installed (/usr/bin/chromium; apt install chromium)"
     if shutil.which("certutil") is None:
-        return "NSS certutil is not installed (apt install libnss3-tools): needed to trust the " \
-               "gateway's root CA in the browser"  # fmt: skip
+        return (
+            "NSS certutil is not installed (apt install libnss3-tools): needed to trust the "
+            "gateway's root CA in the browser"
+        )
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -58,10 +66,27 @@ def trusting_home(ca_path: Path, home: Path) -> Path:
     """A HOME whose NSS database trusts ``ca_path`` as a root for TLS servers."""
     nssdb = home / ".pki" / "nssdb"
     nssdb.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["certutil", "-N", "-d", f"sql:{nssdb}", "--empty-password"],
-                   check=True, capture_output=True)  # fmt: skip
-    subprocess.run(["certutil", "-A", "-d", f"sql:{nssdb}", "-n", "x1p1 test root",
-                    "-t", "C,,", "-i", str(ca_path)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["certutil", "-N", "-d", f"sql:{nssdb}", "--empty-password"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            "certutil",
+            "-A",
+            "-d",
+            f"sql:{nssdb}",
+            "-n",
+            "x1p1 test root",
+            "-t",
+            "C,,",
+            "-i",
+            str(ca_path),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return home
 
 
@@ -83,15 +108,23 @@ def open_browser(ca_path: Path) -> Iterator[Any]:
                 browser.close()
 
 
-def new_page(browser: Any, *, locale: str = "en-GB", phone: bool = False,
-             accept_downloads: bool = False) -> Any:  # fmt: skip
+def new_page(
+    browser: Any, *, locale: str = "en-GB", phone: bool = False, accept_downloads: bool = False
+) -> Any:
     """A page in a new context (its own cookies). ``phone``: a 390×844 touch screen."""
-    options: dict[str, Any] = {"locale": locale, "ignore_https_errors": False,
-                               "accept_downloads": accept_downloads,
-                               "timezone_id": "Europe/Amsterdam"}  # fmt: skip
+    options: dict[str, Any] = {
+        "locale": locale,
+        "ignore_https_errors": False,
+        "accept_downloads": accept_downloads,
+        "timezone_id": "Europe/Amsterdam",
+    }
     if phone:
-        options.update(viewport={"width": 390, "height": 844}, device_scale_factor=2,
-                       is_mobile=True, has_touch=True)  # fmt: skip
+        options.update(
+            viewport={"width": 390, "height": 844},
+            device_scale_factor=2,
+            is_mobile=True,
+            has_touch=True,
+        )
     else:
         options.update(viewport={"width": 1280, "height": 900})
     context = browser.new_context(**options)
@@ -263,6 +296,6 @@ def audit(page: Any) -> dict[str, Any]:
 
 def no_horizontal_scroll(page: Any) -> bool:
     """Whether the page fits its viewport's width (wide tables scroll inside themselves)."""
-    return bool(page.evaluate(
-        "() => document.documentElement.scrollWidth <= window.innerWidth + 1"
-    ))  # fmt: skip
+    return bool(
+        page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
+    )

@@ -1,4 +1,4 @@
-"""The reliability suite's machinery (issue 8): processes to kill, a proxy that breaks
+"""The reliability suite's machinery: processes to kill, a proxy that breaks
 things, the P1 dongle's end of a pty with a stopwatch, and probes of a process.
 
 - :class:`GatewayProcess`: ``x1p1 -vv gateway serve`` as a child process that is stopped
@@ -61,8 +61,15 @@ _TIMESTAMP = re.compile(rb"\r\n0-0:1\.0\.0\((\d{12})[SW]\)")
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This environment without systemd's variables (a child must not notify pytest's
     service manager or write its status into a shared runtime directory)."""
-    drop = {"NOTIFY_SOCKET", "RUNTIME_DIRECTORY", "WATCHDOG_USEC", "WATCHDOG_PID",
-            "INVOCATION_ID", "JOURNAL_STREAM", "X1P1_CONFIG"}  # fmt: skip
+    drop = {
+        "NOTIFY_SOCKET",
+        "RUNTIME_DIRECTORY",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "INVOCATION_ID",
+        "JOURNAL_STREAM",
+        "X1P1_CONFIG",
+    }
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
@@ -127,8 +134,12 @@ class GatewayProcess:
 
     def handle(self) -> RunningGateway:
         """The test fixture's helpers (``request``, ``pair``, ``ws``) for this gateway."""
-        return RunningGateway(port=self.port, state_dir=self.state_dir, ca_path=self.ca_path,
-                              control=ControlClient(self.state_dir))  # fmt: skip
+        return RunningGateway(
+            port=self.port,
+            state_dir=self.state_dir,
+            ca_path=self.ca_path,
+            control=ControlClient(self.state_dir),
+        )
 
     def control(self) -> ControlClient:
         """A fresh control connection (the meter's buttons); close it after use."""
@@ -137,9 +148,20 @@ class GatewayProcess:
     async def start(self, timeout: float = 60.0) -> float:  # noqa: ASYNC109
         """Start it (on the port of the first start); returns when it listens."""
         assert not self.running
-        command = [*CLI, self.verbosity, "gateway", "serve", "--host", "127.0.0.1",
-                   "--port", str(self.port), "--no-mdns", "--state-dir", str(self.state_dir),
-                   *self.args]  # fmt: skip
+        command = [
+            *CLI,
+            self.verbosity,
+            "gateway",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--no-mdns",
+            "--state-dir",
+            str(self.state_dir),
+            *self.args,
+        ]
         with append_to(self.log_path) as log:
             log.write(f"=== start {self.starts + 1}: {' '.join(command[2:])}\n".encode())
             log.flush()
@@ -191,11 +213,22 @@ def logged_gateway(
     """``x1p1 -vv gateway serve`` on 127.0.0.1:0 without mDNS as a child process (for
     tests without an event loop), its standard error in ``log_path``; yields the test
     fixture's handle (``process`` is the Popen)."""
-    command = [*CLI, verbosity, "gateway", "serve", "--host", "127.0.0.1", "--port", "0",
-               "--no-mdns", "--state-dir", str(state_dir), *args]  # fmt: skip
+    command = [
+        *CLI,
+        verbosity,
+        "gateway",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--no-mdns",
+        "--state-dir",
+        str(state_dir),
+        *args,
+    ]
     with append_to(log_path) as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log,
-                                   env=child_env())  # fmt: skip
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, env=child_env())
     assert process.stdout is not None
     try:
         line = process.stdout.readline()
@@ -203,10 +236,12 @@ def logged_gateway(
         if match is None:
             raise RuntimeError(f"the gateway did not start: {line!r}; see {log_path}")
         handle = RunningGateway(
-            port=int(match.group(1)), state_dir=Path(state_dir),
+            port=int(match.group(1)),
+            state_dir=Path(state_dir),
             ca_path=Path(state_dir) / "pki" / "root-ca.pem",
-            control=ControlClient(Path(state_dir)), process=process,  # type: ignore[arg-type]
-        )  # fmt: skip
+            control=ControlClient(Path(state_dir)),
+            process=process,  # type: ignore[arg-type]
+        )
         try:
             yield handle
         finally:
@@ -224,8 +259,19 @@ async def pair_converter(
     """``x1p1 -vv pair --gateway 127.0.0.1:PORT``, approved on the meter's button by the
     control socket; its output appended to ``output``. Returns when the token is saved
     (monotonic time)."""
-    command = [*CLI, "-vv", "pair", "--gateway", f"127.0.0.1:{gateway.port}",
-               "--ca", str(gateway.ca_path), "--name", name, "--state-dir", str(state_dir)]
+    command = [
+        *CLI,
+        "-vv",
+        "pair",
+        "--gateway",
+        f"127.0.0.1:{gateway.port}",
+        "--ca",
+        str(gateway.ca_path),
+        "--name",
+        name,
+        "--state-dir",
+        str(state_dir),
+    ]
     with append_to(output) as out:
         process = await asyncio.create_subprocess_exec(
             *command, stdout=out, stderr=out, env=child_env()
@@ -325,8 +371,9 @@ class FaultProxy:
         context.load_cert_chain(pki / "tls.pem", pki / "tls.key")
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=1.0)  # fmt: skip
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
         await site.start()
@@ -377,16 +424,25 @@ class FaultProxy:
 
     async def _http(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() in ("authorization", "content-type", "user-agent", "accept")}
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("authorization", "content-type", "user-agent", "accept")
+        }
         try:
             async with self._session.request(
-                request.method, self._upstream(request.path_qs), headers=headers,
-                data=await request.read(), allow_redirects=False,
-            ) as answer:  # fmt: skip
+                request.method,
+                self._upstream(request.path_qs),
+                headers=headers,
+                data=await request.read(),
+                allow_redirects=False,
+            ) as answer:
                 body = await answer.read()
-                keep = {k: v for k, v in answer.headers.items()
-                        if k.lower() in ("content-type", "retry-after", "www-authenticate")}
+                keep = {
+                    k: v
+                    for k, v in answer.headers.items()
+                    if k.lower() in ("content-type", "retry-after", "www-authenticate")
+                }
                 return web.Response(status=answer.status, body=body, headers=keep)
         except (OSError, TimeoutError):
             return web.json_response(
@@ -395,19 +451,28 @@ class FaultProxy:
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         self.attempts.append(time.monotonic())
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() in ("authorization", "user-agent")}
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() in ("authorization", "user-agent")
+        }
         try:
             upstream = await connect(
-                self._upstream(request.path_qs, "wss"), ssl=self._client_ssl,
-                additional_headers=headers, open_timeout=5, ping_interval=None,
-                max_size=None, compression=None, proxy=None,
-            )  # fmt: skip
+                self._upstream(request.path_qs, "wss"),
+                ssl=self._client_ssl,
+                additional_headers=headers,
+                open_timeout=5,
+                ping_interval=None,
+                max_size=None,
+                compression=None,
+                proxy=None,
+            )
         except InvalidStatus as exc:
             response = exc.response
             self.counts.refused[response.status_code] += 1
-            keep = {k: v for k, v in response.headers.raw_items()
-                    if k.lower() in ("content-type", "retry-after", "www-authenticate")}
+            keep = {
+                k: v
+                for k, v in response.headers.raw_items()
+                if k.lower() in ("content-type", "retry-after", "www-authenticate")
+            }
             return web.Response(status=response.status_code, body=response.body, headers=keep)
         except Exception:  # down, restarting, or a handshake cut short
             self.counts.refused[502] += 1
@@ -577,11 +642,16 @@ class WireReader(PtyPeer):
             known = set(sent)
             foreign = sum(1 for raw in raws if raw not in known)
         return WireAudit(
-            bytes=len(data), telegrams=len(raws) - bad_crc, dsmr_parsed=parsed,
-            dsmr_errors=errors, invalid_or_partial=gaps + bad_crc,
-            stray_bytes=len(data) - covered, duplicates=duplicates,
-            out_of_order=out_of_order, not_from_gateway=foreign,
-        )  # fmt: skip
+            bytes=len(data),
+            telegrams=len(raws) - bad_crc,
+            dsmr_parsed=parsed,
+            dsmr_errors=errors,
+            invalid_or_partial=gaps + bad_crc,
+            stray_bytes=len(data) - covered,
+            duplicates=duplicates,
+            out_of_order=out_of_order,
+            not_from_gateway=foreign,
+        )
 
 
 async def wait_for(predicate: Any, limit: float, what: str, step: float = 0.02) -> float:

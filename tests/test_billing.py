@@ -80,11 +80,15 @@ def response(pki: GatewayPKI) -> dict[str, Any]:
 
 
 def test_canonical_bytes_exact() -> None:
-    data = canonical_bytes(t="2026-05-09T00:15:00Z", obis="0-1:24.2.1.255", value="004321.987",
-                           unit="m³")
-    assert data == (
-        '{"obis":"0-1:24.2.1.255","t":"2026-05-09T00:15:00Z","unit":"m³","value":"004321.987"}'
-    ).encode()
+    data = canonical_bytes(
+        t="2026-05-09T00:15:00Z", obis="0-1:24.2.1.255", value="004321.987", unit="m³"
+    )
+    assert (
+        data
+        == (
+            '{"obis":"0-1:24.2.1.255","t":"2026-05-09T00:15:00Z","unit":"m³","value":"004321.987"}'
+        ).encode()
+    )
     escaped = canonical_bytes(t='a"b\\c\n\x01', obis="o", value="1", unit="u")
     assert escaped == b'{"obis":"o","t":"a\\"b\\\\c\\n\\u0001","unit":"u","value":"1"}'
 
@@ -289,8 +293,10 @@ def test_malformed_top_level(pki: GatewayPKI, obj: Any, message: str) -> None:
         (lambda r: {**r, "equipment_id": 7}, "equipment_id"),
         (lambda r: {**r, "certificate": "hello"}, "PEM certificate"),
         (
-            lambda r: {**r, "certificate": "-----BEGIN CERTIFICATE-----\nAA\n-----END "
-                       "CERTIFICATE-----\n"},
+            lambda r: {
+                **r,
+                "certificate": "-----BEGIN CERTIFICATE-----\nAA\n-----END CERTIFICATE-----\n",
+            },
             "not a readable PEM",
         ),
         (lambda r: {**r, "readings": [1]}, r"readings\[0\] is not a JSON object"),
@@ -329,9 +335,15 @@ def test_bad_root_is_an_error(response: dict[str, Any]) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                    lambda kids: st.lists(kids, max_size=4)
-                    | st.dictionaries(st.text(max_size=12), kids, max_size=5), max_leaves=20))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda kids: (
+            st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=5)
+        ),
+        max_leaves=20,
+    )
+)
 def test_arbitrary_json_never_crashes(obj: Any) -> None:
     try:
         BillingResponse.parse(obj)
@@ -342,8 +354,9 @@ def test_arbitrary_json_never_crashes(obj: Any) -> None:
 def test_signer_rejects_non_string_fields(pki: GatewayPKI) -> None:
     signer = pki.signer()
     with pytest.raises(TypeError):
-        signer.sign({"t": "2026-05-09T00:15:00Z", "obis": "1-0:1.8.1.255", "value": 1.0,
-                     "unit": "kWh"})
+        signer.sign(
+            {"t": "2026-05-09T00:15:00Z", "obis": "1-0:1.8.1.255", "value": 1.0, "unit": "kWh"}
+        )
     with pytest.raises(ValueError):
         signer.sign({"t": "2026-05-09T00:15:00Z", "obis": "1-0:1.8.1.255", "unit": "kWh"})
 
@@ -427,4 +440,3 @@ def test_cli_help_documents_exit_codes() -> None:
     result = CliRunner().invoke(main, ["verify-billing", "--help"])
     assert result.exit_code == 0
     assert "0 every reading verified" in result.output
-

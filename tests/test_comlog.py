@@ -39,34 +39,62 @@ def log(db: Path) -> Comlog:
 
 def test_every_kind_of_event_of_the_issue() -> None:
     assert [e.value for e in ComlogEvent] == [
-        "token-requested", "token-approved", "token-denied", "token-expired",
-        "token-revoked", "profiles-changed", "login-requested", "login-approved",
-        "login-denied", "logout", "session-revoked", "elevation-requested",
-        "elevation-approved", "elevation-denied", "admin-action",  # the portal (issue 7)
-        "history-blocked", "x1-disabled", "x1-enabled",
-        "operator-read", "api-use", "websocket-use",
-    ]  # fmt: skip
+        "token-requested",
+        "token-approved",
+        "token-denied",
+        "token-expired",
+        "token-revoked",
+        "profiles-changed",
+        "login-requested",
+        "login-approved",
+        "login-denied",
+        "logout",
+        "session-revoked",
+        "elevation-requested",
+        "elevation-approved",
+        "elevation-denied",
+        "admin-action",  # the portal
+        "history-blocked",
+        "x1-disabled",
+        "x1-enabled",
+        "operator-read",
+        "api-use",
+        "websocket-use",
+    ]
 
 
 def test_add_and_read_back_in_order(log: Comlog, db: Path) -> None:
-    log.add(T0, ComlogEvent.TOKEN_REQUESTED, "x1p1 on raspberrypi",
-            {"uuid": "0b5c2f0e-0000-4000-8000-000000000000", "profiles": ["P1"]})  # fmt: skip
-    log.add(T0 + timedelta(seconds=20), "token-approved", "x1p1 on raspberrypi",
-            {"profiles": ["P1"], "by": "button"})  # fmt: skip
+    log.add(
+        T0,
+        ComlogEvent.TOKEN_REQUESTED,
+        "x1p1 on raspberrypi",
+        {"uuid": "0b5c2f0e-0000-4000-8000-000000000000", "profiles": ["P1"]},
+    )
+    log.add(
+        T0 + timedelta(seconds=20),
+        "token-approved",
+        "x1p1 on raspberrypi",
+        {"profiles": ["P1"], "by": "button"},
+    )
     log.add(T0 + timedelta(minutes=5), ComlogEvent.OPERATOR_READ, None)
     log.add(T0 + timedelta(minutes=6), ComlogEvent.HISTORY_BLOCKED)
     entries = log.entries()
     assert [e.event for e in entries] == [
-        ComlogEvent.TOKEN_REQUESTED, ComlogEvent.TOKEN_APPROVED,
-        ComlogEvent.OPERATOR_READ, ComlogEvent.HISTORY_BLOCKED,
-    ]  # fmt: skip
+        ComlogEvent.TOKEN_REQUESTED,
+        ComlogEvent.TOKEN_APPROVED,
+        ComlogEvent.OPERATOR_READ,
+        ComlogEvent.HISTORY_BLOCKED,
+    ]
     assert entries[1].detail == {"profiles": ["P1"], "by": "button"}
     assert entries[2].device is None
     assert entries[0].to_json() == {
-        "id": entries[0].id, "t": "2026-05-09T12:07:31Z", "event": "token-requested",
-        "device": "x1p1 on raspberrypi", "count": 1,
+        "id": entries[0].id,
+        "t": "2026-05-09T12:07:31Z",
+        "event": "token-requested",
+        "device": "x1p1 on raspberrypi",
+        "count": 1,
         "detail": {"uuid": "0b5c2f0e-0000-4000-8000-000000000000", "profiles": ["P1"]},
-    }  # fmt: skip
+    }
     # Committed at once: another connection sees them.
     other = Comlog(connect(db))
     assert [e.id for e in other.entries()] == [e.id for e in entries]
@@ -93,14 +121,18 @@ def test_use_is_one_row_per_device_per_hour(log: Comlog) -> None:
     rows = log.entries()
     use = [(e.event.value, e.device, e.t, e.count) for e in rows]
     hour = datetime(2026, 5, 9, 12, tzinfo=UTC)
-    in_first_hour = sum(1 for n in range(1500) if T0 + timedelta(seconds=3 * n) < hour +
-                        timedelta(hours=1))  # fmt: skip
-    assert sorted(use, key=str) == sorted([
-        ("api-use", "dongle", hour, in_first_hour),
-        ("api-use", "dongle", hour + timedelta(hours=1), 1500 - in_first_hour),
-        ("api-use", "portal", hour, 1),
-        ("websocket-use", "dongle", hour, 1),
-    ], key=str)  # fmt: skip
+    in_first_hour = sum(
+        1 for n in range(1500) if T0 + timedelta(seconds=3 * n) < hour + timedelta(hours=1)
+    )
+    assert sorted(use, key=str) == sorted(
+        [
+            ("api-use", "dongle", hour, in_first_hour),
+            ("api-use", "dongle", hour + timedelta(hours=1), 1500 - in_first_hour),
+            ("api-use", "portal", hour, 1),
+            ("websocket-use", "dongle", hour, 1),
+        ],
+        key=str,
+    )
     last = next(e for e in rows if e.device == "dongle" and e.t == hour + timedelta(hours=1))
     assert in_first_hour == 1050
     assert last.last == T0 + timedelta(seconds=3 * 1499)

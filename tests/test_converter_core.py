@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from x1p1.cli import main
 from x1p1.converter.state import (
     DaemonStatus,
-    Pairing,
+    SavedPairing,
     StatusPublisher,
     TokenFileWatch,
     find_status,
@@ -111,8 +111,10 @@ def test_a_healthy_link_resets_the_backoff() -> None:
 
 
 def test_refused_token_and_bad_certificate_wait_for_a_new_token() -> None:
-    for event, state in ((Ev.UNAUTHORIZED, Conn.NEEDS_PAIRING), (Ev.BAD_CERTIFICATE,
-                         Conn.CERTIFICATE_ERROR)):  # fmt: skip
+    for event, state in (
+        (Ev.UNAUTHORIZED, Conn.NEEDS_PAIRING),
+        (Ev.BAD_CERTIFICATE, Conn.CERTIFICATE_ERROR),
+    ):
         m = machine()
         assert m.handle(event, 5.0) is state
         assert m.wake_at is None and not m.due(1e9)  # never retried by time
@@ -198,8 +200,9 @@ def test_token_file_watch(tmp_path: Path) -> None:
 # --- the status file --------------------------------------------------------------------
 
 
-def status(state_dir: Path, *, relayed: int = 0, connection: str = "connected",
-           pid: int | None = None) -> DaemonStatus:  # fmt: skip
+def status(
+    state_dir: Path, *, relayed: int = 0, connection: str = "connected", pid: int | None = None
+) -> DaemonStatus:
     now = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
     return DaemonStatus(
         pid=os.getpid() if pid is None else pid,
@@ -272,8 +275,16 @@ def test_status_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert report["counts"]["relayed"] == 5 and report["gateway"]["address"] == "10.0.0.2"
     assert "t" * 43 not in result.output
     text = render_status(report)
-    for label in ("Paired with", "Token expires", "Connection", "Last telegram", "Telegrams",
-                  "Latency", "Serial port", "Data Request"):  # fmt: skip
+    for label in (
+        "Paired with",
+        "Token expires",
+        "Connection",
+        "Last telegram",
+        "Telegrams",
+        "Latency",
+        "Serial port",
+        "Data Request",
+    ):
         assert f"{label}:" in text
 
 
@@ -332,7 +343,7 @@ def test_status_of_a_dead_daemon(tmp_path: Path) -> None:
 
 def test_pairing_parse_rejects_garbage() -> None:
     with pytest.raises(StateError):
-        Pairing.parse({"token": "t", "gateway": {"host_name": "h", "port": 1}, "paired_at": 5})
+        SavedPairing.parse({"token": "t", "gateway": {"host_name": "h", "port": 1}, "paired_at": 5})
 
 
 def test_status_finds_the_state_dir_in_the_config_file(
@@ -345,7 +356,7 @@ def test_status_finds_the_state_dir_in_the_config_file(
     monkeypatch.setenv("X1P1_CONFIG", str(config))
     result = CliRunner().invoke(main, ["status"])
     assert "(serial E7)" in result.output
-    config.write_text('state_dir = 5\n')
+    config.write_text("state_dir = 5\n")
     result = CliRunner().invoke(main, ["status"])
     assert result.exit_code == 2 and "line 1" in result.output
 

@@ -1,4 +1,4 @@
-"""One test per fault the converter must ride out (issue 4, "Faults").
+"""One test per fault the converter must ride out.
 
 Each runs the whole converter (real TLS, websockets, a pty or a fake port through
 pyserial) against the test gateway, with the real schedule scaled 100 times faster.
@@ -17,7 +17,7 @@ from converter_support import fast_options, running, save_test_pairing
 from p1_pty import PtyPeer, link, until
 from x1_test_gateway import SERIAL, TestGateway, running_gateway
 
-from x1p1.converter.state import Pairing
+from x1p1.converter.state import SavedPairing
 from x1p1.converter.stream import Conn, Ev
 from x1p1.p1 import TelegramReader, ValidTelegram, dsmr5
 
@@ -35,7 +35,7 @@ async def pty() -> AsyncIterator[PtyPeer]:
     peer.close()
 
 
-def paired(gateway: TestGateway, state_dir: Path, **kwargs: object) -> Pairing:
+def paired(gateway: TestGateway, state_dir: Path, **kwargs: object) -> SavedPairing:
     return save_test_pairing(
         state_dir,
         token=gateway.issue_token(),
@@ -205,9 +205,7 @@ async def test_host_name_mismatch_stops_without_retrying(
         assert "not valid for not-the-gateway.local" in converter.stream.message
 
 
-async def test_pty_closed_and_reopened(
-    gateway: TestGateway, tmp_path: Path
-) -> None:
+async def test_pty_closed_and_reopened(gateway: TestGateway, tmp_path: Path) -> None:
     """The USB adapter pulled and plugged back: its udev name points at the new device."""
     state_dir = tmp_path / "state"
     paired(gateway, state_dir)
@@ -293,7 +291,7 @@ async def test_rediscovers_a_gateway_that_moved(
     real_port = gateway.port
     looked: list[str | None] = []
 
-    async def lookup(pairing: Pairing) -> Pairing | None:
+    async def lookup(pairing: SavedPairing) -> SavedPairing | None:
         looked.append(pairing.serial)
         return pairing.with_gateway(port=real_port, address="127.0.0.1")
 

@@ -36,8 +36,18 @@ _LISTENING = re.compile(r"listening on https://\S+:(\d+)")
 
 def serve(segment: Segment, state_dir: Path, port: int = 0) -> tuple[subprocess.Popen[str], int]:
     proc = segment["gw"].popen(
-        [*X1P1, "gateway", "serve", "--host", "0.0.0.0", "--port", str(port),
-         "--state-dir", str(state_dir), "--auto-approve"],  # fmt: skip
+        [
+            *X1P1,
+            "gateway",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(state_dir),
+            "--auto-approve",
+        ],
     )
     line = read_line(proc, BOUND)
     match = _LISTENING.search(line)

@@ -242,15 +242,21 @@ def test_countdown_runs_ten_minutes_then_gives_up(gateway: RunningGateway) -> No
     endpoint = GatewayEndpoint("127.0.0.1", gateway.port, ("127.0.0.1",))
     client = X1Client(endpoint, client_ssl_context(gateway.ca_path))
     body = TokenRequestBody("t", "0b5c2f0e-1111-4222-8333-444455556666", frozenset({Profile.P1}))
+
     def synchronise(state: TokenRequestState) -> None:
         # set our clock from the gateway's answer, however long the request took
         clock.now = state.expires_at - timedelta(seconds=599.5)
 
     with pytest.raises(PairingExpired):
         wait_for_approval(
-            client, body, now=clock, sleep=clock.sleep, on_request=synchronise,
-            on_tick=ticks.append, poll_interval=30,
-        )  # fmt: skip
+            client,
+            body,
+            now=clock,
+            sleep=clock.sleep,
+            on_request=synchronise,
+            on_tick=ticks.append,
+            poll_interval=30,
+        )
     assert ticks[0].remaining == 599.5
     remaining = [round(t.remaining) for t in ticks]
     assert remaining[-1] == 0

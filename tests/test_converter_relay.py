@@ -121,8 +121,10 @@ async def test_learns_the_token_expiry_and_overrides_the_address(
     options = fast_options(state_dir, pty.path, gateway=GatewayAddress("127.0.0.1", gateway.port))
     async with running(options) as converter:
         await until(lambda: len(pty.raw_telegrams()) >= 3, what="telegrams")
-        await until(lambda: converter.pairing is not None and converter.pairing.expires_at
-                    is not None, what="the expiry")  # fmt: skip
+        await until(
+            lambda: converter.pairing is not None and converter.pairing.expires_at is not None,
+            what="the expiry",
+        )
         status = converter.status()
     assert status.gateway["address"] == "127.0.0.1" and status.gateway["port"] == gateway.port
     saved = load_pairing(state_dir)
@@ -141,9 +143,7 @@ async def test_no_token_in_any_log_line_and_systemd_hears_about_it(
 
     state_dir = tmp_path / "state"
     token = gateway.issue_token()
-    save_test_pairing(
-        state_dir, token=token, port=gateway.port, ca_pem=gateway.ca_file.read_text()
-    )
+    save_test_pairing(state_dir, token=token, port=gateway.port, ca_pem=gateway.ca_file.read_text())
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.setblocking(False)

@@ -64,8 +64,11 @@ def test_deny(gateway: RunningGateway) -> None:
     request_id = gateway.token_request().json["request_id"]
     gateway.control.deny(request_id)
     state = gateway.request("GET", f"/api/tokens/requests/{request_id}").json
-    assert state == {"request_id": request_id, "status": "denied",
-                     "expires_at": state["expires_at"]}  # fmt: skip
+    assert state == {
+        "request_id": request_id,
+        "status": "denied",
+        "expires_at": state["expires_at"],
+    }
     with pytest.raises(RequestNotPending):
         gateway.control.approve(request_id)
     with pytest.raises(NotFound):
@@ -155,8 +158,9 @@ def test_tokens_and_requests_survive_a_restart(tmp_path: Path) -> None:
         gw.control.approve(request_id)  # approved, but not fetched before the restart
     with running_gateway(tmp_path / "gw") as gw:
         assert gw.request("GET", "/api/token", token=token).json["profiles"] == [
-            "P1", "G-REALTIME",
-        ]  # fmt: skip
+            "P1",
+            "G-REALTIME",
+        ]
         state = gw.request("GET", f"/api/tokens/requests/{request_id}").json
         assert state["status"] == "approved"
         assert gw.request("GET", "/api/token", token=state["token"]).status == 200
@@ -189,17 +193,24 @@ def test_describe_meter(gateway: RunningGateway) -> None:
     e_id = next(m["equipment_id"] for m in meters if m["type"] == "electricity")
     info = gateway.request("GET", f"/api/meters/{e_id}", token=token).json
     assert info["type"] == "electricity" and info["equipment_id"] == e_id
-    expected = [o.code for o in OBJECTS if o.meter is Meter.ELECTRICITY
-                and "E-REALTIME" in o.profiles]  # fmt: skip
+    expected = [
+        o.code for o in OBJECTS if o.meter is Meter.ELECTRICITY and "E-REALTIME" in o.profiles
+    ]
     assert [o["obis"] for o in info["objects"]] == expected
     power = next(o for o in info["objects"] if o["obis"] == "1-0:1.7.0.255")
     assert power["unit"] == "kW" and power["format"] == "Numeric(6,3)"
     assert [(r["resolution"], r["max_values"]) for r in info["resolutions"]] == [
-        ("15m", 672), ("1h", 720), ("1d", 730), ("1M", 60),
-    ]  # fmt: skip
+        ("15m", 672),
+        ("1h", 720),
+        ("1d", 730),
+        ("1M", 60),
+    ]
     gas = gateway.request("GET", f"/api/meters/{gas_id}", token=token).json
-    assert {o["obis"] for o in gas["objects"]} == {"0-1:24.1.0.255", "0-1:96.1.0.255",
-                                                   "0-1:24.2.1.255"}  # fmt: skip
+    assert {o["obis"] for o in gas["objects"]} == {
+        "0-1:24.1.0.255",
+        "0-1:96.1.0.255",
+        "0-1:24.2.1.255",
+    }
     assert gas["resolutions"][0] == {"resolution": "5m", "retention": "1 hour", "max_values": 12}
     _error(gateway.request("GET", "/api/meters/E999", token=token), 404, "not-found")
 
@@ -208,8 +219,9 @@ def test_describe_a_meter_without_its_profile_is_forbidden(gateway: RunningGatew
     token = gateway.pair(["E-REALTIME"])
     body = _error(
         gateway.request("GET", f"/api/meters/{gateway.gas_id}", token=token),
-        403, "forbidden-profile",
-    )  # fmt: skip
+        403,
+        "forbidden-profile",
+    )
     assert "G-REALTIME" in body["missing"]  # type: ignore[operator]
 
 
@@ -249,8 +261,10 @@ def test_chunked_body_over_16_kb_is_400(gateway: RunningGateway) -> None:
     conn = socket.create_connection(("127.0.0.1", gateway.port))
     with gateway.ssl_context().wrap_socket(conn, server_hostname="127.0.0.1") as tls:
         chunk = b"x" * 8192
-        head = (b"POST /api/tokens/requests HTTP/1.1\r\nHost: x\r\n"
-                b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")  # fmt: skip
+        head = (
+            b"POST /api/tokens/requests HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        )
         tls.sendall(head + b"".join(b"2000\r\n" + chunk + b"\r\n" for _ in range(3)))
         tls.sendall(b"0\r\n\r\n")
         answer = b""
@@ -262,7 +276,7 @@ def test_chunked_body_over_16_kb_is_400(gateway: RunningGateway) -> None:
 
 def test_unknown_paths_and_methods(gateway: RunningGateway) -> None:
     _error(gateway.request("GET", "/api/nothing"), 404, "not-found")
-    _error(gateway.request("GET", "/api/"), 404, "not-found")  # "/" is the portal (issue 7)
+    _error(gateway.request("GET", "/api/"), 404, "not-found")  # "/" is the portal
     reply = gateway.request("PUT", "/api/token")
     _error(reply, 405, "method-not-allowed")
     assert "DELETE" in reply.headers["allow"]
@@ -300,13 +314,16 @@ def test_operator_disable_answers_503_everywhere(gateway: RunningGateway) -> Non
     token = gateway.pair(list(ALL_PROFILES))
     assert gateway.control.operator("disable") == {"x1_enabled": False, "changed": True}
     for method, path, tok in [
-        ("GET", "/api/token", token), ("GET", "/api/meters", token),
+        ("GET", "/api/token", token),
+        ("GET", "/api/meters", token),
         ("GET", f"/api/meters/{gateway.electricity_id}", token),
         ("POST", "/api/tokens/requests", None),
-        ("GET", "/api/tokens/requests/x", None), ("GET", "/api/openapi.json", None),
-        ("GET", "/api/unknown", None), ("DELETE", "/api/token", token),
+        ("GET", "/api/tokens/requests/x", None),
+        ("GET", "/api/openapi.json", None),
+        ("GET", "/api/unknown", None),
+        ("DELETE", "/api/token", token),
         ("GET", "/api/token", None),
-    ]:  # fmt: skip
+    ]:
         _error(gateway.request(method, path, token=tok), 503, "x1-disabled")
     assert gateway.control.operator("disable")["changed"] is False
     assert gateway.control.operator("enable") == {"x1_enabled": True, "changed": True}
@@ -325,8 +342,12 @@ def test_operator_read(gateway: RunningGateway) -> None:
     reading = gateway.control.operator("read")
     electricity, gas = reading["meters"]
     assert electricity["equipment_id"] == gateway.electricity_id
-    assert set(electricity["values"]) == {"1-0:1.8.1.255", "1-0:1.8.2.255", "1-0:2.8.1.255",
-                                          "1-0:2.8.2.255"}  # fmt: skip
+    assert set(electricity["values"]) == {
+        "1-0:1.8.1.255",
+        "1-0:1.8.2.255",
+        "1-0:2.8.1.255",
+        "1-0:2.8.2.255",
+    }
     assert set(gas["values"]) == {"0-1:24.2.1.255"}
 
 

@@ -1,5 +1,5 @@
-"""Signed billing readings from a real gateway (issue 6; X1 §6.2.5–§6.2.6; x1-api.md,
-Billing): what a response holds, that a saved response verifies with ``x1p1
+"""Signed billing readings from a real gateway (X1 §6.2.5–§6.2.6; x1-api.md, Billing):
+what a response holds, that a saved response verifies with ``x1p1
 verify-billing`` and fails on any tampering, that each reading is signed once and only
 read afterwards, that gaps and the history block hold for billing too, and that a new
 signing certificate re-signs what is kept."""
@@ -63,8 +63,7 @@ class Bill:
         return body
 
     def measurements(self, meter_id: str, obis: str, resolution: str) -> list[dict[str, Any]]:
-        path = f"/api/meters/{meter_id}/measurements" + q(obis=obis, resolution=resolution,
-                                                           **EVER)  # fmt: skip
+        path = f"/api/meters/{meter_id}/measurements" + q(obis=obis, resolution=resolution, **EVER)
         reply = self.get(path)
         assert reply.status == 200
         readings: list[dict[str, Any]] = reply.json["readings"]
@@ -98,8 +97,9 @@ def test_electricity_quarter_hours_and_gas_hours_signed_from_history(bill: Bill)
     assert body["from"] == format_time(first)
     expected_ends = [format_time(t) for t in interval_ends(Resolution.MIN15, first, last)]
     assert [r["t"] for r in readings[::4]] == expected_ends
-    assert all([r["obis"] for r in readings[i:i + 4]] == REGISTERS
-               for i in range(0, len(readings), 4))  # fmt: skip
+    assert all(
+        [r["obis"] for r in readings[i : i + 4]] == REGISTERS for i in range(0, len(readings), 4)
+    )
     history = bill.measurements(gw.electricity_id, E_REGISTERS, "15m")
     for reading, row in zip(readings[::4], history, strict=True):
         assert reading["t"] == row["t"]
@@ -112,7 +112,8 @@ def test_electricity_quarter_hours_and_gas_hours_signed_from_history(bill: Bill)
     assert len(gas["readings"]) == 720 and {r["obis"] for r in gas["readings"]} == {GAS}
     hourly = bill.measurements(gw.gas_id, GAS, "1h")
     assert [r["value"] for r in gas["readings"]] == [
-        format_register_value(row["values"][GAS]) for row in hourly]
+        format_register_value(row["values"][GAS]) for row in hourly
+    ]
     assert {r["unit"] for r in gas["readings"]} == {"m3"}
     report = verify_billing(gas, root(gw))
     assert report.ok and report.total == 720
@@ -120,13 +121,13 @@ def test_electricity_quarter_hours_and_gas_hours_signed_from_history(bill: Bill)
 
 def test_a_period_is_inclusive_and_clamped(bill: Bill) -> None:
     last = floor_end(Resolution.MIN15, bill.clock.now)
-    body = bill.response(bill.gw.electricity_id, from_=format_time(last - timedelta(hours=1)),
-                         to=format_time(last))  # fmt: skip
+    body = bill.response(
+        bill.gw.electricity_id, from_=format_time(last - timedelta(hours=1)), to=format_time(last)
+    )
     assert len(body["readings"]) == 5 * 4
     assert body["readings"][0]["t"] == format_time(last - timedelta(hours=1))
     assert body["readings"][-1]["t"] == format_time(last)
-    early = bill.response(bill.gw.gas_id, from_="2000-01-01T00:00:00Z",
-                          to="2000-02-01T00:00:00Z")  # fmt: skip
+    early = bill.response(bill.gw.gas_id, from_="2000-01-01T00:00:00Z", to="2000-02-01T00:00:00Z")
     assert early["readings"] == []
 
 
@@ -169,8 +170,7 @@ def test_a_saved_response_verifies_and_any_tampering_fails(bill: Bill, tmp_path:
     report = json.loads(result.stdout)
     assert [f["index"] for f in report["failed"]] == [100, 2000] and report["valid"] == 2686
 
-    small = bill.response(gw.gas_id, from_=format_time(T0 - timedelta(hours=3)),
-                          to=format_time(T0))  # fmt: skip
+    small = bill.response(gw.gas_id, from_=format_time(T0 - timedelta(hours=3)), to=format_time(T0))
     assert len(small["readings"]) == 3 and verify_billing(small, root(gw)).ok
     for index, reading in enumerate(small["readings"]):
         for field in ("t", "obis", "value", "unit"):
@@ -230,8 +230,11 @@ def test_billing_has_gaps_where_history_has_them_and_nothing_before_a_block(
         record(gw)
         after = bill.response(gw.electricity_id)
         assert [r["t"] for r in after["readings"][::4]] == [
-            "2026-03-10T16:15:00Z", "2026-03-10T16:30:00Z", "2026-03-10T16:45:00Z",
-            "2026-03-10T17:00:00Z"]  # fmt: skip
+            "2026-03-10T16:15:00Z",
+            "2026-03-10T16:30:00Z",
+            "2026-03-10T16:45:00Z",
+            "2026-03-10T17:00:00Z",
+        ]
         assert verify_billing(after, root(gw)).ok
 
 
@@ -244,9 +247,13 @@ def test_billing_needs_the_meters_billing_profile_and_good_parameters(bill: Bill
     electricity = bill.billing(gw.electricity_id, only_history, **EVER)
     assert electricity.status == 403 and electricity.json["missing"] == ["E-BILLING"]
     assert bill.billing(gw.electricity_id, historic, **EVER).status == 200
-    cases = [({"from_": EVER["from"]}, "to"), ({"to": EVER["to"]}, "from"),
-             ({**EVER, "obis": GAS}, "obis"), ({"from_": "soon", "to": EVER["to"]}, "from"),
-             ({"from_": EVER["to"], "to": EVER["from"]}, "from")]  # fmt: skip
+    cases = [
+        ({"from_": EVER["from"]}, "to"),
+        ({"to": EVER["to"]}, "from"),
+        ({**EVER, "obis": GAS}, "obis"),
+        ({"from_": "soon", "to": EVER["to"]}, "from"),
+        ({"from_": EVER["to"], "to": EVER["from"]}, "from"),
+    ]
     for params, name in cases:
         reply = bill.billing(gw.electricity_id, **params)
         assert reply.status == 400 and reply.json["message"].startswith(name + ":"), params
@@ -289,15 +296,21 @@ def test_the_database_keeps_billing_within_recorded_history(tmp_path: Path) -> N
     assert billing.sign_pending(signer) == 12 and billing.sign_pending(signer) == 0
     assert billing.count(E) == 12 and billing.count(G) == 0
     unrecorded = int(T0.replace(minute=45, second=0).timestamp())
-    conn.execute("INSERT INTO billing_readings VALUES ('electricity', ?, '1-0:1.8.1.255', "
-                 "'x', '001000.000', 'kWh', 'forged')", (unrecorded,))  # fmt: skip
+    conn.execute(
+        "INSERT INTO billing_readings VALUES ('electricity', ?, '1-0:1.8.1.255', "
+        "'x', '001000.000', 'kWh', 'forged')",
+        (unrecorded,),
+    )
     assert billing.count(E) == 12  # refused: the gateway recorded no such interval
-    conn.execute("DELETE FROM history_readings WHERE resolution = '15m' AND t = ?",
-                 (int(T0.replace(minute=0, second=0).timestamp()),))  # fmt: skip
+    conn.execute(
+        "DELETE FROM history_readings WHERE resolution = '15m' AND t = ?",
+        (int(T0.replace(minute=0, second=0).timestamp()),),
+    )
     assert billing.count(E) == 8  # its readings went with it
     history.block(T0.replace(minute=15, second=0))
     assert [format_time(datetime.fromtimestamp(t, UTC)) for t in billing.ends(E)] == [
-        "2026-03-10T12:30:00Z"]
+        "2026-03-10T12:30:00Z"
+    ]
     assert billing.adopt_signer(signer) is False  # the first signer: nothing to re-sign
     assert billing.adopt_signer(signer) is False  # the same one
     before = conn.execute("SELECT signature FROM billing_readings").fetchall()

@@ -46,14 +46,27 @@ def test_protocol_errors_are_answers_not_crashes(gateway: RunningGateway) -> Non
     path = gateway.state_dir / "control.sock"
     answers = raw_exchange(
         path,
-        b"not json\n[1, 2]\n\n" + b'{"command": "nope"}\n' + b'{"command": "list"}\n'
-        + b'{"command": "approve", "id": 5}\n' + b'{"command": "approve", "profiles": ["X"]}\n'
-        + b'{"command": "operator", "action": "explode"}\n' + b'{"command": "revoke"}\n'
+        b"not json\n[1, 2]\n\n"
+        + b'{"command": "nope"}\n'
+        + b'{"command": "list"}\n'
+        + b'{"command": "approve", "id": 5}\n'
+        + b'{"command": "approve", "profiles": ["X"]}\n'
+        + b'{"command": "operator", "action": "explode"}\n'
+        + b'{"command": "revoke"}\n'
         + b"\xff\xfe\n",
-    )  # fmt: skip
+    )
     codes = [a.get("error", "ok") for a in answers]
-    assert codes == ["bad-request", "bad-request", "unknown-command", "ok", "bad-request",
-                     "bad-request", "bad-request", "bad-request", "bad-request"]  # fmt: skip
+    assert codes == [
+        "bad-request",
+        "bad-request",
+        "unknown-command",
+        "ok",
+        "bad-request",
+        "bad-request",
+        "bad-request",
+        "bad-request",
+        "bad-request",
+    ]
     assert answers[3] == {"ok": True, "result": {"requests": []}}
     # an endless line is refused and the connection closed; the server lives on
     answers = raw_exchange(path, b"x" * 100_000)
@@ -176,10 +189,24 @@ def test_gateway_serve_refuses_a_busy_port(tmp_path: Path) -> None:
         busy.listen(1)
         port = busy.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "x1p1.cli", "gateway", "serve", "--host", "127.0.0.1",
-             "--port", str(port), "--no-mdns", "--state-dir", str(tmp_path / "gw")],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "x1p1.cli",
+                "gateway",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-mdns",
+                "--state-dir",
+                str(tmp_path / "gw"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -197,8 +224,16 @@ def test_comlog_records_pairing_operator_and_use(gateway: RunningGateway) -> Non
     gateway.request("DELETE", "/api/token", token=token)
     entries = gateway.control.comlog()
     events = [e["event"] for e in entries if e["event"] != "api-use"]
-    assert events == ["token-requested", "token-approved", "token-requested", "token-denied",
-                      "operator-read", "x1-disabled", "x1-enabled", "token-revoked"]  # fmt: skip
+    assert events == [
+        "token-requested",
+        "token-approved",
+        "token-requested",
+        "token-denied",
+        "operator-read",
+        "x1-disabled",
+        "x1-enabled",
+        "token-revoked",
+    ]
     approved = next(e for e in entries if e["event"] == "token-approved")
     assert approved["device"].startswith("logged device (") and approved["detail"]["profiles"]
     assert token not in json.dumps(entries)
@@ -206,16 +241,20 @@ def test_comlog_records_pairing_operator_and_use(gateway: RunningGateway) -> Non
     assert len(use) == 1 and use[0]["count"] == 3  # GET token, GET meters, DELETE token
     code, out, _ = cli("meter", "comlog", "--state-dir", str(gateway.state_dir))
     assert code == 0 and "token-denied" in out and "unwanted" in out
-    code, out, _ = cli("meter", "comlog", "--state-dir", str(gateway.state_dir), "--json",
-                       "--limit", "2")  # fmt: skip
+    code, out, _ = cli(
+        "meter", "comlog", "--state-dir", str(gateway.state_dir), "--json", "--limit", "2"
+    )
     assert [e["event"] for e in json.loads(out)] == ["x1-enabled", "token-revoked"]
     code, _, err = cli("meter", "comlog", "--state-dir", str(gateway.state_dir), "--since", "x")
     assert code == 1 and "since" in err
 
 
 def test_the_control_client_imports_neither_aiohttp_nor_asyncio() -> None:
-    code = ("import sys, x1p1.gateway.control_client; "
-            "print(sorted(m for m in ('aiohttp', 'asyncio', 'cryptography') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout  # fmt: skip
+    code = (
+        "import sys, x1p1.gateway.control_client; "
+        "print(sorted(m for m in ('aiohttp', 'asyncio', 'cryptography') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"

@@ -1,4 +1,4 @@
-"""Durability (issue 6): SIGKILL the gateway process while it writes history and serves
+"""Durability: SIGKILL the gateway process while it writes history and serves
 pairing, restart it, and find everything it had committed intact and the database sound.
 
 Each round runs ``x1p1 gateway serve`` as a subprocess. A worker thread pairs devices in
@@ -61,8 +61,7 @@ def pair_loop(gw: RunningGateway, seen: Committed, stop: threading.Event) -> Non
     control = ControlClient(gw.state_dir, timeout=5)
     try:
         while not stop.is_set():
-            reply = gw.token_request(["E-HISTORIC", "P1"], name="durable",
-                                     uuid=str(uuid.uuid4()))  # fmt: skip
+            reply = gw.token_request(["E-HISTORIC", "P1"], name="durable", uuid=str(uuid.uuid4()))
             if reply.status != 202:
                 continue
             request_id = reply.json["request_id"]
@@ -142,16 +141,19 @@ def check(gw: RunningGateway, seen: Committed, bound: datetime) -> None:
     try:
         for key, row in seen.history.items():
             meter, resolution, t = key
-            got = conn.execute("SELECT * FROM history_readings WHERE meter = ? AND "
-                               "resolution = ? AND t = ?", key).fetchone()  # fmt: skip
+            got = conn.execute(
+                "SELECT * FROM history_readings WHERE meter = ? AND resolution = ? AND t = ?", key
+            ).fetchone()
             if got is None:
                 kept = oldest_kept(Meter(meter), Resolution(resolution), bound)
                 assert t < kept.timestamp(), (key, "lost, not pruned")
             else:
                 assert tuple(got) == row
         for (meter, t, obis), row in seen.billing.items():
-            got = conn.execute("SELECT * FROM billing_readings WHERE meter = ? AND t = ? AND "
-                               "obis = ?", (meter, t, obis)).fetchone()  # fmt: skip
+            got = conn.execute(
+                "SELECT * FROM billing_readings WHERE meter = ? AND t = ? AND obis = ?",
+                (meter, t, obis),
+            ).fetchone()
             if got is None:
                 kept = oldest_kept(Meter(meter), BILLING_RESOLUTION[Meter(meter)], bound)
                 assert t < kept.timestamp(), ((meter, t, obis), "lost, not pruned")
@@ -184,8 +186,9 @@ def test_sigkill_while_writing_history_and_pairing_loses_nothing_committed(
             if number:
                 check(gw, seen, max(bound, sim_bound(started, speed, time.time() + 5)))
             stop = threading.Event()
-            worker = threading.Thread(target=pair_loop, args=(gw, seen, stop),
-                                      name="x1p1-durability-pairing")  # fmt: skip
+            worker = threading.Thread(
+                target=pair_loop, args=(gw, seen, stop), name="x1p1-durability-pairing"
+            )
             worker.start()
             try:
                 deadline = time.monotonic() + kill_after

@@ -1,4 +1,4 @@
-"""History over the X1 API of a real gateway (issue 6; X1 §7.3, §8.1, §11, §12.1, §12.2):
+"""History over the X1 API of a real gateway:
 retention and counts of every resolution of both meters, period edges, gaps after a stop,
 pruning, the rate limit, errors, power quality, the portal's cookie, and the history
 block — irreversible, also across a restart of the gateway process."""
@@ -63,10 +63,12 @@ class Hist:
     def measurements(self, meter: Meter, token: str | None = None, **params: str) -> Any:
         return self.get(f"/api/meters/{self.meter_id(meter)}/measurements{q(**params)}", token)
 
-    def readings(self, meter: Meter, resolution: str, obis: str | None = None,
-                 **period: str) -> list[dict[str, Any]]:  # fmt: skip
-        reply = self.measurements(meter, obis=obis or codes(meter), resolution=resolution,
-                                  **{**EVER, **period})  # fmt: skip
+    def readings(
+        self, meter: Meter, resolution: str, obis: str | None = None, **period: str
+    ) -> list[dict[str, Any]]:
+        reply = self.measurements(
+            meter, obis=obis or codes(meter), resolution=resolution, **{**EVER, **period}
+        )
         assert reply.status == 200, reply.body
         readings: list[dict[str, Any]] = reply.json["readings"]
         return readings
@@ -117,8 +119,9 @@ def test_a_period_beyond_retention_is_clamped_and_never_more_than_the_count(hist
     for row in TABLE_8:
         last = floor_end(row.resolution, hist.clock.now)
         start = shift(row.resolution, last, -(row.count + 50))
-        got = hist.readings(row.meter, row.resolution.value, from_=format_time(start),
-                            to=format_time(last))  # fmt: skip
+        got = hist.readings(
+            row.meter, row.resolution.value, from_=format_time(start), to=format_time(last)
+        )
         assert len(got) == row.count, row
 
 
@@ -128,8 +131,9 @@ def test_period_edges_are_inclusive(hist: Hist) -> None:
     second = timedelta(seconds=1)
 
     def count(start: datetime, end: datetime) -> int:
-        return len(hist.readings(E, "15m", E_REGISTERS, from_=format_time(start),
-                                 to=format_time(end)))  # fmt: skip
+        return len(
+            hist.readings(E, "15m", E_REGISTERS, from_=format_time(start), to=format_time(end))
+        )
 
     assert count(first, last) == 9
     assert count(first + second, last) == 8
@@ -140,10 +144,14 @@ def test_period_edges_are_inclusive(hist: Hist) -> None:
     offset = hist.readings(E, "15m", E_REGISTERS, from_=cet, to=format_time(first + second))
     assert ends(offset) == [first]
     # days follow Dutch local time: midnight there, 23:00 UTC in winter
-    days = hist.readings(E, "1d", E_REGISTERS, from_="2026-03-01T00:00:00+01:00",
-                         to="2026-03-03T00:00:00+01:00")  # fmt: skip
-    assert [r["t"] for r in days] == ["2026-02-28T23:00:00Z", "2026-03-01T23:00:00Z",
-                                      "2026-03-02T23:00:00Z"]  # fmt: skip
+    days = hist.readings(
+        E, "1d", E_REGISTERS, from_="2026-03-01T00:00:00+01:00", to="2026-03-03T00:00:00+01:00"
+    )
+    assert [r["t"] for r in days] == [
+        "2026-02-28T23:00:00Z",
+        "2026-03-01T23:00:00Z",
+        "2026-03-02T23:00:00Z",
+    ]
 
 
 def test_pruning_keeps_the_count_as_time_passes(hist: Hist) -> None:
@@ -162,7 +170,8 @@ def test_pruning_keeps_the_count_as_time_passes(hist: Hist) -> None:
     with sqlite3.connect(hist.gw.state_dir / "gateway.db") as conn:  # pruned on disk
         rows = conn.execute(
             "SELECT resolution, count(*) FROM history_readings WHERE meter = 'gas' "
-            "GROUP BY resolution").fetchall()  # fmt: skip
+            "GROUP BY resolution"
+        ).fetchall()
     assert dict(rows)["5m"] == 12
 
 
@@ -190,7 +199,8 @@ def test_intervals_that_ended_while_the_gateway_was_down_are_absent(tmp_path: Pa
         assert t in quarter
     assert quarter["2026-03-10T12:00:00Z"] == before[-1]  # kept as it was
     assert {"2026-03-10T13:00:00Z", "2026-03-10T14:00:00Z", "2026-03-10T15:00:00Z"}.isdisjoint(
-        hourly)
+        hourly
+    )
     assert {"2026-03-10T12:00:00Z", "2026-03-10T16:00:00Z"} <= hourly
     assert [r["t"] for r in gas][0] == "2026-03-10T15:10:00Z" and len(gas) == 12
 
@@ -201,7 +211,8 @@ def test_intervals_that_ended_while_the_gateway_was_down_are_absent(tmp_path: Pa
 def test_rate_limit_and_retry_after(hist: Hist) -> None:
     gw, mono = hist.gw, hist.mono
     path = f"/api/meters/{gw.electricity_id}/measurements" + q(
-        obis=E_REGISTERS, resolution="1h", **EVER)
+        obis=E_REGISTERS, resolution="1h", **EVER
+    )
     billing = f"/api/meters/{gw.electricity_id}/billing" + q(**EVER)
     token = gw.pair(list(ALL_PROFILES), name="eager")
     for _ in range(9):
@@ -232,34 +243,38 @@ def test_bad_requests_name_the_parameter(hist: Hist) -> None:
         ({"resolution": "1h", **EVER}, "obis"),
         ({"obis": E_REGISTERS, **EVER}, "resolution"),
         ({"obis": E_REGISTERS, "resolution": "5m", **EVER}, "resolution"),
-        ({"obis": E_REGISTERS, "resolution": "1h", "from": "yesterday", "to": EVER["to"]},
-         "from"),
+        ({"obis": E_REGISTERS, "resolution": "1h", "from": "yesterday", "to": EVER["to"]}, "from"),
         ({"obis": E_REGISTERS, "resolution": "1h", "from": EVER["from"]}, "to"),
         ({"obis": "1-0:1.7.0.255", "resolution": "1h", **EVER}, "obis"),  # no history
         ({"obis": GAS, "resolution": "1h", **EVER}, "obis"),  # the other meter
         ({"obis": "9-9:9.9.9.9", "resolution": "1h", **EVER}, "obis"),
-        ({"obis": E_REGISTERS, "resolution": "1h", "from": EVER["to"], "to": EVER["from"]},
-         "from"),
-    ]  # fmt: skip
+        ({"obis": E_REGISTERS, "resolution": "1h", "from": EVER["to"], "to": EVER["from"]}, "from"),
+    ]
     for params, name in cases:
-        reply = hist.measurements(E, **{k + ("_" if k == "from" else ""): v
-                                        for k, v in params.items()})  # fmt: skip
+        reply = hist.measurements(
+            E, **{k + ("_" if k == "from" else ""): v for k, v in params.items()}
+        )
         assert reply.status == 400, (params, reply.body)
         assert reply.json["error"] == "bad-request"
         assert reply.json["message"].startswith(name + ":"), (params, reply.json)
-    twice = hist.get(f"/api/meters/{hist.gw.electricity_id}/measurements?obis=1-0:1.8.1.255"
-                     f"&obis=1-0:1.8.2.255&resolution=1h&from=2026-01-01T00:00:00Z"
-                     f"&to=2026-02-01T00:00:00Z")  # fmt: skip
+    twice = hist.get(
+        f"/api/meters/{hist.gw.electricity_id}/measurements?obis=1-0:1.8.1.255"
+        f"&obis=1-0:1.8.2.255&resolution=1h&from=2026-01-01T00:00:00Z"
+        f"&to=2026-02-01T00:00:00Z"
+    )
     assert twice.status == 400 and twice.json["message"].startswith("obis:")
-    plus = hist.get(f"/api/meters/{hist.gw.electricity_id}/measurements?obis=1-0:1.8.1.255"
-                    "&resolution=1h&from=2026-01-01T00:00:00+01:00&to=2026-02-01T00:00:00Z")
+    plus = hist.get(
+        f"/api/meters/{hist.gw.electricity_id}/measurements?obis=1-0:1.8.1.255"
+        "&resolution=1h&from=2026-01-01T00:00:00+01:00&to=2026-02-01T00:00:00Z"
+    )
     assert plus.status == 400 and "%2B" in plus.json["message"]
 
 
 def test_unknown_meter_forbidden_objects_and_no_token(hist: Hist) -> None:
     gw = hist.gw
-    unknown = hist.get("/api/meters/E000/measurements" + q(obis=E_REGISTERS, resolution="1h",
-                                                            **EVER))  # fmt: skip
+    unknown = hist.get(
+        "/api/meters/E000/measurements" + q(obis=E_REGISTERS, resolution="1h", **EVER)
+    )
     assert unknown.status == 404 and unknown.json["error"] == "not-found"
     p1 = gw.pair(["P1"], name="p1 only")
     forbidden = hist.measurements(E, p1, obis=E_REGISTERS, resolution="1h", **EVER)
@@ -270,8 +285,11 @@ def test_unknown_meter_forbidden_objects_and_no_token(hist: Hist) -> None:
     gas = hist.measurements(G, e_only, obis=GAS, resolution="1h", **EVER)
     assert gas.status == 403 and gas.json["missing"] == ["G-HISTORIC"]
     assert hist.measurements(E, e_only, obis=E_REGISTERS, resolution="1h", **EVER).status == 200
-    anonymous = gw.request("GET", f"/api/meters/{gw.electricity_id}/measurements"
-                           + q(obis=E_REGISTERS, resolution="1h", **EVER))  # fmt: skip
+    anonymous = gw.request(
+        "GET",
+        f"/api/meters/{gw.electricity_id}/measurements"
+        + q(obis=E_REGISTERS, resolution="1h", **EVER),
+    )
     assert anonymous.status == 401 and anonymous.json["error"] == "unauthorized"
     gw.control.operator("disable")
     off = hist.measurements(E, obis=E_REGISTERS, resolution="1h", **EVER)
@@ -303,8 +321,11 @@ async def test_pq_values_on_realtime_with_pq_realtime(hist: Hist) -> None:
     expected = SIM.realtime_values(parse_time(message["t"], "t"))
     assert message["values"] == {code: expected[code] for code in obis.split(",")}
     refused = await asyncio.to_thread(
-        gw.request, "GET", f"/api/realtime?equipment_id={gw.electricity_id}&obis=1-0:1.7.0.255",
-        token=token)  # fmt: skip
+        gw.request,
+        "GET",
+        f"/api/realtime?equipment_id={gw.electricity_id}&obis=1-0:1.7.0.255",
+        token=token,
+    )
     assert refused.status in (400, 403)
 
 
@@ -315,12 +336,15 @@ def test_a_portal_session_reads_history_and_is_rate_limited_too(hist: Hist) -> N
     gw = hist.gw
     cookie = portal_cookie(gw)
     path = f"/api/meters/{gw.gas_id}/measurements" + q(obis=GAS, resolution="1d", **EVER)
-    replies = [gw.request("GET", path, headers={"Cookie": cookie, "Origin": gw.url})
-               for _ in range(11)]  # fmt: skip
+    replies = [
+        gw.request("GET", path, headers={"Cookie": cookie, "Origin": gw.url}) for _ in range(11)
+    ]
     assert [r.status for r in replies] == [200] * 10 + [429]
     assert len(replies[0].json["readings"]) == 730
-    assert gw.request("GET", path, headers={"Cookie": cookie,
-                                            "Origin": "https://evil.example"}).status == 401
+    assert (
+        gw.request("GET", path, headers={"Cookie": cookie, "Origin": "https://evil.example"}).status
+        == 401
+    )
 
 
 # --- the history block (§11, §12.1) -----------------------------------------------------------
@@ -330,43 +354,59 @@ def test_block_removes_the_past_revokes_everyone_and_history_accrues_again(hist:
     gw, clock = hist.gw, hist.clock
     cookie = portal_cookie(gw)
     assert len(hist.readings(E, "1M", E_REGISTERS)) == 60
-    result = CliRunner().invoke(main, ["meter", "block-history", "--state-dir",
-                                       str(gw.state_dir)], input="n\n")  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["meter", "block-history", "--state-dir", str(gw.state_dir)], input="n\n"
+    )
     assert result.exit_code == 1 and "cannot be undone" in result.output
     assert gw.request("GET", "/api/token", token=hist.token).status == 200  # not blocked
-    result = CliRunner().invoke(main, ["meter", "block-history", "--yes", "--json",
-                                       "--state-dir", str(gw.state_dir)])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["meter", "block-history", "--yes", "--json", "--state-dir", str(gw.state_dir)]
+    )
     assert result.exit_code == 0, result.output
     blocked = json.loads(result.stdout)
     assert blocked["blocked_at"] == format_time(clock.now) and blocked["tokens_revoked"] == 1
     assert gw.request("GET", "/api/token", token=hist.token).status == 401
-    assert gw.request("GET", "/api/meters", headers={"Cookie": cookie,
-                                                      "Origin": gw.url}).status == 401
+    assert (
+        gw.request("GET", "/api/meters", headers={"Cookie": cookie, "Origin": gw.url}).status == 401
+    )
     assert gw.control.sessions() == []
     entries = gw.control.comlog()
     assert [e["detail"]["by"] for e in entries if e["event"] == "history-blocked"] == [
-        "on the meter (button combination)"]
+        "on the meter (button combination)"
+    ]
     token = gw.pair(list(ALL_PROFILES), name="after the block")
     hist.token = token
     for row in TABLE_8:
         assert hist.readings(row.meter, row.resolution.value, codes(row.meter)) == [], row
     csv_cookie = portal_cookie(gw)
-    csv = gw.request("GET", "/history.csv?meter=electricity&resolution=1M&from=2000-01-01T00:00"
-                     ":00Z&to=2030-01-01T00:00:00Z", headers={"Cookie": csv_cookie})
+    csv = gw.request(
+        "GET",
+        "/history.csv?meter=electricity&resolution=1M&from=2000-01-01T00:00"
+        ":00Z&to=2030-01-01T00:00:00Z",
+        headers={"Cookie": csv_cookie},
+    )
     assert csv.status == 200 and csv.body.decode().count("\r\n") == 1  # the header only
     clock.advance(timedelta(hours=1))
     record(gw)
     quarter = hist.readings(E, "15m", E_REGISTERS)
-    assert [r["t"] for r in quarter] == ["2026-03-10T12:15:00Z", "2026-03-10T12:30:00Z",
-                                         "2026-03-10T12:45:00Z", "2026-03-10T13:00:00Z"]
+    assert [r["t"] for r in quarter] == [
+        "2026-03-10T12:15:00Z",
+        "2026-03-10T12:30:00Z",
+        "2026-03-10T12:45:00Z",
+        "2026-03-10T13:00:00Z",
+    ]
     assert len(hist.readings(G, "5m", GAS)) == 12
     assert hist.readings(E, "1d", E_REGISTERS) == []
     with sqlite3.connect(gw.state_dir / "gateway.db") as conn:
         old = int((T0 - timedelta(days=1)).timestamp())
-        conn.execute("INSERT INTO history_readings (meter, resolution, t, ts) VALUES "
-                     "('electricity', '1d', ?, 'x')", (old,))  # fmt: skip
-        assert conn.execute("SELECT count(*) FROM history_readings WHERE t <= ?",
-                            (int(T0.timestamp()),)).fetchone() == (0,)  # fmt: skip
+        conn.execute(
+            "INSERT INTO history_readings (meter, resolution, t, ts) VALUES "
+            "('electricity', '1d', ?, 'x')",
+            (old,),
+        )
+        assert conn.execute(
+            "SELECT count(*) FROM history_readings WHERE t <= ?", (int(T0.timestamp()),)
+        ).fetchone() == (0,)
         with pytest.raises(sqlite3.IntegrityError, match="cannot be undone"):
             conn.execute("DELETE FROM history_meta WHERE key = 'blocked'")
 
@@ -377,11 +417,16 @@ def test_the_block_is_irreversible_across_a_restart_of_the_gateway_process(
     state_dir = tmp_path / "gw"
     with gateway_process(state_dir) as gw:
         token = gw.pair(list(ALL_PROFILES))
-        before = gw.request("GET", f"/api/meters/{gw.electricity_id}/measurements" + q(
-            obis=E_REGISTERS, resolution="1d", **EVER), token=token)  # fmt: skip
+        before = gw.request(
+            "GET",
+            f"/api/meters/{gw.electricity_id}/measurements"
+            + q(obis=E_REGISTERS, resolution="1d", **EVER),
+            token=token,
+        )
         assert before.status == 200 and len(before.json["readings"]) == 730
-        result = CliRunner().invoke(main, ["meter", "block-history", "--yes",
-                                           "--state-dir", str(state_dir)])  # fmt: skip
+        result = CliRunner().invoke(
+            main, ["meter", "block-history", "--yes", "--state-dir", str(state_dir)]
+        )
         assert result.exit_code == 0 and "History blocked at" in result.output, result.output
         at = parse_time(result.output.split("blocked at ")[1].split(";")[0], "at")
     with gateway_process(state_dir) as gw:
@@ -390,13 +435,15 @@ def test_the_block_is_irreversible_across_a_restart_of_the_gateway_process(
         for row in TABLE_8:
             meter_id = gw.electricity_id if row.meter is E else gw.gas_id
             path = f"/api/meters/{meter_id}/measurements" + q(
-                obis=codes(row.meter), resolution=row.resolution.value, **EVER)
+                obis=codes(row.meter), resolution=row.resolution.value, **EVER
+            )
             reply = gw.request("GET", path, token=fresh)
             assert reply.status == 200
             assert all(parse_time(r["t"], "t") > at for r in reply.json["readings"]), row
             if row.resolution is BILLING_RESOLUTION[row.meter]:
-                billing = gw.request("GET", f"/api/meters/{meter_id}/billing" + q(**EVER),
-                                     token=fresh)  # fmt: skip
+                billing = gw.request(
+                    "GET", f"/api/meters/{meter_id}/billing" + q(**EVER), token=fresh
+                )
                 assert billing.status == 200
                 assert all(parse_time(r["t"], "t") > at for r in billing.json["readings"])
         events = [e["event"] for e in gw.control.comlog()]
@@ -410,10 +457,16 @@ async def test_the_block_closes_open_sockets_of_tokens_and_portal_sessions(hist:
     gw = hist.gw
     cookie = await asyncio.to_thread(portal_cookie, gw)
     path = f"/api/realtime?equipment_id={gw.electricity_id}&obis=1-0:1.7.0.255"
-    async with gw.ws(path, token=hist.token) as device, connect(
-        gw.ws_url + path, ssl=gw.ssl_context(), origin=gw.url,  # type: ignore[arg-type]
-        additional_headers={"Cookie": cookie}, open_timeout=10,
-    ) as browser:  # fmt: skip
+    async with (
+        gw.ws(path, token=hist.token) as device,
+        connect(
+            gw.ws_url + path,
+            ssl=gw.ssl_context(),
+            origin=gw.url,  # type: ignore[arg-type]
+            additional_headers={"Cookie": cookie},
+            open_timeout=10,
+        ) as browser,
+    ):
         for ws in (device, browser):
             await asyncio.wait_for(ws.recv(), 10)
         await asyncio.to_thread(gw.control.block_history)

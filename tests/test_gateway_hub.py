@@ -27,9 +27,7 @@ class CountingMeters(SampleMeters):
 
 
 def _selection(meters: SampleMeters, *codes: str) -> MeterSelection:
-    return MeterSelection(
-        meters.electricity_id, Meter.ELECTRICITY, tuple(lookup(c) for c in codes)
-    )
+    return MeterSelection(meters.electricity_id, Meter.ELECTRICITY, tuple(lookup(c) for c in codes))
 
 
 async def test_one_tick_builds_the_telegram_and_each_selection_once() -> None:
@@ -54,7 +52,8 @@ async def test_one_tick_builds_the_telegram_and_each_selection_once() -> None:
     assert all(b is builds[0] for b in builds)  # one string, shared
     assert all(len(s.mailbox) == 1 for s in subscribers)
     assert json.loads(subscribers[-1].mailbox[0])["values"].keys() == {
-        "1-0:1.7.0.255", "1-0:32.7.0.255"
+        "1-0:1.7.0.255",
+        "1-0:32.7.0.255",
     }
 
 

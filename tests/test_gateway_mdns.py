@@ -37,8 +37,9 @@ BOUND = 45.0
 
 def serve(host: Host, state_dir: Path, *args: str) -> tuple[subprocess.Popen[str], int, str]:
     """Start ``x1p1 gateway serve`` in ``host``; its process, port and claimed host name."""
-    proc = host.popen([X1P1, "-q", "gateway", "serve", "--port", "0", "--state-dir",
-                       str(state_dir), *args])  # fmt: skip
+    proc = host.popen(
+        [X1P1, "-q", "gateway", "serve", "--port", "0", "--state-dir", str(state_dir), *args]
+    )
     first, second = host.call(lambda: (_line(proc), _line(proc)), timeout=BOUND)
     listening = re.search(r"listening on https://[^:]+:(\d+)", first)
     claimed = re.match(r"mDNS host name: (\S+)", second)
@@ -64,15 +65,29 @@ def test_two_gateways_and_a_converter_on_one_network(
     assert name_a == "X1-interface.local"
     _, port_c, name_c = serve(segment["c"], tmp_path / "c", "--seed", "2")
     assert name_c == "X1-interface-1.local"
-    serial_c = next(m["equipment_id"] for m in ControlClient(tmp_path / "c").status()["meters"]
-                    if m["type"] == "electricity")  # fmt: skip
+    serial_c = next(
+        m["equipment_id"]
+        for m in ControlClient(tmp_path / "c").status()["meters"]
+        if m["type"] == "electricity"
+    )
 
     # the converter in b pairs with the second gateway by its mDNS name
     ca_c = tmp_path / "c" / "pki" / "root-ca.pem"
     # (the converter takes 443 unless told the port: a real gateway listens there)
-    pair = segment["b"].popen([X1P1, "pair", "--gateway", f"{name_c}:{port_c}", "--ca", str(ca_c),
-                               "--name", "converter in b", "--state-dir",
-                               str(tmp_path / "conv")])  # fmt: skip
+    pair = segment["b"].popen(
+        [
+            X1P1,
+            "pair",
+            "--gateway",
+            f"{name_c}:{port_c}",
+            "--ca",
+            str(ca_c),
+            "--name",
+            "converter in b",
+            "--state-dir",
+            str(tmp_path / "conv"),
+        ]
+    )
     meter = ControlClient(tmp_path / "c")
     pending = wait_until(meter.requests, BOUND, "the request on the meter's display")
     assert pending[0]["name"] == "converter in b" and pending[0]["profiles"] == ["P1"]
@@ -91,10 +106,11 @@ def test_two_gateways_and_a_converter_on_one_network(
     async def stream() -> str:
         context = client_ssl_context(ca_c)
         async with connect(
-            f"wss://{segment['c'].address}:{port_c}/api/legacy-p1", ssl=context,
+            f"wss://{segment['c'].address}:{port_c}/api/legacy-p1",
+            ssl=context,
             server_hostname=name_c,
             additional_headers={"Authorization": f"Bearer {saved['token']}"},
-        ) as ws:  # fmt: skip
+        ) as ws:
             text = await ws.recv()
             assert isinstance(text, str)
             return text

@@ -1,5 +1,5 @@
-"""The OpenAPI 3.1 document at ``/api/openapi.json`` against the running gateway (issue 6,
-item 8): it is valid OpenAPI 3.1, every route the server's router has is in it (the API's
+"""The OpenAPI 3.1 document at ``/api/openapi.json`` against the running gateway:
+it is valid OpenAPI 3.1, every route the server's router has is in it (the API's
 and the portal's), and real answers of a live gateway — successes, every error, WebSocket
 messages, portal pages and forms — have a status the document lists for that operation
 and a body that validates against its schema."""
@@ -80,15 +80,21 @@ def test_every_route_of_the_server_is_documented(
 
 
 def test_websockets_document_their_parameters_and_close_codes(document: dict[str, Any]) -> None:
-    for path, names in (("/api/realtime", {"equipment_id", "obis", "interval"}),
-                        ("/api/legacy-p1", {"interval"})):  # fmt: skip
+    for path, names in (
+        ("/api/realtime", {"equipment_id", "obis", "interval"}),
+        ("/api/legacy-p1", {"interval"}),
+    ):
         operation = document["paths"][path]["get"]
         assert {p["name"] for p in operation["parameters"]} == names
         closes = operation["x-websocket"]["close-codes"]
         assert {"1000", "1001", "4400", "4401", "4403", "4503"} <= set(closes)
     for name in ("measurements", "billing"):
-        [operation] = [op for item in document["paths"].values() for op in item.values()
-                       if op["operationId"] == name]  # fmt: skip
+        [operation] = [
+            op
+            for item in document["paths"].values()
+            for op in item.values()
+            if op["operationId"] == name
+        ]
         assert set(operation["responses"]) == {"200", "400", "401", "403", "404", "429", "503"}
         assert "Retry-After" in document["components"]["responses"]["RateLimited"]["headers"]
 
@@ -144,8 +150,11 @@ def test_real_answers_validate_against_the_document(
 
     # pairing
     requests = "/api/tokens/requests"
-    body = {"name": "openapi test", "uuid": "3f1c1b8e-3f53-4c59-9b4a-2d1f8f0c2a11",
-            "profiles": ["P1"]}  # fmt: skip
+    body = {
+        "name": "openapi test",
+        "uuid": "3f1c1b8e-3f53-4c59-9b4a-2d1f8f0c2a11",
+        "profiles": ["P1"],
+    }
     created = c.check("POST", requests, gw.request("POST", requests, json=body)).json
     c.check("POST", requests, gw.request("POST", requests, json={"name": ""}))
     one = f"{requests}/{{request_id}}"
@@ -185,38 +194,45 @@ def test_real_answers_validate_against_the_document(
     # history and billing
     measurements = "/api/meters/{equipment_id}/measurements"
     billing = "/api/meters/{equipment_id}/billing"
-    for equipment, obis, resolution in ((e_id, "1-0:1.8.1.255,0-0:96.7.21.255", "1d"),
-                                        (g_id, "0-1:24.2.1.255", "5m")):  # fmt: skip
+    for equipment, obis, resolution in (
+        (e_id, "1-0:1.8.1.255,0-0:96.7.21.255", "1d"),
+        (g_id, "0-1:24.2.1.255", "5m"),
+    ):
         mono.advance(100)
-        path = f"/api/meters/{equipment}/measurements" + q(obis=obis, resolution=resolution,
-                                                            **EVER)  # fmt: skip
+        path = f"/api/meters/{equipment}/measurements" + q(obis=obis, resolution=resolution, **EVER)
         c.check("GET", measurements, gw.request("GET", path, token=token))
         mono.advance(100)
-        c.check("GET", billing, gw.request("GET", f"/api/meters/{equipment}/billing" + q(**EVER),
-                                           token=token))  # fmt: skip
+        c.check(
+            "GET",
+            billing,
+            gw.request("GET", f"/api/meters/{equipment}/billing" + q(**EVER), token=token),
+        )
     mono.advance(100)
     bad = f"/api/meters/{e_id}/measurements" + q(obis="1-0:1.8.1.255", resolution="2h", **EVER)
     c.check("GET", measurements, gw.request("GET", bad, token=token))
     c.check("GET", billing, gw.request("GET", f"/api/meters/{e_id}/billing?to=x", token=token))
     good = f"/api/meters/{e_id}/measurements" + q(obis="1-0:1.8.1.255", resolution="1h", **EVER)
     c.check("GET", measurements, gw.request("GET", good, token=p1))
-    c.check("GET", billing, gw.request("GET", f"/api/meters/{g_id}/billing" + q(**EVER),
-                                       token=e_hist))  # fmt: skip
+    c.check(
+        "GET", billing, gw.request("GET", f"/api/meters/{g_id}/billing" + q(**EVER), token=e_hist)
+    )
     c.check("GET", measurements, gw.request("GET", good.replace(e_id, "E000"), token=token))
-    c.check("GET", billing, gw.request("GET", "/api/meters/E000/billing" + q(**EVER),
-                                       token=token))  # fmt: skip
+    c.check("GET", billing, gw.request("GET", "/api/meters/E000/billing" + q(**EVER), token=token))
     c.check("GET", measurements, gw.request("GET", good))
     c.check("GET", billing, gw.request("GET", f"/api/meters/{e_id}/billing" + q(**EVER)))
     for _ in range(12):
         reply = gw.request("GET", good, token=e_hist)
     c.check("GET", measurements, reply)
-    c.check("GET", billing, gw.request("GET", f"/api/meters/{e_id}/billing" + q(**EVER),
-                                       token=e_hist))  # fmt: skip
+    c.check(
+        "GET", billing, gw.request("GET", f"/api/meters/{e_id}/billing" + q(**EVER), token=e_hist)
+    )
 
     # the WebSockets: handshake errors, then a real stream
     realtime, legacy = "/api/realtime", "/api/legacy-p1"
-    stream = f"{realtime}?equipment_id={e_id},{g_id}&obis=1-0:1.7.0.255,0-0:96.7.21.255," \
-             "0-1:24.2.1.255&interval=1"
+    stream = (
+        f"{realtime}?equipment_id={e_id},{g_id}&obis=1-0:1.7.0.255,0-0:96.7.21.255,"
+        "0-1:24.2.1.255&interval=1"
+    )
     c.check("GET", realtime, gw.request("GET", stream, token=token))  # no Upgrade: 400
     c.check("GET", realtime, gw.request("GET", stream))
     c.check("GET", realtime, gw.request("GET", stream, token=p1))
@@ -257,29 +273,54 @@ def test_real_answers_validate_against_the_document(
     c.check("GET", "/history.csv", gw.request("GET", "/history.csv"))
     c.check("GET", "/login", gw.request("GET", "/login"))
     c.check("GET", "/login", gw.request("GET", "/login", headers=session))
-    c.check("POST", "/login", gw.request("POST", "/login", body=b"",
-                                         headers={"Origin": "https://evil.example"}))
+    c.check(
+        "POST",
+        "/login",
+        gw.request("POST", "/login", body=b"", headers={"Origin": "https://evil.example"}),
+    )
     c.check("GET", "/login/status", gw.request("GET", "/login/status"))
     c.check("GET", "/lang/{lang}", gw.request("GET", "/lang/en?next=/live"))
     c.check("GET", "/lang/{lang}", gw.request("GET", "/lang/xx"))
     c.check("GET", "/portal/status", gw.request("GET", "/portal/status", headers=session))
     c.check("GET", "/portal/status", gw.request("GET", "/portal/status"))
     c.check("GET", "/root-ca.pem", gw.request("GET", "/root-ca.pem"))
-    c.check("GET", "/portal/static/{version}/{name}",
-            gw.request("GET", "/portal/static/0/nothing.js"))
-    c.check("GET", "/portal/vendor/plotly-{version}.min.js",
-            gw.request("GET", "/portal/vendor/plotly-0.min.js"))
-    forms = ["/logout", "/admin/elevate", "/admin/unelevate", "/admin/requests/x/approve",
-             "/admin/requests/x/deny", "/admin/devices/x/profiles", "/admin/devices/x/revoke",
-             "/admin/sessions/x/revoke", "/admin/block-history"]  # fmt: skip
-    templates = {"/admin/requests/x/approve": "/admin/requests/{request_id}/approve",
-                 "/admin/requests/x/deny": "/admin/requests/{request_id}/deny",
-                 "/admin/devices/x/profiles": "/admin/devices/{token_id}/profiles",
-                 "/admin/devices/x/revoke": "/admin/devices/{token_id}/revoke",
-                 "/admin/sessions/x/revoke": "/admin/sessions/{session_id}/revoke"}
+    c.check(
+        "GET", "/portal/static/{version}/{name}", gw.request("GET", "/portal/static/0/nothing.js")
+    )
+    c.check(
+        "GET",
+        "/portal/vendor/plotly-{version}.min.js",
+        gw.request("GET", "/portal/vendor/plotly-0.min.js"),
+    )
+    forms = [
+        "/logout",
+        "/admin/elevate",
+        "/admin/unelevate",
+        "/admin/requests/x/approve",
+        "/admin/requests/x/deny",
+        "/admin/devices/x/profiles",
+        "/admin/devices/x/revoke",
+        "/admin/sessions/x/revoke",
+        "/admin/block-history",
+    ]
+    templates = {
+        "/admin/requests/x/approve": "/admin/requests/{request_id}/approve",
+        "/admin/requests/x/deny": "/admin/requests/{request_id}/deny",
+        "/admin/devices/x/profiles": "/admin/devices/{token_id}/profiles",
+        "/admin/devices/x/revoke": "/admin/devices/{token_id}/revoke",
+        "/admin/sessions/x/revoke": "/admin/sessions/{session_id}/revoke",
+    }
     for form in forms:  # without a CSRF token: refused, never done
-        reply = gw.request("POST", form, body=b"csrf=no", headers={
-            **session, "Origin": gw.url, "Content-Type": "application/x-www-form-urlencoded"})
+        reply = gw.request(
+            "POST",
+            form,
+            body=b"csrf=no",
+            headers={
+                **session,
+                "Origin": gw.url,
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
         c.check("POST", templates.get(form, form), reply)
         assert reply.status in (403, 303)
     c.check("POST", "/login", gw.request("POST", "/login", body=b"", headers={"Origin": gw.url}))
@@ -288,19 +329,30 @@ def test_real_answers_validate_against_the_document(
     gw.control.operator("disable")
     try:
         c.check("GET", measurements, gw.request("GET", good, token=token))
-        c.check("GET", billing, gw.request("GET", f"/api/meters/{e_id}/billing" + q(**EVER),
-                                           token=token))  # fmt: skip
+        c.check(
+            "GET",
+            billing,
+            gw.request("GET", f"/api/meters/{e_id}/billing" + q(**EVER), token=token),
+        )
         c.check("GET", "/api/openapi.json", gw.request("GET", "/api/openapi.json"))
         c.check("GET", "/", gw.request("GET", "/", headers=session))
     finally:
         gw.control.operator("enable")
 
-    api = {(m.upper(), p) for p, item in document["paths"].items() for m in item
-           if p.startswith("/api")}  # fmt: skip
+    api = {
+        (m.upper(), p)
+        for p, item in document["paths"].items()
+        for m in item
+        if p.startswith("/api")
+    }
     assert api <= set(c.seen), api - set(c.seen)
     for name in ("measurements", "billing"):
         path = measurements if name == "measurements" else billing
         assert c.seen[("GET", path)] == {"200", "400", "401", "403", "404", "429", "503"}, name
-    portal = {(m.upper(), p) for p, item in document["paths"].items() for m in item
-              if not p.startswith("/api")}  # fmt: skip
+    portal = {
+        (m.upper(), p)
+        for p, item in document["paths"].items()
+        for m in item
+        if not p.startswith("/api")
+    }
     assert portal <= set(c.seen), portal - set(c.seen)

@@ -34,10 +34,12 @@ SOCKETS: dict[str, tuple[str, set[str]]] = {
     "legacy-p1": ("/api/legacy-p1", {"P1"}),
     "realtime power": ("/api/realtime?equipment_id={e}&obis=1-0:1.7.0.255", {"E-REALTIME"}),
     "realtime power quality": (
-        "/api/realtime?equipment_id={e}&obis=0-0:96.7.21.255", {"PQ-REALTIME"}
+        "/api/realtime?equipment_id={e}&obis=0-0:96.7.21.255",
+        {"PQ-REALTIME"},
     ),
     "realtime equipment id": (
-        "/api/realtime?equipment_id={e}&obis=0-0:96.1.1.255", {"E-REALTIME", "PQ-REALTIME"}
+        "/api/realtime?equipment_id={e}&obis=0-0:96.1.1.255",
+        {"E-REALTIME", "PQ-REALTIME"},
     ),
     "realtime gas": ("/api/realtime?equipment_id={g}&obis=0-1:24.2.1.255", {"G-REALTIME"}),
     "realtime both": (
@@ -67,8 +69,9 @@ def test_rest_endpoints_per_profile(
     info = gw.request("GET", "/api/token", token=token)
     assert info.status == 200 and info.json["profiles"] == [profile]
     meters = gw.request("GET", "/api/meters", token=token).json["meters"]
-    expected = [t for t, allowed in (("electricity", E_METER), ("gas", G_METER))
-                if profile in allowed]  # fmt: skip
+    expected = [
+        t for t, allowed in (("electricity", E_METER), ("gas", G_METER)) if profile in allowed
+    ]
     assert [m["type"] for m in meters] == expected
     for equipment_id, allowed in ((gw.electricity_id, E_METER), (gw.gas_id, G_METER)):
         reply = gw.request("GET", f"/api/meters/{equipment_id}", token=token)
@@ -105,8 +108,12 @@ async def test_a_token_with_both_profiles_opens_the_combined_socket(gw: RunningG
 
 # --- tokens that do not work ---------------------------------------------------------------
 
-AUTH_REST = [("GET", "/api/token"), ("DELETE", "/api/token"), ("GET", "/api/meters"),
-             ("GET", "/api/meters/{e}")]  # fmt: skip
+AUTH_REST = [
+    ("GET", "/api/token"),
+    ("DELETE", "/api/token"),
+    ("GET", "/api/meters"),
+    ("GET", "/api/meters/{e}"),
+]
 
 
 async def _all_refused(gw: RunningGateway, token: str | None, word: str) -> None:
@@ -115,8 +122,7 @@ async def _all_refused(gw: RunningGateway, token: str | None, word: str) -> None
         assert reply.status == 401, (method, template, reply.body)
         assert reply.json["error"] == "unauthorized" and word in reply.json["message"]
     for template, _ in SOCKETS.values():
-        status, body = await handshake(gw, template.format(e=gw.electricity_id, g=gw.gas_id),
-                                       token)  # fmt: skip
+        status, body = await handshake(gw, template.format(e=gw.electricity_id, g=gw.gas_id), token)
         assert status == 401 and body["error"] == "unauthorized", (template, body)
 
 
@@ -130,8 +136,9 @@ async def test_unknown_token(gw: RunningGateway) -> None:
 
 async def test_revoked_token(gw: RunningGateway) -> None:
     token = gw.pair(list(ALL_PROFILES))
-    token_id = next(t["token_id"] for t in gw.control.tokens()
-                    if t["profiles"] == list(ALL_PROFILES))  # fmt: skip
+    token_id = next(
+        t["token_id"] for t in gw.control.tokens() if t["profiles"] == list(ALL_PROFILES)
+    )
     gw.control.revoke(token_id)
     await _all_refused(gw, token, "revoked")
 

@@ -51,8 +51,8 @@ async def test_legacy_p1_sends_whole_telegrams_dsmr_parser_accepts(
     stamps = []
     for text in texts:
         assert isinstance(text, str)
-        assert text.startswith("/") and text.endswith("\r\n") and "\n" not in text.replace(
-            "\r\n", ""
+        assert (
+            text.startswith("/") and text.endswith("\r\n") and "\n" not in text.replace("\r\n", "")
         )
         parsed = V5.parse(text, throw_ex=True)  # CRC checked
         stamp = parsed[obis_references.P1_MESSAGE_TIMESTAMP].value.astimezone(UTC)
@@ -67,9 +67,7 @@ async def test_legacy_p1_interval(gateway: RunningGateway) -> None:
     token = gateway.pair(["P1"])
     async with gateway.ws("/api/legacy-p1?interval=2", token=token) as ws:
         texts = [await ws.recv() for _ in range(2)]
-    stamps = [
-        V5.parse(t, throw_ex=True)[obis_references.P1_MESSAGE_TIMESTAMP].value for t in texts
-    ]
+    stamps = [V5.parse(t, throw_ex=True)[obis_references.P1_MESSAGE_TIMESTAMP].value for t in texts]
     assert stamps[1] - stamps[0] == timedelta(seconds=2)
     assert all(int(s.timestamp()) % 2 == 0 for s in stamps)
 
@@ -259,8 +257,7 @@ async def test_speed_runs_the_meters_clock_faster(tmp_path: Path) -> None:
         token = gw.pair(["P1"])
         async with gw.ws("/api/legacy-p1", token=token) as ws:
             texts = [await ws.recv() for _ in range(3)]
-    stamps = [V5.parse(t, throw_ex=True)[obis_references.P1_MESSAGE_TIMESTAMP].value
-              for t in texts]  # fmt: skip
+    stamps = [V5.parse(t, throw_ex=True)[obis_references.P1_MESSAGE_TIMESTAMP].value for t in texts]
     assert [b - a for a, b in zip(stamps, stamps[1:], strict=False)] == [timedelta(minutes=1)] * 2
 
 

@@ -136,14 +136,21 @@ def filled(db: Path) -> HistoryStore:
 def test_table_8() -> None:
     rows = [(row.meter, row.resolution.value, row.period, row.count) for row in TABLE_8]
     assert rows == [
-        (E, "15m", "7 days", 672), (E, "1h", "30 days", 720),
-        (E, "1d", "24 months", 730), (E, "1M", "60 months", 60),
-        (G, "5m", "1 hour", 12), (G, "1h", "30 days", 720),
-        (G, "1d", "24 months", 730), (G, "1M", "60 months", 60),
-    ]  # fmt: skip
+        (E, "15m", "7 days", 672),
+        (E, "1h", "30 days", 720),
+        (E, "1d", "24 months", 730),
+        (E, "1M", "60 months", 60),
+        (G, "5m", "1 hour", 12),
+        (G, "1h", "30 days", 720),
+        (G, "1d", "24 months", 730),
+        (G, "1M", "60 months", 60),
+    ]
     assert [r.resolution.value for r in resolutions(G)] == ["5m", "1h", "1d", "1M"]
     assert RETENTION[(E, R.DAY)].to_json() == {
-        "resolution": "1d", "retention": "24 months", "max_values": 730}  # fmt: skip
+        "resolution": "1d",
+        "retention": "24 months",
+        "max_values": 730,
+    }
 
 
 # --- the calendar -----------------------------------------------------------------------
@@ -178,9 +185,11 @@ def test_days_are_local_calendar_days_with_23_and_25_hours() -> None:
     # DST starts on 29 March 2026 and ends on 25 October 2026 in the Netherlands.
     spring = list(interval_ends(R.DAY, utc(2026, 3, 27), utc(2026, 3, 31)))
     assert [format_time(t) for t in spring] == [
-        "2026-03-27T23:00:00Z", "2026-03-28T23:00:00Z",
-        "2026-03-29T22:00:00Z", "2026-03-30T22:00:00Z",
-    ]  # fmt: skip
+        "2026-03-27T23:00:00Z",
+        "2026-03-28T23:00:00Z",
+        "2026-03-29T22:00:00Z",
+        "2026-03-30T22:00:00Z",
+    ]
     assert spring[2] - interval_start(R.DAY, spring[2]) == timedelta(hours=23)
     autumn = list(interval_ends(R.DAY, utc(2026, 10, 24), utc(2026, 10, 26)))
     assert autumn[1] - autumn[0] == timedelta(hours=25)
@@ -191,7 +200,12 @@ def test_months_are_local_calendar_months() -> None:
     ends = list(interval_ends(R.MONTH, utc(2025, 12, 1), utc(2026, 5, 1)))
     local = [t.astimezone(LOCAL_ZONE) for t in ends]
     assert [(d.year, d.month, d.day, d.hour) for d in local] == [
-        (2026, 1, 1, 0), (2026, 2, 1, 0), (2026, 3, 1, 0), (2026, 4, 1, 0), (2026, 5, 1, 0)]
+        (2026, 1, 1, 0),
+        (2026, 2, 1, 0),
+        (2026, 3, 1, 0),
+        (2026, 4, 1, 0),
+        (2026, 5, 1, 0),
+    ]
     assert shift(R.MONTH, ends[0], -13).astimezone(LOCAL_ZONE).date().isoformat() == "2024-12-01"
     assert shift(R.MONTH, ends[0], 12) == utc(2026, 12, 31, 23)
 
@@ -291,8 +305,9 @@ def test_backfill_reads_each_register_once(db: Path) -> None:
     # One register read per distinct interval end, shared across resolutions and meters.
     distinct = set()
     for row in TABLE_8:
-        distinct |= set(interval_ends(row.resolution, oldest_kept(row.meter, row.resolution,
-                                                                  NOW), NOW))  # fmt: skip
+        distinct |= set(
+            interval_ends(row.resolution, oldest_kept(row.meter, row.resolution, NOW), NOW)
+        )
     assert sim.calls == len(distinct)
 
 
@@ -489,7 +504,8 @@ def test_a_reading_without_some_objects_leaves_them_out(db: Path) -> None:
     q = MeasurementsQuery(E, R.HOUR, ("1-0:1.8.1.255", "1-0:1.8.2.255"), t, t)
     assert store.query(q) == [(t, {"1-0:1.8.1.255": 5.5})]
     assert json.loads(store.query_json(q)) == [
-        {"t": "2026-05-09T12:00:00Z", "values": {"1-0:1.8.1.255": 5.5}}]
+        {"t": "2026-05-09T12:00:00Z", "values": {"1-0:1.8.1.255": 5.5}}
+    ]
     only_missing = MeasurementsQuery(E, R.HOUR, ("1-0:1.8.2.255",), t, t)
     assert store.query(only_missing) == []
     assert store.query_json(only_missing) == "[]"
@@ -497,8 +513,9 @@ def test_a_reading_without_some_objects_leaves_them_out(db: Path) -> None:
 
 def test_query_json_is_query_as_json(filled: HistoryStore) -> None:
     for row in TABLE_8:
-        q = MeasurementsQuery(row.meter, row.resolution, codes_of(row.meter)[:4],
-                              utc(2025, 1, 1), NOW)  # fmt: skip
+        q = MeasurementsQuery(
+            row.meter, row.resolution, codes_of(row.meter)[:4], utc(2025, 1, 1), NOW
+        )
         readings = filled.query(q)
         body = json.loads(filled.query_json(q))
         assert body == [{"t": format_time(t), "values": v} for t, v in readings]
@@ -555,8 +572,12 @@ def test_sigkill_while_recording_loses_no_committed_reading(db: Path) -> None:
 
 
 def params(**kw: str) -> dict[str, str]:
-    base = {"obis": "1-0:1.8.1.255", "resolution": "1d", "from": "2026-01-01T00:00:00Z",
-            "to": "2026-02-01T00:00:00+01:00"}  # fmt: skip
+    base = {
+        "obis": "1-0:1.8.1.255",
+        "resolution": "1d",
+        "from": "2026-01-01T00:00:00Z",
+        "to": "2026-02-01T00:00:00+01:00",
+    }
     base.update(kw)
     return {k: v for k, v in base.items() if v != "-"}
 
@@ -568,14 +589,15 @@ def test_a_good_query() -> None:
     assert q.meter is E and q.resolution is R.DAY
     assert q.codes == ("1-0:1.8.1.255", "1-0:2.8.1.255", "0-0:96.7.21.255")
     assert q.start == utc(2026, 1, 1) and q.end == utc(2026, 1, 31, 23)
-    g = parse_measurements_query(params(obis=GAS_CODE, resolution="5m"), G,
-                                 {Profile.G_HISTORIC})  # fmt: skip
+    g = parse_measurements_query(params(obis=GAS_CODE, resolution="5m"), G, {Profile.G_HISTORIC})
     assert g.codes == (GAS_CODE,) and g.resolution is R.MIN5
     assert q.response_head("E1") == {
-        "equipment_id": "E1", "resolution": "1d", "from": "2026-01-01T00:00:00Z",
+        "equipment_id": "E1",
+        "resolution": "1d",
+        "from": "2026-01-01T00:00:00Z",
         "to": "2026-01-31T23:00:00Z",
         "units": {"1-0:1.8.1.255": "kWh", "1-0:2.8.1.255": "kWh", "0-0:96.7.21.255": None},
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize(
@@ -612,8 +634,7 @@ def test_a_good_query() -> None:
         ({"to": "9999-12-31T23:59:59-01:00"}, E, "to", "out of range"),
         ({"from": "1900-01-01T00:00:00Z"}, E, "from", "out of range"),
         ({"from": "2026-02-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, E, "from", "before"),
-        ({"from": "2026-01-01T00:00:00Z", "to": "2026-01-01T01:00:00+01:00"}, E, "from",
-         "before"),
+        ({"from": "2026-01-01T00:00:00Z", "to": "2026-01-01T01:00:00+01:00"}, E, "from", "before"),
         ({"form": "2026-01-01T00:00:00Z"}, E, "form", "unknown parameter"),
     ],
 )
@@ -633,8 +654,7 @@ def test_every_bad_parameter_is_named(
     [
         ("1-0:1.8.1.255", {Profile.E_REALTIME, Profile.E_BILLING, Profile.P1}, ["E-HISTORIC"]),
         ("0-0:96.7.21.255", {Profile.E_HISTORIC}, ["PQ-HISTORIC"]),
-        ("1-0:1.8.1.255,1-0:32.36.0.255", {Profile.PQ_REALTIME},
-         ["E-HISTORIC", "PQ-HISTORIC"]),
+        ("1-0:1.8.1.255,1-0:32.36.0.255", {Profile.PQ_REALTIME}, ["E-HISTORIC", "PQ-HISTORIC"]),
         ("1-0:1.8.1.255", {Profile.G_HISTORIC}, ["E-HISTORIC"]),
     ],
 )
@@ -661,25 +681,36 @@ def test_a_bad_parameter_is_400_even_for_a_token_without_rights() -> None:
 
 def test_a_period_beyond_retention_is_clamped_not_refused() -> None:
     now = NOW
-    q = parse_measurements_query(params(**{"from": "2000-01-01T00:00:00Z",
-                                           "to": "2030-01-01T00:00:00Z"}), E,
-                                 ALL_PROFILES, now=now)  # fmt: skip
+    q = parse_measurements_query(
+        params(**{"from": "2000-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"}),
+        E,
+        ALL_PROFILES,
+        now=now,
+    )
     assert q.start == oldest_kept(E, R.DAY, now)
     assert q.end == utc(2030, 1, 1)
     inside = parse_measurements_query(params(), E, ALL_PROFILES, now=now)
     assert inside.start == utc(2026, 1, 1)
-    before = parse_measurements_query(params(**{"from": "2000-01-01T00:00:00Z",
-                                                "to": "2001-01-01T00:00:00Z"}), E,
-                                      ALL_PROFILES, now=now)  # fmt: skip
+    before = parse_measurements_query(
+        params(**{"from": "2000-01-01T00:00:00Z", "to": "2001-01-01T00:00:00Z"}),
+        E,
+        ALL_PROFILES,
+        now=now,
+    )
     assert before.start == utc(2000, 1, 1)  # wholly before retention: nothing to return
 
 
 def test_clamped_query_against_the_store(filled: HistoryStore) -> None:
     q = parse_measurements_query(
-        params(obis=",".join(E_CODES[:4]), resolution="15m",
-               **{"from": "2020-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"}),
-        E, ALL_PROFILES, now=NOW,
-    )  # fmt: skip
+        params(
+            obis=",".join(E_CODES[:4]),
+            resolution="15m",
+            **{"from": "2020-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"},
+        ),
+        E,
+        ALL_PROFILES,
+        now=NOW,
+    )
     readings = filled.query(q)
     assert len(readings) == 672
     assert readings[0][0] == q.start

@@ -99,7 +99,9 @@ def test_100_mb_of_random_bytes_in_bounded_memory(tmp_path: Path) -> None:
     errors = (tmp_path / "stderr").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "x1p1.cli", "monitor", "-"],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=errors,
     )
     assert proc.stdin is not None
     block = os.urandom(1 << 20)
@@ -108,9 +110,13 @@ def test_100_mb_of_random_bytes_in_bounded_memory(tmp_path: Path) -> None:
         proc.stdin.write(block[i:] + block[:i])
         if i in (10, 99):
             status = Path(f"/proc/{proc.pid}/status").read_text()
-            peaks.append(int(next(
-                line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")
-            )))
+            peaks.append(
+                int(
+                    next(
+                        line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")
+                    )
+                )
+            )
     proc.stdin.close()
     assert proc.wait(timeout=300) == 0
     errors.close()

@@ -46,8 +46,13 @@ def test_every_split_gives_the_same_events(name: str) -> None:
     raw = CORPUS[name]
     noisy = b"\x00\xffnoise\r\n" + raw + b"junk!12" + raw + raw
     expected = read_all([noisy])
-    assert [type(e) for e in expected] == [Garbage, ValidTelegram, Garbage,
-                                           ValidTelegram, ValidTelegram]
+    assert [type(e) for e in expected] == [
+        Garbage,
+        ValidTelegram,
+        Garbage,
+        ValidTelegram,
+        ValidTelegram,
+    ]
     assert read_all([bytes([b]) for b in noisy]) == expected
     for cut in range(len(noisy)):
         assert read_all([noisy[:cut], noisy[cut:]]) == expected, cut
@@ -56,8 +61,12 @@ def test_every_split_gives_the_same_events(name: str) -> None:
 def test_two_glued_and_noise_between() -> None:
     a, b = CORPUS["three-phase"], CORPUS["one-phase"]
     events = read_all([b"xx" + a + b"\r\n\r\n" + b])
-    assert events == [Garbage(2), ValidTelegram(a, a[-6:-2].decode()), Garbage(4),
-                      ValidTelegram(b, b[-6:-2].decode())]
+    assert events == [
+        Garbage(2),
+        ValidTelegram(a, a[-6:-2].decode()),
+        Garbage(4),
+        ValidTelegram(b, b[-6:-2].decode()),
+    ]
 
 
 def test_crc_mismatch_reports_both_crcs() -> None:

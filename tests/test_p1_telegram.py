@@ -52,8 +52,10 @@ def test_empty_values_and_dummy_channel() -> None:
         (b"no slash\r\n", "starts with"),
         (b"/A\r\n\r\n1-0:1.8.1(1)\r\n!ZZZZ\r\n", "bad CRC"),
         (b"/A\r\n\r\n1-0:1.8.1(1)\r\n!0000\r\n", "CRC mismatch"),
-        (b"/A\r\n1-0:1.8.1(1)\r\n!" + crc16_hex(b"/A\r\n1-0:1.8.1(1)\r\n!").encode() + b"\r\n",
-         "empty line"),
+        (
+            b"/A\r\n1-0:1.8.1(1)\r\n!" + crc16_hex(b"/A\r\n1-0:1.8.1(1)\r\n!").encode() + b"\r\n",
+            "empty line",
+        ),
     ],
 )
 def test_parse_errors(raw: bytes, message: str) -> None:
@@ -89,9 +91,7 @@ def test_values() -> None:
     assert timestamp(summer) == "260715140000S"
     assert parse_timestamp("260715140000S") == summer
     # the hour that occurs twice in autumn is told apart by the flag
-    assert parse_timestamp("261025023000S") + timedelta(hours=1) == parse_timestamp(
-        "261025023000W"
-    )
+    assert parse_timestamp("261025023000S") + timedelta(hours=1) == parse_timestamp("261025023000W")
     for bad in ["2607151400S", "269915140000S", "260715140000X"]:
         with pytest.raises(TelegramParseError):
             parse_timestamp(bad)
@@ -118,7 +118,8 @@ readings = st.builds(
         st.builds(
             PowerFailure,
             st.datetimes(
-                min_value=datetime(2001, 1, 1), max_value=datetime(2098, 1, 1),
+                min_value=datetime(2001, 1, 1),
+                max_value=datetime(2098, 1, 1),
                 timezones=st.just(UTC),
             ),
             st.integers(0, 10**9),

@@ -152,8 +152,13 @@ def test_openssl_strict_verify_agrees(pki: GatewayPKI) -> None:
         pytest.skip("the openssl command is not installed")
     result = subprocess.run(
         [
-            "openssl", "verify", "-x509_strict", "-CAfile", str(pki.root_cert_path),
-            str(pki.leaf_cert_path), str(pki.billing_cert_path),
+            "openssl",
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            str(pki.root_cert_path),
+            str(pki.leaf_cert_path),
+            str(pki.billing_cert_path),
         ],
         capture_output=True,
         text=True,
@@ -216,9 +221,7 @@ def test_base_name_and_addresses(tmp_path: Path) -> None:
     assert "meterkast.local" in pki.leaf_dns_names
     assert "meterkast-9.local" in pki.leaf_dns_names
     assert "X1-interface.local" not in pki.leaf_dns_names
-    assert {"192.0.2.7", "fe80::1", "10.1.2.3", "127.0.0.1", "::1"} == set(
-        pki.leaf_ip_addresses
-    )
+    assert {"192.0.2.7", "fe80::1", "10.1.2.3", "127.0.0.1", "::1"} == set(pki.leaf_ip_addresses)
     client = client_ssl_context(pki.root_cert_path)
     assert handshake(pki.server_ssl_context(), client, "meterkast-4.local") == "TLSv1.3"
 

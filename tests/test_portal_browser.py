@@ -1,4 +1,4 @@
-"""The customer portal in a real browser (issue 7): Debian's chromium, headless, Playwright.
+"""The customer portal in a real browser: Debian's chromium, headless, Playwright.
 
 Each test runs its own gateway (real TLS on loopback) and a browser that trusts that
 gateway's root CA (``portal_browser``: nothing is ignored). Screenshots of every page go
@@ -157,8 +157,11 @@ def test_csv_download_matches_the_api(gw: RunningGateway, browser: Any) -> None:
     checked = 0
     # yesterday's periods: today's (or this month's) may still be empty just after midnight
     yesterday = (local(datetime.now(UTC)) - timedelta(days=1)).date().isoformat()
-    for query in ("meter=electricity&resolution=15m", "meter=electricity&resolution=1d",
-                  "meter=gas&resolution=1h"):  # fmt: skip
+    for query in (
+        "meter=electricity&resolution=15m",
+        "meter=electricity&resolution=1d",
+        "meter=gas&resolution=1h",
+    ):
         page.goto(f"{gw.url}/history?{query}&start={yesterday}")
         page.wait_for_selector("#history-chart .main-svg")
         assert int(page.get_attribute("#history-chart", "data-bars") or 0) > 0
@@ -177,8 +180,14 @@ def test_csv_download_matches_the_api(gw: RunningGateway, browser: Any) -> None:
         assert header == ["t", *codes]
         # the same query of the API, with a device's token
         meter = gw.electricity_id if selection["meter"] == ["electricity"] else gw.gas_id
-        api_query = urlencode({"obis": ",".join(codes), "resolution": selection["resolution"][0],
-                               "from": body[0][0], "to": body[-1][0]})  # fmt: skip
+        api_query = urlencode(
+            {
+                "obis": ",".join(codes),
+                "resolution": selection["resolution"][0],
+                "from": body[0][0],
+                "to": body[-1][0],
+            }
+        )
         reply = gw.request("GET", f"/api/meters/{meter}/measurements?{api_query}", token=token)
         assert reply.status == 200, reply.body
         api = reply.json
@@ -272,15 +281,30 @@ def test_blocking_history(gw: RunningGateway, browser: Any) -> None:
     from x1p1.x1.profiles import Profile
 
     q = parse_measurements_query(
-        {"obis": "1-0:1.8.1.255", "resolution": "1d", "from": "2000-01-01T00:00:00Z",
-         "to": blocked.strftime("%Y-%m-%dT%H:%M:%SZ")},
-        Meter.ELECTRICITY, frozenset(Profile),
-    )  # fmt: skip
+        {
+            "obis": "1-0:1.8.1.255",
+            "resolution": "1d",
+            "from": "2000-01-01T00:00:00Z",
+            "to": blocked.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        Meter.ELECTRICITY,
+        frozenset(Profile),
+    )
     assert gw.call(lambda g: history.query(q)) == []
     fresh = gw.pair(["E-HISTORIC"])  # a device paired after the block sees nothing before it
-    api = gw.request("GET", f"/api/meters/{gw.electricity_id}/measurements?" + urlencode(
-        {"obis": "1-0:1.8.1.255", "resolution": "15m", "from": "2000-01-01T00:00:00Z",
-         "to": blocked.strftime("%Y-%m-%dT%H:%M:%SZ")}), token=fresh)  # fmt: skip
+    api = gw.request(
+        "GET",
+        f"/api/meters/{gw.electricity_id}/measurements?"
+        + urlencode(
+            {
+                "obis": "1-0:1.8.1.255",
+                "resolution": "15m",
+                "from": "2000-01-01T00:00:00Z",
+                "to": blocked.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        ),
+        token=fresh,
+    )
     assert api.status == 200 and api.json["readings"] == []
     events = [e["event"] for e in gw.control.call("comlog")["entries"]]
     assert "history-blocked" in events

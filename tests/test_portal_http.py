@@ -236,17 +236,22 @@ def test_every_form_refuses_a_forgery(gw: RunningGateway) -> None:
     client.elevate()
     token_id = gw.control.tokens()[0]["token_id"]
     request_id = gw.control.requests()[0]["request_id"]
-    other_session = next(s["session_id"] for s in gw.control.call("sessions")["sessions"]
-                         if s["session_id"] != _session_id(gw, client))  # fmt: skip
+    other_session = next(
+        s["session_id"]
+        for s in gw.control.call("sessions")["sessions"]
+        if s["session_id"] != _session_id(gw, client)
+    )
     forms = {
-        "/logout": {}, "/admin/elevate": {}, "/admin/unelevate": {},
+        "/logout": {},
+        "/admin/elevate": {},
+        "/admin/unelevate": {},
         f"/admin/requests/{request_id}/approve": {"profiles": ["E-REALTIME"]},
         f"/admin/requests/{request_id}/deny": {},
         f"/admin/devices/{token_id}/profiles": {"profiles": ["P1", "E-REALTIME"]},
         f"/admin/devices/{token_id}/revoke": {},
         f"/admin/sessions/{other_session}/revoke": {},
         "/admin/block-history": {"confirm": "yes"},
-    }  # fmt: skip
+    }
     for path, fields in forms.items():
         attempts = [
             ({**fields}, {}, "self"),  # no token at all
@@ -309,19 +314,31 @@ def test_admin_functions_work_and_go_to_the_comlog(gw: RunningGateway) -> None:
     state = gw.request("GET", f"/api/tokens/requests/{asked['request_id']}").json
     assert state["profiles"] == ["E-REALTIME"]  # fewer than asked (§5.1.6)
     dongle = next(t for t in gw.control.tokens() if t["name"] == "dongle")
-    client.post(f"/admin/devices/{dongle['token_id']}/profiles",
-                {"csrf": csrf, "profiles": ["P1", "G-REALTIME"]})  # fmt: skip
+    client.post(
+        f"/admin/devices/{dongle['token_id']}/profiles",
+        {"csrf": csrf, "profiles": ["P1", "G-REALTIME"]},
+    )
     assert gw.request("GET", "/api/token", token=token).json["profiles"] == ["P1", "G-REALTIME"]
     client.post(f"/admin/devices/{dongle['token_id']}/revoke", {"csrf": csrf})
     assert gw.request("GET", "/api/token", token=token).status == 401
     events = [e["event"] for e in gw.control.call("comlog")["entries"]]
-    for kind in ("login-requested", "login-approved", "elevation-requested",
-                 "elevation-approved", "token-approved", "profiles-changed", "token-revoked",
-                 "admin-action"):  # fmt: skip
+    for kind in (
+        "login-requested",
+        "login-approved",
+        "elevation-requested",
+        "elevation-approved",
+        "token-approved",
+        "profiles-changed",
+        "token-revoked",
+        "admin-action",
+    ):
         assert kind in events, kind
     assert events.count("admin-action") == 3
-    browsers = {e["device"] for e in gw.control.call("comlog")["entries"]
-                if (e["device"] or "").startswith("portal:")}  # fmt: skip
+    browsers = {
+        e["device"]
+        for e in gw.control.call("comlog")["entries"]
+        if (e["device"] or "").startswith("portal:")
+    }
     assert len(browsers) == 1  # one browser, one name, before and after it logged in
     comlog = client.get("/comlog").text
     assert "Admin access confirmed" in comlog and "Access revoked" in comlog
@@ -373,8 +390,12 @@ async def test_the_live_socket_opens_with_the_cookie_and_closes_at_logout(
     query = urlencode({"equipment_id": gw.electricity_id, "obis": "1-0:1.7.0.255"})
     from websockets.asyncio.client import connect
 
-    async with connect(f"{gw.ws_url}/api/realtime?{query}", ssl=gw.ssl_context(),
-                       origin=gw.url, additional_headers={"Cookie": cookie}) as ws:  # type: ignore[arg-type]
+    async with connect(
+        f"{gw.ws_url}/api/realtime?{query}",
+        ssl=gw.ssl_context(),
+        origin=gw.url,
+        additional_headers={"Cookie": cookie},
+    ) as ws:  # type: ignore[arg-type]
         message = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert message["equipment_id"] == gw.electricity_id
         csrf = await asyncio.to_thread(client.csrf)
@@ -404,8 +425,10 @@ def test_the_meters_button_takes_the_oldest_item_whatever_it_is(gw: RunningGatew
     assert "portal login" in listed.output and f"User-Agent: {UA}" in listed.output
     first = runner.invoke(main, ["meter", "approve", "--state-dir", str(gw.state_dir)])
     assert first.exit_code == 0 and "dongle" in first.output
-    assert gw.request("GET", f"/api/tokens/requests/{asked['request_id']}").json["status"] == \
-        "approved"  # fmt: skip
+    assert (
+        gw.request("GET", f"/api/tokens/requests/{asked['request_id']}").json["status"]
+        == "approved"
+    )
     second = runner.invoke(main, ["meter", "approve", "--state-dir", str(gw.state_dir)])
     assert second.exit_code == 0 and "portal login" in second.output
     assert b'"approved"' in client.get("/login/status").body
@@ -471,8 +494,9 @@ def test_assets_are_local_and_long_cached(gw: RunningGateway) -> None:
     import importlib.metadata
 
     version = importlib.metadata.version("plotly")
-    plotly = client.get(f"/portal/vendor/plotly-{version}.min.js",
-                        headers={"Accept-Encoding": "gzip"})  # fmt: skip
+    plotly = client.get(
+        f"/portal/vendor/plotly-{version}.min.js", headers={"Accept-Encoding": "gzip"}
+    )
     assert plotly.status == 200 and plotly.headers["content-encoding"] == "gzip"
     from x1p1.gateway.portal.html import Plotly
 
@@ -499,18 +523,30 @@ def _session_id(gw: RunningGateway, client: Client) -> str:
     from x1p1.x1.pairing import token_digest
 
     digest = token_digest(client.jar["__Host-x1p1-session"])
-    row = gw.call(lambda g: g.state.store.conn.execute(
-        "SELECT session_id FROM portal_sessions WHERE digest = ?", (digest,)).fetchone())
+    row = gw.call(
+        lambda g: g.state.store.conn.execute(
+            "SELECT session_id FROM portal_sessions WHERE digest = ?", (digest,)
+        ).fetchone()
+    )
     return str(row[0])
 
 
 @pytest.mark.parametrize(
     ("header", "cookie", "lang"),
-    [(None, None, "nl"), ("", None, "nl"), ("en-US,en;q=0.9", None, "en"),
-     ("nl-BE", None, "nl"), ("fr, nl;q=0.3, en;q=0.5", None, "en"), ("de", None, "en"),
-     ("en;q=0, nl;q=0.1", None, "nl"), ("*", None, "nl"), ("en", "nl", "nl"),
-     ("nl", "xx", "nl"), ("q=;;,,", None, "en")],
-)  # fmt: skip
+    [
+        (None, None, "nl"),
+        ("", None, "nl"),
+        ("en-US,en;q=0.9", None, "en"),
+        ("nl-BE", None, "nl"),
+        ("fr, nl;q=0.3, en;q=0.5", None, "en"),
+        ("de", None, "en"),
+        ("en;q=0, nl;q=0.1", None, "nl"),
+        ("*", None, "nl"),
+        ("en", "nl", "nl"),
+        ("nl", "xx", "nl"),
+        ("q=;;,,", None, "en"),
+    ],
+)
 def test_negotiate(header: str | None, cookie: str | None, lang: str) -> None:
     assert negotiate(header, cookie) == lang
 
@@ -518,8 +554,9 @@ def test_negotiate(header: str | None, cookie: str | None, lang: str) -> None:
 def test_every_text_exists_in_both_languages() -> None:
     for key, (nl, en) in MESSAGES.items():
         assert nl.strip() and en.strip(), key
-        assert re.findall(r"{(\w+)}", nl) == re.findall(r"{(\w+)}", en) or \
-            sorted(re.findall(r"{(\w+)}", nl)) == sorted(re.findall(r"{(\w+)}", en)), key
+        assert re.findall(r"{(\w+)}", nl) == re.findall(r"{(\w+)}", en) or sorted(
+            re.findall(r"{(\w+)}", nl)
+        ) == sorted(re.findall(r"{(\w+)}", en)), key
     assert Texts("nl")("login.waiting", browser="b", code="1234").count("1234") == 1
     assert format_number(1234.5, 3, "nl") == "1.234,500"
     assert format_number(1234.5, 3, "en") == "1,234.500"
@@ -548,8 +585,7 @@ def test_periods_follow_the_dutch_calendar() -> None:
 def test_history_page_in_dutch(gw: RunningGateway) -> None:
     client = Client(gw)
     client.log_in()
-    page = client.get("/history?meter=gas&resolution=1d",
-                      headers={"Accept-Language": "nl"}).text  # fmt: skip
+    page = client.get("/history?meter=gas&resolution=1d", headers={"Accept-Language": "nl"}).text
     assert "Bewaard: 24 maanden, maximaal 730 waarden." in page
     assert 'value="1d" selected' in page and "Gas (m³)" in page
 
@@ -566,15 +602,18 @@ def test_use_per_interval_leaves_gaps_unknown() -> None:
 
 
 def test_csv_has_the_rows_of_the_response() -> None:
-    body = {"units": {"1-0:1.8.1.255": "kWh", "0-0:96.7.21.255": None},
-            "readings": [{"t": "2026-03-02T10:00:00Z",
-                          "values": {"1-0:1.8.1.255": 12.5, "0-0:96.7.21.255": 3}},
-                         {"t": "2026-03-02T10:15:00Z", "values": {"1-0:1.8.1.255": 12.75}}]}
+    body = {
+        "units": {"1-0:1.8.1.255": "kWh", "0-0:96.7.21.255": None},
+        "readings": [
+            {"t": "2026-03-02T10:00:00Z", "values": {"1-0:1.8.1.255": 12.5, "0-0:96.7.21.255": 3}},
+            {"t": "2026-03-02T10:15:00Z", "values": {"1-0:1.8.1.255": 12.75}},
+        ],
+    }
     assert measurements_csv(body) == (
         "t,1-0:1.8.1.255,0-0:96.7.21.255\r\n"
         "2026-03-02T10:00:00Z,12.5,3\r\n"
         "2026-03-02T10:15:00Z,12.75,\r\n"
-    )  # fmt: skip
+    )
 
 
 def test_the_api_page_documents_every_route(gw: RunningGateway) -> None:

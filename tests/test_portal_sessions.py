@@ -58,8 +58,11 @@ def test_login_table() -> None:
                 next_request_status(PortalRequestKind.LOGIN, status, event)
         else:
             assert next_request_status(PortalRequestKind.LOGIN, status, event) is allowed
-    assert LOGIN_TRANSITIONS[R.APPROVED] == {E.CLAIM: R.CLAIMED, E.EXPIRE: R.EXPIRED,
-                                             E.CANCEL: R.CANCELLED}  # fmt: skip
+    assert LOGIN_TRANSITIONS[R.APPROVED] == {
+        E.CLAIM: R.CLAIMED,
+        E.EXPIRE: R.EXPIRED,
+        E.CANCEL: R.CANCELLED,
+    }
     for final in (R.DENIED, R.EXPIRED, R.CANCELLED, R.CLAIMED):
         assert LOGIN_TRANSITIONS[final] == {}
 
@@ -298,18 +301,29 @@ def test_csrf_token_belongs_to_its_session() -> None:
     ("ua", "name"),
     [
         (UA, "Chrome 126 on Linux"),
-        ("Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:130.0) Gecko/20100101 Firefox/130.0",
-         "Firefox 130 on Windows"),
-        ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
-         "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1", "Safari 17 on iPhone"),
-        ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-         "HeadlessChrome/156.0.0.0 Safari/537.36", "Headless Chrome 156 on Linux"),
-        ("Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/126.0 Mobile Safari/537.36 "
-         "EdgA/126.0", "Edge 126 on Android"),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:130.0) Gecko/20100101 Firefox/130.0",
+            "Firefox 130 on Windows",
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+            "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+            "Safari 17 on iPhone",
+        ),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "HeadlessChrome/156.0.0.0 Safari/537.36",
+            "Headless Chrome 156 on Linux",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/126.0 Mobile Safari/537.36 "
+            "EdgA/126.0",
+            "Edge 126 on Android",
+        ),
         ("curl/8.5.0", "curl 8"),
         ("SomethingElse", "SomethingElse"),
     ],
-)  # fmt: skip
+)
 def test_describe_user_agent(ua: str, name: str) -> None:
     assert describe_user_agent(ua) == name
 

@@ -1,7 +1,7 @@
-"""Durability under load (issue 8, item 5): SIGKILL the gateway again and again while many
+"""Durability under load: SIGKILL the gateway again and again while many
 clients use it, and find nothing committed lost and the database sound.
 
-tests/test_gateway_durability.py (issue 6) kills a gateway in its first start and while
+tests/test_gateway_durability.py kills a gateway in its first start and while
 it writes history fast, with one client pairing. This is the load version: while the
 meters' clock runs 300 times faster (history written every few seconds) one gateway
 process serves at once
@@ -87,11 +87,17 @@ class Load:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, token: str | None = None,
-                body: Any = None, headers: dict[str, str] | None = None
-                ) -> tuple[int, Any, dict[str, str]]:  # fmt: skip
-        conn = http.client.HTTPSConnection("127.0.0.1", self.gateway.port,
-                                           context=self.context, timeout=10)  # fmt: skip
+    def request(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, dict[str, str]]:
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", self.gateway.port, context=self.context, timeout=10
+        )
         all_headers = dict(headers or {})
         if token:
             all_headers["Authorization"] = f"Bearer {token}"
@@ -121,8 +127,14 @@ class Load:
             while not self.stop.is_set():
                 try:
                     target()
-                except (OSError, ControlError, X1Error, WebSocketException, TimeoutError,
-                        http.client.HTTPException):  # the gateway died: try again
+                except (
+                    OSError,
+                    ControlError,
+                    X1Error,
+                    WebSocketException,
+                    TimeoutError,
+                    http.client.HTTPException,
+                ):  # the gateway died: try again
                     self.stop.wait(0.1)
 
         thread = threading.Thread(target=run, name=f"x1p1-durability-{name}", daemon=True)
@@ -154,8 +166,11 @@ class Load:
     # -- the clients --------------------------------------------------------------------------
 
     def pair(self) -> None:
-        body = {"name": "durability device", "uuid": str(uuid.uuid4()),
-                "profiles": ["P1", "E-REALTIME", "E-HISTORIC"]}  # fmt: skip
+        body = {
+            "name": "durability device",
+            "uuid": str(uuid.uuid4()),
+            "profiles": ["P1", "E-REALTIME", "E-HISTORIC"],
+        }
         status, answer, _ = self.request("POST", "/api/tokens/requests", body=body)
         if status == 429:  # 16 wait already (left by kills between asking and approving):
             denied = self.control(lambda c: c.deny())  # the customer clears the display
@@ -208,8 +223,13 @@ class Load:
             self.stop.wait(0.1)
             return
         url = f"wss://127.0.0.1:{self.gateway.port}{path}"
-        with connect(url, ssl=self.context, additional_headers={
-                "Authorization": f"Bearer {token}"}, open_timeout=5, close_timeout=1) as ws:
+        with connect(
+            url,
+            ssl=self.context,
+            additional_headers={"Authorization": f"Bearer {token}"},
+            open_timeout=5,
+            close_timeout=1,
+        ) as ws:
             while not self.stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     ws.recv(timeout=0.5)
@@ -217,8 +237,11 @@ class Load:
                         self.ledger.messages += 1
 
     def realtime(self) -> None:
-        self.stream("/api/realtime?equipment_id=" + self.electricity_id()
-                    + "&obis=1-0:1.7.0,1-0:32.7.0&interval=1")
+        self.stream(
+            "/api/realtime?equipment_id="
+            + self.electricity_id()
+            + "&obis=1-0:1.7.0,1-0:32.7.0&interval=1"
+        )
 
     def electricity_id(self) -> str:
         meters = self.control(lambda c: c.status())["meters"]
@@ -229,8 +252,10 @@ class Load:
         token = self.some_token()
         if token is None:
             return
-        path = (f"/api/meters/{self.electricity_id()}/measurements?obis=1-0:1.8.1"
-                "&resolution=15m&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z")
+        path = (
+            f"/api/meters/{self.electricity_id()}/measurements?obis=1-0:1.8.1"
+            "&resolution=15m&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z"
+        )
         status, _, _ = self.request("GET", path, token=token)
         if status == 200:
             with self.ledger.lock:
@@ -252,8 +277,9 @@ class Load:
         login = headers["set-cookie"].split(";")[0]
         logins = self.control(lambda c: [r for r in c.requests() if r["kind"] == "login"])
         self.control(lambda c: c.approve(logins[-1]["request_id"]))
-        conn = http.client.HTTPSConnection("127.0.0.1", self.gateway.port,
-                                           context=self.context, timeout=10)  # fmt: skip
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", self.gateway.port, context=self.context, timeout=10
+        )
         try:
             conn.request("GET", "/login/status", headers={"Cookie": login, **origin})
             response = conn.getresponse()
@@ -280,8 +306,11 @@ def check(load: Load, rounds: set[int] | None) -> dict[str, int]:
 def _check(load: Load, rounds: set[int] | None) -> dict[str, int]:
     ledger = load.ledger
     with ledger.lock:
-        tokens = {t: r for t, r in ledger.tokens.items()
-                  if (rounds is None or r in rounds) and t not in ledger.uncertain}
+        tokens = {
+            t: r
+            for t, r in ledger.tokens.items()
+            if (rounds is None or r in rounds) and t not in ledger.uncertain
+        }
         revoked = set(ledger.revoked)
         decided = dict(ledger.decided)
         sessions = {s: r for s, r in ledger.sessions.items() if rounds is None or r in rounds}
@@ -304,16 +333,22 @@ def _check(load: Load, rounds: set[int] | None) -> dict[str, int]:
         now = {int(i): (e, d) for i, e, d in db.execute("SELECT id, event, device FROM comlog")}
     lost = {k: v for k, v in comlog.items() if now.get(k) != v}
     assert not lost, f"comlog entries lost: {list(lost.items())[:5]}"
-    return {"tokens": len(tokens), "revoked": len(revoked & set(tokens)),
-            "requests": len(decided), "sessions": len(sessions), "comlog": len(comlog)}
+    return {
+        "tokens": len(tokens),
+        "revoked": len(revoked & set(tokens)),
+        "requests": len(decided),
+        "sessions": len(sessions),
+        "comlog": len(comlog),
+    }
 
 
 @pytest.mark.slow(seconds=40)  # about, in CI: the longest start first
 @pytest.mark.timeout(600)
 async def test_sigkill_under_load_loses_nothing_committed(tmp_path: Path) -> None:
     rng = random.Random(SEED)
-    gateway = GatewayProcess(tmp_path / "gw", tmp_path / "gateway.log", "--speed", "300",
-                             verbosity="-v")  # fmt: skip
+    gateway = GatewayProcess(
+        tmp_path / "gw", tmp_path / "gateway.log", "--speed", "300", verbosity="-v"
+    )
     await gateway.start()
     ledger = Ledger()
     load = Load(gateway, ledger, random.Random(SEED + 1))
@@ -340,9 +375,14 @@ async def test_sigkill_under_load_loses_nothing_committed(tmp_path: Path) -> Non
         if gateway.running:
             await gateway.stop()
     assert await asyncio.to_thread(integrity, gateway.state_dir) == "ok"
-    figures = {"rounds": ROUNDS, "kill_after_s": kills, **totals,
-               "stream_messages": ledger.messages, "history_answers": ledger.history_answers,
-               "checked_per_round": checked}  # fmt: skip
+    figures = {
+        "rounds": ROUNDS,
+        "kill_after_s": kills,
+        **totals,
+        "stream_messages": ledger.messages,
+        "history_answers": ledger.history_answers,
+        "checked_per_round": checked,
+    }
     write_figures(figures, "durability")
     # the load was real: every round committed something that had to survive
     assert totals["tokens"] >= ROUNDS * 3 and totals["revoked"] >= 1

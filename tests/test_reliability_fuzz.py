@@ -1,4 +1,4 @@
-"""Fuzzing (issue 8, item 2): the telegram reader against a reference model, and every
+"""Fuzzing: the telegram reader against a reference model, and every
 parser of outside input raising only the errors it documents.
 
 - :class:`ReaderMachine`: hypothesis drives the P1 core's :class:`TelegramReader` with
@@ -75,8 +75,11 @@ from x1p1.x1.sessions import (
 )
 
 EXAMPLES = int(os.environ.get("X1P1_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 CORPUS = list(corpus().values())
 
 # --- the reader against a reference ------------------------------------------------------------
@@ -145,23 +148,43 @@ def small_telegram(body: bytes, crc_form: str) -> bytes:
     head = b"/" + body.replace(b"/", b"x").replace(b"!", b"x") + b"!"
     crc = crc16(head)
     line = {
-        "upper": f"{crc:04X}", "lower": f"{crc:04x}", "unpadded": f"{crc:X}",
-        "five": f"{crc:05X}", "wrong": f"{(crc + 1) % 65536:04X}", "empty": "",
+        "upper": f"{crc:04X}",
+        "lower": f"{crc:04x}",
+        "unpadded": f"{crc:X}",
+        "five": f"{crc:05X}",
+        "wrong": f"{(crc + 1) % 65536:04X}",
+        "empty": "",
         "space": f"{crc:04X} ",
-    }[crc_form]  # fmt: skip
+    }[crc_form]
     return head + line.encode() + b"\r\n"
 
 
 noise = st.lists(
-    st.sampled_from([b"/", b"!", b"\r\n", b"\r", b"\n", b"A", b"0", b"F", b"x", b"\x00",
-                     b"\xff", b"1-0:1.8.1(000001.000*kWh)\r\n"]),
+    st.sampled_from(
+        [
+            b"/",
+            b"!",
+            b"\r\n",
+            b"\r",
+            b"\n",
+            b"A",
+            b"0",
+            b"F",
+            b"x",
+            b"\x00",
+            b"\xff",
+            b"1-0:1.8.1(000001.000*kWh)\r\n",
+        ]
+    ),
     max_size=24,
-).map(b"".join)  # fmt: skip
+).map(b"".join)
 pieces = st.one_of(
     st.sampled_from(CORPUS),
-    st.builds(small_telegram, st.binary(max_size=120),
-              st.sampled_from(["upper", "upper", "lower", "unpadded", "five", "wrong",
-                               "empty", "space"])),
+    st.builds(
+        small_telegram,
+        st.binary(max_size=120),
+        st.sampled_from(["upper", "upper", "lower", "unpadded", "five", "wrong", "empty", "space"]),
+    ),
     st.tuples(st.sampled_from(CORPUS), st.integers(0, 2000), st.integers(0, 255)).map(
         lambda t: t[0][: t[1] % len(t[0])] + bytes([t[2]]) + t[0][t[1] % len(t[0]) + 1 :]
     ),
@@ -169,7 +192,7 @@ pieces = st.one_of(
     noise,
     st.binary(max_size=64),
     st.integers(0, 600).map(lambda n: b"/" + b"A" * n),
-)  # fmt: skip
+)
 
 
 class ReaderMachine(RuleBasedStateMachine):
@@ -202,8 +225,7 @@ class ReaderMachine(RuleBasedStateMachine):
         self.events += self.reader.events_received()
         expected = reference(bytes(self.data), self.max_size)
         assert shape(self.events) == _merged(expected)
-        accounted = sum(len(e.raw) if not isinstance(e, Garbage) else e.size
-                        for e in self.events)  # fmt: skip
+        accounted = sum(len(e.raw) if not isinstance(e, Garbage) else e.size for e in self.events)
         assert accounted == len(self.data)
         assert self.reader.buffered == 0
         self.reader = TelegramReader(self.max_size)
@@ -236,9 +258,11 @@ def _merged(events: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
 
 
 ReaderMachine.TestCase.settings = settings(
-    max_examples=max(50, EXAMPLES // 3), stateful_step_count=30, deadline=None,
+    max_examples=max(50, EXAMPLES // 3),
+    stateful_step_count=30,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
-)  # fmt: skip
+)
 TestReaderAgainstReference = ReaderMachine.TestCase
 
 
@@ -253,19 +277,21 @@ def test_the_reference_agrees_on_the_corpus() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids,
-                                                                max_size=4),
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=10), kids, max_size=4)
+    ),
     max_leaves=12,
-)  # fmt: skip
+)
 digits_everywhere = st.text(
     alphabet=st.sampled_from(list("0123456789:-+TtZz. ,²³¹٣۵߀０") + ["\x00", "\u200b"]),
     max_size=32,
-)  # fmt: skip
+)
 times = st.one_of(
-    st.text(max_size=40), digits_everywhere,
+    st.text(max_size=40),
+    digits_everywhere,
     st.from_regex(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|z|[+-]\d\d:\d\d)\Z"),
     st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
-)  # fmt: skip
+)
 PROFILE_NAMES = [p.value for p in Profile]
 
 
@@ -315,13 +341,17 @@ def test_bearer_token_never_raises(header: str | None) -> None:
 request_bodies = st.one_of(
     json_values,
     st.fixed_dictionaries(
-        {"name": st.one_of(st.text(max_size=70), json_values),
-         "uuid": st.one_of(st.uuids().map(str), st.text(max_size=40), json_values),
-         "profiles": st.one_of(st.lists(st.one_of(st.sampled_from(PROFILE_NAMES), json_values),
-                                        max_size=5), json_values)},
+        {
+            "name": st.one_of(st.text(max_size=70), json_values),
+            "uuid": st.one_of(st.uuids().map(str), st.text(max_size=40), json_values),
+            "profiles": st.one_of(
+                st.lists(st.one_of(st.sampled_from(PROFILE_NAMES), json_values), max_size=5),
+                json_values,
+            ),
+        },
         optional={"extra": json_values},
     ),
-)  # fmt: skip
+)
 
 
 @FUZZ
@@ -337,16 +367,21 @@ def test_token_request_body_raises_only_bad_request(body: object) -> None:
 state_bodies = st.one_of(
     json_values,
     st.fixed_dictionaries(
-        {"request_id": st.one_of(st.text(max_size=10), json_values),
-         "status": st.one_of(st.sampled_from(["pending", "approved", "denied", "expired"]),
-                             json_values),
-         "expires_at": st.one_of(times, json_values)},
-        optional={"token": st.one_of(st.text(max_size=50), json_values),
-                  "profiles": st.one_of(st.lists(st.sampled_from(PROFILE_NAMES)), json_values),
-                  "name": st.one_of(st.text(max_size=10), json_values),
-                  "uuid": st.one_of(st.text(max_size=10), json_values)},
+        {
+            "request_id": st.one_of(st.text(max_size=10), json_values),
+            "status": st.one_of(
+                st.sampled_from(["pending", "approved", "denied", "expired"]), json_values
+            ),
+            "expires_at": st.one_of(times, json_values),
+        },
+        optional={
+            "token": st.one_of(st.text(max_size=50), json_values),
+            "profiles": st.one_of(st.lists(st.sampled_from(PROFILE_NAMES)), json_values),
+            "name": st.one_of(st.text(max_size=10), json_values),
+            "uuid": st.one_of(st.text(max_size=10), json_values),
+        },
     ),
-)  # fmt: skip
+)
 
 
 @FUZZ
@@ -362,8 +397,13 @@ def test_gateway_answers_parse_raising_only_bad_request(body: object) -> None:
 
 
 @FUZZ
-@given(st.one_of(st.text(max_size=40), digits_everywhere,
-                 st.from_regex(r"\A[0-9n]-[0-9n]:\d{1,3}\.\d{1,3}\.\d{1,3}(\.\d{1,3})?\Z")))
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        digits_everywhere,
+        st.from_regex(r"\A[0-9n]-[0-9n]:\d{1,3}\.\d{1,3}\.\d{1,3}(\.\d{1,3})?\Z"),
+    )
+)
 def test_obis_lookup_raises_only_bad_request(code: str) -> None:
     try:
         ref = lookup(code)
@@ -382,14 +422,26 @@ def test_parse_profiles_raises_only_bad_request(values: list[object]) -> None:
     assert profiles and all(isinstance(p, Profile) for p in profiles)
 
 
-HISTORIC = ["1-0:1.8.1", "1-0:2.8.2.255", "0-1:24.2.1", "0-2:24.2.1.255", "1-0:32.32.0",
-            "0-0:96.7.21", "1-0:1.7.0", "9-9:9.9.9", "0-n:24.2.1"]  # fmt: skip
+HISTORIC = [
+    "1-0:1.8.1",
+    "1-0:2.8.2.255",
+    "0-1:24.2.1",
+    "0-2:24.2.1.255",
+    "1-0:32.32.0",
+    "0-0:96.7.21",
+    "1-0:1.7.0",
+    "9-9:9.9.9",
+    "0-n:24.2.1",
+]
 measurement_params = st.dictionaries(
     st.sampled_from(["obis", "resolution", "from", "to", "other"]),
-    st.one_of(st.text(max_size=30), times,
-              st.lists(st.sampled_from(HISTORIC), min_size=1, max_size=4).map(",".join),
-              st.sampled_from(["15m", "1h", "1d", "1M", "5m", "2h", ""])),
-)  # fmt: skip
+    st.one_of(
+        st.text(max_size=30),
+        times,
+        st.lists(st.sampled_from(HISTORIC), min_size=1, max_size=4).map(",".join),
+        st.sampled_from(["15m", "1h", "1d", "1M", "5m", "2h", ""]),
+    ),
+)
 
 
 def _query(
@@ -403,13 +455,22 @@ def _query(
 
 
 @FUZZ
-@given(measurement_params, st.sampled_from(list(Meter)),
-       st.sets(st.sampled_from(list(Profile))), st.integers(-1, 5), st.booleans(),
-       st.lists(st.tuples(st.sampled_from(["obis", "to"]), st.text(max_size=5)), max_size=2))
+@given(
+    measurement_params,
+    st.sampled_from(list(Meter)),
+    st.sets(st.sampled_from(list(Profile))),
+    st.integers(-1, 5),
+    st.booleans(),
+    st.lists(st.tuples(st.sampled_from(["obis", "to"]), st.text(max_size=5)), max_size=2),
+)
 def test_measurements_query_raises_only_bad_request_or_forbidden(
-    params: dict[str, str], meter: Meter, profiles: set[Profile], channel: int, clamp: bool,
+    params: dict[str, str],
+    meter: Meter,
+    profiles: set[Profile],
+    channel: int,
+    clamp: bool,
     repeats: list[tuple[str, str]],
-) -> None:  # fmt: skip
+) -> None:
     query, now = _query(params, repeats, clamp)
     try:
         q = parse_measurements_query(query, meter, profiles, channel=channel, now=now)
@@ -422,16 +483,29 @@ def test_measurements_query_raises_only_bad_request_or_forbidden(
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(["from", "to", "obis", "other"]),
-                       st.one_of(st.text(max_size=30), times)),
-       st.sampled_from(list(Meter)), st.sets(st.sampled_from(list(Profile))), st.booleans(),
-       st.lists(st.tuples(st.sampled_from(["from", "to"]), times), max_size=2))
-@example({"from": "9999-12-31T23:59:59-01:00", "to": "9999-12-31T23:59:59Z"}, Meter.GAS,
-         set(Profile), True, [])  # fmt: skip
+@given(
+    st.dictionaries(
+        st.sampled_from(["from", "to", "obis", "other"]), st.one_of(st.text(max_size=30), times)
+    ),
+    st.sampled_from(list(Meter)),
+    st.sets(st.sampled_from(list(Profile))),
+    st.booleans(),
+    st.lists(st.tuples(st.sampled_from(["from", "to"]), times), max_size=2),
+)
+@example(
+    {"from": "9999-12-31T23:59:59-01:00", "to": "9999-12-31T23:59:59Z"},
+    Meter.GAS,
+    set(Profile),
+    True,
+    [],
+)
 def test_billing_query_raises_only_bad_request_or_forbidden(
-    params: dict[str, str], meter: Meter, profiles: set[Profile], clamp: bool,
+    params: dict[str, str],
+    meter: Meter,
+    profiles: set[Profile],
+    clamp: bool,
     repeats: list[tuple[str, str]],
-) -> None:  # fmt: skip
+) -> None:
     query, now = _query(params, repeats, clamp)
     try:
         parse_billing_query(query, meter, profiles, now=now)
@@ -450,24 +524,47 @@ def meters() -> Any:
 
 def _token(profiles: frozenset[Profile]) -> Token:
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    return Token("0123456789abcdef", "digest", "fuzz", str(uuid.uuid4()), profiles, now,
-                 now + timedelta(days=90))  # fmt: skip
+    return Token(
+        "0123456789abcdef",
+        "digest",
+        "fuzz",
+        str(uuid.uuid4()),
+        profiles,
+        now,
+        now + timedelta(days=90),
+    )
 
 
-REALTIME = ["1-0:1.7.0", "1-0:32.7.0.255", "0-1:24.2.1", "0-2:24.2.1", "0-n:24.2.1",
-            "1-0:1.8.1", "0-0:96.1.1", "1-0:32.32.0"]  # fmt: skip
+REALTIME = [
+    "1-0:1.7.0",
+    "1-0:32.7.0.255",
+    "0-1:24.2.1",
+    "0-2:24.2.1",
+    "0-n:24.2.1",
+    "1-0:1.8.1",
+    "0-0:96.1.1",
+    "1-0:32.32.0",
+]
 
 
 @FUZZ
 @given(data=st.data())
 def test_stream_parameters_raise_only_bad_request_or_forbidden(meters: Any, data: Any) -> None:
     ids = [meters.electricity_id, meters.gas_id, "E0", ""]
-    params = data.draw(st.lists(st.tuples(
-        st.sampled_from(["equipment_id", "obis", "interval", "other"]),
-        st.one_of(st.text(max_size=20), digits_everywhere,
-                  st.lists(st.sampled_from(ids), min_size=1, max_size=3).map(",".join),
-                  st.lists(st.sampled_from(REALTIME), min_size=1, max_size=4).map(",".join))),
-        max_size=5))  # fmt: skip
+    params = data.draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["equipment_id", "obis", "interval", "other"]),
+                st.one_of(
+                    st.text(max_size=20),
+                    digits_everywhere,
+                    st.lists(st.sampled_from(ids), min_size=1, max_size=3).map(",".join),
+                    st.lists(st.sampled_from(REALTIME), min_size=1, max_size=4).map(",".join),
+                ),
+            ),
+            max_size=5,
+        )
+    )
     profiles = frozenset(data.draw(st.sets(st.sampled_from(list(Profile)))))
     token = _token(profiles)
     query: Any = MultiDict(params)
@@ -485,14 +582,31 @@ def test_stream_parameters_raise_only_bad_request_or_forbidden(meters: Any, data
 # --- the converter's own input ---------------------------------------------------------------
 
 addresses = st.one_of(
-    st.text(max_size=40), digits_everywhere,
-    st.builds(lambda s, h, p: f"{s}{h}{p}",
-              st.sampled_from(["", "https://", "wss://", "ws://", "ftp://", "https://u@"]),
-              st.sampled_from(["X1-interface.local", "192.168.1.20", "[fe80::1%eth0]", "[::1",
-                               "::1", "[x]", "", "-bad-.local", "a" * 70]),
-              st.one_of(st.just(""), st.text(max_size=8).map(lambda p: ":" + p),
-                        st.sampled_from([":443", ":0", ":65536", ":²", ":٣", "/path", "?q"]))),
-)  # fmt: skip
+    st.text(max_size=40),
+    digits_everywhere,
+    st.builds(
+        lambda s, h, p: f"{s}{h}{p}",
+        st.sampled_from(["", "https://", "wss://", "ws://", "ftp://", "https://u@"]),
+        st.sampled_from(
+            [
+                "X1-interface.local",
+                "192.168.1.20",
+                "[fe80::1%eth0]",
+                "[::1",
+                "::1",
+                "[x]",
+                "",
+                "-bad-.local",
+                "a" * 70,
+            ]
+        ),
+        st.one_of(
+            st.just(""),
+            st.text(max_size=8).map(lambda p: ":" + p),
+            st.sampled_from([":443", ":0", ":65536", ":²", ":٣", "/path", "?q"]),
+        ),
+    ),
+)
 
 
 @FUZZ
@@ -510,19 +624,46 @@ def test_gateway_and_tcp_addresses_raise_only_config_error(text: str) -> None:
 
 KEYS = ["gateway", "ca", "serial", "data_request", "tcp", "state_dir", "log_level", "other"]
 toml_values = st.one_of(
-    st.sampled_from(['"X1-interface.local:8443"', '"/dev/ttyUSB0"', '"cts"', '"debug"',
-                     '":2001"', "1", "true", "[1, 2]", '{a = 1}', '"""x\n"""', "'''x'''",
-                     '"²"', '"wss://[::1"', '"host:²"', '"loop://"', '""']),
+    st.sampled_from(
+        [
+            '"X1-interface.local:8443"',
+            '"/dev/ttyUSB0"',
+            '"cts"',
+            '"debug"',
+            '":2001"',
+            "1",
+            "true",
+            "[1, 2]",
+            "{a = 1}",
+            '"""x\n"""',
+            "'''x'''",
+            '"²"',
+            '"wss://[::1"',
+            '"host:²"',
+            '"loop://"',
+            '""',
+        ]
+    ),
     st.text(max_size=15).map(json.dumps),
-)  # fmt: skip
+)
 config_files = st.one_of(
-    st.lists(st.tuples(st.sampled_from(KEYS), toml_values).map(lambda kv: f"{kv[0]} = {kv[1]}"),
-             max_size=5).map("\n".join),
+    st.lists(
+        st.tuples(st.sampled_from(KEYS), toml_values).map(lambda kv: f"{kv[0]} = {kv[1]}"),
+        max_size=5,
+    ).map("\n".join),
     st.text(max_size=200),
     st.binary(max_size=100),
-    st.sampled_from(["[table]\nkey = 1", "gateway = ", "\ufeffgateway = 'x'", "a.b = 1",
-                     "[[serial]]", '"gateway" = "h"']),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            "[table]\nkey = 1",
+            "gateway = ",
+            "\ufeffgateway = 'x'",
+            "a.b = 1",
+            "[[serial]]",
+            '"gateway" = "h"',
+        ]
+    ),
+)
 
 
 @FUZZ
@@ -537,10 +678,16 @@ def test_config_files_raise_only_config_error(tmp_path_factory: Any, text: str |
 
 
 @FUZZ
-@given(st.one_of(st.binary(max_size=300), st.sampled_from(CORPUS),
-                 st.tuples(st.sampled_from(CORPUS), st.integers(0, 2000), st.binary(max_size=3))
-                 .map(lambda t: t[0][: t[1] % len(t[0])] + t[2] + t[0][t[1] % len(t[0]) :])),
-       st.booleans())  # fmt: skip
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.sampled_from(CORPUS),
+        st.tuples(st.sampled_from(CORPUS), st.integers(0, 2000), st.binary(max_size=3)).map(
+            lambda t: t[0][: t[1] % len(t[0])] + t[2] + t[0][t[1] % len(t[0]) :]
+        ),
+    ),
+    st.booleans(),
+)
 def test_telegram_parse_raises_only_telegram_errors(raw: bytes, check_crc: bool) -> None:
     try:
         telegram = Telegram.parse(raw, check_crc=check_crc)
@@ -551,11 +698,29 @@ def test_telegram_parse_raises_only_telegram_errors(raw: bytes, check_crc: bool)
 
 
 @FUZZ
-@given(st.one_of(json_values, st.fixed_dictionaries(
-    {"equipment_id": json_values, "certificate": st.one_of(st.text(max_size=20), json_values),
-     "readings": st.lists(st.fixed_dictionaries(
-         {"t": st.one_of(times, json_values), "obis": json_values, "value": json_values,
-          "unit": json_values, "signature": json_values}), max_size=3)})))  # fmt: skip
+@given(
+    st.one_of(
+        json_values,
+        st.fixed_dictionaries(
+            {
+                "equipment_id": json_values,
+                "certificate": st.one_of(st.text(max_size=20), json_values),
+                "readings": st.lists(
+                    st.fixed_dictionaries(
+                        {
+                            "t": st.one_of(times, json_values),
+                            "obis": json_values,
+                            "value": json_values,
+                            "unit": json_values,
+                            "signature": json_values,
+                        }
+                    ),
+                    max_size=3,
+                ),
+            }
+        ),
+    )
+)
 def test_billing_response_raises_only_its_error(body: object) -> None:
     try:
         parse_billing_response(body)
@@ -564,11 +729,14 @@ def test_billing_response_raises_only_its_error(body: object) -> None:
 
 
 @FUZZ
-@given(st.one_of(st.none(), st.text(max_size=600)), st.text(max_size=60),
-       st.one_of(st.none(), st.text(max_size=60)))
+@given(
+    st.one_of(st.none(), st.text(max_size=600)),
+    st.text(max_size=60),
+    st.one_of(st.none(), st.text(max_size=60)),
+)
 def test_portal_user_agent_and_csrf_checks_never_raise(
     agent: str | None, secret: str, given_token: str | None
-) -> None:  # fmt: skip
+) -> None:
     cleaned = clean_user_agent(agent)
     assert cleaned.isprintable() and len(cleaned) <= USER_AGENT_MAX
     assert describe_user_agent(cleaned)
@@ -577,20 +745,41 @@ def test_portal_user_agent_and_csrf_checks_never_raise(
 
 # --- the control socket on a live gateway ------------------------------------------------
 
-COMMANDS = ["status", "list", "approve", "deny", "tokens", "revoke", "set-profiles", "operator",
-            "comlog", "sessions", "revoke-session", "nonsense"]  # fmt: skip
-ANSWERED = {"bad-request", "not-found", "request-not-pending", "rate-limited", "x1-disabled",
-            "unknown-command", "forbidden-profile", "unauthorized"}  # fmt: skip
+COMMANDS = [
+    "status",
+    "list",
+    "approve",
+    "deny",
+    "tokens",
+    "revoke",
+    "set-profiles",
+    "operator",
+    "comlog",
+    "sessions",
+    "revoke-session",
+    "nonsense",
+]
+ANSWERED = {
+    "bad-request",
+    "not-found",
+    "request-not-pending",
+    "rate-limited",
+    "x1-disabled",
+    "unknown-command",
+    "forbidden-profile",
+    "unauthorized",
+}
 control_lines = st.one_of(
     st.binary(max_size=60).map(lambda b: b.replace(b"\n", b" ")),
     json_values.map(lambda v: json.dumps(v).encode()),
     st.fixed_dictionaries(
         {"command": st.sampled_from(COMMANDS)},
-        optional={k: st.one_of(json_values, st.text(string.hexdigits, max_size=32))
-                  for k in ("id", "profiles", "token_id", "action", "since", "limit",
-                            "session_id")},
+        optional={
+            k: st.one_of(json_values, st.text(string.hexdigits, max_size=32))
+            for k in ("id", "profiles", "token_id", "action", "since", "limit", "session_id")
+        },
     ).map(lambda v: json.dumps(v).encode()),
-)  # fmt: skip
+)
 
 
 @pytest.mark.slow
@@ -604,8 +793,9 @@ def test_control_socket_answers_every_line(tmp_path: Path) -> None:
         gw.token_request(["E-REALTIME"], name="waiting")
         path = str(gw.state_dir / "control.sock")
 
-        @settings(max_examples=EXAMPLES, deadline=None,
-                  suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+        @settings(
+            max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        )
         @given(control_lines)
         def one(line: bytes) -> None:
             # a blank line is skipped; a status request after it shows the socket still serves

@@ -1,4 +1,4 @@
-"""Limits (issue 8, item 4): a gateway under connection churn, big bodies and slow clients
+"""Limits: a gateway under connection churn, big bodies and slow clients
 keeps its subscribers at 1 Hz and gives back what it took.
 
 One gateway process (``x1p1 gateway serve``). A subscriber in a process of its own reads
@@ -75,12 +75,20 @@ asyncio.run(main(*sys.argv[1:]))
 
 
 async def _subscriber(gateway: GatewayProcess, token: str, equipment_id: str) -> Any:
-    url = (f"wss://127.0.0.1:{gateway.port}/api/realtime?equipment_id={equipment_id}"
-           "&obis=1-0:1.7.0&interval=1")  # fmt: skip
+    url = (
+        f"wss://127.0.0.1:{gateway.port}/api/realtime?equipment_id={equipment_id}"
+        "&obis=1-0:1.7.0&interval=1"
+    )
     process = await asyncio.create_subprocess_exec(
-        CLI[0], "-c", SUBSCRIBER, url, str(gateway.ca_path), token,
-        stdout=asyncio.subprocess.PIPE, env=child_env(),
-    )  # fmt: skip
+        CLI[0],
+        "-c",
+        SUBSCRIBER,
+        url,
+        str(gateway.ca_path),
+        token,
+        stdout=asyncio.subprocess.PIPE,
+        env=child_env(),
+    )
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), 30)
     assert line.strip() == b"open", line
@@ -94,8 +102,14 @@ async def _churn(url: str, context: ssl.SSLContext, token: str, count: int) -> i
     headers = {"Authorization": f"Bearer {token}"}
 
     async def one(i: int) -> Any:
-        ws = await connect(url, ssl=context, additional_headers=headers, open_timeout=30,
-                           ping_interval=None, compression=None)  # fmt: skip
+        ws = await connect(
+            url,
+            ssl=context,
+            additional_headers=headers,
+            open_timeout=30,
+            ping_interval=None,
+            compression=None,
+        )
         await asyncio.wait_for(ws.recv(), 30)
         return ws
 
@@ -113,22 +127,34 @@ async def _churn(url: str, context: ssl.SSLContext, token: str, count: int) -> i
 
 def _big_bodies(port: int, context: ssl.SSLContext) -> list[tuple[str, int, str]]:
     """Requests over the 16 KB limit; (how, status, error code)."""
-    body = json.dumps({"name": "x" * (17 * 1024), "uuid": "0b5c2f0e-1111-4222-8333-444455556666",
-                       "profiles": ["P1"]}).encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "name": "x" * (17 * 1024),
+            "uuid": "0b5c2f0e-1111-4222-8333-444455556666",
+            "profiles": ["P1"],
+        }
+    ).encode()
     results = []
     for how in ("length", "chunked", "1MB"):
         with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
             with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                head = "POST /api/tokens/requests HTTP/1.1\r\nHost: x\r\n" \
-                       "Content-Type: application/json\r\nConnection: close\r\n"
+                head = (
+                    "POST /api/tokens/requests HTTP/1.1\r\nHost: x\r\n"
+                    "Content-Type: application/json\r\nConnection: close\r\n"
+                )
                 if how == "length":
                     data = head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
                 elif how == "chunked":
-                    chunks = b"".join(f"{len(body[i:i + 4096]):x}\r\n".encode()
-                                      + body[i:i + 4096] + b"\r\n"
-                                      for i in range(0, len(body), 4096))  # fmt: skip
-                    data = head.encode() + b"Transfer-Encoding: chunked\r\n\r\n" + chunks + \
-                        b"0\r\n\r\n"
+                    chunks = b"".join(
+                        f"{len(body[i : i + 4096]):x}\r\n".encode() + body[i : i + 4096] + b"\r\n"
+                        for i in range(0, len(body), 4096)
+                    )
+                    data = (
+                        head.encode()
+                        + b"Transfer-Encoding: chunked\r\n\r\n"
+                        + chunks
+                        + b"0\r\n\r\n"
+                    )
                 else:
                     big = b"{" + b" " * (1024 * 1024) + b"}"
                     data = head.encode() + f"Content-Length: {len(big)}\r\n\r\n".encode() + big
@@ -198,8 +224,12 @@ async def test_churn_big_bodies_and_slow_clients(tmp_path: Path) -> None:
         # and closes the slow ones by itself (a TLS handshake: 60 s; half a request: the
         # idle timeout, 60 s), not an hour later
         held = time.monotonic()
-        await wait_for(lambda: all(_closed(sock) for sock in slow), 100,
-                       "the gateway to close the slow connections", step=1.0)  # fmt: skip
+        await wait_for(
+            lambda: all(_closed(sock) for sock in slow),
+            100,
+            "the gateway to close the slow connections",
+            step=1.0,
+        )
         slow_closed_after = time.monotonic() - held
         for sock in slow:
             with contextlib.suppress(OSError):
@@ -212,8 +242,10 @@ async def test_churn_big_bodies_and_slow_clients(tmp_path: Path) -> None:
         while time.monotonic() < deadline:
             await asyncio.sleep(1.0)
             fds_after, rss_after = open_fds(pid), rss_kib(pid)
-            if fds_after <= fds_before + FD_TOLERANCE and \
-                    rss_after <= rss_before + RSS_TOLERANCE_KIB:
+            if (
+                fds_after <= fds_before + FD_TOLERANCE
+                and rss_after <= rss_before + RSS_TOLERANCE_KIB
+            ):
                 break
         elapsed = time.monotonic() - started
         await asyncio.sleep(1.5)
@@ -239,16 +271,23 @@ async def test_churn_big_bodies_and_slow_clients(tmp_path: Path) -> None:
     missed = sum(g - 1 for g in gaps if g > 1)
     beats = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
     figures = {
-        "seconds": round(elapsed, 1), "websocket_connections_churned": churned,
-        "big_bodies": bodies, "slow_tls_held": SLOW_TLS, "slow_http_held": SLOW_HTTP,
+        "seconds": round(elapsed, 1),
+        "websocket_connections_churned": churned,
+        "big_bodies": bodies,
+        "slow_tls_held": SLOW_TLS,
+        "slow_http_held": SLOW_HTTP,
         "slow_closed_by_gateway_after_s": round(slow_closed_after, 1),
         "request_answered_while_slow_held_s": round(serve_seconds, 3),
         "fds": {"before": fds_before, "peak": peak_fds, "after": fds_after},
         "rss_kib": {"before": rss_before, "peak": peak_rss, "after": rss_after},
-        "subscriber": {"messages": len(seconds), "during_load": len(during),
-                       "missed_seconds": missed, "duplicates": gaps.count(0),
-                       "max_gap_between_arrivals_s": round(max(beats), 3) if beats else None},
-    }  # fmt: skip
+        "subscriber": {
+            "messages": len(seconds),
+            "during_load": len(during),
+            "missed_seconds": missed,
+            "duplicates": gaps.count(0),
+            "max_gap_between_arrivals_s": round(max(beats), 3) if beats else None,
+        },
+    }
     write_figures(figures, "limits")
 
     assert churned >= CONNECTIONS

@@ -1,4 +1,4 @@
-"""Schemathesis against a live gateway (issue 8, item 2): no 5xx, nothing outside the document.
+"""Schemathesis against a live gateway: no 5xx, nothing outside the document.
 
 The gateway's own ``/api/openapi.json`` is loaded into schemathesis
 (``schemathesis.openapi.from_dict``); every operation in it (the X1 API and the
@@ -37,8 +37,13 @@ from schemathesis.specs.openapi.checks import (
 )
 
 EXAMPLES = max(15, int(os.environ.get("X1P1_FUZZ_EXAMPLES", "0")) // 10)
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_headers_conformance, response_schema_conformance]  # fmt: skip
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 MODES = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
 
 
@@ -100,8 +105,10 @@ def test_every_operation_conforms_to_the_document(
     # logged-in browser's cookie (no CSRF token: its forms must refuse, as documented).
     # History gets sound objects and a resolution too, so that the times are what varies.
     channel = gw.control.status()["meters"][1]["channel"]
-    history = {gw.electricity_id: {"obis": "1-0:1.8.1.255,1-0:2.8.2.255", "resolution": "1h"},
-               gw.gas_id: {"obis": f"0-{channel}:24.2.1.255", "resolution": "1d"}}
+    history = {
+        gw.electricity_id: {"obis": "1-0:1.8.1.255,1-0:2.8.2.255", "resolution": "1h"},
+        gw.gas_id: {"obis": f"0-{channel}:24.2.1.255", "resolution": "1d"},
+    }
     passes: list[tuple[str, Any, dict[str, Any], dict[str, str]]] = []
     for operation in operations:
         passes.append(("token", operation, {}, {}))
@@ -117,14 +124,24 @@ def test_every_operation_conforms_to_the_document(
     def runner(label: str, strategy: Any, cookies: dict[str, str]) -> Any:
         revokes = label == "DELETE /api/token"
 
-        @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=strategy)
         def run(case: Any) -> None:
             token = gw.pair(["P1"], name="unpairs itself") if revokes else next(rotation)
-            response = case.call(base_url=gw.url, session=session, timeout=15,
-                                 verify=str(gw.ca_path), cookies=cookies or None,
-                                 headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            response = case.call(
+                base_url=gw.url,
+                session=session,
+                timeout=15,
+                verify=str(gw.ca_path),
+                cookies=cookies or None,
+                headers={"Authorization": f"Bearer {token}"},
+            )
             calls[label] = calls.get(label, 0) + 1
             statuses.setdefault(label, set()).add(response.status_code)
             case.validate_response(response, checks=CHECKS)

@@ -1,4 +1,4 @@
-"""Security (issue 8, item 3): what would worry the careful operator of a device that holds
+"""Security: what would worry the careful operator of a device that holds
 a household's energy data, checked on the real processes.
 
 - TLS: the gateway refuses a TLS 1.2 client and serves TLS 1.3.
@@ -85,11 +85,17 @@ class Browser:
     jar: dict[str, str] = field(default_factory=dict)
     set_cookies: list[str] = field(default_factory=list)
 
-    def request(self, method: str, path: str, form: dict[str, Any] | None = None,
-                origin: str | None = "self", cookies: bool = True
-                ) -> tuple[int, dict[str, str], str]:  # fmt: skip
-        conn = http.client.HTTPSConnection(self.gw.host, self.gw.port,
-                                           context=self.gw.ssl_context(), timeout=20)
+    def request(
+        self,
+        method: str,
+        path: str,
+        form: dict[str, Any] | None = None,
+        origin: str | None = "self",
+        cookies: bool = True,
+    ) -> tuple[int, dict[str, str], str]:
+        conn = http.client.HTTPSConnection(
+            self.gw.host, self.gw.port, context=self.gw.ssl_context(), timeout=20
+        )
         headers = {"User-Agent": UA, "Accept-Language": "en"}
         if cookies and self.jar:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.jar.items())
@@ -213,21 +219,29 @@ async def test_the_converter_refuses_a_wrong_ca_and_a_wrong_host_name_once(
     wire = WireReader().attach()
     logs: list[Path] = []
     try:
-        cases = {"wrong-ca": dict(ca_pem=other_root, host_name="127.0.0.1"),
-                 "wrong-name": dict(ca_pem=gw.ca_path.read_text(),
-                                    host_name="meter.example.org")}  # fmt: skip
+        cases = {
+            "wrong-ca": dict(ca_pem=other_root, host_name="127.0.0.1"),
+            "wrong-name": dict(ca_pem=gw.ca_path.read_text(), host_name="meter.example.org"),
+        }
         for case, pairing in cases.items():
             state_dir = tmp_path / case
-            save_test_pairing(state_dir, token=token, port=port, address="127.0.0.1",
-                              **pairing)  # type: ignore[arg-type]  # fmt: skip
+            save_test_pairing(state_dir, token=token, port=port, address="127.0.0.1", **pairing)  # type: ignore[arg-type]
             before = relay.connections
             log_path = tmp_path / f"converter-{case}.log"
             logs.append(log_path)
             with append_to(log_path) as log:
                 process = await asyncio.create_subprocess_exec(
-                    *CLI, "-vv", "run", "--serial", wire.path, "--state-dir", str(state_dir),
-                    stdout=log, stderr=log, env=child_env(),
-                )  # fmt: skip
+                    *CLI,
+                    "-vv",
+                    "run",
+                    "--serial",
+                    wire.path,
+                    "--state-dir",
+                    str(state_dir),
+                    stdout=log,
+                    stderr=log,
+                    env=child_env(),
+                )
             try:
                 status_file = state_dir / "status.json"
 
@@ -250,10 +264,19 @@ async def test_the_converter_refuses_a_wrong_ca_and_a_wrong_host_name_once(
         other_ca.write_text(other_root)
         before = relay.connections
         pair = await asyncio.create_subprocess_exec(
-            *CLI, "-vv", "pair", "--gateway", f"127.0.0.1:{port}", "--ca", str(other_ca),
-            "--state-dir", str(tmp_path / "pair"), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, env=child_env(),
-        )  # fmt: skip
+            *CLI,
+            "-vv",
+            "pair",
+            "--gateway",
+            f"127.0.0.1:{port}",
+            "--ca",
+            str(other_ca),
+            "--state-dir",
+            str(tmp_path / "pair"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=child_env(),
+        )
         out, _ = await asyncio.wait_for(pair.communicate(), 60)
         assert pair.returncode == 7, out.decode()
         assert relay.connections - before == 1
@@ -278,8 +301,7 @@ def test_only_digests_of_secrets_are_stored(tmp_path: Path) -> None:
         browser.request("GET", "/devices")
         login_pending = Browser(gw)
         login_pending.request("POST", "/login")  # a login secret waiting for the meter
-        secrets_in_play = [*tokens, browser.jar[SESSION_COOKIE],
-                           login_pending.jar[LOGIN_COOKIE]]  # fmt: skip
+        secrets_in_play = [*tokens, browser.jar[SESSION_COOKIE], login_pending.jar[LOGIN_COOKIE]]
         assert gw.process is not None
         gw.process.kill()  # SIGKILL: the write-ahead log stays as it was
         gw.process.wait(10)
@@ -322,9 +344,17 @@ async def test_the_converter_keeps_its_token_in_one_file_0600(
     try:
         with append_to(tmp_path / "converter.log") as log:
             run = await asyncio.create_subprocess_exec(
-                *CLI, "-vv", "run", "--serial", wire.path, "--state-dir", str(state_dir),
-                stdout=log, stderr=log, env=child_env(),
-            )  # fmt: skip
+                *CLI,
+                "-vv",
+                "run",
+                "--serial",
+                wire.path,
+                "--state-dir",
+                str(state_dir),
+                stdout=log,
+                stderr=log,
+                env=child_env(),
+            )
         try:
             await wait_for(lambda: wire.count >= 2, 30, "two telegrams")
         finally:
@@ -348,11 +378,15 @@ async def test_no_secret_reaches_the_gateways_log(gw: RunningGateway) -> None:
     token = await asyncio.to_thread(gw.pair, ALL_PROFILES, name="log scan")
     other = secrets.token_urlsafe(32)  # a guess: not a token, but a secret all the same
     calls = [
-        ("GET", "/api/meters", token), ("GET", "/api/token", token),
-        ("GET", f"/api/meters?token={token}", token), ("GET", f"/api/meters/{token}", token),
-        ("GET", f"/api/tokens/requests/{token}", None), ("GET", "/api/meters", other),
-        ("GET", f"/api/legacy-p1?interval={token}", token), ("DELETE", "/api/token", other),
-    ]  # fmt: skip
+        ("GET", "/api/meters", token),
+        ("GET", "/api/token", token),
+        ("GET", f"/api/meters?token={token}", token),
+        ("GET", f"/api/meters/{token}", token),
+        ("GET", f"/api/tokens/requests/{token}", None),
+        ("GET", "/api/meters", other),
+        ("GET", f"/api/legacy-p1?interval={token}", token),
+        ("DELETE", "/api/token", other),
+    ]
     for method, path, bearer in calls:
         answer = await asyncio.to_thread(gw.request, method, path, token=bearer)
         assert answer.status < 500, (path, answer.status)
@@ -406,10 +440,18 @@ def test_tokens_are_256_random_bits_and_guessing_costs_nothing_lasting(
     assert gw.request("GET", "/api/token", token=tokens[0]).status == 200
     # At this rate, finding one of the active tokens by guessing:
     years = 2.0**256 / (rate * len(tokens)) / (365.25 * 24 * 3600)
-    write_figures({"guesses": count, "guesses_per_s": round(rate), "rss_kib_before": rss,
-                   "rss_kib_after": rss_kib(pid), "fds_before": fds,
-                   "fds_after": open_fds(pid), "years_to_guess_one_of_48": f"{years:.1e}"},
-                  "guessing")  # fmt: skip
+    write_figures(
+        {
+            "guesses": count,
+            "guesses_per_s": round(rate),
+            "rss_kib_before": rss,
+            "rss_kib_after": rss_kib(pid),
+            "fds_before": fds,
+            "fds_after": open_fds(pid),
+            "years_to_guess_one_of_48": f"{years:.1e}",
+        },
+        "guessing",
+    )
     assert years > 1e50
 
 
@@ -422,8 +464,9 @@ def _guess(gw: RunningGateway, count: int) -> tuple[int, set[int]]:
         if i % 500 == 0:
             if conn is not None:
                 conn.close()
-            conn = http.client.HTTPSConnection(gw.host, gw.port, context=gw.ssl_context(),
-                                               timeout=20)  # fmt: skip
+            conn = http.client.HTTPSConnection(
+                gw.host, gw.port, context=gw.ssl_context(), timeout=20
+            )
         guess = secrets.token_urlsafe(32) if i % 3 else secrets.token_urlsafe(i % 50 + 1)
         assert conn is not None
         conn.request("GET", "/api/token", headers={"Authorization": f"Bearer {guess}"})
@@ -467,8 +510,11 @@ def test_every_cookie_is_strict_and_every_form_refuses_a_forgery(gw: RunningGate
 
     # every state-changing route of the document, forged every way
     document = gw.request("GET", "/api/openapi.json").json
-    posts = [path for path, item in document["paths"].items()
-             if "post" in item and not path.startswith("/api")]  # fmt: skip
+    posts = [
+        path
+        for path, item in document["paths"].items()
+        if "post" in item and not path.startswith("/api")
+    ]
     assert "/logout" in posts and "/admin/block-history" in posts
     good, foreign = browser.csrf(), other.csrf()
     tokens_before = gw.control.tokens()
@@ -482,10 +528,13 @@ def test_every_cookie_is_strict_and_every_form_refuses_a_forgery(gw: RunningGate
                 status = Browser(gw).request("POST", path, fields, origin=origin)[0]
                 assert status == 403, (path, origin, status)
             continue
-        attempts = [({**fields}, "self"), ({**fields, "csrf": "x" * 43}, "self"),
-                    ({**fields, "csrf": foreign}, "self"),
-                    ({**fields, "csrf": good}, "https://evil.example"),
-                    ({**fields, "csrf": good}, "null")]  # fmt: skip
+        attempts = [
+            ({**fields}, "self"),
+            ({**fields, "csrf": "x" * 43}, "self"),
+            ({**fields, "csrf": foreign}, "self"),
+            ({**fields, "csrf": good}, "https://evil.example"),
+            ({**fields, "csrf": good}, "null"),
+        ]
         for form, origin in attempts:
             status = browser.request("POST", path, form, origin=origin)[0]
             assert status == 403, (path, form.get("csrf"), origin, status)
@@ -518,10 +567,15 @@ def test_the_control_socket_is_local_and_private(gw: RunningGateway) -> None:
     pid = gw.process.pid
     assert tcp_listeners(pid) == [("0100007F", gw.port)]  # 127.0.0.1:port, nothing else
     for table in ("udp", "udp6"):
-        inodes = {line.split()[9] for line in
-                  Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]}  # fmt: skip
-        mine = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] for fd in os.listdir(f"/proc/{pid}/fd")
-                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")}  # fmt: skip
+        inodes = {
+            line.split()[9]
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        }
+        mine = {
+            os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1]
+            for fd in os.listdir(f"/proc/{pid}/fd")
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")
+        }
         assert not inodes & mine, f"the gateway has a {table} socket"
     path = gw.state_dir / "control.sock"
     assert unix_sockets(pid) == [str(path)]

@@ -1,4 +1,4 @@
-"""Soak with faults (issue 8, item 1): the whole chain under every fault at once, with figures.
+"""Soak with faults: the whole chain under every fault at once, with figures.
 
 A real gateway process (``x1p1 gateway serve``, stopped with SIGTERM and SIGKILL and
 started again on the same port and state directory), the real converter (``x1p1 run``
@@ -85,8 +85,9 @@ class Soak:
 
     async def recovered(self, kind: str, since: float, limit: float = 30.0) -> float:
         """Seconds from ``since`` to the first telegram after it (recorded under ``kind``)."""
-        await wait_for(lambda: self.wire.first_after(since) is not None, limit,
-                       f"a telegram after {kind}")  # fmt: skip
+        await wait_for(
+            lambda: self.wire.first_after(since) is not None, limit, f"a telegram after {kind}"
+        )
         at = self.wire.first_after(since)
         assert at is not None
         seconds = at - since
@@ -198,10 +199,19 @@ async def test_soak_with_faults(tmp_path: Path) -> None:
         soak.token()
         with append_to(converter_log) as log:
             converter = await asyncio.create_subprocess_exec(
-                *CLI, "-vv", "run", "--gateway", f"127.0.0.1:{proxy.port}",
-                "--serial", wire.path, "--state-dir", str(state_dir),
-                stdout=log, stderr=log, env=child_env(),
-            )  # fmt: skip
+                *CLI,
+                "-vv",
+                "run",
+                "--gateway",
+                f"127.0.0.1:{proxy.port}",
+                "--serial",
+                wire.path,
+                "--state-dir",
+                str(state_dir),
+                stdout=log,
+                stderr=log,
+                env=child_env(),
+            )
         started = time.monotonic()
         await soak.telegrams(3, limit=60)
 
@@ -268,14 +278,19 @@ async def test_soak_with_faults(tmp_path: Path) -> None:
         "gateway_restarts": gateway.starts - 1,
         "wire": audit.figures(),
         "gateway_return_to_telegram_s": {
-            "n": len(returns), "p50": round(percentile(returns, 0.5), 3),
-            "p95": round(percentile(returns, 0.95), 3), "max": round(max(returns), 3),
-        },  # fmt: skip
+            "n": len(returns),
+            "p50": round(percentile(returns, 0.5), 3),
+            "p95": round(percentile(returns, 0.95), 3),
+            "max": round(max(returns), 3),
+        },
         "recoveries_s": {k: [round(v, 2) for v in vs] for k, vs in soak.recoveries.items()},
         "injected": {k: kinds.count(k) for k in sorted(set(kinds))},
         "split_telegrams_forwarded": proxy.split,
-        "handshakes": {"opened": proxy.counts.opened, "refused": dict(proxy.counts.refused),
-                       "closed_by_gateway": dict(proxy.counts.closed)},  # fmt: skip
+        "handshakes": {
+            "opened": proxy.counts.opened,
+            "refused": dict(proxy.counts.refused),
+            "closed_by_gateway": dict(proxy.counts.closed),
+        },
         "converter_counts": status["counts"],
         **soak.notes,
     }

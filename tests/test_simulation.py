@@ -1,5 +1,5 @@
 """The gateway's simulated meters: deterministic, exact, consistent, and what P1 readers
-accept (issue 3 items 3–4; the registers issue 6's history samples)."""
+accept."""
 
 from __future__ import annotations
 
@@ -135,9 +135,7 @@ def test_bad_instants_are_refused(sim: MeterSimulation) -> None:
         local(2022, 5, 6, 23, 59, 1),  # across local midnight
     ],
 )
-def test_registers_integrate_the_shown_power_exactly(
-    sim: MeterSimulation, start: datetime
-) -> None:
+def test_registers_integrate_the_shown_power_exactly(sim: MeterSimulation, start: datetime) -> None:
     """Joules on the four registers after 15 minutes = the watts of each telegram summed."""
     em = sim.electricity
     t0 = to_unix(start)
@@ -196,8 +194,10 @@ def test_day_totals_agree_with_block_detail() -> None:
         em = ElectricityModel(seed)
         r = random.Random(seed)
         days = [day(r.randrange(0, 7 * 365)) for _ in range(40)]
-        days += [day(day_index(to_unix(local(y, m, d, 12)))) for y, m, d in
-                 ((2024, 3, 31), (2024, 10, 27), (2021, 6, 21), (2022, 12, 21))]  # fmt: skip
+        days += [
+            day(day_index(to_unix(local(y, m, d, 12))))
+            for y, m, d in ((2024, 3, 31), (2024, 10, 27), (2021, 6, 21), (2022, 12, 21))
+        ]
         for d in days:
             assert em.day_energy(d) == em.detail(d.index).running[-1], (seed, d.date)
     assert ElectricityModel(17).pv.phases == (0, 1, 2)
@@ -502,8 +502,9 @@ def test_daily_and_monthly_ends_are_local_midnights(sim: MeterSimulation) -> Non
         lt = t.astimezone(NL)
         assert (lt.hour, lt.minute, lt.second) == (0, 0, 0)
         assert values == sim.registers(t)
-    assert list(sim.interval_registers(start, local(2024, 4, 1), timedelta(days=1)))[-1][0] \
-        == local(2024, 4, 1)  # fmt: skip
+    assert list(sim.interval_registers(start, local(2024, 4, 1), timedelta(days=1)))[-1][
+        0
+    ] == local(2024, 4, 1)
     months = list(sim.interval_registers(local(2021, 1, 1), local(2025, 12, 31), "1M"))
     assert len(months) == 59 and months[0][0] == local(2021, 2, 1)
     for t, values in months:
@@ -536,8 +537,9 @@ def test_sim_clock() -> None:
 
 
 def test_epoch_is_local_midnight() -> None:
-    assert datetime.fromtimestamp(EPOCH, NL) == local(EPOCH_DATE.year, EPOCH_DATE.month,
-                                                        EPOCH_DATE.day)  # fmt: skip
+    assert datetime.fromtimestamp(EPOCH, NL) == local(
+        EPOCH_DATE.year, EPOCH_DATE.month, EPOCH_DATE.day
+    )
     assert day(0).start == EPOCH and day(0).positions == 96
     spring = day(day_index(to_unix(local(2024, 3, 31, 12))))
     autumn = day(day_index(to_unix(local(2024, 10, 27, 12))))

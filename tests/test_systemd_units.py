@@ -1,5 +1,5 @@
 """systemd/x1p1.service and systemd/x1p1-gateway.service: `systemd-analyze verify` is clean
-and `systemd-analyze security --offline=true` rates them low (issue 5).
+and `systemd-analyze security --offline=true` rates them low.
 
 `verify` checks that ExecStart's program exists, and /opt/x1p1/.venv/bin/x1p1 is where
 the units expect an installation, not where the tests run. So each unit is verified as a

@@ -33,7 +33,9 @@ def test_registry_covers_the_x1_tables() -> None:
     table4 = [o for o in OBJECTS if "Table 4" in o.source]
     assert len(table4) == 20  # Table 4 lists 20 rows
     assert {o.code for o in OBJECTS if o.meter is Meter.GAS} == {
-        "0-n:24.1.0.255", "0-n:96.1.0.255", "0-n:24.2.1.255"
+        "0-n:24.1.0.255",
+        "0-n:96.1.0.255",
+        "0-n:24.2.1.255",
     }
     pq = [o for o in OBJECTS if Profile.PQ_REALTIME in o.profiles]
     assert len(pq) == 10  # §6.2.4 lists 10 rows
@@ -98,7 +100,9 @@ def test_request_state_and_token_info_round_trip() -> None:
     when = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
     pending = TokenRequestState("abc", RequestStatus.PENDING, when)
     assert pending.to_json() == {
-        "request_id": "abc", "status": "pending", "expires_at": "2026-11-24T12:00:00Z"
+        "request_id": "abc",
+        "status": "pending",
+        "expires_at": "2026-11-24T12:00:00Z",
     }
     assert TokenRequestState.parse(pending.to_json()) == pending
     p1 = frozenset({Profile.P1})

@@ -17,7 +17,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -44,7 +44,7 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     setup_logging(verbose - quiet)
 
 
-def fail(error: X1P1Error | str, code: int = 1) -> None:
+def fail(error: X1P1Error | str, code: int = 1) -> NoReturn:
     """Print a clear one-line error on standard error and exit with ``code``."""
     click.echo(f"x1p1: {error}", err=True)
     sys.exit(code)
@@ -74,7 +74,6 @@ def discover(timeout: float, as_json: bool) -> None:
         found = asyncio.run(run_discover(timeout))
     except X1P1Error as error:
         fail(error)
-        return
     if as_json:
         click.echo(json.dumps([g.to_json() for g in found], indent=2))
     elif found:
@@ -144,7 +143,6 @@ def verify_billing(file: str, ca: Path, as_json: bool) -> None:
         from x1p1.gateway.billing_signature import verify_billing as verify
     except ImportError as exc:
         fail(f"verify-billing needs the gateway extra: pip install 'x1p1[gateway]' ({exc})", 2)
-        return
     limit = 64 * 1024 * 1024
     try:
         if file == "-":
@@ -155,15 +153,12 @@ def verify_billing(file: str, ca: Path, as_json: bool) -> None:
         root = ca.read_bytes()
     except OSError as exc:
         fail(f"cannot read {exc.filename or file}: {exc.strerror or exc}", 2)
-        return
     if len(data) > limit:
         fail(f"{file} is larger than 64 MiB: not a billing response", 2)
-        return
     try:
         report = verify(data, root)
     except BillingVerificationError as exc:
         fail(f"{file}: {exc}", 2)
-        return
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.summary())
     sys.exit(0 if report.ok else 1)
 
@@ -222,7 +217,6 @@ def serial_udev_rule(port: str) -> None:
         click.echo(udev_rule(port), nl=False)
     except X1P1Error as error:
         fail(error)
-
 
 
 # --- the converter: pair, unpair, run, status ---------------------------------------------
@@ -302,7 +296,6 @@ def pair(gateway: str | None, ca: Path | None, name: str | None, state_dir: Path
         address = GatewayAddress.parse(gateway) if gateway is not None else None
     except ConfigError as error:
         fail(error, 2)
-        return
     name = name if name is not None else pairing_module.default_request_name()
     if not 1 <= len(name) <= 64 or not name.isprintable():
         fail("--name must be 1 to 64 printable characters", 2)
@@ -324,15 +317,12 @@ def pair(gateway: str | None, ca: Path | None, name: str | None, state_dir: Path
     except KeyboardInterrupt:
         countdown.close()
         fail("interrupted; the request stays on the meter until it expires", 130)
-        return
     except ConfigError as error:
         countdown.close()
         fail(error, 2)
-        return
     except X1P1Error as error:
         countdown.close()
         fail(error, pairing_module.exit_code_for(error))
-        return
     countdown.close()
     click.echo(f"Paired with {result.describe()}.")
     click.echo(f"The token is saved in {directory}. Now start the converter: x1p1 run")
@@ -348,7 +338,6 @@ def unpair(state_dir: Path | None) -> None:
         _, sentence = run_unpair(_state_dir(state_dir))
     except X1P1Error as error:
         fail(error)
-        return
     click.echo(sentence)
 
 
@@ -368,8 +357,7 @@ def unpair(state_dir: Path | None) -> None:
 @click.option(
     "--serial",
     metavar="PORT|URL",
-    help="The P1 output: a device, a pyserial URL, or none (only --tcp) "
-    "[default: /dev/x1p1-p1].",
+    help="The P1 output: a device, a pyserial URL, or none (only --tcp) [default: /dev/x1p1-p1].",
 )
 @click.option(
     "--data-request",
@@ -420,17 +408,14 @@ def run(
         config = load_run_config(config_file, overrides)
     except ConfigError as error:
         fail(error, 2)
-        return
     if ctx.meta.get("x1p1.verbosity", 0) == 0:
         setup_logging(level=config.log_level)
     try:
         code = run_converter(config)
     except ConfigError as error:
         fail(error, 2)
-        return
     except X1P1Error as error:
         fail(error)
-        return
     sys.exit(code)
 
 
@@ -478,19 +463,45 @@ def gateway() -> None:
 
 @gateway.command("serve")
 @_gateway_dir_option
-@click.option("--host", default="0.0.0.0", show_default=True,
-              help="Address to listen on; 127.0.0.1 keeps it to this machine (no mDNS).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8443, show_default=True,
-              help="HTTPS/WSS port; 0 picks a free one (printed on start).")
-@click.option("--hostname", default="X1-interface", show_default=True,
-              help="mDNS base name: NAME.local, or NAME-1.local, -2 … when taken.")
+@click.option(
+    "--host",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address to listen on; 127.0.0.1 keeps it to this machine (no mDNS).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8443,
+    show_default=True,
+    help="HTTPS/WSS port; 0 picks a free one (printed on start).",
+)
+@click.option(
+    "--hostname",
+    default="X1-interface",
+    show_default=True,
+    help="mDNS base name: NAME.local, or NAME-1.local, -2 … when taken.",
+)
 @click.option("--no-mdns", is_flag=True, help="Do not advertise on mDNS.")
-@click.option("--auto-approve", is_flag=True,
-              help="Approve every token request at once (demos; never on a shared network).")
-@click.option("--speed", type=click.FloatRange(min=0.001, max=100000), default=1.0,
-              show_default=True, help="Run the meters' clock this many times faster.")
-@click.option("--seed", type=int, default=1, show_default=True,
-              help="Seed of the simulated household, PV system and gas use.")
+@click.option(
+    "--auto-approve",
+    is_flag=True,
+    help="Approve every token request at once (demos; never on a shared network).",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0.001, max=100000),
+    default=1.0,
+    show_default=True,
+    help="Run the meters' clock this many times faster.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Seed of the simulated household, PV system and gas use.",
+)
 def gateway_serve(
     state_dir: Path | None,
     host: str,
@@ -513,9 +524,15 @@ def gateway_serve(
     from x1p1.gateway.app import GatewayConfig, run_gateway
 
     config = GatewayConfig(
-        state_dir=_gateway_dir(state_dir), host=host, port=port, hostname=hostname,
-        mdns=not no_mdns, auto_approve=auto_approve, speed=speed, seed=seed,
-    )  # fmt: skip
+        state_dir=_gateway_dir(state_dir),
+        host=host,
+        port=port,
+        hostname=hostname,
+        mdns=not no_mdns,
+        auto_approve=auto_approve,
+        speed=speed,
+        seed=seed,
+    )
     try:
         asyncio.run(run_gateway(config))
     except KeyboardInterrupt:
@@ -557,13 +574,17 @@ def _print_request(request: dict[str, Any]) -> None:
     kind = request.get("kind", "token")
     if kind != "token":  # a portal login or admin-access request (X1 §5.1.3, §9.2.2)
         what = "portal login" if kind == "login" else "portal admin access"
-        click.echo(f"{request['request_id']}  {request['status']:<8} {what:<30} "
-                   f"{request['name']!r} code {request['code']} ({request['expires_in']} s left)"
-                   f"\n    User-Agent: {request['user_agent']}")
+        click.echo(
+            f"{request['request_id']}  {request['status']:<8} {what:<30} "
+            f"{request['name']!r} code {request['code']} ({request['expires_in']} s left)"
+            f"\n    User-Agent: {request['user_agent']}"
+        )
         return
     profiles = ",".join(request["profiles"])
-    click.echo(f"{request['request_id']}  {request['status']:<8} {profiles:<30} "
-               f"{request['name']!r} (uuid {request['uuid']}, {request['expires_in']} s left)")
+    click.echo(
+        f"{request['request_id']}  {request['status']:<8} {profiles:<30} "
+        f"{request['name']!r} (uuid {request['uuid']}, {request['expires_in']} s left)"
+    )
 
 
 @main.group()
@@ -603,12 +624,16 @@ def meter_approve(
         return
     if "token" not in result:  # a portal login or admin access, approved on the meter
         what = "login" if result.get("kind") == "login" else "admin access (60 minutes)"
-        click.echo(f"Approved the portal {what} of {result['request']['name']!r} "
-                   f"(code {result['request']['code']}).")
+        click.echo(
+            f"Approved the portal {what} of {result['request']['name']!r} "
+            f"(code {result['request']['code']})."
+        )
         return
     token = result["token"]
-    click.echo(f"Approved {result['request']['name']!r}: token {token['token_id']} with "
-               f"{', '.join(token['profiles'])}, valid until {token['expires_at']}.")
+    click.echo(
+        f"Approved {result['request']['name']!r}: token {token['token_id']} with "
+        f"{', '.join(token['profiles'])}, valid until {token['expires_at']}."
+    )
 
 
 @meter.command("deny")
@@ -628,8 +653,13 @@ def meter_deny(request_id: str | None, state_dir: Path | None, as_json: bool) ->
 @meter.command("comlog")
 @_gateway_dir_option
 @click.option("--since", metavar="TIME", help="Only entries from this RFC 3339 time on.")
-@click.option("--limit", type=click.IntRange(1, 100000), default=1000, show_default=True,
-              help="At most this many of the newest entries.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100000),
+    default=1000,
+    show_default=True,
+    help="At most this many of the newest entries.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def meter_comlog(state_dir: Path | None, since: str | None, limit: int, as_json: bool) -> None:
     """Show the comlog (X1 §2.2): every access to the meter's data, oldest first."""
@@ -661,16 +691,18 @@ def meter_block_history(state_dir: Path | None, yes: bool, as_json: bool) -> Non
     """
     if not yes and not click.confirm(
         "Block all history from before now and revoke every device and portal login? "
-        "This cannot be undone", default=False,
-    ):  # fmt: skip
+        "This cannot be undone",
+        default=False,
+    ):
         fail("not blocked", 1)
-        return
     result = _ask(state_dir, lambda control: control.block_history())
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
-        click.echo(f"History blocked at {result['blocked_at']}; "
-                   f"{result['tokens_revoked']} device token(s) revoked.")
+        click.echo(
+            f"History blocked at {result['blocked_at']}; "
+            f"{result['tokens_revoked']} device token(s) revoked."
+        )
 
 
 @main.group()
@@ -715,11 +747,16 @@ def _operator(state_dir: Path | None, action: str, as_json: bool = False) -> Non
 
 @main.command()
 @click.option(
-    "--telegrams", type=click.IntRange(min=1), default=None,
+    "--telegrams",
+    type=click.IntRange(min=1),
+    default=None,
     help="Stop after this many telegrams reached the P1 end [default: run until Ctrl-C].",
 )
 @click.option(
-    "--speed", type=click.FloatRange(min=0.01, max=1000.0), default=1.0, show_default=True,
+    "--speed",
+    type=click.FloatRange(min=0.01, max=1000.0),
+    default=1.0,
+    show_default=True,
     help="Run the simulated meters' clock this many times faster.",
 )
 @click.pass_context
@@ -737,7 +774,6 @@ def demo(ctx: click.Context, telegrams: int | None, speed: float) -> None:
         from x1p1.demo import run_demo
     except ImportError as exc:
         fail(f"the demo needs the gateway extra: pip install 'x1p1[gateway]' ({exc})")
-        return
     from x1p1.logs import setup_logging
 
     if ctx.meta.get("x1p1.verbosity", 0) == 0:
@@ -746,7 +782,6 @@ def demo(ctx: click.Context, telegrams: int | None, speed: float) -> None:
         result = asyncio.run(run_demo(sys.stdout, telegrams=telegrams, speed=speed))
     except X1P1Error as error:
         fail(error)
-        return
     sys.exit(0 if result.invalid == 0 and result.valid > 0 else 1)
 
 

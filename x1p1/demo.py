@@ -178,8 +178,7 @@ async def run_demo(
             for sig in handled:
                 loop.remove_signal_handler(sig)
     out.write(
-        f"x1p1 demo: {result.valid} valid telegrams, {result.invalid} invalid; "
-        "everything stopped\n"
+        f"x1p1 demo: {result.valid} valid telegrams, {result.invalid} invalid; everything stopped\n"
     )
     out.flush()
     return result
@@ -210,8 +209,9 @@ async def _read_p1(
             if isinstance(event, ValidTelegram):
                 result.valid += 1
                 stamp = time.strftime("%H:%M:%S")
-                screen.line(f"{stamp}  {len(event.raw):4d} B  CRC {event.crc} ok  "
-                            + _summary(event.raw))
+                screen.line(
+                    f"{stamp}  {len(event.raw):4d} B  CRC {event.crc} ok  " + _summary(event.raw)
+                )
             elif isinstance(event, InvalidTelegram):
                 result.invalid += 1
                 screen.line(f"INVALID telegram: {event.message}")

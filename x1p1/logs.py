@@ -201,8 +201,10 @@ def setup_logging(
         root.removeHandler(old)
         old.close()
     handler = _StderrHandler(stream)
-    use_journal = journald if journald is not None else under_journald(
-        stream if stream is not None else sys.stderr, env
+    use_journal = (
+        journald
+        if journald is not None
+        else under_journald(stream if stream is not None else sys.stderr, env)
     )
     if use_journal:
         handler.setFormatter(JournalFormatter())

@@ -217,8 +217,7 @@ class ListenAddress:
     port: int
 
     ALLOWED = (
-        "give HOST:PORT, e.g. 127.0.0.1:2001, 0.0.0.0:2001, [::]:2001, or :2001 for "
-        "every interface"
+        "give HOST:PORT, e.g. 127.0.0.1:2001, 0.0.0.0:2001, [::]:2001, or :2001 for every interface"
     )
 
     @classmethod

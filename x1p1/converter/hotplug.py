@@ -1,7 +1,7 @@
 """Serial adapters coming and going: a thin pyudev adapter, or nothing where there is no udev.
 
 When the USB serial adapter is pulled, the converter keeps the X1 side up and waits for
-the port to come back (issue 4, faults). :class:`Hotplug` wakes that wait as soon as udev
+the port to come back. :class:`Hotplug` wakes that wait as soon as udev
 reports a ``tty`` device; where udev is missing (a container, another OS) :func:`open_hotplug`
 returns None and the caller simply polls.
 """

@@ -36,7 +36,7 @@ from typing import Any, TextIO
 
 from x1p1.converter.config import GatewayAddress
 from x1p1.converter.state import (
-    Pairing,
+    SavedPairing,
     forget_pairing,
     install_uuid,
     load_pairing,
@@ -168,7 +168,8 @@ def _is_address(host: str) -> bool:
 
 
 async def resolve_endpoint(
-    gateway: GatewayAddress | None, timeout: float = 5.0  # noqa: ASYNC109
+    gateway: GatewayAddress | None,
+    timeout: float = 5.0,  # noqa: ASYNC109
 ) -> GatewayEndpoint:
     """Find the gateway to pair with: ``--gateway`` as given, or the one mDNS finds.
 
@@ -286,9 +287,7 @@ class X1Client:
             self.answered_by = address
             return self._result(status, headers, data)
         reason = _os_reason(last)
-        raise GatewayUnreachable(
-            f"the gateway {self.endpoint.describe()} did not answer: {reason}"
-        )
+        raise GatewayUnreachable(f"the gateway {self.endpoint.describe()} did not answer: {reason}")
 
     def _once(
         self, address: str, method: str, path: str, body: object | None
@@ -503,7 +502,7 @@ def pair(
     on_tick: Callable[[Progress], None] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     sleep: Callable[[float], None] = time.sleep,
-) -> Pairing:
+) -> SavedPairing:
     """Ask ``endpoint`` for a P1 token, wait for the customer, save and return the pairing."""
     ca_pem: str | None = None
     if ca_file is not None:
@@ -532,7 +531,7 @@ def pair(
         expires_at = client.token_info().expires_at
     except (GatewayError, X1Error) as exc:
         log.info("could not read the token's expiry: %s", exc)
-    pairing = Pairing(
+    pairing = SavedPairing(
         token=approved.token,
         host_name=endpoint.host_name,
         port=endpoint.port,
@@ -550,7 +549,7 @@ def pair(
     return pairing
 
 
-def pairing_context(pairing: Pairing, ca_file: Path | None = None) -> ssl.SSLContext:
+def pairing_context(pairing: SavedPairing, ca_file: Path | None = None) -> ssl.SSLContext:
     """The TLS context for a saved pairing: ``ca_file`` if given, else the saved root."""
     if ca_file is not None:
         return client_ssl_context(ca_file)

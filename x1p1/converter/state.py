@@ -7,7 +7,7 @@ In the state directory (``x1p1 pair``/``run``/``status``/``unpair`` ``--state-di
     name the certificate must carry, port, last address that answered), the root CA it
     was verified against (PEM, so moving the CA file breaks nothing), the granted profiles
     and the token's expiry, and the name and uuid the request carried. Mode 0600; never
-    logged (:class:`Pairing`'s ``repr`` hides the token).
+    logged (:class:`SavedPairing`'s ``repr`` hides the token).
 ``uuid``
     The uuid this installation sends with every token request (§5.1.2, §5.1.7): made once,
     kept for good, so that the gateway recognises it as the same device.
@@ -46,7 +46,7 @@ __all__ = [
     "TOKEN_FILE",
     "UUID_FILE",
     "DaemonStatus",
-    "Pairing",
+    "SavedPairing",
     "StatusPublisher",
     "TokenFileWatch",
     "find_status",
@@ -187,7 +187,7 @@ def _opt_str(body: Mapping[str, Any], key: str) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Pairing:
+class SavedPairing:
     """What ``x1p1 pair`` saved: a P1 token and the gateway it belongs to (X1 §5.1–§5.2).
 
     ``host_name`` is the name the gateway's certificate must carry (its mDNS host name,
@@ -230,7 +230,7 @@ class Pairing:
         }
 
     @classmethod
-    def parse(cls, body: object) -> Pairing:
+    def parse(cls, body: object) -> SavedPairing:
         """Read a ``token.json`` body; StateError names what is wrong."""
         if not isinstance(body, Mapping):
             raise StateError("a JSON object expected")
@@ -275,7 +275,7 @@ class Pairing:
         port: int | None = None,
         address: str | None = None,
         serial: str | None = None,
-    ) -> Pairing:
+    ) -> SavedPairing:
         """A copy with what was learned about the gateway (None keeps a field)."""
         return replace(
             self,
@@ -295,7 +295,7 @@ class Pairing:
         return where
 
 
-def load_pairing(state_dir: Path) -> Pairing:
+def load_pairing(state_dir: Path) -> SavedPairing:
     """The saved pairing; :class:`NotPaired` if there is none, StateError if unreadable."""
     path = state_dir / TOKEN_FILE
     try:
@@ -306,12 +306,12 @@ def load_pairing(state_dir: Path) -> Pairing:
             "request on the meter"
         ) from None
     try:
-        return Pairing.parse(body)
+        return SavedPairing.parse(body)
     except StateError as exc:
         raise StateError(f"{path}: {exc}; run `x1p1 pair` again") from None
 
 
-def save_pairing(state_dir: Path, pairing: Pairing) -> None:
+def save_pairing(state_dir: Path, pairing: SavedPairing) -> None:
     """Save the pairing atomically, mode 0600."""
     write_atomic(state_dir / TOKEN_FILE, _dump(pairing.to_json()))
 
@@ -362,7 +362,7 @@ class TokenFileWatch:
 
 @dataclass(frozen=True, slots=True)
 class DaemonStatus:
-    """What ``x1p1 run`` publishes and ``x1p1 status`` shows (issue 4, item 6).
+    """What ``x1p1 run`` publishes and ``x1p1 status`` shows.
 
     Times are aware datetimes; ``latency_ms`` holds p50/p99/max from a WebSocket message
     to its bytes being handed to the serial port, over the recent telegrams.
@@ -591,9 +591,7 @@ def status_report(state_dir: Path, env: Mapping[str, str] | None = None) -> dict
             "serial": pairing.serial,
         }
         report["name"] = pairing.name
-        report["token_expires_at"] = (
-            format_time(pairing.expires_at) if pairing.expires_at else None
-        )
+        report["token_expires_at"] = format_time(pairing.expires_at) if pairing.expires_at else None
     status, answered = _find_status(state_dir, env)
     running = (
         status is not None
@@ -655,20 +653,24 @@ def render_status(report: Mapping[str, Any], now: datetime | None = None) -> str
     if "counts" in report:
         c = report["counts"]
         lines.append(("Last telegram", _ago(report.get("last_telegram_at"), now)))
-        lines.append((
-            "Telegrams",
-            f"{c.get('relayed', 0)} relayed, {c.get('written', 0)} written to the port, "
-            f"{c.get('dropped_invalid', 0)} invalid dropped, {c.get('dropped_stale', 0)} "
-            f"stale dropped, {c.get('not_requested', 0)} not requested, "
-            f"{c.get('reconnects', 0)} reconnects",
-        ))
+        lines.append(
+            (
+                "Telegrams",
+                f"{c.get('relayed', 0)} relayed, {c.get('written', 0)} written to the port, "
+                f"{c.get('dropped_invalid', 0)} invalid dropped, {c.get('dropped_stale', 0)} "
+                f"stale dropped, {c.get('not_requested', 0)} not requested, "
+                f"{c.get('reconnects', 0)} reconnects",
+            )
+        )
         latency = report.get("latency_ms") or {}
         if latency:
-            lines.append((
-                "Latency",
-                f"p50 {latency.get('p50')} ms, p99 {latency.get('p99')} ms "
-                "(WebSocket message to serial port)",
-            ))
+            lines.append(
+                (
+                    "Latency",
+                    f"p50 {latency.get('p50')} ms, p99 {latency.get('p99')} ms "
+                    "(WebSocket message to serial port)",
+                )
+            )
         serial = report.get("serial") or {}
         text = f"{serial.get('port') or 'none'}: {serial.get('state')}"
         if serial.get("error"):

@@ -1,6 +1,6 @@
 """``x1p1 status`` asks the running daemon: a Unix socket beside its status file.
 
-Issue 4, item 6: the daemon publishes its status for ``x1p1 status``. A file rewritten
+The daemon publishes its status for ``x1p1 status``. A file rewritten
 every few seconds costs the daemon a write (and, on an SD card, wear) every few seconds
 whether anyone looks or not; at one telegram a second that was a fifth of its CPU. So
 the daemon answers on request instead: ``status.sock`` lies beside ``status.json`` (in

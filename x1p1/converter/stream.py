@@ -160,11 +160,11 @@ TRANSITIONS: dict[Conn, dict[Ev, Conn | str]] = {
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
-"""No more than 30 s between tries (issue 4)."""
+"""No more than 30 s between tries."""
 FAST_TRIES = 10
 """The first tries of an outage come every 0.5–1 s; only then does the wait double. A
 gateway that restarts is back within seconds, and its next telegram should be on the
-line within 2 s of its return (issue 8): a doubling wait from the first failure on would
+line within 2 s of its return: a doubling wait from the first failure on would
 often still be asleep for seconds when the gateway is back."""
 DISABLED_RETRY = 60.0
 """While X1 is switched off, try again every 60 s."""

@@ -43,7 +43,7 @@ from x1p1.converter.config import GatewayAddress, ListenAddress, RunConfig
 from x1p1.converter.serial_out import SerialLike, SerialOutput, open_serial
 from x1p1.converter.state import (
     DaemonStatus,
-    Pairing,
+    SavedPairing,
     StatusPublisher,
     TokenFileWatch,
     ensure_dir,
@@ -89,7 +89,7 @@ class ConverterOptions:
     """Seconds between housekeeping rounds (a third of systemd's watchdog at most)."""
     token_check: float = 5.0
     discover_timeout: float = 5.0
-    rediscover: Callable[[Pairing], Awaitable[Pairing | None]] | None = None
+    rediscover: Callable[[SavedPairing], Awaitable[SavedPairing | None]] | None = None
     """Look the paired gateway up (default: mDNS by serial); None result: not found."""
     status_file: Path | None = None
     status_interval: float | None = None
@@ -136,7 +136,7 @@ class Converter:
     def __init__(self, options: ConverterOptions) -> None:
         self.options = options
         self.state_dir = options.state_dir
-        self.pairing: Pairing | None = None
+        self.pairing: SavedPairing | None = None
         self.relayed = 0
         self.dropped_invalid = 0
         self.last_telegram: float | None = None
@@ -217,7 +217,7 @@ class Converter:
             log.error("%s; waiting for a new token", exc)
         self._learn_serial = self.pairing is not None and self.pairing.serial is None
 
-    def _context(self, pairing: Pairing) -> ssl.SSLContext:
+    def _context(self, pairing: SavedPairing) -> ssl.SSLContext:
         ca = self.options.ca
         key = (str(ca) if ca else None, None if ca else pairing.ca_pem)
         if self._ssl is None or self._ssl[0] != key:
@@ -249,7 +249,7 @@ class Converter:
             return None
         return StreamTarget(tls_name, port, connect, pairing.token, context)
 
-    def _save(self, pairing: Pairing) -> None:
+    def _save(self, pairing: SavedPairing) -> None:
         self.pairing = pairing
         try:
             save_pairing(self.state_dir, pairing)
@@ -309,7 +309,7 @@ class Converter:
             self._save(found)
         return True
 
-    async def _mdns_lookup(self, pairing: Pairing) -> Pairing | None:
+    async def _mdns_lookup(self, pairing: SavedPairing) -> SavedPairing | None:
         from x1p1.converter import discovery
 
         timeout = self.options.discover_timeout

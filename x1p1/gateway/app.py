@@ -175,7 +175,7 @@ def _lock(state_dir: Path) -> IO[bytes]:
 
 
 def default_meters(seed: int) -> MeterSource:
-    """The simulated electricity and gas meters of ``seed`` (issue 3, item 3)."""
+    """The simulated electricity and gas meters of ``seed``."""
     from x1p1.gateway.simulation import MeterSimulation
 
     return MeterSimulation(seed, gas_channel=1)
@@ -205,7 +205,7 @@ class Gateway:
         self.portal: Any = None
         """The customer portal (:class:`x1p1.gateway.portal.Portal`), once started."""
         self.history: HistoryService | None = None
-        """History, billing and the history block (issue 6), once started."""
+        """History, billing and the history block, once started."""
 
     # --- what others read ------------------------------------------------------------------
 
@@ -262,9 +262,12 @@ class Gateway:
         if not _wildcard(config.host) and config.host not in addresses:
             addresses.append(config.host)
         self._pki = await asyncio.to_thread(
-            GatewayPKI.load_or_create, self.state_dir, (), addresses,
+            GatewayPKI.load_or_create,
+            self.state_dir,
+            (),
+            addresses,
             base_name=config.hostname,
-        )  # fmt: skip
+        )
         self._ssl = self._pki.server_ssl_context()
 
         meters = config.meters or default_meters(config.seed)
@@ -295,14 +298,20 @@ class Gateway:
 
         document_portal()
         self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=2.0,
             keepalive_timeout=IDLE_TIMEOUT,
-        )  # fmt: skip
+        )
         await self._runner.setup()
         site = web.TCPSite(
-            self._runner, config.host or None, config.port, ssl_context=self._ssl,
+            self._runner,
+            config.host or None,
+            config.port,
+            ssl_context=self._ssl,
             reuse_address=True,
-        )  # fmt: skip
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -372,9 +381,12 @@ class Gateway:
         if addresses is None and not _wildcard(config.host):
             addresses = [config.host]
         self._advertiser = MdnsAdvertiser(
-            port=self.port, serial=serial, base_name=config.hostname, addresses=addresses,
+            port=self.port,
+            serial=serial,
+            base_name=config.hostname,
+            addresses=addresses,
             on_rename=self._renamed,
-        )  # fmt: skip
+        )
         try:
             self.host_name = await self._advertiser.start()
         except MdnsError as exc:
@@ -396,9 +408,12 @@ class Gateway:
         if self._pki is None or self._pki.covers([host_name], base_name=self.config.hostname):
             return
         self._pki = await asyncio.to_thread(
-            GatewayPKI.load_or_create, self.state_dir, [host_name],
-            self._pki.leaf_ip_addresses, base_name=self.config.hostname,
-        )  # fmt: skip
+            GatewayPKI.load_or_create,
+            self.state_dir,
+            [host_name],
+            self._pki.leaf_ip_addresses,
+            base_name=self.config.hostname,
+        )
         self._ssl.load_cert_chain(self._pki.leaf_cert_path, self._pki.leaf_key_path)
 
     async def _housekeep(self) -> None:
@@ -487,8 +502,9 @@ def banner(gateway: Gateway) -> list[str]:
     """The lines ``x1p1 gateway serve`` prints on start (tests parse the first)."""
     lines = [f"x1p1 gateway listening on {gateway.url}"]
     if gateway.host_name:
-        lines.append(f"mDNS host name: {gateway.host_name} (https://{gateway.host_name}:"
-                     f"{gateway.port})")  # fmt: skip
+        lines.append(
+            f"mDNS host name: {gateway.host_name} (https://{gateway.host_name}:{gateway.port})"
+        )
     lines += [
         f"root CA: {gateway.ca_path}",
         f"control socket: {gateway.control_path} (x1p1 meter list|approve|deny)",
@@ -525,4 +541,3 @@ async def run_gateway(
         for sig in handled:
             loop.remove_signal_handler(sig)
         await gateway.stop()
-

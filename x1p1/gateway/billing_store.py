@@ -108,10 +108,14 @@ class BillingStore:
         self.conn = conn
         self.registers: dict[Meter, tuple[_Register, ...]] = {
             meter: tuple(
-                _Register(obj, obj.for_channel(gas_channel) if meter is Meter.GAS else obj.code,
-                          obj.unit or "", register_digits(obj))
+                _Register(
+                    obj,
+                    obj.for_channel(gas_channel) if meter is Meter.GAS else obj.code,
+                    obj.unit or "",
+                    register_digits(obj),
+                )
                 for obj in objs
-            )  # fmt: skip
+            )
             for meter, objs in BILLING_OBJECTS.items()
         }
 
@@ -146,14 +150,14 @@ class BillingStore:
                     try:
                         text = format_register_value(repr(float(value)), *register.digits)
                     except ValueError:  # negative or too wide: no register shows that
-                        log.warning("billing: %s at %s is no register value: %r",
-                                    register.code, ts, value)  # fmt: skip
+                        log.warning(
+                            "billing: %s at %s is no register value: %r", register.code, ts, value
+                        )
                         continue
                     signature = signer.sign(
                         {"t": ts, "obis": register.code, "value": text, "unit": register.unit}
                     )
-                    rows.append((meter.value, t, register.code, ts, text, register.unit,
-                                 signature))  # fmt: skip
+                    rows.append((meter.value, t, register.code, ts, text, register.unit, signature))
         if not rows:
             return 0
         with transaction(self.conn) as conn:
@@ -168,15 +172,14 @@ class BillingStore:
         signed by another certificate, sign them all again (one transaction). Returns
         whether they were re-signed."""
         fingerprint = certificate_fingerprint(signer)
-        row = self.conn.execute(
-            "SELECT value FROM billing_meta WHERE key = 'signer'"
-        ).fetchone()
+        row = self.conn.execute("SELECT value FROM billing_meta WHERE key = 'signer'").fetchone()
         if row is not None and row[0] == fingerprint:
             return False
         if row is None:  # the first signer: nothing was signed before
             with transaction(self.conn) as conn:
-                conn.execute("INSERT OR REPLACE INTO billing_meta VALUES ('signer', ?)",
-                             (fingerprint,))  # fmt: skip
+                conn.execute(
+                    "INSERT OR REPLACE INTO billing_meta VALUES ('signer', ?)", (fingerprint,)
+                )
             return False
         with transaction(self.conn) as conn:
             conn.execute("DELETE FROM billing_readings")
@@ -201,8 +204,12 @@ class BillingStore:
             "AND t >= coalesce((SELECT DISTINCT t FROM billing_readings WHERE "
             f"{where} ORDER BY t DESC LIMIT 1 OFFSET ?4), -1)"
         )
-        params = (q.meter.value, int(q.start.timestamp()), int(q.end.timestamp()),
-                  q.retention.count - 1)  # fmt: skip
+        params = (
+            q.meter.value,
+            int(q.start.timestamp()),
+            int(q.end.timestamp()),
+            q.retention.count - 1,
+        )
         row = self.conn.execute(sql, params).fetchone()
         return str(row[0]) if row and row[0] is not None else "[]"
 
@@ -223,8 +230,9 @@ class BillingStore:
     def ends(self, meter: Meter) -> Sequence[int]:
         """The interval ends (Unix seconds) with signed readings, oldest first."""
         return [
-            int(t) for (t,) in self.conn.execute(
+            int(t)
+            for (t,) in self.conn.execute(
                 "SELECT DISTINCT t FROM billing_readings WHERE meter = ? ORDER BY t",
                 (meter.value,),
             )
-        ]  # fmt: skip
+        ]

@@ -1,4 +1,4 @@
-"""The comlog: every access to the meter's data, with its time (X1 §2.2; issue 6).
+"""The comlog: every access to the meter's data, with its time (X1 §2.2).
 
 §2.2 promises the customer a comlog in the local portal that shows, among other things,
 "de momenten waarop de netbeheerder op afstand de meterstanden heeft uitgelezen". The
@@ -167,20 +167,20 @@ def _detail_json(detail: Mapping[str, Any]) -> str:
     """The detail as JSON, at most :data:`DETAIL_MAX` characters; ValueError if it is
     not JSON."""
     try:
-        text = json.dumps(dict(detail), sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False, allow_nan=False)  # fmt: skip
+        text = json.dumps(
+            dict(detail), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"comlog detail is not JSON: {exc}") from None
     if len(text) <= DETAIL_MAX:
         return text
-    cut = {k: (v[:200] + "…" if isinstance(v, str) and len(v) > 200 else v)
-           for k, v in detail.items()}  # fmt: skip
+    cut = {
+        k: (v[:200] + "…" if isinstance(v, str) and len(v) > 200 else v) for k, v in detail.items()
+    }
     text = json.dumps(cut, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     if len(text) <= DETAIL_MAX:
         return text
     return json.dumps({"truncated": text[: DETAIL_MAX - 40]}, ensure_ascii=False)
-
-
 
 
 @dataclass(slots=True)
@@ -269,8 +269,10 @@ class Comlog:
             self._flushed_at = _stamp(now)
         if not self._pending:
             return
-        rows = [(use.value, device, hour, p.count, p.last)
-                for (use, device, hour), p in self._pending.items()]  # fmt: skip
+        rows = [
+            (use.value, device, hour, p.count, p.last)
+            for (use, device, hour), p in self._pending.items()
+        ]
         with transaction(self.conn) as conn:
             conn.executemany(
                 "INSERT INTO comlog (event, device, t, count, last) VALUES (?, ?, ?, ?, ?) "
@@ -283,9 +285,7 @@ class Comlog:
         self._written = {k for k in self._written | set(self._pending) if k[2] >= newest - 3600}
         self._pending.clear()
 
-    def entries(
-        self, since: datetime | None = None, limit: int = 1000
-    ) -> list[ComlogEntry]:
+    def entries(self, since: datetime | None = None, limit: int = 1000) -> list[ComlogEntry]:
         """The newest ``limit`` entries with ``t >= since``, oldest first (use rows count
         at the start of their hour, so ``since`` within an hour shows that hour's row)."""
         self.flush()
@@ -304,9 +304,17 @@ class Comlog:
                 kind = ComlogEvent(event)
             except ValueError:
                 continue  # an event kind from a newer x1p1
-            out.append(ComlogEntry(int(row_id), _time(int(t)), kind, device,
-                                   json.loads(detail or "{}"), int(count),
-                                   None if last is None else _time(int(last))))  # fmt: skip
+            out.append(
+                ComlogEntry(
+                    int(row_id),
+                    _time(int(t)),
+                    kind,
+                    device,
+                    json.loads(detail or "{}"),
+                    int(count),
+                    None if last is None else _time(int(last)),
+                )
+            )
         return out
 
     def prune(self, now: datetime, keep: timedelta = timedelta(days=2 * 365)) -> int:

@@ -31,7 +31,7 @@ Commands (:data:`COMMANDS`):
 Other parts register more with :meth:`ControlServer.register`: the portal
 (:mod:`x1p1.gateway.sessions`) puts login and admin-access requests into ``list``,
 ``approve`` and ``deny`` (the meter's one queue) and adds ``sessions`` and
-``revoke-session``; issue 6 adds ``block-history``. The client is
+``revoke-session`` and ``block-history``. The client is
 :mod:`x1p1.gateway.control_client`.
 """
 

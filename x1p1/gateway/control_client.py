@@ -22,8 +22,13 @@ from typing import Any
 from x1p1.exceptions import ControlError, X1Error, x1_error_from_body
 
 SOCKET_NAME = "control.sock"
-_STATUS = {"bad-request": 400, "not-found": 404, "request-not-pending": 409,
-           "rate-limited": 429, "x1-disabled": 503}  # fmt: skip
+_STATUS = {
+    "bad-request": 400,
+    "not-found": 404,
+    "request-not-pending": 409,
+    "rate-limited": 429,
+    "x1-disabled": 503,
+}
 _MAX_ANSWER = 4 * 1024 * 1024
 
 

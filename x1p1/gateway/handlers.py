@@ -54,8 +54,11 @@ class MeterRef:
     channel: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"equipment_id": self.equipment_id, "type": self.meter.value,
-                "channel": self.channel}  # fmt: skip
+        return {
+            "equipment_id": self.equipment_id,
+            "type": self.meter.value,
+            "channel": self.channel,
+        }
 
 
 def meter_refs(meters: MeterSource) -> list[MeterRef]:
@@ -81,9 +84,7 @@ def require_any(token: Token, profiles: frozenset[Profile], what: str) -> None:
     """403 unless ``token`` holds one of ``profiles``; ``missing`` lists them all."""
     if not token.profiles & profiles:
         missing = sorted_profiles(profiles)
-        raise ForbiddenProfile(
-            f"{what} needs the profile {' or '.join(missing)}", missing=missing
-        )
+        raise ForbiddenProfile(f"{what} needs the profile {' or '.join(missing)}", missing=missing)
 
 
 # --- pairing (§5.1.2, §5.2) ---------------------------------------------------------------
@@ -141,11 +142,16 @@ def describe_meter(meters: MeterSource, token: Token, equipment_id: str) -> dict
         if obj.meter is not ref.meter or not granting:
             continue
         code = obj.for_channel(ref.channel) if ref.meter is Meter.GAS else obj.code
-        objects.append({
-            "obis": code, "description": obj.description,
-            "description_nl": obj.description_nl, "unit": obj.unit, "format": obj.format,
-            "profiles": sorted_profiles(granting),
-        })  # fmt: skip
+        objects.append(
+            {
+                "obis": code,
+                "description": obj.description,
+                "description_nl": obj.description_nl,
+                "unit": obj.unit,
+                "format": obj.format,
+                "profiles": sorted_profiles(granting),
+            }
+        )
     return {
         **ref.to_json(),
         "objects": objects,

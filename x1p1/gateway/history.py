@@ -77,8 +77,7 @@ class RegisterSource(Protocol):
 
 
 HISTORIC: dict[Meter, tuple[ObisObject, ...]] = {
-    meter: tuple(obj for obj in OBJECTS if obj.historic and obj.meter is meter)
-    for meter in Meter
+    meter: tuple(obj for obj in OBJECTS if obj.historic and obj.meter is meter) for meter in Meter
 }
 """The objects recorded per meter, in registry order: one column each."""
 
@@ -162,11 +161,9 @@ def historic_values(meter: Meter, values: Mapping[str, object]) -> dict[ObisObje
     return out
 
 
-
-
 def set_durable_wal(conn: sqlite3.Connection) -> None:
     """WAL with ``synchronous=FULL``: a committed transaction survives SIGKILL and power
-    loss (issue 6, durability). Idempotent; needs no open transaction."""
+    loss. Idempotent; needs no open transaction."""
     if not conn.in_transaction:
         conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -186,7 +183,9 @@ class HistoryStore:
         self._insert = {
             meter: "INSERT OR IGNORE INTO history_readings (meter, resolution, t, ts, "
             + ", ".join(_column(obj) for obj in objs)
-            + ") VALUES (?, ?, ?, ?" + ", ?" * len(objs) + ")"
+            + ") VALUES (?, ?, ?, ?"
+            + ", ?" * len(objs)
+            + ")"
             for meter, objs in HISTORIC.items()
         }
 
@@ -237,8 +236,13 @@ class HistoryStore:
         if not clean:
             return None
         stamp = _stamp(t)
-        return (meter.value, resolution.value, stamp, format_time(_time(stamp)),
-                *(clean.get(obj) for obj in HISTORIC[meter]))  # fmt: skip
+        return (
+            meter.value,
+            resolution.value,
+            stamp,
+            format_time(_time(stamp)),
+            *(clean.get(obj) for obj in HISTORIC[meter]),
+        )
 
     def _store(self, conn: sqlite3.Connection, meter: Meter, rows: Sequence[Row]) -> int:
         before = conn.total_changes
@@ -267,7 +271,7 @@ class HistoryStore:
 
     def backfill(self, sim: RegisterSource, now: datetime) -> int:
         """Fill the full retention of every resolution of both meters from ``sim``, on
-        the first start only (issue 6); returns the readings stored.
+        the first start only; returns the readings stored.
 
         The first call stores ``born`` = ``now``. Each resolution is one transaction and
         marks itself done in it, so a start cut short fills the rest on the next start,
@@ -284,10 +288,11 @@ class HistoryStore:
             born = self._meta("born")
             assert born is not None
         done = {
-            key for (key,) in self.conn.execute(
+            key
+            for (key,) in self.conn.execute(
                 "SELECT key FROM history_meta WHERE key LIKE 'backfilled:%'"
             )
-        }  # fmt: skip
+        }
         cache: dict[int, Mapping[str, float]] = {}
         stored = 0
         for row in TABLE_8:
@@ -295,8 +300,10 @@ class HistoryStore:
             if key in done:
                 continue
             last = floor_end(row.resolution, _time(born))
-            first = max(shift(row.resolution, last, -(row.count - 1)),
-                        oldest_kept(row.meter, row.resolution, now))  # fmt: skip
+            first = max(
+                shift(row.resolution, last, -(row.count - 1)),
+                oldest_kept(row.meter, row.resolution, now),
+            )
             ends = list(interval_ends(row.resolution, first, last))
             rows = [
                 out
@@ -326,9 +333,10 @@ class HistoryStore:
             after = self._cursor.get(key)
             lower = max(since, oldest_kept(row.meter, row.resolution, now))
             ends = [
-                t for t in interval_ends(row.resolution, lower, now)
+                t
+                for t in interval_ends(row.resolution, lower, now)
                 if after is None or _stamp(t) > after
-            ]  # fmt: skip
+            ]
             if not ends:
                 continue
             for t, values in _registers_at(sim, row.resolution, ends, cache):
@@ -405,8 +413,13 @@ class HistoryStore:
             f"(SELECT t FROM history_readings WHERE {where} ORDER BY t DESC LIMIT 1 "
             "OFFSET ?5), -1)"
         )
-        params = (q.meter.value, q.resolution.value, _stamp(q.start), _stamp(q.end),
-                  q.retention.count - 1)  # fmt: skip
+        params = (
+            q.meter.value,
+            q.resolution.value,
+            _stamp(q.start),
+            _stamp(q.end),
+            q.retention.count - 1,
+        )
         return sql, params
 
     def query(self, q: MeasurementsQuery) -> list[Reading]:
@@ -458,11 +471,12 @@ class HistoryStore:
     def ends(self, meter: Meter, resolution: Resolution) -> list[datetime]:
         """Every stored interval end of ``meter`` at ``resolution``, oldest first."""
         return [
-            _time(t) for (t,) in self.conn.execute(
+            _time(t)
+            for (t,) in self.conn.execute(
                 "SELECT t FROM history_readings WHERE meter = ? AND resolution = ? ORDER BY t",
                 (meter.value, resolution.value),
             )
-        ]  # fmt: skip
+        ]
 
 
 def _registers_at(
@@ -477,8 +491,10 @@ def _registers_at(
     wanted = [t for t in ends if _stamp(t) not in cache]
     bulk = getattr(sim, "interval_registers", None)
     step = resolution.step
-    contiguous = step is not None and len(wanted) > 1 and (
-        wanted[-1] - wanted[0] == (len(wanted) - 1) * step
+    contiguous = (
+        step is not None
+        and len(wanted) > 1
+        and (wanted[-1] - wanted[0] == (len(wanted) - 1) * step)
     )
     if bulk is not None and step is not None and contiguous:
         targets = {_stamp(t) for t in wanted}

@@ -220,11 +220,20 @@ class HistoryService:
         signed = billing.sign_pending(self.signer)
         self._unsigned = False
         end = time.perf_counter()
-        self.first_start = {"backfill_readings": stored, "backfill_s": middle - begin,
-                            "signed": signed, "sign_s": end - middle}  # fmt: skip
+        self.first_start = {
+            "backfill_readings": stored,
+            "backfill_s": middle - begin,
+            "signed": signed,
+            "sign_s": end - middle,
+        }
         if stored:
-            log.info("history: backfilled %d readings in %.2f s, signed %d billing readings "
-                     "in %.2f s", stored, middle - begin, signed, end - middle)  # fmt: skip
+            log.info(
+                "history: backfilled %d readings in %.2f s, signed %d billing readings in %.2f s",
+                stored,
+                middle - begin,
+                signed,
+                end - middle,
+            )
 
     def _record(self, now: datetime) -> int:
         _, history, billing = self._open_writer()
@@ -267,8 +276,7 @@ class HistoryService:
         at = self.history.block(self.meter_now())
         tokens = self.state.revoke_all("history was blocked")
         self.state.emit("history-blocked", at=format_time(at), by=by)
-        log.warning("history blocked at %s %s; %d tokens revoked", format_time(at), by,
-                    len(tokens))  # fmt: skip
+        log.warning("history blocked at %s %s; %d tokens revoked", format_time(at), by, len(tokens))
         return {"blocked_at": format_time(at), "tokens_revoked": len(tokens)}
 
     def _block_command(self, args: Mapping[str, Any]) -> dict[str, Any]:

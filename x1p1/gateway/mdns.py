@@ -394,9 +394,7 @@ class MdnsAdvertiser:
             DNSAddress(fqdn, _TYPE_A, _CLASS_IN, HOST_TTL, socket.inet_aton(a))
             for a in self._addresses
         ]
-        records.append(
-            DNSService(instance, _TYPE_SRV, _CLASS_IN, OTHER_TTL, 0, 0, self.port, fqdn)
-        )
+        records.append(DNSService(instance, _TYPE_SRV, _CLASS_IN, OTHER_TTL, 0, 0, self.port, fqdn))
         return host, instance, records
 
     async def _claim(self, first_index: int) -> None:

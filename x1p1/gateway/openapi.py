@@ -58,15 +58,29 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["error", "message"],
         "properties": {
-            "error": {"type": "string", "enum": [
-                "bad-request", "unauthorized", "forbidden-profile", "not-found",
-                "request-not-pending", "rate-limited", "x1-disabled", "method-not-allowed",
-                "internal-error",
-            ]},  # fmt: skip
-            "message": {"type": "string", "description": "A sentence for people; for "
-                        "bad-request it names the parameter."},  # fmt: skip
-            "missing": {"type": "array", "items": _ref("Profile"),
-                        "description": "forbidden-profile: profiles any of which would do"},
+            "error": {
+                "type": "string",
+                "enum": [
+                    "bad-request",
+                    "unauthorized",
+                    "forbidden-profile",
+                    "not-found",
+                    "request-not-pending",
+                    "rate-limited",
+                    "x1-disabled",
+                    "method-not-allowed",
+                    "internal-error",
+                ],
+            },
+            "message": {
+                "type": "string",
+                "description": "A sentence for people; for bad-request it names the parameter.",
+            },
+            "missing": {
+                "type": "array",
+                "items": _ref("Profile"),
+                "description": "forbidden-profile: profiles any of which would do",
+            },
         },
     },
     "Profile": {
@@ -79,27 +93,43 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "required": ["name", "uuid", "profiles"],
         "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 64,
-                     "description": "A name the customer recognises (printable characters)"},
-            "uuid": {"type": "string", "format": "uuid",
-                     "description": "The device's own id, the same on every request"},
+            "name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "description": "A name the customer recognises (printable characters)",
+            },
+            "uuid": {
+                "type": "string",
+                "format": "uuid",
+                "description": "The device's own id, the same on every request",
+            },
             "profiles": {"type": "array", "items": _ref("Profile"), "minItems": 1},
         },
-    },  # fmt: skip
+    },
     "TokenRequestState": {
         "type": "object",
         "required": ["request_id", "status", "expires_at"],
         "properties": {
             "request_id": {"type": "string", "description": "Opaque, 128 random bits"},
             "status": {"type": "string", "enum": ["pending", "approved", "denied", "expired"]},
-            "expires_at": {**_TIME, "description": "The request's end: 10 minutes after it "
-                           "was made (§5.1.4); its id answers until then"},
-            "token": {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$",
-                      "description": "Only when approved: the API token (256 bits, base64url)"},
-            "profiles": {"type": "array", "items": _ref("Profile"),
-                         "description": "Only when approved: the profiles granted (§5.1.6)"},
+            "expires_at": {
+                **_TIME,
+                "description": "The request's end: 10 minutes after it "
+                "was made (§5.1.4); its id answers until then",
+            },
+            "token": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9_-]{43}$",
+                "description": "Only when approved: the API token (256 bits, base64url)",
+            },
+            "profiles": {
+                "type": "array",
+                "items": _ref("Profile"),
+                "description": "Only when approved: the profiles granted (§5.1.6)",
+            },
         },
-    },  # fmt: skip
+    },
     "TokenInfo": {
         "type": "object",
         "required": ["name", "uuid", "profiles", "expires_at"],
@@ -116,11 +146,15 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "equipment_id": {"type": "string"},
             "type": {"type": "string", "enum": ["electricity", "gas"]},
-            "channel": {"type": "integer", "minimum": 0, "maximum": 4,
-                        "description": "0 for the electricity meter; the M-Bus channel of "
-                        "a gas meter (value group B of its OBIS codes)"},
+            "channel": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 4,
+                "description": "0 for the electricity meter; the M-Bus channel of "
+                "a gas meter (value group B of its OBIS codes)",
+            },
         },
-    },  # fmt: skip
+    },
     "MeterList": {
         "type": "object",
         "required": ["meters"],
@@ -135,10 +169,13 @@ SCHEMAS: dict[str, Any] = {
             "description_nl": {"type": "string", "description": "The standard's Dutch"},
             "unit": {"type": ["string", "null"]},
             "format": {"type": "string", "description": "Numeric(9,3), String or List"},
-            "profiles": {"type": "array", "items": _ref("Profile"),
-                         "description": "The caller's profiles that read this object"},
+            "profiles": {
+                "type": "array",
+                "items": _ref("Profile"),
+                "description": "The caller's profiles that read this object",
+            },
         },
-    },  # fmt: skip
+    },
     "Retention": {
         "type": "object",
         "required": ["resolution", "retention", "max_values"],
@@ -162,8 +199,11 @@ SCHEMAS: dict[str, Any] = {
         "required": ["equipment_id", "t", "values"],
         "properties": {
             "equipment_id": {"type": "string"},
-            "t": {**_TIME, "description": "The moment of the values; for gas the capture "
-                  "time of its 5-minute reading"},
+            "t": {
+                **_TIME,
+                "description": "The moment of the values; for gas the capture "
+                "time of its 5-minute reading",
+            },
             "values": {
                 "type": "object",
                 "description": "By six-group OBIS code: numbers with the decimals of their "
@@ -171,26 +211,33 @@ SCHEMAS: dict[str, Any] = {
                 "additionalProperties": {"type": ["number", "string", "array"]},
             },
         },
-    },  # fmt: skip
+    },
 }
 """Schemas of the document's ``components``."""
 
 _ERRORS: dict[str, tuple[str, str]] = {
-    "400": ("BadRequest", "Malformed parameters or body (bad-request); the message names "
-            "the parameter. Bodies over 16 KB, bad JSON and unknown parameters too."),
+    "400": (
+        "BadRequest",
+        "Malformed parameters or body (bad-request); the message names "
+        "the parameter. Bodies over 16 KB, bad JSON and unknown parameters too.",
+    ),
     "401": ("Unauthorized", "No token, or an unknown, expired or revoked one (unauthorized)"),
-    "403": ("Forbidden", "The token lacks a profile (forbidden-profile); `missing` lists "
-            "the profiles any of which would do"),
+    "403": (
+        "Forbidden",
+        "The token lacks a profile (forbidden-profile); `missing` lists "
+        "the profiles any of which would do",
+    ),
     "404": ("NotFound", "Unknown meter, request or path (not-found)"),
     "409": ("Conflict", "The request is no longer pending (request-not-pending)"),
     "429": ("RateLimited", "Too many requests (rate-limited); see Retry-After"),
-    "503": ("Disabled", "The grid operator switched X1 off (x1-disabled, §12.3); every "
-            "/api path answers this while it is off"),
-}  # fmt: skip
-
-RESPONSES: dict[str, Any] = {
-    name: _json(_ref("Error"), text) for name, text in _ERRORS.values()
+    "503": (
+        "Disabled",
+        "The grid operator switched X1 off (x1-disabled, §12.3); every "
+        "/api path answers this while it is off",
+    ),
 }
+
+RESPONSES: dict[str, Any] = {name: _json(_ref("Error"), text) for name, text in _ERRORS.values()}
 RESPONSES["RateLimited"]["headers"] = {
     "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
 }
@@ -204,10 +251,14 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 
 def _interval() -> dict[str, Any]:
-    return {"name": "interval", "in": "query", "required": False,
-            "schema": {"type": "integer", "minimum": 1, "maximum": 3600, "default": 1},
-            "description": "Whole seconds between messages (at most one a second, §7.2); "
-            "messages fall on wall-clock seconds that are multiples of it"}  # fmt: skip
+    return {
+        "name": "interval",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 3600, "default": 1},
+        "description": "Whole seconds between messages (at most one a second, §7.2); "
+        "messages fall on wall-clock seconds that are multiples of it",
+    }
 
 
 _WS_CLOSES = {
@@ -233,28 +284,35 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             "expiries do not count. Approving gives the device one token: an earlier token "
             "of the same uuid is revoked."
         ),
-        "requestBody": {"required": True, "description": f"At most {MAX_BODY} bytes",
-                        "content": {"application/json": {"schema": _ref("TokenRequestBody")}}},
-        "responses": {"202": _json(_ref("TokenRequestState"), "Pending; poll its id"),
-                      **_errors("400", "429", "503")},
-    },  # fmt: skip
+        "requestBody": {
+            "required": True,
+            "description": f"At most {MAX_BODY} bytes",
+            "content": {"application/json": {"schema": _ref("TokenRequestBody")}},
+        },
+        "responses": {
+            "202": _json(_ref("TokenRequestState"), "Pending; poll its id"),
+            **_errors("400", "429", "503"),
+        },
+    },
     "token-request-get": {
         "description": (
             "Poll a token request. Approved: the answer carries the token and the granted "
             "profiles; the id is the only key to the token. The id answers until 10 minutes "
             "after the request was made, then 404. Poll every few seconds."
         ),
-        "parameters": [{"name": "request_id", "in": "path", "required": True,
-                        "schema": {"type": "string"}}],
-        "responses": {"200": _json(_ref("TokenRequestState"), "The request's state"),
-                      **_errors("400", "404", "503")},
-    },  # fmt: skip
+        "parameters": [
+            {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "responses": {
+            "200": _json(_ref("TokenRequestState"), "The request's state"),
+            **_errors("400", "404", "503"),
+        },
+    },
     "token-get": {
         "description": "The caller's token: name, uuid, profiles and expiry. Every use of a "
         "token renews it to 90 days (§5.2).",
-        "responses": {"200": _json(_ref("TokenInfo"), "The token"),
-                      **_errors("400", "401", "503")},
-    },  # fmt: skip
+        "responses": {"200": _json(_ref("TokenInfo"), "The token"), **_errors("400", "401", "503")},
+    },
     "token-delete": {
         "description": "The device unpairs itself: the token is revoked and its open "
         "WebSockets close with 4401.",
@@ -263,17 +321,22 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "meters-list": {
         "description": "The meters the token has some profile for (§8.1); others are not "
         "shown. The P1 profile reads both (the telegram carries both).",
-        "responses": {"200": _json(_ref("MeterList"), "The meters"),
-                      **_errors("400", "401", "503")},
-    },  # fmt: skip
+        "responses": {
+            "200": _json(_ref("MeterList"), "The meters"),
+            **_errors("400", "401", "503"),
+        },
+    },
     "meter-get": {
         "description": "One meter: the OBIS objects the token may read and the resolutions "
         "of history with their retention (Table 8).",
-        "parameters": [{"name": "equipment_id", "in": "path", "required": True,
-                        "schema": {"type": "string"}}],
-        "responses": {"200": _json(_ref("MeterInfo"), "The meter"),
-                      **_errors("400", "401", "403", "404", "503")},
-    },  # fmt: skip
+        "parameters": [
+            {"name": "equipment_id", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "responses": {
+            "200": _json(_ref("MeterInfo"), "The meter"),
+            **_errors("400", "401", "403", "404", "503"),
+        },
+    },
     "legacy-p1": {
         "description": (
             "WebSocket (wss://). Needs the P1 profile. Each text message is one whole DSMR "
@@ -283,11 +346,15 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             "and JSON error below."
         ),
         "parameters": [_interval()],
-        "responses": {"101": {"description": "Switching Protocols: the stream starts"},
-                      **_errors("400", "401", "403", "503")},
-        "x-websocket": {"messages": {"type": "string", "description": "A P1 telegram"},
-                        "close-codes": _WS_CLOSES},
-    },  # fmt: skip
+        "responses": {
+            "101": {"description": "Switching Protocols: the stream starts"},
+            **_errors("400", "401", "403", "503"),
+        },
+        "x-websocket": {
+            "messages": {"type": "string", "description": "A P1 telegram"},
+            "close-codes": _WS_CLOSES,
+        },
+    },
     "realtime": {
         "description": (
             "WebSocket (wss://). Every interval, one text message per meter named: "
@@ -298,28 +365,44 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             "may be written with `n` for the channel. Values are keyed by the six-group code."
         ),
         "parameters": [
-            {"name": "equipment_id", "in": "query", "required": True,
-             "schema": {"type": "string"}, "description": "Comma-separated equipment ids"},
-            {"name": "obis", "in": "query", "required": True, "schema": {"type": "string"},
-             "description": "Comma-separated OBIS codes, e.g. 1-0:1.7.0.255,0-1:24.2.1.255"},
+            {
+                "name": "equipment_id",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "Comma-separated equipment ids",
+            },
+            {
+                "name": "obis",
+                "in": "query",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "Comma-separated OBIS codes, e.g. 1-0:1.7.0.255,0-1:24.2.1.255",
+            },
             _interval(),
         ],
-        "responses": {"101": {"description": "Switching Protocols: the stream starts"},
-                      **_errors("400", "401", "403", "503")},
+        "responses": {
+            "101": {"description": "Switching Protocols: the stream starts"},
+            **_errors("400", "401", "403", "503"),
+        },
         "x-websocket": {"messages": _ref("RealtimeMessage"), "close-codes": _WS_CLOSES},
-    },  # fmt: skip
+    },
     "openapi": {
         "description": "This document.",
-        "responses": {"200": {"description": "OpenAPI 3.1",
-                              "content": {"application/json": {"schema": {"type": "object"}}}},
-                      **_errors("503")},
-    },  # fmt: skip
+        "responses": {
+            "200": {
+                "description": "OpenAPI 3.1",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            **_errors("503"),
+        },
+    },
 }
 """Operation objects by route name."""
 
 
 def register(name: str, operation: Mapping[str, Any]) -> None:
-    """Document another route (issue 6: history, billing; issue 7: the portal's API)."""
+    """Document another route."""
     OPERATIONS[name] = dict(operation)
 
 
@@ -339,10 +422,13 @@ def document(routes: Iterable[RouteLike]) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``routes``."""
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        operation = dict(OPERATIONS.get(route.name) or {
-            "description": "Not documented yet.",
-            "responses": {"default": {"description": "See the source"}},
-        })  # fmt: skip
+        operation = dict(
+            OPERATIONS.get(route.name)
+            or {
+                "description": "Not documented yet.",
+                "responses": {"default": {"description": "See the source"}},
+            }
+        )
         operation["operationId"] = route.name
         if route.summary:
             operation["summary"] = route.summary
@@ -361,7 +447,7 @@ def document(routes: Iterable[RouteLike]) -> dict[str, Any]:
                 "The X1 customer interface of a DSMR6 gateway (X1 Companion Standard "
                 f"{X1_VERSION}), as x1p1 reads it. HTTPS and WSS on one port, TLS 1.3 only, "
                 "certificate from the gateway's own root CA (`x1p1 gateway ca`). Every error "
-                "body is {\"error\": code, \"message\": sentence}. Checks run in this order: "
+                'body is {"error": code, "message": sentence}. Checks run in this order: '
                 "X1 switched off (503), then the token (401), then the call's own profile "
                 "(403) and parameter (400) checks. Unknown query parameters are a 400."
             ),
@@ -372,14 +458,20 @@ def document(routes: Iterable[RouteLike]) -> dict[str, Any]:
             "schemas": SCHEMAS,
             "responses": RESPONSES,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "An API token from POST /api/tokens/requests"},
-                "portalSession": {"type": "apiKey", "in": "cookie",
-                                  "name": "__Host-x1p1-session",
-                                  "description": "The customer portal's session (§5.1.3), "
-                                  "set once a login is approved on the meter. It also opens "
-                                  "the API's GET routes with every profile (from the "
-                                  "gateway's own origin)"},
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token from POST /api/tokens/requests",
+                },
+                "portalSession": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "__Host-x1p1-session",
+                    "description": "The customer portal's session (§5.1.3), "
+                    "set once a login is approved on the meter. It also opens "
+                    "the API's GET routes with every profile (from the "
+                    "gateway's own origin)",
+                },
             },
-        },  # fmt: skip
+        },
     }

@@ -98,9 +98,7 @@ class _Names:
     ips: tuple[_IPAddress, ...]
 
     @classmethod
-    def build(
-        cls, host_names: Sequence[str], addresses: Sequence[str], base_name: str
-    ) -> _Names:
+    def build(cls, host_names: Sequence[str], addresses: Sequence[str], base_name: str) -> _Names:
         dns: list[str] = []
         ips: list[_IPAddress] = []
         for name in [*host_names, *candidate_host_names(base_name), "localhost"]:
@@ -395,9 +393,7 @@ def _read(
         raise ValueError(f"{key_path} is missing") from None
     except (OSError, ValueError, TypeError) as exc:
         raise ValueError(f"{key_path} is not a readable PEM key ({exc})") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(
-        key.curve, ec.SECP256R1
-    ):
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ValueError(f"{key_path} is not an ECDSA P-256 key")
     if _public(key) != _public_of_cert(cert):
         raise ValueError(f"{key_path} does not belong to {cert_path}")

@@ -124,8 +124,7 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.StreamRespo
         return json_response(body, status=405, headers={"Allow": allowed})
     if exc.status < 400:
         raise exc
-    body = {"error": "bad-request" if exc.status < 500 else "internal-error",
-            "message": exc.reason}  # fmt: skip
+    body = {"error": "bad-request" if exc.status < 500 else "internal-error", "message": exc.reason}
     return json_response(body, status=exc.status)
 
 
@@ -280,9 +279,7 @@ async def _stream(
     kind: str,
     permitted: Callable[[frozenset[Profile]], bool],
 ) -> web.StreamResponse:
-    ws = web.WebSocketResponse(
-        heartbeat=WS_HEARTBEAT, compress=False, max_msg_size=WS_MAX_MESSAGE
-    )
+    ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT, compress=False, max_msg_size=WS_MAX_MESSAGE)
     if not ws.can_prepare(request).ok:
         raise BadRequest(f"{request.path} is a WebSocket: open it with an Upgrade: websocket")
     hub = request.app[STATE].hub
@@ -324,9 +321,7 @@ async def _read_until_closed(ws: web.WebSocketResponse, subscriber: Subscriber) 
     socket is bad input, never a crash); the peer's close ends the stream."""
     async for message in ws:
         if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-            code, reason = close_args(
-                BadRequest("this WebSocket only sends; it takes no messages")
-            )
+            code, reason = close_args(BadRequest("this WebSocket only sends; it takes no messages"))
             subscriber.close(code, reason.decode())
     subscriber.close(1000, "")
 
@@ -334,26 +329,73 @@ async def _read_until_closed(ws: web.WebSocketResponse, subscriber: Subscriber) 
 # --- the application ---------------------------------------------------------------------------
 
 ROUTES: tuple[Route, ...] = (
-    Route("POST", TOKEN_REQUESTS, post_token_requests, "token-request-create", auth=False,
-          summary="Ask for an API token (§5.1.2)", tags=("pairing",)),
-    Route("GET", TOKEN_REQUESTS + "/{request_id}", get_token_request, "token-request-get",
-          auth=False, summary="Poll a token request (§5.1.4)", tags=("pairing",)),
-    Route("GET", TOKEN, get_token, "token-get", summary="The caller's token (§5.2)",
-          tags=("pairing",)),
-    Route("DELETE", TOKEN, delete_token, "token-delete",
-          summary="Unpair: revoke the caller's token (§5.2)", tags=("pairing",)),
-    Route("GET", METERS, get_meters, "meters-list", summary="The meters (§8.1)",
-          tags=("meters",)),
-    Route("GET", METERS + "/{equipment_id}", get_meter, "meter-get",
-          summary="One meter: objects and resolutions (§8.1)", tags=("meters",)),
-    Route("GET", LEGACY_P1, legacy_p1, "legacy-p1", websocket=True,
-          summary="WebSocket: DSMR 5.0.2 P1 telegrams (§6.2.7, §8.2)", tags=("streams",)),
-    Route("GET", REALTIME, realtime, "realtime", websocket=True,
-          summary="WebSocket: realtime OBIS values (§7.2, §8.2)", tags=("streams",)),
-    Route("GET", OPENAPI, get_openapi, "openapi", auth=False,
-          summary="This API as an OpenAPI 3.1 document", tags=("meta",)),
-)  # fmt: skip
-"""The X1 API of part 1 (issue 3). History and billing add theirs (issue 6)."""
+    Route(
+        "POST",
+        TOKEN_REQUESTS,
+        post_token_requests,
+        "token-request-create",
+        auth=False,
+        summary="Ask for an API token (§5.1.2)",
+        tags=("pairing",),
+    ),
+    Route(
+        "GET",
+        TOKEN_REQUESTS + "/{request_id}",
+        get_token_request,
+        "token-request-get",
+        auth=False,
+        summary="Poll a token request (§5.1.4)",
+        tags=("pairing",),
+    ),
+    Route(
+        "GET", TOKEN, get_token, "token-get", summary="The caller's token (§5.2)", tags=("pairing",)
+    ),
+    Route(
+        "DELETE",
+        TOKEN,
+        delete_token,
+        "token-delete",
+        summary="Unpair: revoke the caller's token (§5.2)",
+        tags=("pairing",),
+    ),
+    Route("GET", METERS, get_meters, "meters-list", summary="The meters (§8.1)", tags=("meters",)),
+    Route(
+        "GET",
+        METERS + "/{equipment_id}",
+        get_meter,
+        "meter-get",
+        summary="One meter: objects and resolutions (§8.1)",
+        tags=("meters",),
+    ),
+    Route(
+        "GET",
+        LEGACY_P1,
+        legacy_p1,
+        "legacy-p1",
+        websocket=True,
+        summary="WebSocket: DSMR 5.0.2 P1 telegrams (§6.2.7, §8.2)",
+        tags=("streams",),
+    ),
+    Route(
+        "GET",
+        REALTIME,
+        realtime,
+        "realtime",
+        websocket=True,
+        summary="WebSocket: realtime OBIS values (§7.2, §8.2)",
+        tags=("streams",),
+    ),
+    Route(
+        "GET",
+        OPENAPI,
+        get_openapi,
+        "openapi",
+        auth=False,
+        summary="This API as an OpenAPI 3.1 document",
+        tags=("meta",),
+    ),
+)
+"""The X1 API's core routes; history and billing add theirs."""
 
 
 def build_app(state: GatewayState, extra_routes: Sequence[Route] = ()) -> web.Application:

@@ -89,10 +89,19 @@ PORTAL_MIGRATIONS: tuple[str, ...] = (
 )
 """The portal's tables, one SQL script per schema version."""
 
-_QUIET = frozenset({"session-renewed", "portal-request-dropped", "session-dropped",
-                    "login-claimed", "login-cancelled", "elevation-cancelled",
-                    "session-elevated"})  # fmt: skip
+_QUIET = frozenset(
+    {
+        "session-renewed",
+        "portal-request-dropped",
+        "session-dropped",
+        "login-claimed",
+        "login-cancelled",
+        "elevation-cancelled",
+        "session-elevated",
+    }
+)
 """Changes persisted but not told as events (the comlog has their pairs already)."""
+
 
 def stream_id(session_id: str) -> str:
     return STREAM_PREFIX + session_id
@@ -111,10 +120,16 @@ def api_token(session: Session) -> Token:
     """The token the API's handlers see for a portal session: the customer's full view
     (every profile), expiring with the session."""
     return Token(
-        token_id=stream_id(session.session_id), digest="", name=f"portal: {session.browser}",
-        uuid=browser_handle(session), profiles=frozenset(Profile), created_at=session.created_at,
-        expires_at=session.expires_at, status=TokenStatus.ACTIVE, last_used=session.last_used,
-    )  # fmt: skip
+        token_id=stream_id(session.session_id),
+        digest="",
+        name=f"portal: {session.browser}",
+        uuid=browser_handle(session),
+        profiles=frozenset(Profile),
+        created_at=session.created_at,
+        expires_at=session.expires_at,
+        status=TokenStatus.ACTIVE,
+        last_used=session.last_used,
+    )
 
 
 def portal_request_json(request: PortalRequest, now: datetime) -> dict[str, Any]:
@@ -147,9 +162,12 @@ def session_json(session: Session, now: datetime) -> dict[str, Any]:
         "created_at": format_time(session.created_at),
         "expires_at": format_time(session.expires_at),
         "last_used": format_time(session.last_used) if session.last_used else None,
-        "elevated_until": (format_time(session.elevated_until)
-                           if session.elevated(now) and session.elevated_until else None),
-    }  # fmt: skip
+        "elevated_until": (
+            format_time(session.elevated_until)
+            if session.elevated(now) and session.elevated_until
+            else None
+        ),
+    }
 
 
 def _details(change: SessionChange, handle: str) -> dict[str, Any]:
@@ -216,10 +234,16 @@ class GatewaySessions:
         ).fetchall()
         return [
             PortalRequest(
-                request_id=r[0], kind=PortalRequestKind(r[1]), user_agent=r[2],
-                created_at=_rt(r[3]), status=PortalRequestStatus(r[4]), secret_digest=r[5],
-                session_id=r[6], decided_at=_pt(r[7]), decided_by=r[8],
-            )  # fmt: skip
+                request_id=r[0],
+                kind=PortalRequestKind(r[1]),
+                user_agent=r[2],
+                created_at=_rt(r[3]),
+                status=PortalRequestStatus(r[4]),
+                secret_digest=r[5],
+                session_id=r[6],
+                decided_at=_pt(r[7]),
+                decided_by=r[8],
+            )
             for r in rows
         ]
 
@@ -231,11 +255,18 @@ class GatewaySessions:
         ).fetchall()
         return [
             Session(
-                session_id=r[0], digest=r[1], user_agent=r[2], created_at=_rt(r[3]),
-                expires_at=_rt(r[4]), status=SessionStatus(r[5]), last_used=_pt(r[6]),
-                renewed_at=_pt(r[7]), elevated_until=_pt(r[8]), request_id=r[9],
+                session_id=r[0],
+                digest=r[1],
+                user_agent=r[2],
+                created_at=_rt(r[3]),
+                expires_at=_rt(r[4]),
+                status=SessionStatus(r[5]),
+                last_used=_pt(r[6]),
+                renewed_at=_pt(r[7]),
+                elevated_until=_pt(r[8]),
+                request_id=r[9],
                 ended_at=_pt(r[10]),
-            )  # fmt: skip
+            )
             for r in rows
         ]
 
@@ -246,8 +277,9 @@ class GatewaySessions:
                 dropped = change.kind.endswith("-dropped")
                 if isinstance(record, PortalRequest):
                     if dropped:
-                        conn.execute("DELETE FROM portal_requests WHERE request_id = ?",
-                                     (record.request_id,))  # fmt: skip
+                        conn.execute(
+                            "DELETE FROM portal_requests WHERE request_id = ?", (record.request_id,)
+                        )
                         continue
                     conn.execute(
                         "INSERT INTO portal_requests (request_id, kind, user_agent, created_at, "
@@ -255,13 +287,22 @@ class GatewaySessions:
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE "
                         "SET status = excluded.status, session_id = excluded.session_id, "
                         "decided_at = excluded.decided_at, decided_by = excluded.decided_by",
-                        (record.request_id, record.kind.value, record.user_agent,
-                         _t(record.created_at), record.status.value, record.secret_digest,
-                         record.session_id, _t(record.decided_at), record.decided_by),
-                    )  # fmt: skip
+                        (
+                            record.request_id,
+                            record.kind.value,
+                            record.user_agent,
+                            _t(record.created_at),
+                            record.status.value,
+                            record.secret_digest,
+                            record.session_id,
+                            _t(record.decided_at),
+                            record.decided_by,
+                        ),
+                    )
                 elif dropped:
-                    conn.execute("DELETE FROM portal_sessions WHERE session_id = ?",
-                                 (record.session_id,))  # fmt: skip
+                    conn.execute(
+                        "DELETE FROM portal_sessions WHERE session_id = ?", (record.session_id,)
+                    )
                 else:
                     conn.execute(
                         "INSERT INTO portal_sessions (session_id, digest, user_agent, "
@@ -271,11 +312,20 @@ class GatewaySessions:
                         "status = excluded.status, last_used = excluded.last_used, "
                         "renewed_at = excluded.renewed_at, "
                         "elevated_until = excluded.elevated_until, ended_at = excluded.ended_at",
-                        (record.session_id, record.digest, record.user_agent,
-                         _t(record.created_at), _t(record.expires_at), record.status.value,
-                         _t(record.last_used), _t(record.renewed_at), _t(record.elevated_until),
-                         record.request_id, _t(record.ended_at)),
-                    )  # fmt: skip
+                        (
+                            record.session_id,
+                            record.digest,
+                            record.user_agent,
+                            _t(record.created_at),
+                            _t(record.expires_at),
+                            record.status.value,
+                            _t(record.last_used),
+                            _t(record.renewed_at),
+                            _t(record.elevated_until),
+                            record.request_id,
+                            _t(record.ended_at),
+                        ),
+                    )
 
     def commit(self) -> None:
         """Persist what the core changed, then close streams and tell listeners."""
@@ -286,10 +336,15 @@ class GatewaySessions:
         for change in changes:
             record = change.record
             if isinstance(record, Session) and change.kind in (
-                "logout", "session-revoked", "session-expired"
+                "logout",
+                "session-revoked",
+                "session-expired",
             ):
-                why = {"logout": "logged out", "session-revoked": "session revoked",
-                       "session-expired": "session expired"}[change.kind]  # fmt: skip
+                why = {
+                    "logout": "logged out",
+                    "session-revoked": "session revoked",
+                    "session-expired": "session expired",
+                }[change.kind]
                 self.state.hub.close_token(
                     stream_id(record.session_id), CLOSE_REVOKED, f"unauthorized: {why}"
                 )
@@ -372,7 +427,7 @@ class GatewaySessions:
             for token_id in self.state.hub.token_ids():
                 if not token_id.startswith(STREAM_PREFIX):
                     continue
-                session_id = token_id[len(STREAM_PREFIX):]
+                session_id = token_id[len(STREAM_PREFIX) :]
                 try:
                     session = self.core.session(session_id)
                 except NotFound:
@@ -396,11 +451,15 @@ class GatewaySessions:
         now = self.now()
         items: list[tuple[datetime, str, dict[str, Any]]] = []
         for request in self.state.pending():
-            items.append((request.created_at, request.request_id,
-                          {**request_json(request, now), "kind": "token"}))  # fmt: skip
+            items.append(
+                (
+                    request.created_at,
+                    request.request_id,
+                    {**request_json(request, now), "kind": "token"},
+                )
+            )
         for portal in self.pending():
-            items.append((portal.created_at, portal.request_id,
-                          portal_request_json(portal, now)))  # fmt: skip
+            items.append((portal.created_at, portal.request_id, portal_request_json(portal, now)))
         items.sort(key=lambda item: (item[0], item[1]))
         return [item[2] for item in items]
 
@@ -464,9 +523,11 @@ class GatewaySessions:
             return {"session": session_json(session, self.now())}
 
         commands: dict[str, Command] = {
-            "list": listing, "approve": approve, "deny": deny, "sessions": sessions,
+            "list": listing,
+            "approve": approve,
+            "deny": deny,
+            "sessions": sessions,
             "revoke-session": revoke_session,
-        }  # fmt: skip
+        }
         for name, command in commands.items():
             control.register(name, command)
-

@@ -130,9 +130,11 @@ class GatewayState:
                 token = change.record
                 assert isinstance(token, Token)
                 self.hub.recheck(
-                    token.token_id, token.profiles, CLOSE_FORBIDDEN,
+                    token.token_id,
+                    token.profiles,
+                    CLOSE_FORBIDDEN,
                     "forbidden-profile: the token's profiles changed",
-                )  # fmt: skip
+                )
             if change.kind in ("token-renewed", "request-dropped", "token-dropped"):
                 continue
             self._log(change)
@@ -152,9 +154,10 @@ class GatewayState:
         what = ", ".join(_details(change)["profiles"])
         if change.kind == "request-created":
             log.info(
-                "token request from %r asks for %s; approve on the meter: "
-                "x1p1 meter approve", record.name, what,
-            )  # fmt: skip
+                "token request from %r asks for %s; approve on the meter: x1p1 meter approve",
+                record.name,
+                what,
+            )
         else:
             extra = f" ({change.reason})" if change.reason else ""
             log.info("%s: %r, %s%s", change.kind, record.name, what, extra)

@@ -96,7 +96,6 @@ def _parse_profiles(text: str | None) -> frozenset[Profile] | None:
     return frozenset(Profile(p) for p in text.split(",") if p)
 
 
-
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on error), or the caller's own
@@ -112,6 +111,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.rollback()
         raise
     conn.commit()
+
 
 class Store:
     """The gateway's database. Open it with :meth:`open`; close it with :meth:`close`."""
@@ -207,10 +207,16 @@ class Store:
         ).fetchall()
         return [
             TokenRequest(
-                request_id=r[0], name=r[1], uuid=r[2], asked=_parse_profiles(r[3]) or frozenset(),
-                created_at=_req(_parse_time(r[4])), status=RequestStatus(r[5]),
-                decided_at=_parse_time(r[6]), granted=_parse_profiles(r[7]), token_id=r[8],
-            )  # fmt: skip
+                request_id=r[0],
+                name=r[1],
+                uuid=r[2],
+                asked=_parse_profiles(r[3]) or frozenset(),
+                created_at=_req(_parse_time(r[4])),
+                status=RequestStatus(r[5]),
+                decided_at=_parse_time(r[6]),
+                granted=_parse_profiles(r[7]),
+                token_id=r[8],
+            )
             for r in rows
         ]
 
@@ -221,12 +227,19 @@ class Store:
         ).fetchall()
         return [
             Token(
-                token_id=r[0], digest=r[1], name=r[2], uuid=r[3],
+                token_id=r[0],
+                digest=r[1],
+                name=r[2],
+                uuid=r[3],
                 profiles=_parse_profiles(r[4]) or frozenset(),
-                created_at=_req(_parse_time(r[5])), expires_at=_req(_parse_time(r[6])),
-                status=TokenStatus(r[7]), last_used=_parse_time(r[8]),
-                renewed_at=_parse_time(r[9]), request_id=r[10], ended_at=_parse_time(r[11]),
-            )  # fmt: skip
+                created_at=_req(_parse_time(r[5])),
+                expires_at=_req(_parse_time(r[6])),
+                status=TokenStatus(r[7]),
+                last_used=_parse_time(r[8]),
+                renewed_at=_parse_time(r[9]),
+                request_id=r[10],
+                ended_at=_parse_time(r[11]),
+            )
             for r in rows
         ]
 
@@ -288,10 +301,17 @@ def _save_request(conn: sqlite3.Connection, r: TokenRequest) -> None:
         "decided_at = excluded.decided_at, granted = excluded.granted, "
         "token_id = excluded.token_id",
         (
-            r.request_id, r.name, r.uuid, _profiles(r.asked), _time(r.created_at),
-            r.status.value, _time(r.decided_at), _profiles(r.granted), r.token_id,
+            r.request_id,
+            r.name,
+            r.uuid,
+            _profiles(r.asked),
+            _time(r.created_at),
+            r.status.value,
+            _time(r.decided_at),
+            _profiles(r.granted),
+            r.token_id,
         ),
-    )  # fmt: skip
+    )
 
 
 def _save_token(conn: sqlite3.Connection, t: Token) -> None:
@@ -304,8 +324,17 @@ def _save_token(conn: sqlite3.Connection, t: Token) -> None:
         "status = excluded.status, last_used = excluded.last_used, "
         "renewed_at = excluded.renewed_at, ended_at = excluded.ended_at",
         (
-            t.token_id, t.digest, t.name, t.uuid, _profiles(t.profiles), _time(t.created_at),
-            _time(t.expires_at), t.status.value, _time(t.last_used), _time(t.renewed_at),
-            t.request_id, _time(t.ended_at),
+            t.token_id,
+            t.digest,
+            t.name,
+            t.uuid,
+            _profiles(t.profiles),
+            _time(t.created_at),
+            _time(t.expires_at),
+            t.status.value,
+            _time(t.last_used),
+            _time(t.renewed_at),
+            t.request_id,
+            _time(t.ended_at),
         ),
-    )  # fmt: skip
+    )

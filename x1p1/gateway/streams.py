@@ -293,12 +293,13 @@ class StreamHub:
             subscriber.close(code, reason)
         return len(hit)
 
-    def recheck(
-        self, token_id: str, profiles: frozenset[Profile], code: int, reason: str
-    ) -> int:
+    def recheck(self, token_id: str, profiles: frozenset[Profile], code: int, reason: str) -> int:
         """A token's profiles changed: close its streams it may no longer read."""
-        hit = [s for s in self._subscribers if s.token_id == token_id
-               and s.permitted is not None and not s.permitted(profiles)]  # fmt: skip
+        hit = [
+            s
+            for s in self._subscribers
+            if s.token_id == token_id and s.permitted is not None and not s.permitted(profiles)
+        ]
         for subscriber in hit:
             subscriber.close(code, reason)
         return len(hit)
@@ -386,9 +387,7 @@ class StreamHub:
                 continue
             kinds = {s.kind for s in self._subscribers}
             try:
-                await asyncio.to_thread(
-                    tick.prepare, "legacy-p1" in kinds, "realtime" in kinds
-                )
+                await asyncio.to_thread(tick.prepare, "legacy-p1" in kinds, "realtime" in kinds)
             except Exception:  # pragma: no cover - the meters failed; keep ticking
                 log.exception("the meters failed to compute second %d", second)
                 await asyncio.sleep(1)

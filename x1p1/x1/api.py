@@ -33,7 +33,7 @@ REQUEST_LIFETIME = timedelta(minutes=10)
 TOKEN_LIFETIME = timedelta(days=90)
 """Tokens and login sessions are valid 90 days and renewed on use (§5.2)."""
 MAX_BODY = 16 * 1024
-"""Request bodies over this are refused with 400 (issue 3: bodies over 16 KB)."""
+"""Request bodies over this are refused with 400."""
 
 SERVICE_TYPE = "_dsmr-x1-interface._tcp.local."
 """The DNS-SD service type of §4.3.3 (17 characters: register with strict=False)."""
@@ -99,11 +99,7 @@ class TokenRequestBody:
         if unknown:
             raise BadRequest(f"body: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
         name = _require(body, "name")
-        if (
-            not isinstance(name, str)
-            or not 1 <= len(name) <= _NAME_MAX
-            or not name.isprintable()
-        ):
+        if not isinstance(name, str) or not 1 <= len(name) <= _NAME_MAX or not name.isprintable():
             raise BadRequest(f"name: 1 to {_NAME_MAX} printable characters expected")
         raw_uuid = _require(body, "uuid")
         try:

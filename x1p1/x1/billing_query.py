@@ -51,9 +51,10 @@ BILLING_PROFILE: dict[Meter, Profile] = {
 }
 BILLING_OBJECTS: dict[Meter, tuple[ObisObject, ...]] = {
     meter: tuple(
-        obj for obj in OBJECTS
+        obj
+        for obj in OBJECTS
         if obj.meter is meter and obj.historic and BILLING_PROFILE[meter] in obj.profiles
-    )  # fmt: skip
+    )
     for meter in Meter
 }
 """The signed registers per meter, in registry order: the four kWh registers of Table 5,
@@ -95,8 +96,12 @@ class BillingQuery:
 
     def response_head(self, equipment_id: str, certificate: str) -> dict[str, Any]:
         """Every field of the response but ``readings``, in wire order."""
-        return {"equipment_id": equipment_id, "from": format_time(self.start),
-                "to": format_time(self.end), "certificate": certificate}  # fmt: skip
+        return {
+            "equipment_id": equipment_id,
+            "from": format_time(self.start),
+            "to": format_time(self.end),
+            "certificate": certificate,
+        }
 
 
 def parse_billing_query(

@@ -107,8 +107,11 @@ class Retention:
 
     def to_json(self) -> dict[str, Any]:
         """As ``GET /api/meters/{equipment_id}`` lists it (x1-api.md, REST)."""
-        return {"resolution": self.resolution.value, "retention": self.period,
-                "max_values": self.count}  # fmt: skip
+        return {
+            "resolution": self.resolution.value,
+            "retention": self.period,
+            "max_values": self.count,
+        }
 
 
 TABLE_8: tuple[Retention, ...] = (
@@ -275,9 +278,13 @@ class MeasurementsQuery:
     def response_head(self, equipment_id: str) -> dict[str, Any]:
         """Every field of the measurements response but ``readings`` (x1-api.md, REST):
         ``from`` is the clamped one, so a client sees where the data it may get begins."""
-        return {"equipment_id": equipment_id, "resolution": self.resolution.value,
-                "from": format_time(self.start), "to": format_time(self.end),
-                "units": self.units()}  # fmt: skip
+        return {
+            "equipment_id": equipment_id,
+            "resolution": self.resolution.value,
+            "from": format_time(self.start),
+            "to": format_time(self.end),
+            "units": self.units(),
+        }
 
 
 def measurements_response(
@@ -337,9 +344,7 @@ def parse_measurements_query(
     """
     unknown = sorted(set(params) - MEASUREMENTS_PARAMETERS)
     if unknown:
-        raise BadRequest(
-            f"{unknown[0]}: unknown parameter; use obis, resolution, from and to"
-        )
+        raise BadRequest(f"{unknown[0]}: unknown parameter; use obis, resolution, from and to")
     getall = getattr(params, "getall", None)  # a multidict: ?obis=a&obis=b
     if getall is not None:
         for name in sorted(MEASUREMENTS_PARAMETERS):
@@ -360,17 +365,23 @@ def parse_measurements_query(
         ref = lookup(item)
         obj = ref.obj
         if obj.meter is not meter:
-            raise BadRequest(f"obis: {item} is an object of the {obj.meter.value} meter, "
-                             f"not of this {meter.value} meter")  # fmt: skip
+            raise BadRequest(
+                f"obis: {item} is an object of the {obj.meter.value} meter, "
+                f"not of this {meter.value} meter"
+            )
         if not obj.historic:
             raise BadRequest(f"obis: {item} ({obj.description}) has no history")
         if meter is Meter.GAS:
             if ref.channel is None:
-                raise BadRequest(f"obis: {item} names no channel; this gas meter is on "
-                                 f"channel {channel}: {obj.for_channel(channel)}")  # fmt: skip
+                raise BadRequest(
+                    f"obis: {item} names no channel; this gas meter is on "
+                    f"channel {channel}: {obj.for_channel(channel)}"
+                )
             if ref.channel != channel:
-                raise BadRequest(f"obis: {item} is on channel {ref.channel}; this gas meter "
-                                 f"is on channel {channel}")  # fmt: skip
+                raise BadRequest(
+                    f"obis: {item} is on channel {ref.channel}; this gas meter "
+                    f"is on channel {channel}"
+                )
         if not obj.profiles & granted:
             refused.append(item)
             missing.extend(p for p in historic_profiles(obj) if p not in missing)
@@ -383,8 +394,10 @@ def parse_measurements_query(
         raise BadRequest(f"resolution: missing; one of {names}")
     chosen = next((row for row in own if row.resolution.value == raw_resolution), None)
     if chosen is None:
-        raise BadRequest(f"resolution: {raw_resolution!r} is not a resolution of the "
-                         f"{meter.value} meter; one of {names}")  # fmt: skip
+        raise BadRequest(
+            f"resolution: {raw_resolution!r} is not a resolution of the "
+            f"{meter.value} meter; one of {names}"
+        )
     start = time_parameter(params, "from")
     end = time_parameter(params, "to")
     if start >= end:

@@ -281,10 +281,12 @@ class Pairing:
     ) -> TokenRequest:
         status = next_request_status(request.status, event)
         moved = replace(
-            request, status=status, decided_at=now,
+            request,
+            status=status,
+            decided_at=now,
             granted=granted if granted is not None else request.granted,
             token_id=token_id if token_id is not None else request.token_id,
-        )  # fmt: skip
+        )
         self._requests[moved.request_id] = moved
         self._emit(f"request-{status.value}", moved, reason)
         return moved
@@ -390,9 +392,12 @@ class Pairing:
         for request in older:
             self._move_request(request, RequestEvent.EXPIRE, now, "replaced by a newer request")
         request = TokenRequest(
-            request_id=self._hex(16), name=body.name, uuid=body.uuid,
-            asked=body.profiles, created_at=now,
-        )  # fmt: skip
+            request_id=self._hex(16),
+            name=body.name,
+            uuid=body.uuid,
+            asked=body.profiles,
+            created_at=now,
+        )
         self._requests[request.request_id] = request
         self._emit("request-created", request)
         return request
@@ -419,10 +424,13 @@ class Pairing:
             secret = new_token(self._random)
             self._secrets[request_id] = secret
             self._move_token(
-                token, TokenEvent.REISSUE, now, "token-reissued",
+                token,
+                TokenEvent.REISSUE,
+                now,
+                "token-reissued",
                 "the first secret was lost in a restart",
                 replace(token, digest=token_digest(secret)),
-            )  # fmt: skip
+            )
         return TokenRequestState(
             request.request_id, request.status, request.expires_at, secret, token.profiles
         )
@@ -460,10 +468,16 @@ class Pairing:
                 )
         secret = new_token(self._random)
         token = Token(
-            token_id=self._hex(8), digest=token_digest(secret),
-            name=request.name, uuid=request.uuid, profiles=granted, created_at=now,
-            expires_at=now + TOKEN_LIFETIME, renewed_at=now, request_id=request.request_id,
-        )  # fmt: skip
+            token_id=self._hex(8),
+            digest=token_digest(secret),
+            name=request.name,
+            uuid=request.uuid,
+            profiles=granted,
+            created_at=now,
+            expires_at=now + TOKEN_LIFETIME,
+            renewed_at=now,
+            request_id=request.request_id,
+        )
         self._tokens[token.token_id] = token
         self._by_digest[token.digest] = token.token_id
         self._secrets[request.request_id] = secret
@@ -505,9 +519,11 @@ class Pairing:
         token = self._tokens[token_id]
         due = token.renewed_at is None or now - token.renewed_at >= RENEW_PERSIST_EVERY
         renewed = replace(
-            token, expires_at=max(token.expires_at, now + TOKEN_LIFETIME), last_used=now,
+            token,
+            expires_at=max(token.expires_at, now + TOKEN_LIFETIME),
+            last_used=now,
             renewed_at=now if due else token.renewed_at,
-        )  # fmt: skip
+        )
         kind = "token-renewed" if due else ""
         return self._move_token(token, TokenEvent.USE, now, kind, "", renewed)
 

@@ -132,27 +132,33 @@ class SessionEvent(enum.Enum):
 _R, _E = PortalRequestStatus, PortalRequestEvent
 
 LOGIN_TRANSITIONS: dict[PortalRequestStatus, dict[PortalRequestEvent, PortalRequestStatus]] = {
-    _R.PENDING: {_E.APPROVE: _R.APPROVED, _E.DENY: _R.DENIED, _E.EXPIRE: _R.EXPIRED,
-                 _E.CANCEL: _R.CANCELLED},
+    _R.PENDING: {
+        _E.APPROVE: _R.APPROVED,
+        _E.DENY: _R.DENIED,
+        _E.EXPIRE: _R.EXPIRED,
+        _E.CANCEL: _R.CANCELLED,
+    },
     _R.APPROVED: {_E.CLAIM: _R.CLAIMED, _E.EXPIRE: _R.EXPIRED, _E.CANCEL: _R.CANCELLED},
     _R.DENIED: {},
     _R.EXPIRED: {},
     _R.CANCELLED: {},
     _R.CLAIMED: {},
-}  # fmt: skip
+}
 """The whole life of a login request: a move absent from a row cannot happen."""
 
-ELEVATION_TRANSITIONS: dict[
-    PortalRequestStatus, dict[PortalRequestEvent, PortalRequestStatus]
-] = {
-    _R.PENDING: {_E.APPROVE: _R.APPROVED, _E.DENY: _R.DENIED, _E.EXPIRE: _R.EXPIRED,
-                 _E.CANCEL: _R.CANCELLED},
+ELEVATION_TRANSITIONS: dict[PortalRequestStatus, dict[PortalRequestEvent, PortalRequestStatus]] = {
+    _R.PENDING: {
+        _E.APPROVE: _R.APPROVED,
+        _E.DENY: _R.DENIED,
+        _E.EXPIRE: _R.EXPIRED,
+        _E.CANCEL: _R.CANCELLED,
+    },
     _R.APPROVED: {},
     _R.DENIED: {},
     _R.EXPIRED: {},
     _R.CANCELLED: {},
     _R.CLAIMED: {},
-}  # fmt: skip
+}
 """The whole life of an elevation request (never claimed: approval elevates at once)."""
 
 REQUEST_TABLES = {
@@ -163,12 +169,18 @@ REQUEST_TABLES = {
 _S, _SE = SessionStatus, SessionEvent
 
 SESSION_TRANSITIONS: dict[SessionStatus, dict[SessionEvent, SessionStatus]] = {
-    _S.ACTIVE: {_SE.USE: _S.ACTIVE, _SE.ELEVATE: _S.ACTIVE, _SE.UNELEVATE: _S.ACTIVE,
-                _SE.LOGOUT: _S.LOGGED_OUT, _SE.REVOKE: _S.REVOKED, _SE.EXPIRE: _S.EXPIRED},
+    _S.ACTIVE: {
+        _SE.USE: _S.ACTIVE,
+        _SE.ELEVATE: _S.ACTIVE,
+        _SE.UNELEVATE: _S.ACTIVE,
+        _SE.LOGOUT: _S.LOGGED_OUT,
+        _SE.REVOKE: _S.REVOKED,
+        _SE.EXPIRE: _S.EXPIRED,
+    },
     _S.LOGGED_OUT: {},
     _S.REVOKED: {},
     _S.EXPIRED: {},
-}  # fmt: skip
+}
 """The whole life of a session."""
 
 
@@ -243,10 +255,13 @@ def describe_user_agent(user_agent: str) -> str:
     """A short name people recognise: ``Firefox 130 on Windows``; the cleaned
     User-Agent itself (cut to 60 characters) when it is none of the well-known ones."""
     browser = next(
-        (f"{name} {m.group(1)}" for name, pattern in _BROWSERS
-         if (m := re.search(pattern, user_agent))),
+        (
+            f"{name} {m.group(1)}"
+            for name, pattern in _BROWSERS
+            if (m := re.search(pattern, user_agent))
+        ),
         None,
-    )  # fmt: skip
+    )
     system = next((name for name, pattern in _SYSTEMS if re.search(pattern, user_agent)), None)
     if browser and system:
         return f"{browser} on {system}"
@@ -407,11 +422,12 @@ class Sessions:
         status = next_request_status(request.kind, request.status, event)
         first = request.status is PortalRequestStatus.PENDING
         moved = replace(
-            request, status=status,
+            request,
+            status=status,
             decided_at=now if first else request.decided_at,
             decided_by=decided_by if decided_by is not None else request.decided_by,
             session_id=session_id if session_id is not None else request.session_id,
-        )  # fmt: skip
+        )
         self._requests[moved.request_id] = moved
         self._emit(f"{request.kind.value}-{_REQUEST_WORD[status]}", moved, reason)
         return moved
@@ -437,9 +453,11 @@ class Sessions:
             self._emit(kind, moved, reason)
         if status is not SessionStatus.ACTIVE:
             for request in list(self._requests.values()):
-                if (request.kind is PortalRequestKind.ELEVATION
-                        and request.session_id == moved.session_id
-                        and request.status is PortalRequestStatus.PENDING):  # fmt: skip
+                if (
+                    request.kind is PortalRequestKind.ELEVATION
+                    and request.session_id == moved.session_id
+                    and request.status is PortalRequestStatus.PENDING
+                ):
                     self._move_request(request, _E.CANCEL, now, "the session ended")
         return moved
 
@@ -451,23 +469,33 @@ class Sessions:
             if now < request.expires_at:
                 continue
             if request.status is PortalRequestStatus.PENDING:
-                self._move_request(request, _E.EXPIRE, request.expires_at,
-                                   "unanswered for 10 minutes")  # fmt: skip
-            elif (request.status is PortalRequestStatus.APPROVED
-                  and request.kind is PortalRequestKind.LOGIN):  # fmt: skip
-                self._move_request(request, _E.EXPIRE, request.expires_at,
-                                   "the browser did not come back for its session")  # fmt: skip
+                self._move_request(
+                    request, _E.EXPIRE, request.expires_at, "unanswered for 10 minutes"
+                )
+            elif (
+                request.status is PortalRequestStatus.APPROVED
+                and request.kind is PortalRequestKind.LOGIN
+            ):
+                self._move_request(
+                    request,
+                    _E.EXPIRE,
+                    request.expires_at,
+                    "the browser did not come back for its session",
+                )
         for session in list(self._sessions.values()):
             if session.status is SessionStatus.ACTIVE and now >= session.expires_at:
-                self._move_session(session, _SE.EXPIRE, session.expires_at,
-                                   "session-expired", "90 days unused")  # fmt: skip
+                self._move_session(
+                    session, _SE.EXPIRE, session.expires_at, "session-expired", "90 days unused"
+                )
 
     def prune(self, now: datetime) -> None:
         """Drop requests and ended sessions older than :data:`KEEP_DECIDED`."""
         self.expire_due(now)
         for request in list(self._requests.values()):
-            if (request.status is not PortalRequestStatus.PENDING
-                    and now - request.created_at > KEEP_DECIDED):  # fmt: skip
+            if (
+                request.status is not PortalRequestStatus.PENDING
+                and now - request.created_at > KEEP_DECIDED
+            ):
                 del self._requests[request.request_id]
                 if request.secret_digest:
                     self._by_login.pop(request.secret_digest, None)
@@ -522,10 +550,12 @@ class Sessions:
         self._check_room(now)
         secret = new_token(self._random)
         request = PortalRequest(
-            request_id=self._id(16), kind=PortalRequestKind.LOGIN,
-            user_agent=clean_user_agent(user_agent), created_at=now,
+            request_id=self._id(16),
+            kind=PortalRequestKind.LOGIN,
+            user_agent=clean_user_agent(user_agent),
+            created_at=now,
             secret_digest=token_digest(secret),
-        )  # fmt: skip
+        )
         self._requests[request.request_id] = request
         self._by_login[token_digest(secret)] = request.request_id
         self._emit("login-requested", request)
@@ -549,11 +579,15 @@ class Sessions:
             return LoginPoll(request)
         session_secret = new_token(self._random)
         session = Session(
-            session_id=self._hex(8), digest=token_digest(session_secret),
-            user_agent=request.user_agent, created_at=now,
-            expires_at=now + SESSION_LIFETIME, last_used=now, renewed_at=now,
+            session_id=self._hex(8),
+            digest=token_digest(session_secret),
+            user_agent=request.user_agent,
+            created_at=now,
+            expires_at=now + SESSION_LIFETIME,
+            last_used=now,
+            renewed_at=now,
             request_id=request.request_id,
-        )  # fmt: skip
+        )
         self._sessions[session.session_id] = session
         self._by_digest[session.digest] = session.session_id
         claimed = self._move_request(request, _E.CLAIM, now, session_id=session.session_id)
@@ -572,9 +606,12 @@ class Sessions:
                 return request
         self._check_room(now)
         request = PortalRequest(
-            request_id=self._id(16), kind=PortalRequestKind.ELEVATION,
-            user_agent=session.user_agent, created_at=now, session_id=session_id,
-        )  # fmt: skip
+            request_id=self._id(16),
+            kind=PortalRequestKind.ELEVATION,
+            user_agent=session.user_agent,
+            created_at=now,
+            session_id=session_id,
+        )
         self._requests[request.request_id] = request
         self._emit("elevation-requested", request)
         return request
@@ -588,9 +625,7 @@ class Sessions:
         self.expire_due(now)
         return self.request(request_id)
 
-    def approve(
-        self, request_id: str | None, now: datetime, *, by: str = METER
-    ) -> PortalRequest:
+    def approve(self, request_id: str | None, now: datetime, *, by: str = METER) -> PortalRequest:
         """Approve a request (the oldest pending one when ``request_id`` is None).
 
         ``by`` is :data:`METER` or ``session:<id>``. A login may be approved by another
@@ -606,9 +641,13 @@ class Sessions:
             next_session_status(session.status, _SE.ELEVATE)  # raises if it ended
             approved = self._move_request(request, _E.APPROVE, now, decided_by=by)
             self._move_session(
-                session, _SE.ELEVATE, now, "session-elevated", "",
+                session,
+                _SE.ELEVATE,
+                now,
+                "session-elevated",
+                "",
                 replace(session, elevated_until=now + ELEVATION_LIFETIME),
-            )  # fmt: skip
+            )
             return approved
         return self._move_request(request, _E.APPROVE, now, decided_by=by)
 
@@ -631,8 +670,9 @@ class Sessions:
         if session is None:
             raise Unauthorized("unknown portal session; log in again")
         if session.status is SessionStatus.ACTIVE and now >= session.expires_at:
-            session = self._move_session(session, _SE.EXPIRE, session.expires_at,
-                                         "session-expired", "90 days unused")  # fmt: skip
+            session = self._move_session(
+                session, _SE.EXPIRE, session.expires_at, "session-expired", "90 days unused"
+            )
         if session.status is not SessionStatus.ACTIVE:
             raise Unauthorized(f"the portal session is {session.status.value}; log in again")
         return self.touch(session.session_id, now)
@@ -643,9 +683,11 @@ class Sessions:
         session = self.session(session_id)
         due = session.renewed_at is None or now - session.renewed_at >= RENEW_PERSIST_EVERY
         renewed = replace(
-            session, expires_at=max(session.expires_at, now + SESSION_LIFETIME), last_used=now,
+            session,
+            expires_at=max(session.expires_at, now + SESSION_LIFETIME),
+            last_used=now,
             renewed_at=now if due else session.renewed_at,
-        )  # fmt: skip
+        )
         return self._move_session(
             session, _SE.USE, now, "session-renewed" if due else "", "", renewed
         )

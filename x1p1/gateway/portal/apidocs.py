@@ -69,8 +69,12 @@ def schema_text(schema: Any) -> str:
     if "format" in schema:
         text += f" ({esc(schema['format'])})"
     bounds = []
-    for key, sign in (("minimum", "≥"), ("maximum", "≤"), ("minLength", "length ≥"),
-                      ("maxLength", "length ≤")):  # fmt: skip
+    for key, sign in (
+        ("minimum", "≥"),
+        ("maximum", "≤"),
+        ("minLength", "length ≥"),
+        ("maxLength", "length ≤"),
+    ):
         if key in schema:
             bounds.append(f"{sign} {esc(schema[key])}")
     if bounds:
@@ -90,66 +94,101 @@ def _table(caption: str, head: list[str], rows: list[list[str]]) -> str:
         return ""
     th = "".join(f'<th scope="col">{esc(h)}</th>' for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return (f'<div class="table-scroll" role="region" tabindex="0" aria-label="{esc(caption)}">'
-            f'<table><caption class="visually-hidden">{esc(caption)}</caption><thead><tr>{th}'
-            f'</tr></thead><tbody>{body}</tbody></table></div>')  # fmt: skip
+    return (
+        f'<div class="table-scroll" role="region" tabindex="0" aria-label="{esc(caption)}">'
+        f'<table><caption class="visually-hidden">{esc(caption)}</caption><thead><tr>{th}'
+        f"</tr></thead><tbody>{body}</tbody></table></div>"
+    )
 
 
-def _operation(document: Mapping[str, Any], method: str, path: str, op: Mapping[str, Any],
-               t: Texts) -> str:  # fmt: skip
+def _operation(
+    document: Mapping[str, Any], method: str, path: str, op: Mapping[str, Any], t: Texts
+) -> str:
     op_id = str(op.get("operationId") or f"{method}-{path}")
     websocket = "x-websocket" in op
     verb = "WSS" if websocket else method.upper()
     schemes = {name for requirement in op.get("security") or [] for name in requirement}
-    auth = " · ".join(t("api.auth") if name == "bearer" else t("api.session")
-                      for name in sorted(schemes)) or t("api.noauth")  # fmt: skip
+    auth = " · ".join(
+        t("api.auth") if name == "bearer" else t("api.session") for name in sorted(schemes)
+    ) or t("api.noauth")
     parts = [
         f'<article class="operation" id="op-{esc(_anchor(op_id))}">'
         f'<h3><span class="verb verb-{esc(method)}">{esc(verb)}</span> '
-        f'<code>{esc(path)}</code></h3>',
+        f"<code>{esc(path)}</code></h3>",
         f'<p class="summary">{_prose(op.get("summary", ""))}</p>',
-        f'<p>{_prose(op.get("description", ""))}</p>',
+        f"<p>{_prose(op.get('description', ''))}</p>",
         f'<p class="hint">{esc(auth)}</p>',
     ]
     params = []
     for param in op.get("parameters", []):
         param = _resolve(document, param)
-        params.append([
-            f"<code>{esc(param.get('name', ''))}</code>", esc(param.get("in", "")),
-            esc(t("api.yes") if param.get("required") else t("api.no")),
-            schema_text(param.get("schema")), _prose(param.get("description", "")),
-        ])  # fmt: skip
+        params.append(
+            [
+                f"<code>{esc(param.get('name', ''))}</code>",
+                esc(param.get("in", "")),
+                esc(t("api.yes") if param.get("required") else t("api.no")),
+                schema_text(param.get("schema")),
+                _prose(param.get("description", "")),
+            ]
+        )
     if params:
         parts.append(f"<h4>{esc(t('api.parameters'))}</h4>")
-        parts.append(_table(f"{op_id}: {t('api.parameters')}", [
-            t("api.name"), t("api.in"), t("api.required"), t("api.type"), t("api.description"),
-        ], params))  # fmt: skip
+        parts.append(
+            _table(
+                f"{op_id}: {t('api.parameters')}",
+                [
+                    t("api.name"),
+                    t("api.in"),
+                    t("api.required"),
+                    t("api.type"),
+                    t("api.description"),
+                ],
+                params,
+            )
+        )
     body = op.get("requestBody")
     if isinstance(body, Mapping):
         content: Mapping[str, Any] = body.get("content") or {}
         schema = _first_schema(content)
-        parts.append(f"<h4>{esc(t('api.body'))}</h4><p>{esc(', '.join(content))}: "
-                     f"{schema_text(schema)}. {_prose(body.get('description', ''))}</p>")
+        parts.append(
+            f"<h4>{esc(t('api.body'))}</h4><p>{esc(', '.join(content))}: "
+            f"{schema_text(schema)}. {_prose(body.get('description', ''))}</p>"
+        )
     responses = []
     for status, response in op.get("responses", {}).items():
         response = _resolve(document, response)
         content = (response.get("content") or {}) if isinstance(response, Mapping) else {}
         schema = _first_schema(content)
-        responses.append([f"<code>{esc(status)}</code>",
-                          _prose(response.get("description", "")), schema_text(schema)])
+        responses.append(
+            [
+                f"<code>{esc(status)}</code>",
+                _prose(response.get("description", "")),
+                schema_text(schema),
+            ]
+        )
     if responses:
         parts.append(f"<h4>{esc(t('api.responses'))}</h4>")
-        parts.append(_table(f"{op_id}: {t('api.responses')}",
-                            [t("api.status"), t("api.description"), t("api.type")], responses))
+        parts.append(
+            _table(
+                f"{op_id}: {t('api.responses')}",
+                [t("api.status"), t("api.description"), t("api.type")],
+                responses,
+            )
+        )
     ws = op.get("x-websocket")
     if isinstance(ws, Mapping):
-        parts.append(f"<h4>{esc(t('api.messages'))}</h4><p>{schema_text(ws.get('messages'))} "
-                     f"{_prose(ws.get('messages', {}).get('description', ''))}</p>")
-        closes = [[f"<code>{esc(code)}</code>", _prose(text)]
-                  for code, text in ws.get("close-codes", {}).items()]  # fmt: skip
+        parts.append(
+            f"<h4>{esc(t('api.messages'))}</h4><p>{schema_text(ws.get('messages'))} "
+            f"{_prose(ws.get('messages', {}).get('description', ''))}</p>"
+        )
+        closes = [
+            [f"<code>{esc(code)}</code>", _prose(text)]
+            for code, text in ws.get("close-codes", {}).items()
+        ]
         parts.append(f"<h4>{esc(t('api.closes'))}</h4>")
-        parts.append(_table(f"{op_id}: {t('api.closes')}",
-                            [t("api.code"), t("api.description")], closes))
+        parts.append(
+            _table(f"{op_id}: {t('api.closes')}", [t("api.code"), t("api.description")], closes)
+        )
     parts.append("</article>")
     return "".join(parts)
 
@@ -171,41 +210,53 @@ def render(document: Mapping[str, Any], t: Texts) -> str:
     for tag, ops in groups.items():
         entries = "".join(
             f'<li><a href="#op-{esc(_anchor(str(op.get("operationId") or path)))}">'
-            f'{esc("WSS" if "x-websocket" in op else method.upper())} <code>{esc(path)}</code>'
-            f'</a> — {_prose(op.get("summary", ""))}</li>'
+            f"{esc('WSS' if 'x-websocket' in op else method.upper())} <code>{esc(path)}</code>"
+            f"</a> — {_prose(op.get('summary', ''))}</li>"
             for method, path, op in ops
         )
-        contents.append(f'<li><a href="#tag-{esc(_anchor(tag))}">{esc(tag)}</a><ul>{entries}</ul>'
-                        f'</li>')  # fmt: skip
-        sections.append(f'<section aria-labelledby="tag-{esc(_anchor(tag))}">'
-                        f'<h2 id="tag-{esc(_anchor(tag))}">{esc(tag)}</h2>'
-                        + "".join(_operation(document, m, p, op, t) for m, p, op in ops)
-                        + "</section>")  # fmt: skip
+        contents.append(
+            f'<li><a href="#tag-{esc(_anchor(tag))}">{esc(tag)}</a><ul>{entries}</ul></li>'
+        )
+        sections.append(
+            f'<section aria-labelledby="tag-{esc(_anchor(tag))}">'
+            f'<h2 id="tag-{esc(_anchor(tag))}">{esc(tag)}</h2>'
+            + "".join(_operation(document, m, p, op, t) for m, p, op in ops)
+            + "</section>"
+        )
     schemas = []
     for name, schema in document.get("components", {}).get("schemas", {}).items():
         required = set(schema.get("required", []))
         rows = [
-            [f"<code>{esc(field)}</code>", esc(t("api.yes") if field in required else t("api.no")),
-             schema_text(prop), _prose(prop.get("description", ""))]
+            [
+                f"<code>{esc(field)}</code>",
+                esc(t("api.yes") if field in required else t("api.no")),
+                schema_text(prop),
+                _prose(prop.get("description", "")),
+            ]
             for field, prop in schema.get("properties", {}).items()
-        ]  # fmt: skip
+        ]
         summary = _prose(schema.get("description", "")) or schema_text(schema)
         schemas.append(
             f'<article class="schema" id="schema-{esc(_anchor(name))}"><h3>{esc(name)}</h3>'
-            f'<p>{summary}</p>'
-            + _table(f"{name}", [t("api.field"), t("api.required"), t("api.type"),
-                                 t("api.description")], rows)
+            f"<p>{summary}</p>"
+            + _table(
+                f"{name}",
+                [t("api.field"), t("api.required"), t("api.type"), t("api.description")],
+                rows,
+            )
             + "</article>"
-        )  # fmt: skip
-    return "".join([
-        f'<h1>{esc(t("api.title"))}</h1>',
-        f'<p>{intro}</p>',
-        f'<p class="hint">{esc(info.get("title", ""))} {esc(info.get("version", ""))}. '
-        f'{_prose(info.get("description", ""))}</p>',
-        f'<nav aria-labelledby="api-contents-h" class="contents"><h2 id="api-contents-h">'
-        f'{esc(t("api.contents"))}</h2><ul>{"".join(contents)}'
-        f'<li><a href="#schemas">{esc(t("api.schemas"))}</a></li></ul></nav>',
-        *sections,
-        f'<section aria-labelledby="schemas"><h2 id="schemas">{esc(t("api.schemas"))}</h2>'
-        f'{"".join(schemas)}</section>',
-    ])  # fmt: skip
+        )
+    return "".join(
+        [
+            f"<h1>{esc(t('api.title'))}</h1>",
+            f"<p>{intro}</p>",
+            f'<p class="hint">{esc(info.get("title", ""))} {esc(info.get("version", ""))}. '
+            f"{_prose(info.get('description', ''))}</p>",
+            f'<nav aria-labelledby="api-contents-h" class="contents"><h2 id="api-contents-h">'
+            f"{esc(t('api.contents'))}</h2><ul>{''.join(contents)}"
+            f'<li><a href="#schemas">{esc(t("api.schemas"))}</a></li></ul></nav>',
+            *sections,
+            f'<section aria-labelledby="schemas"><h2 id="schemas">{esc(t("api.schemas"))}</h2>'
+            f"{''.join(schemas)}</section>",
+        ]
+    )

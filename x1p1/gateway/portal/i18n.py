@@ -54,11 +54,35 @@ _MONTHS = {
     "en": ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
 }
 _MONTHS_LONG = {
-    "nl": ("januari", "februari", "maart", "april", "mei", "juni", "juli", "augustus",
-           "september", "oktober", "november", "december"),
-    "en": ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December"),
-}  # fmt: skip
+    "nl": (
+        "januari",
+        "februari",
+        "maart",
+        "april",
+        "mei",
+        "juni",
+        "juli",
+        "augustus",
+        "september",
+        "oktober",
+        "november",
+        "december",
+    ),
+    "en": (
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ),
+}
 _WEEKDAYS = {
     "nl": ("ma", "di", "wo", "do", "vr", "za", "zo"),
     "en": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
@@ -143,8 +167,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "lang.switch": ("English", "Nederlands"),
     "lang.switch.label": ("Switch to English", "Schakel over naar Nederlands"),
     "logout": ("Uitloggen", "Log out"),
-    "footer": ("X1-interface {host} · X1 Companion Standard {version}",
-               "X1 interface {host} · X1 Companion Standard {version}"),
+    "footer": (
+        "X1-interface {host} · X1 Companion Standard {version}",
+        "X1 interface {host} · X1 Companion Standard {version}",
+    ),
     # admin access (§9.2.2)
     "admin.active": ("Beheertoegang actief tot {until}.", "Admin access active until {until}."),
     "admin.end": ("Beheertoegang beëindigen", "End admin access"),
@@ -152,52 +178,62 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Voor beheerfuncties (verzoeken goedkeuren, rechten wijzigen, apparaten ontkoppelen, "
         "historie blokkeren) bevestigt u eerst op de meter. De toegang geldt 60 minuten.",
         "Admin functions (approving requests, changing rights, removing devices, blocking "
-        "history) need a confirmation on the meter first. Access then lasts 60 minutes."),
+        "history) need a confirmation on the meter first. Access then lasts 60 minutes.",
+    ),
     "admin.ask": ("Beheertoegang vragen", "Ask for admin access"),
     "admin.waiting": (
         "Bevestig op de meter: op het display staat een verzoek om beheertoegang met code "
         "{code}. Druk op de knop van de meter.",
         "Confirm on the meter: its display shows a request for admin access with code {code}. "
-        "Press the meter's button."),
+        "Press the meter's button.",
+    ),
     "admin.needed.title": ("Beheertoegang nodig", "Admin access needed"),
     "admin.needed": (
         "Deze actie is een beheerfunctie. Vraag eerst beheertoegang en bevestig die op de meter.",
-        "This is an admin function. Ask for admin access first and confirm it on the meter."),
+        "This is an admin function. Ask for admin access first and confirm it on the meter.",
+    ),
     # login (§5.1.3)
     "login.title": ("Inloggen", "Log in"),
     "login.intro": (
         "U logt in zonder wachtwoord: de meter vraagt u om dit apparaat goed te keuren.",
-        "You log in without a password: the meter asks you to approve this device."),
+        "You log in without a password: the meter asks you to approve this device.",
+    ),
     "login.start": ("Inloggen met de meter", "Log in with the meter"),
     "login.waiting.title": ("Bevestig op de meter", "Confirm on the meter"),
     "login.waiting": (
         "Op het display van uw elektriciteitsmeter staat nu een inlogverzoek van {browser} "
         "met code {code}. Druk op de knop van de meter om het goed te keuren.",
         "Your electricity meter's display now shows a login request from {browser} with code "
-        "{code}. Press the meter's button to approve it."),
+        "{code}. Press the meter's button to approve it.",
+    ),
     "login.waiting.other": (
         "Bent u op een ander apparaat al ingelogd? Dan kunt u het verzoek ook daar goedkeuren, "
         "onder Apparaten.",
         "Logged in on another device already? You can approve the request there too, under "
-        "Devices."),
+        "Devices.",
+    ),
     "login.valid_until": ("Het verzoek geldt tot {until}.", "The request is valid until {until}."),
     "login.checking": ("Wacht op goedkeuring…", "Waiting for approval…"),
     "login.denied": ("Het inlogverzoek is geweigerd.", "The login request was denied."),
     "login.expired": (
         "Het inlogverzoek is verlopen: het is niet binnen 10 minuten goedgekeurd.",
-        "The login request expired: nobody approved it within 10 minutes."),
+        "The login request expired: nobody approved it within 10 minutes.",
+    ),
     "login.cancelled": ("Het inlogverzoek is ingetrokken.", "The login request was withdrawn."),
     "login.again": ("Opnieuw vragen", "Ask again"),
     "login.bye": ("U bent uitgelogd.", "You have logged out."),
     "login.ended": (
         "Uw sessie is beëindigd. Log opnieuw in met de meter.",
-        "Your session has ended. Log in again with the meter."),
+        "Your session has ended. Log in again with the meter.",
+    ),
     "login.blocked": (
         "De historie is geblokkeerd. Alle toegang is ingetrokken, ook die van deze browser.",
-        "History has been blocked. All access has been revoked, this browser's too."),
+        "History has been blocked. All access has been revoked, this browser's too.",
+    ),
     "login.full": (
         "Er wachten al te veel verzoeken op de meter. Probeer het over {seconds} seconden opnieuw.",
-        "Too many requests are waiting on the meter. Try again in {seconds} seconds."),
+        "Too many requests are waiting on the meter. Try again in {seconds} seconds.",
+    ),
     # overview
     "overview.title": ("Uw meetinstallatie", "Your metering installation"),
     "overview.meters": ("Meters", "Meters"),
@@ -219,7 +255,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Installeer dit certificaat in uw browser om de waarschuwing over een niet-privéverbinding "
         "te laten verdwijnen (§10.2).",
         "Install this certificate in your browser to make the warning about a connection that "
-        "is not private go away (§10.2)."),
+        "is not private go away (§10.2).",
+    ),
     "overview.now": ("Op dit moment", "Right now"),
     "overview.registers": ("Meterstanden", "Meter readings"),
     "overview.devices": ("{count} apparaten hebben toegang.", "{count} devices have access."),
@@ -240,22 +277,27 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "live.title": ("Live verbruik", "Live use"),
     "live.intro": (
         "Elke seconde bijgewerkt via de X1-WebSocket. De grafiek toont de laatste 5 minuten.",
-        "Updated every second over the X1 WebSocket. The chart shows the last 5 minutes."),
+        "Updated every second over the X1 WebSocket. The chart shows the last 5 minutes.",
+    ),
     "live.chart": ("Vermogen, laatste 5 minuten", "Power, last 5 minutes"),
     "live.chart.label": (
         "Lijngrafiek van afgenomen en teruggeleverd vermogen in kW over de laatste 5 minuten",
-        "Line chart of imported and exported power in kW over the last 5 minutes"),
+        "Line chart of imported and exported power in kW over the last 5 minutes",
+    ),
     "live.phases": ("Per fase", "Per phase"),
     "live.pause": ("Pauzeren", "Pause"),
     "live.resume": ("Hervatten", "Resume"),
     "live.status.connecting": ("Verbinden…", "Connecting…"),
     "live.status.live": ("Live", "Live"),
     "live.status.paused": ("Gepauzeerd", "Paused"),
-    "live.status.closed": ("Verbinding verbroken; opnieuw verbinden…",
-                           "Connection lost; reconnecting…"),
+    "live.status.closed": (
+        "Verbinding verbroken; opnieuw verbinden…",
+        "Connection lost; reconnecting…",
+    ),
     "live.nojs": (
         "Zonder JavaScript ziet u de waarden van het moment dat de pagina geladen werd.",
-        "Without JavaScript you see the values of the moment the page was loaded."),
+        "Without JavaScript you see the values of the moment the page was loaded.",
+    ),
     "live.updated": ("Bijgewerkt: {at}", "Updated: {at}"),
     # history
     "history.title": ("Historie", "History"),
@@ -272,7 +314,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Staafgrafiek van het verbruik per interval in de gekozen periode; de tabel hieronder "
         "bevat dezelfde gegevens",
         "Bar chart of the use per interval in the chosen period; the table below holds the "
-        "same data"),
+        "same data",
+    ),
     "history.table": ("Standen per interval", "Readings per interval"),
     "history.table.show": ("Tabel met de standen ({count})", "Table of the readings ({count})"),
     "history.t": ("Einde interval", "Interval end"),
@@ -281,11 +324,16 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Geen gegevens in deze periode. Intervallen waarin de gateway niet draaide of van vóór "
         "een blokkering ontbreken.",
         "No data in this period. Intervals when the gateway was not running, or from before a "
-        "block, are absent."),
-    "history.unavailable": ("De historie is (nog) niet beschikbaar op deze gateway.",
-                            "History is not available on this gateway (yet)."),
-    "history.retention": ("Bewaard: {retention}, maximaal {count} waarden.",
-                          "Kept: {retention}, at most {count} values."),
+        "block, are absent.",
+    ),
+    "history.unavailable": (
+        "De historie is (nog) niet beschikbaar op deze gateway.",
+        "History is not available on this gateway (yet).",
+    ),
+    "history.retention": (
+        "Bewaard: {retention}, maximaal {count} waarden.",
+        "Kept: {retention}, at most {count} values.",
+    ),
     "history.count": ("{count} standen.", "{count} readings."),
     "res.5m": ("5 minuten", "5 minutes"),
     "res.15m": ("15 minuten", "15 minutes"),
@@ -322,16 +370,20 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "devices.revoke.session": ("Uitloggen op die browser", "Log that browser out"),
     "devices.this": ("deze browser", "this browser"),
     "devices.grant": ("Toe te kennen profielen", "Profiles to grant"),
-    "devices.changed": ("Er zijn nieuwe verzoeken of wijzigingen.",
-                        "There are new requests or changes."),
+    "devices.changed": (
+        "Er zijn nieuwe verzoeken of wijzigingen.",
+        "There are new requests or changes.",
+    ),
     "devices.reload": ("Vernieuwen", "Reload"),
     "done.approved": ("Het verzoek is goedgekeurd.", "The request was approved."),
     "done.denied": ("Het verzoek is geweigerd.", "The request was denied."),
     "done.profiles": ("De profielen zijn gewijzigd.", "The profiles were changed."),
     "done.revoked": ("De toegang is ingetrokken.", "Access was revoked."),
     "done.session": ("Die browser is uitgelogd.", "That browser was logged out."),
-    "done.elevation": ("Bevestig het verzoek om beheertoegang op de meter.",
-                       "Confirm the request for admin access on the meter."),
+    "done.elevation": (
+        "Bevestig het verzoek om beheertoegang op de meter.",
+        "Confirm the request for admin access on the meter.",
+    ),
     "done.unelevated": ("Beheertoegang is beëindigd.", "Admin access has ended."),
     # comlog
     "comlog.title": ("Comlog", "Comlog"),
@@ -339,15 +391,18 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "Elke toegang tot de gegevens van uw meter, met het tijdstip (§2.2). Gebruik van de API "
         "is per apparaat per uur samengevat.",
         "Every access to your meter's data, with its time (§2.2). Use of the API is summarised "
-        "per device per hour."),
+        "per device per hour.",
+    ),
     "comlog.t": ("Tijd", "Time"),
     "comlog.event": ("Gebeurtenis", "Event"),
     "comlog.device": ("Apparaat", "Device"),
     "comlog.detail": ("Details", "Details"),
     "comlog.none": ("Het comlog is leeg.", "The comlog is empty."),
     "comlog.uses": ("{count}× gebruikt, laatst {last}", "used {count}×, last {last}"),
-    "comlog.unavailable": ("Het comlog is (nog) niet beschikbaar op deze gateway.",
-                           "The comlog is not available on this gateway (yet)."),
+    "comlog.unavailable": (
+        "Het comlog is (nog) niet beschikbaar op deze gateway.",
+        "The comlog is not available on this gateway (yet).",
+    ),
     # privacy (§11, §12)
     "privacy.title": ("Privacy", "Privacy"),
     "privacy.data": (
@@ -357,18 +412,21 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "het comlog toont elke toegang.",
         "Data about your energy use say something about your household: they are personal "
         "data. Only devices you approve get access, and only to the data profiles you grant. "
-        "Under Devices you see and change who has access; the comlog shows every access."),
+        "Under Devices you see and change who has access; the comlog shows every access.",
+    ),
     "privacy.off": (
         "Is de meter bereikbaar voor anderen? Dan kunt u de netbeheerder vragen de "
         "X1-interface uit te schakelen (§12.3).",
         "Can others reach the meter? Then you can ask your grid operator to switch the X1 "
-        "interface off (§12.3)."),
+        "interface off (§12.3).",
+    ),
     "privacy.block.title": ("Historie blokkeren", "Block history"),
     "privacy.block.what": (
         "Gaat u verhuizen, of wilt u om een andere reden dat niemand uw eerdere verbruik nog "
         "kan zien? Blokkeer dan de historie (§12.1).",
         "Moving house, or do you for any other reason want nobody to see your past use? Then "
-        "block the history (§12.1)."),
+        "block the history (§12.1).",
+    ),
     "privacy.block.effects": (
         "Alle meetgegevens van vóór dit moment zijn daarna niet meer te zien via X1: niet in "
         "dit portaal, niet via de API en niet als download.|Alle gekoppelde apparaten en "
@@ -379,22 +437,26 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "portal, not through the API and not as a download.|Every connected device and "
         "logged-in browser loses its access, this browser too.|From that moment on the meter "
         "builds new history.|The meter may keep data longer for the grid operator's tasks; "
-        "blocking is not the same as erasing."),
+        "blocking is not the same as erasing.",
+    ),
     "privacy.block.undo": ("Dit kan niet ongedaan worden gemaakt.", "This cannot be undone."),
     "privacy.block.confirm": (
         "Ik begrijp dat het blokkeren van de historie niet ongedaan kan worden gemaakt",
-        "I understand that blocking history cannot be undone"),
+        "I understand that blocking history cannot be undone",
+    ),
     "privacy.block.button": ("Historie blokkeren", "Block history"),
     "privacy.block.dialog": (
         "Weet u het zeker? Alle historie van vóór nu wordt onzichtbaar en alle toegang wordt "
         "ingetrokken. Dit kan niet ongedaan worden gemaakt.",
         "Are you sure? All history from before now becomes invisible and all access is "
-        "revoked. This cannot be undone."),
+        "revoked. This cannot be undone.",
+    ),
     "privacy.block.yes": ("Ja, historie blokkeren", "Yes, block history"),
     "privacy.block.no": ("Annuleren", "Cancel"),
     "privacy.block.unconfirmed": (
         "Vink eerst aan dat u begrijpt dat dit niet ongedaan kan worden gemaakt.",
-        "First tick the box to say you understand this cannot be undone."),
+        "First tick the box to say you understand this cannot be undone.",
+    ),
     "privacy.blocked_at": ("De historie is geblokkeerd op {at}.", "History was blocked at {at}."),
     # API documentation
     "api.title": ("API-documentatie", "API documentation"),
@@ -402,18 +464,23 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "De X1-API van deze gateway, gelezen uit {link}. Apparaten vragen een token aan met "
         "POST /api/tokens/requests; u keurt het goed op de meter of onder Apparaten.",
         "This gateway's X1 API, read from {link}. Devices ask for a token with "
-        "POST /api/tokens/requests; you approve it on the meter or under Devices."),
+        "POST /api/tokens/requests; you approve it on the meter or under Devices.",
+    ),
     "api.contents": ("Inhoud", "Contents"),
     "api.parameters": ("Parameters", "Parameters"),
     "api.body": ("Inhoud van het verzoek", "Request body"),
     "api.responses": ("Antwoorden", "Responses"),
     "api.closes": ("Sluitcodes van de WebSocket", "WebSocket close codes"),
     "api.messages": ("Berichten", "Messages"),
-    "api.auth": ("Vereist een token (Authorization: Bearer)",
-                 "Needs a token (Authorization: Bearer)"),
+    "api.auth": (
+        "Vereist een token (Authorization: Bearer)",
+        "Needs a token (Authorization: Bearer)",
+    ),
     "api.noauth": ("Zonder token", "No token needed"),
-    "api.session": ("Voor het portaal: een ingelogde browser (sessiecookie)",
-                    "For the portal: a logged-in browser (session cookie)"),
+    "api.session": (
+        "Voor het portaal: een ingelogde browser (sessiecookie)",
+        "For the portal: a logged-in browser (session cookie)",
+    ),
     "api.name": ("Naam", "Name"),
     "api.in": ("In", "In"),
     "api.required": ("Verplicht", "Required"),
@@ -431,14 +498,16 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "error.csrf": (
         "Dit formulier is verlopen of kwam niet van deze pagina. Open de pagina opnieuw en "
         "probeer het nog eens.",
-        "This form expired or did not come from this page. Open the page again and retry."),
+        "This form expired or did not come from this page. Open the page again and retry.",
+    ),
     "error.back": ("Terug naar het overzicht", "Back to the overview"),
     "disabled.title": ("X1 is uitgeschakeld", "X1 is switched off"),
     "disabled.text": (
         "De netbeheerder heeft de X1-interface uitgeschakeld (§12.3). Er zijn geen meetgegevens "
         "beschikbaar. Neem contact op met uw netbeheerder om hem weer aan te zetten.",
         "The grid operator has switched the X1 interface off (§12.3). No readings are "
-        "available. Contact your grid operator to switch it back on."),
+        "available. Contact your grid operator to switch it back on.",
+    ),
 }
 """Every text of the portal: key → (Dutch, English)."""
 

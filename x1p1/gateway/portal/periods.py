@@ -200,8 +200,10 @@ def use_per_interval(
             uses: dict[str, float | None] = {}
             for code in codes:
                 now_value, before = values.get(code), previous[1].get(code)
-                if joined and isinstance(now_value, int | float) and isinstance(
-                    before, int | float
+                if (
+                    joined
+                    and isinstance(now_value, int | float)
+                    and isinstance(before, int | float)
                 ):
                     uses[code] = round(float(now_value) - float(before), 6)
                 else:

@@ -109,8 +109,9 @@ CSP = (
     "img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-FLASHES = frozenset({"approved", "denied", "profiles", "revoked", "session", "elevation",
-                     "unelevated"})  # fmt: skip
+FLASHES = frozenset(
+    {"approved", "denied", "profiles", "revoked", "session", "elevation", "unelevated"}
+)
 LOGIN_MESSAGES = frozenset({"bye", "ended", "blocked"})
 
 PORTAL_KEY: web.AppKey[Portal] = web.AppKey("x1p1.portal")
@@ -256,44 +257,59 @@ class Portal:
         except Unauthorized:
             return None, secret
 
-    def _view(self, request: web.Request, session: Session | None = None,
-              secret: str | None = None) -> View:  # fmt: skip
+    def _view(
+        self, request: web.Request, session: Session | None = None, secret: str | None = None
+    ) -> View:
         done = request.query.get("done")
         return View(
-            lang=self._lang(request), path=request.path, now=self.state.now(), session=session,
+            lang=self._lang(request),
+            path=request.path,
+            now=self.state.now(),
+            session=session,
             csrf=csrf_token(secret) if secret and session else None,
             flash=f"done.{done}" if done in FLASHES else None,
-        )  # fmt: skip
+        )
 
     def _html(self, view: View, page: Page) -> web.Response:
         info = self.info()
         host = str(info.get("host_name") or info.get("url") or "")
-        scripts = {name: self.assets.url(f"{name}.js")
-                   for name in ("portal", "login", "live", "history", "privacy")}
+        scripts = {
+            name: self.assets.url(f"{name}.js")
+            for name in ("portal", "login", "live", "history", "privacy")
+        }
         scripts["plotly"] = self.plotly.url
-        text = pages.layout(view, page, self.assets, host=host, version=X1_VERSION,
-                            scripts=scripts)  # fmt: skip
+        text = pages.layout(view, page, self.assets, host=host, version=X1_VERSION, scripts=scripts)
         return web.Response(
-            text=text, status=page.status, content_type="text/html", charset="utf-8",
+            text=text,
+            status=page.status,
+            content_type="text/html",
+            charset="utf-8",
             headers={"Cache-Control": "no-store", "Content-Language": view.lang},
-        )  # fmt: skip
+        )
 
-    def _error(self, request: web.Request, status: int, message: str,
-               title: str | None = None) -> web.Response:  # fmt: skip
+    def _error(
+        self, request: web.Request, status: int, message: str, title: str | None = None
+    ) -> web.Response:
         view = self._view(request)
         return self._html(view, pages.error_page(view, status, message, title))
 
     @staticmethod
     def _set_session_cookie(response: web.StreamResponse, secret: str) -> None:
         response.set_cookie(
-            SESSION_COOKIE, secret, max_age=int(SESSION_LIFETIME.total_seconds()), path="/",
-            secure=True, httponly=True, samesite="Strict",
-        )  # fmt: skip
+            SESSION_COOKIE,
+            secret,
+            max_age=int(SESSION_LIFETIME.total_seconds()),
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="Strict",
+        )
 
     @staticmethod
     def _clear_cookie(response: web.StreamResponse, name: str) -> None:
-        response.set_cookie(name, "", max_age=0, path="/", secure=True, httponly=True,
-                            samesite="Strict")  # fmt: skip
+        response.set_cookie(
+            name, "", max_age=0, path="/", secure=True, httponly=True, samesite="Strict"
+        )
 
     def _origin_ok(self, request: web.Request) -> bool:
         """A browser's request from this site: ``Origin`` (when sent) is ours and
@@ -368,8 +384,10 @@ class Portal:
         return handle
 
     def _meters(self) -> list[MeterInfo]:
-        return [MeterInfo(ref.equipment_id, ref.meter, ref.channel)
-                for ref in handlers.meter_refs(self.state.meters)]  # fmt: skip
+        return [
+            MeterInfo(ref.equipment_id, ref.meter, ref.channel)
+            for ref in handlers.meter_refs(self.state.meters)
+        ]
 
     async def _snapshot(self) -> tuple[Mapping[str, object], tuple[datetime, float] | None]:
         """The meters' values now (computed off the event loop, as the streams do)."""
@@ -381,9 +399,14 @@ class Portal:
     async def _overview(self, request: web.Request, view: View) -> Page:
         values, gas = await self._snapshot()
         return pages.overview_page(
-            view, self._meters(), self.info(), values, gas, devices=len(self.state.tokens()),
+            view,
+            self._meters(),
+            self.info(),
+            values,
+            gas,
+            devices=len(self.state.tokens()),
             pending=len(self.sessions.meter_queue()),
-        )  # fmt: skip
+        )
 
     async def _live(self, request: web.Request, view: View) -> Page:
         values, gas = await self._snapshot()
@@ -397,8 +420,10 @@ class Portal:
         meters = self._meters()
         chosen = next((m for m in meters if m.meter.value == query.get("meter")), meters[0])
         resolution = resolution_of(chosen.meter, query.get("resolution"))
-        objects = [(obj, obj.for_channel(chosen.channel) if chosen.meter is Meter.GAS
-                    else obj.code) for obj in historic_objects(chosen.meter)]  # fmt: skip
+        objects = [
+            (obj, obj.for_channel(chosen.channel) if chosen.meter is Meter.GAS else obj.code)
+            for obj in historic_objects(chosen.meter)
+        ]
         known = [code for _, code in objects]
         asked = [code for code in query.getall("obis", []) if code in known]
         if not asked:
@@ -407,16 +432,31 @@ class Portal:
         anchor = parse_anchor(query.get("start"))
         return chosen, resolution.value, asked, period(resolution, anchor, self.meter_now())
 
-    def _measurements(self, meter: MeterInfo, resolution: str, codes: Sequence[str],
-                      start: datetime, end: datetime) -> dict[str, Any] | None:  # fmt: skip
+    def _measurements(
+        self,
+        meter: MeterInfo,
+        resolution: str,
+        codes: Sequence[str],
+        start: datetime,
+        end: datetime,
+    ) -> dict[str, Any] | None:
         """The measurements response for this selection, exactly as the API builds it
         for the customer's full view; None when the gateway keeps no history."""
         if self.history is None:
             return None
-        params = {"obis": ",".join(codes), "resolution": resolution,
-                  "from": format_time(start), "to": format_time(end)}  # fmt: skip
-        q = parse_measurements_query(params, meter.meter, frozenset(Profile),
-                                     channel=meter.channel or 1, now=self.meter_now())
+        params = {
+            "obis": ",".join(codes),
+            "resolution": resolution,
+            "from": format_time(start),
+            "to": format_time(end),
+        }
+        q = parse_measurements_query(
+            params,
+            meter.meter,
+            frozenset(Profile),
+            channel=meter.channel or 1,
+            now=self.meter_now(),
+        )
         return measurements_response(meter.equipment_id, q, self.history.query(q))
 
     async def _history(self, request: web.Request, view: View) -> Page:
@@ -425,24 +465,35 @@ class Portal:
         base = {"meter": meter.meter.value, "resolution": resolution}
 
         def query(anchor: Any) -> str:
-            return urlencode([*base.items(), *(("obis", c) for c in codes),
-                              ("start", anchor.isoformat())])  # fmt: skip
+            return urlencode(
+                [*base.items(), *(("obis", c) for c in codes), ("start", anchor.isoformat())]
+            )
 
-        objects = [(obj, obj.for_channel(meter.channel) if meter.meter is Meter.GAS
-                    else obj.code) for obj in historic_objects(meter.meter)]  # fmt: skip
+        objects = [
+            (obj, obj.for_channel(meter.channel) if meter.meter is Meter.GAS else obj.code)
+            for obj in historic_objects(meter.meter)
+        ]
         body = self._measurements(meter, resolution, codes, p.start, p.end)
         latest = period(p.resolution, None, now)
         h = HistoryView(
-            meters=self._meters(), meter=meter, resolution=resolution,
-            resolutions=[(row.resolution.value, row.period, row.count)
-                         for row in resolutions(meter.meter)],
-            objects=objects, codes=codes, period=p,
-            previous=query(shifted(p, -1, now).anchor) if has_previous(meter.meter, p, now)
+            meters=self._meters(),
+            meter=meter,
+            resolution=resolution,
+            resolutions=[
+                (row.resolution.value, row.period, row.count) for row in resolutions(meter.meter)
+            ],
+            objects=objects,
+            codes=codes,
+            period=p,
+            previous=query(shifted(p, -1, now).anchor)
+            if has_previous(meter.meter, p, now)
             else None,
             following=query(shifted(p, 1, now).anchor) if has_next(p, now) else None,
-            latest=query(latest.anchor), csv=query(p.anchor), body=body,
+            latest=query(latest.anchor),
+            csv=query(p.anchor),
+            body=body,
             uses=use_per_interval(p.resolution, body["readings"], codes) if body else (),
-        )  # fmt: skip
+        )
         return pages.history_page(view, h)
 
     async def _csv(self, request: web.Request) -> web.StreamResponse:
@@ -462,15 +513,21 @@ class Portal:
             raise NotFound("this gateway keeps no history")
         name = f"x1-{meter.equipment_id}-{resolution}-{p.anchor.isoformat()}.csv"
         return web.Response(
-            text=measurements_csv(body), content_type="text/csv", charset="utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{name}"',
-                     "Cache-Control": "no-store"},
-        )  # fmt: skip
+            text=measurements_csv(body),
+            content_type="text/csv",
+            charset="utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}"',
+                "Cache-Control": "no-store",
+            },
+        )
 
     def _elevation(self, session: Session) -> PortalRequest | None:
         for request in self.sessions.pending():
-            if (request.kind is PortalRequestKind.ELEVATION
-                    and request.session_id == session.session_id):  # fmt: skip
+            if (
+                request.kind is PortalRequestKind.ELEVATION
+                and request.session_id == session.session_id
+            ):
                 return request
         return None
 
@@ -478,19 +535,24 @@ class Portal:
         assert view.session is not None
         state = self.state
         return pages.devices_page(
-            view, state.pending(), self.sessions.requests(), state.tokens(),
-            self.sessions.sessions(), self._elevation(view.session),
-        )  # fmt: skip
+            view,
+            state.pending(),
+            self.sessions.requests(),
+            state.tokens(),
+            self.sessions.sessions(),
+            self._elevation(view.session),
+        )
 
     async def _comlog(self, request: web.Request, view: View) -> Page:
         if self.comlog is None:
             return pages.comlog_page(view, None)
         entries = self.comlog.entries(limit=500)
         lines = [
-            pages.ComlogLine(e.t, e.event.value, e.device, e.detail, e.count, e.last,
-                             e.event.summarised)
+            pages.ComlogLine(
+                e.t, e.event.value, e.device, e.detail, e.count, e.last, e.event.summarised
+            )
             for e in reversed(entries)
-        ]  # fmt: skip
+        ]
         return pages.comlog_page(view, lines)
 
     async def _privacy(self, request: web.Request, view: View) -> Page:
@@ -543,15 +605,25 @@ class Portal:
         except RateLimited as exc:
             view = self._view(request)
             page = pages.login_page(view, None, retry_after=exc.retry_after)
-            response = self._html(view, Page(page.title, page.main, page.scripts, 429,
-                                             nav=False))  # fmt: skip
+            response = self._html(view, Page(page.title, page.main, page.scripts, 429, nav=False))
             response.headers["Retry-After"] = str(exc.retry_after)
             return response
-        log.info("portal: login request %s from %s (code %s)", created.request_id,
-                 created.browser, created.code)  # fmt: skip
+        log.info(
+            "portal: login request %s from %s (code %s)",
+            created.request_id,
+            created.browser,
+            created.code,
+        )
         response = _redirect("/login")
-        response.set_cookie(LOGIN_COOKIE, secret, max_age=int(LOGIN_LIFETIME.total_seconds()),
-                            path="/", secure=True, httponly=True, samesite="Strict")
+        response.set_cookie(
+            LOGIN_COOKIE,
+            secret,
+            max_age=int(LOGIN_LIFETIME.total_seconds()),
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="Strict",
+        )
         return response
 
     async def _login_status(self, request: web.Request) -> web.StreamResponse:
@@ -570,8 +642,7 @@ class Portal:
             self._clear_cookie(response, LOGIN_COOKIE)
             return response
         left = (poll.request.expires_at - self.state.now()).total_seconds()
-        return json_response({"status": poll.request.status.value,
-                              "expires_in": max(0, int(left))})  # fmt: skip
+        return json_response({"status": poll.request.status.value, "expires_in": max(0, int(left))})
 
     async def _logout(self, request: web.Request) -> web.StreamResponse:
         session, secret = self._session(request)
@@ -592,8 +663,15 @@ class Portal:
         if lang not in LANGUAGES:
             raise web.HTTPNotFound()
         response = _redirect(_local_path(request.query.get("next")))
-        response.set_cookie(LANG_COOKIE, lang, max_age=LANG_MAX_AGE, path="/", secure=True,
-                            httponly=True, samesite="Strict")  # fmt: skip
+        response.set_cookie(
+            LANG_COOKIE,
+            lang,
+            max_age=LANG_MAX_AGE,
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="Strict",
+        )
         return response
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
@@ -608,12 +686,14 @@ class Portal:
         ids += [t.token_id + ",".join(sorted(map(str, t.profiles))) for t in self.state.tokens()]
         ids += [s.session_id for s in self.sessions.sessions()]
         ids += [r.request_id for r in self.sessions.requests()]
-        return json_response({
-            "session": session_json(session, now),
-            "elevated": session.elevated(now),
-            "elevation": "pending" if elevation is not None else None,
-            "fingerprint": hashlib.sha256("|".join(ids).encode()).hexdigest()[:16],
-        })  # fmt: skip
+        return json_response(
+            {
+                "session": session_json(session, now),
+                "elevated": session.elevated(now),
+                "elevation": "pending" if elevation is not None else None,
+                "fingerprint": hashlib.sha256("|".join(ids).encode()).hexdigest()[:16],
+            }
+        )
 
     async def _root_ca(self, request: web.Request) -> web.StreamResponse:
         path = self.info().get("ca")
@@ -623,8 +703,11 @@ class Portal:
             body = await asyncio.to_thread(Path(str(path)).read_bytes)
         except OSError:
             raise web.HTTPNotFound() from None
-        return web.Response(body=body, content_type="application/x-pem-file", headers={
-            "Content-Disposition": 'attachment; filename="x1-root-ca.pem"'})  # fmt: skip
+        return web.Response(
+            body=body,
+            content_type="application/x-pem-file",
+            headers={"Content-Disposition": 'attachment; filename="x1-root-ca.pem"'},
+        )
 
     # --- assets ------------------------------------------------------------------------------
 
@@ -634,15 +717,24 @@ class Portal:
             raise web.HTTPNotFound()
         current = request.match_info["version"] == self.assets.version
         cache = "public, max-age=31536000, immutable" if current else "no-cache"
-        return web.Response(body=asset.body, headers={
-            "Content-Type": asset.content_type, "Cache-Control": cache, "ETag": asset.etag})
+        return web.Response(
+            body=asset.body,
+            headers={
+                "Content-Type": asset.content_type,
+                "Cache-Control": cache,
+                "ETag": asset.etag,
+            },
+        )
 
     async def _plotly(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["version"] != self.plotly.version:
             raise web.HTTPNotFound()
         plain, gzipped = await asyncio.to_thread(self.plotly.bodies)
-        headers = {"Content-Type": "text/javascript; charset=utf-8", "Vary": "Accept-Encoding",
-                   "Cache-Control": "public, max-age=31536000, immutable"}  # fmt: skip
+        headers = {
+            "Content-Type": "text/javascript; charset=utf-8",
+            "Vary": "Accept-Encoding",
+            "Cache-Control": "public, max-age=31536000, immutable",
+        }
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             headers["Content-Encoding"] = "gzip"
             return web.Response(body=gzipped, headers=headers)
@@ -650,8 +742,9 @@ class Portal:
 
     # --- admin functions (§9.2) ----------------------------------------------------------------
 
-    def _admin(self, action: AdminAction, *, elevated: bool = True
-               ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:  # fmt: skip
+    def _admin(
+        self, action: AdminAction, *, elevated: bool = True
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """A state-changing form: session, Origin, CSRF token, and (unless ``elevated`` is
         False) admin access confirmed on the meter; then the action, told to the comlog,
         and a redirect to where it says."""
@@ -673,11 +766,14 @@ class Portal:
             target = await action(request, view, session, form)
             if elevated:
                 self.state.emit(
-                    "admin-action", name=f"portal: {session.browser}",
+                    "admin-action",
+                    name=f"portal: {session.browser}",
                     uuid=browser_handle(session),
-                    action=request.path.rsplit("/", 1)[-1], path=request.path,
-                    session_id=session.session_id, browser=session.browser,
-                )  # fmt: skip
+                    action=request.path.rsplit("/", 1)[-1],
+                    path=request.path,
+                    session_id=session.session_id,
+                    browser=session.browser,
+                )
             response = _redirect(target)
             if target.startswith("/login"):
                 self._clear_cookie(response, SESSION_COOKIE)
@@ -685,13 +781,15 @@ class Portal:
 
         return handle
 
-    async def _elevate(self, request: web.Request, view: View, session: Session,
-                       form: MultiDictProxy[Any]) -> str:  # fmt: skip
+    async def _elevate(
+        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+    ) -> str:
         self.sessions.request_elevation(session.session_id)
         return _with_done(_local_path(_field(form, "next"), "/devices"), "elevation")
 
-    async def _unelevate(self, request: web.Request, view: View, session: Session,
-                         form: MultiDictProxy[Any]) -> str:  # fmt: skip
+    async def _unelevate(
+        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+    ) -> str:
         if session.elevated(self.state.now()):
             self.sessions.unelevate(session.session_id)
         return _with_done(_local_path(_field(form, "next"), "/devices"), "unelevated")
@@ -702,8 +800,9 @@ class Portal:
         except NotFound:
             return None
 
-    async def _approve(self, request: web.Request, view: View, session: Session,
-                       form: MultiDictProxy[Any]) -> str:  # fmt: skip
+    async def _approve(
+        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+    ) -> str:
         request_id = request.match_info["request_id"]
         if self._portal_request(request_id) is not None:
             self.sessions.approve(request_id, by=f"session:{session.session_id}")
@@ -712,8 +811,9 @@ class Portal:
             self.state.approve(request_id, profiles)
         return "/devices?done=approved"
 
-    async def _deny(self, request: web.Request, view: View, session: Session,
-                    form: MultiDictProxy[Any]) -> str:  # fmt: skip
+    async def _deny(
+        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+    ) -> str:
         request_id = request.match_info["request_id"]
         if self._portal_request(request_id) is not None:
             self.sessions.deny(request_id, by=f"session:{session.session_id}")
@@ -721,28 +821,33 @@ class Portal:
             self.state.deny(request_id)
         return "/devices?done=denied"
 
-    async def _set_profiles(self, request: web.Request, view: View, session: Session,
-                            form: MultiDictProxy[Any]) -> str:  # fmt: skip
+    async def _set_profiles(
+        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+    ) -> str:
         profiles = parse_profiles(form.getall("profiles", []))
         self.state.set_profiles(request.match_info["token_id"], profiles)
         return "/devices?done=profiles"
 
-    async def _revoke(self, request: web.Request, view: View, session: Session,
-                      form: MultiDictProxy[Any]) -> str:  # fmt: skip
-        self.state.revoke(request.match_info["token_id"],
-                          f"revoked in the portal ({session.browser})")
+    async def _revoke(
+        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+    ) -> str:
+        self.state.revoke(
+            request.match_info["token_id"], f"revoked in the portal ({session.browser})"
+        )
         return "/devices?done=revoked"
 
-    async def _revoke_session(self, request: web.Request, view: View, session: Session,
-                              form: MultiDictProxy[Any]) -> str:  # fmt: skip
+    async def _revoke_session(
+        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+    ) -> str:
         target = request.match_info["session_id"]
         self.sessions.revoke(target, f"logged out from another browser ({session.browser})")
         if target == session.session_id:
             return "/login?m=ended"
         return "/devices?done=session"
 
-    async def _block_history(self, request: web.Request, view: View, session: Session,
-                             form: MultiDictProxy[Any]) -> str:  # fmt: skip
+    async def _block_history(
+        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+    ) -> str:
         if _field(form, "confirm") != "yes":
             raise BadRequest(view.t("privacy.block.unconfirmed"))
         self.block_history(f"in the portal ({session.browser})")
@@ -770,4 +875,3 @@ def _field(form: Mapping[str, Any], name: str) -> str | None:
 def _with_done(path: str, done: str) -> str:
     separator = "&" if "?" in path else "?"
     return f"{path}{separator}done={done}"
-

@@ -1,5 +1,4 @@
-"""The embedded gateway's simulated meters (issue 3: a 3-phase electricity meter with PV
-and a gas meter on M-Bus), deterministic from a seed and computable at any instant.
+"""The embedded gateway's simulated meters, deterministic from a seed and computable at any instant.
 
 - :class:`MeterSimulation` (``meter.py``): the telegram, realtime values, gas reading and
   historic registers at any instant; :class:`SimClock` (``clock.py``): ``--speed``.

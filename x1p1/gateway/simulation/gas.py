@@ -34,10 +34,33 @@ SLOT = 300
 """Seconds between two gas readings (P1 §7.3: a 5-minute value)."""
 
 # Thermostat program: relative heating demand per local clock hour.
-_HEAT_WEEKDAY = (3, 3, 3, 3, 3, 3, 16, 24, 18, 8, 8, 8, 8, 8, 8, 8, 8, 13, 15, 15, 14, 13,
-                 8, 4)  # fmt: skip
-_HEAT_WEEKEND = (3, 3, 3, 3, 3, 3, 3, 14, 22, 16, 10, 10, 10, 10, 10, 10, 10, 13, 15, 15, 14,
-                 13, 9, 4)  # fmt: skip
+_HEAT_WEEKDAY = (3, 3, 3, 3, 3, 3, 16, 24, 18, 8, 8, 8, 8, 8, 8, 8, 8, 13, 15, 15, 14, 13, 8, 4)
+_HEAT_WEEKEND = (
+    3,
+    3,
+    3,
+    3,
+    3,
+    3,
+    3,
+    14,
+    22,
+    16,
+    10,
+    10,
+    10,
+    10,
+    10,
+    10,
+    10,
+    13,
+    15,
+    15,
+    14,
+    13,
+    9,
+    4,
+)
 # Hot water and cooking: a little all day, the showers and the evening.
 _WATER = (0, 0, 0, 0, 0, 0, 2, 2, 2, 1, 1, 1, 2, 1, 1, 1, 1, 3, 4, 3, 3, 2, 2, 1)
 
@@ -60,9 +83,12 @@ class GasModel:
         self.shower_hour = r.randrange(6, 9)
         self.waves = tuple(
             (amplitude, period, r.uniform(0, 2 * math.pi))
-            for amplitude, period in ((2.2, r.uniform(4.5, 6.5)), (1.8, r.uniform(10, 14)),
-                                      (1.5, r.uniform(24, 32)))
-        )  # fmt: skip
+            for amplitude, period in (
+                (2.2, r.uniform(4.5, 6.5)),
+                (1.8, r.uniform(10, 14)),
+                (1.5, r.uniform(24, 32)),
+            )
+        )
         self._midnights: list[int] = [0]
         self._hours: OrderedDict[int, tuple[list[int], list[int]]] = OrderedDict()
         self._slots: OrderedDict[tuple[int, int], list[int]] = OrderedDict()
@@ -107,8 +133,7 @@ class GasModel:
         clocks = [d.clocks[4 * h] // 4 for h in range(d.positions // 4)]
         heat_w = [program[c] * r.randrange(80, 121) for c in clocks]
         shower = self.shower_hour + (2 if d.weekend else 0)
-        water_w = [(_WATER[c] + (12 if c == shower else 0)) * r.randrange(50, 151)
-                   for c in clocks]  # fmt: skip
+        water_w = [(_WATER[c] + (12 if c == shower else 0)) * r.randrange(50, 151) for c in clocks]
         return rand.apportion(heating, heat_w), rand.apportion(water, water_w)
 
     def _split(self, index: int) -> tuple[list[int], list[int]]:

@@ -67,13 +67,15 @@ class Household:
         r.shuffle(phases)
         kitchen, laundry, living = phases
         fridge = Cycle(r.randrange(3), r.randrange(70, 111), r.randrange(45, 71), 0)
-        fridge = Cycle(fridge.phase, fridge.watts, fridge.period,
-                       int(fridge.period * r.uniform(0.30, 0.45)))  # fmt: skip
+        fridge = Cycle(
+            fridge.phase, fridge.watts, fridge.period, int(fridge.period * r.uniform(0.30, 0.45))
+        )
         freezer = None
         if r.random() < 0.6:
             period = r.randrange(60, 91)
-            freezer = Cycle(r.randrange(3), r.randrange(80, 121), period,
-                            int(period * r.uniform(0.35, 0.5)))  # fmt: skip
+            freezer = Cycle(
+                r.randrange(3), r.randrange(80, 121), period, int(period * r.uniform(0.35, 0.5))
+            )
         return cls(
             standby=(r.randrange(30, 61), r.randrange(25, 56), r.randrange(25, 56)),
             fridge=fridge,
@@ -221,8 +223,11 @@ def make_template(
     # The dishwasher after dinner: two heating phases.
     if rnd() < 0.65:
         start = rr(19 * 60 + 30, 22 * 60 + 30)
-        day.pattern(h.kitchen, start, [(5, 60), (rr(12, 18), 2000), (rr(30, 45), 80),
-                                       (rr(10, 14), 2000), (20, 40)])  # fmt: skip
+        day.pattern(
+            h.kitchen,
+            start,
+            [(5, 60), (rr(12, 18), 2000), (rr(30, 45), 80), (rr(10, 14), 2000), (20, 40)],
+        )
 
     # An unpredictable extra now and then: kettle late, a heater in a cold bathroom.
     for _ in range(rr(0, 3)):

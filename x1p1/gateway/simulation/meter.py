@@ -41,10 +41,15 @@ GAS_DEVICE_TYPE = 3
 
 E_REGISTERS = ("1-0:1.8.1.255", "1-0:1.8.2.255", "1-0:2.8.1.255", "1-0:2.8.2.255")
 PQ_COUNTERS = (
-    "0-0:96.7.21.255", "0-0:96.7.9.255",
-    "1-0:32.32.0.255", "1-0:52.32.0.255", "1-0:72.32.0.255",
-    "1-0:32.36.0.255", "1-0:52.36.0.255", "1-0:72.36.0.255",
-)  # fmt: skip
+    "0-0:96.7.21.255",
+    "0-0:96.7.9.255",
+    "1-0:32.32.0.255",
+    "1-0:52.32.0.255",
+    "1-0:72.32.0.255",
+    "1-0:32.36.0.255",
+    "1-0:52.36.0.255",
+    "1-0:72.36.0.255",
+)
 _VOLTAGE = ("1-0:32.7.0.255", "1-0:52.7.0.255", "1-0:72.7.0.255")
 _CURRENT = ("1-0:31.7.0.255", "1-0:51.7.0.255", "1-0:71.7.0.255")
 _POWER_IN = ("1-0:21.7.0.255", "1-0:41.7.0.255", "1-0:61.7.0.255")
@@ -164,11 +169,14 @@ class MeterSimulation:
             swells=pq.swells,
             mbus=(
                 MbusDevice(
-                    self.gas_channel, GAS_DEVICE_TYPE, self.gas_id, from_unix(capture),
+                    self.gas_channel,
+                    GAS_DEVICE_TYPE,
+                    self.gas_id,
+                    from_unix(capture),
                     litres / 1000,
                 ),
             ),
-        )  # fmt: skip
+        )
 
     def _failure_log(self, t: int) -> tuple[PowerFailure, ...]:
         return tuple(PowerFailure(from_unix(end), d) for end, d in self.quality.log(t))
@@ -199,10 +207,13 @@ class MeterSimulation:
             "1-0:99.97.0.255": "".join(f"({v})" for v in failure_log_values(r.failure_log)),
         }
         for codes, numbers in (
-            (PQ_COUNTERS[2:5], r.sags), (PQ_COUNTERS[5:], r.swells),
-            (_VOLTAGE, r.voltages), (_CURRENT, r.currents),
-            (_POWER_IN, r.powers_delivered), (_POWER_OUT, r.powers_returned),
-        ):  # fmt: skip
+            (PQ_COUNTERS[2:5], r.sags),
+            (PQ_COUNTERS[5:], r.swells),
+            (_VOLTAGE, r.voltages),
+            (_CURRENT, r.currents),
+            (_POWER_IN, r.powers_delivered),
+            (_POWER_OUT, r.powers_returned),
+        ):
             values.update(zip(codes, numbers, strict=True))
         n = self.gas_channel
         gas = r.mbus[0]

@@ -120,8 +120,12 @@ class PowerQuality:
                 if when > t:
                     break
                 counts[_slot(kind, phase)] += 1
-        return Counters(counts[0], counts[1], (counts[2], counts[3], counts[4]),
-                        (counts[5], counts[6], counts[7]))  # fmt: skip
+        return Counters(
+            counts[0],
+            counts[1],
+            (counts[2], counts[3], counts[4]),
+            (counts[5], counts[6], counts[7]),
+        )
 
     def log(self, t: int) -> list[tuple[int, int]]:
         """(end, duration) of the latest :data:`LOG_SIZE` long failures at ``t``, newest
@@ -141,8 +145,9 @@ class PowerQuality:
         first, last = (max(start, EPOCH) - EPOCH) // WEEK, (end - 1 - EPOCH) // WEEK
         with self._lock:
             self._extend(max(first, last))
-            return [e for w in range(first, last + 1) for e in self._weeks[w]
-                    if start <= e[0] < end]  # fmt: skip
+            return [
+                e for w in range(first, last + 1) for e in self._weeks[w] if start <= e[0] < end
+            ]
 
 
 def _slot(kind: int, phase: int) -> int:

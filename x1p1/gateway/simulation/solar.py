@@ -68,11 +68,20 @@ def clear_sky(doy: int, lead: int, positions: int) -> tuple[tuple[int, float], .
     elevation: the same for every seed, so it is computed once per kind of day.
     """
     gamma = 2 * math.pi * (doy - 1) / 365.0
-    decl = (0.006918 - 0.399912 * math.cos(gamma) + 0.070257 * math.sin(gamma)
-            - 0.006758 * math.cos(2 * gamma) + 0.000907 * math.sin(2 * gamma))  # fmt: skip
-    eot_min = 229.18 * (0.000075 + 0.001868 * math.cos(gamma) - 0.032077 * math.sin(gamma)
-                        - 0.014615 * math.cos(2 * gamma)
-                        - 0.040849 * math.sin(2 * gamma))  # fmt: skip
+    decl = (
+        0.006918
+        - 0.399912 * math.cos(gamma)
+        + 0.070257 * math.sin(gamma)
+        - 0.006758 * math.cos(2 * gamma)
+        + 0.000907 * math.sin(2 * gamma)
+    )
+    eot_min = 229.18 * (
+        0.000075
+        + 0.001868 * math.cos(gamma)
+        - 0.032077 * math.sin(gamma)
+        - 0.014615 * math.cos(2 * gamma)
+        - 0.040849 * math.sin(2 * gamma)
+    )
     a = _SIN_LAT * math.sin(decl)
     b = _COS_LAT * math.cos(decl)
     noon = 43200 - LONGITUDE * 240 - eot_min * 60 + lead  # seconds after local midnight
@@ -97,12 +106,18 @@ def solar_blocks(system: PVSystem, seed: int, d: Day) -> list[SolarBlock]:
     scale = system.peak_w * 0.8 / len(system.phases)
     if kind == CLEAR:
         level = scale * (0.9 + 0.1 * rnd())
-        return [(pos, w, int(w * flick)) for pos, c in sky
-                if (w := int(level * c * (0.97 + 0.03 * rnd()))) > 0]  # fmt: skip
+        return [
+            (pos, w, int(w * flick))
+            for pos, c in sky
+            if (w := int(level * c * (0.97 + 0.03 * rnd()))) > 0
+        ]
     if kind == OVERCAST:
         level = scale * (0.08 + 0.25 * rnd())
-        return [(pos, w, int(w * flick)) for pos, c in sky
-                if (w := int(level * c * (0.75 + 0.5 * rnd()))) > 0]  # fmt: skip
+        return [
+            (pos, w, int(w * flick))
+            for pos, c in sky
+            if (w := int(level * c * (0.75 + 0.5 * rnd()))) > 0
+        ]
     sunny = 0.65 + 0.3 * rnd()  # share of blocks in sunshine between the clouds
     dull = scale * (0.1 + 0.15 * rnd())
     out = []

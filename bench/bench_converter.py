@@ -165,7 +165,7 @@ async def child_naive(url: str, cafile: str, serial_path: str) -> dict[str, Any]
     import serial
     from websockets.asyncio.client import connect
 
-    from x1p1.x1.tls import client_ssl_context
+    from x1p1.converter.tls import client_ssl_context
 
     stop = asyncio.Event()
     window = Window()

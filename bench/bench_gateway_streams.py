@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 from websockets.asyncio.client import connect
 
-from x1p1.x1.tls import client_ssl_context
+from x1p1.converter.tls import client_ssl_context
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 TST = re.compile(r"0-0:1\.0\.0\((\d{12})([SW])\)")

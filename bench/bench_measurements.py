@@ -35,8 +35,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from x1p1.converter.tls import client_ssl_context
 from x1p1.gateway.control_client import ControlClient
-from x1p1.x1.tls import client_ssl_context
 
 CODES = "1-0:1.8.1.255,1-0:1.8.2.255,1-0:2.8.1.255,1-0:2.8.2.255"
 PER_TOKEN = 10

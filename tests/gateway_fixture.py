@@ -53,11 +53,11 @@ from typing import Any, TypeVar
 import pytest
 from websockets.asyncio.client import connect
 
+from x1p1.converter.tls import client_ssl_context
 from x1p1.gateway.app import Gateway, GatewayConfig
 from x1p1.gateway.control_client import ControlClient
 from x1p1.gateway.streams import MeterSource
 from x1p1.p1 import dsmr5
-from x1p1.x1.tls import client_ssl_context
 
 T = TypeVar("T")
 

@@ -48,8 +48,8 @@ from p1_pty import PtyPeer
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from x1p1.converter.tls import client_ssl_context
 from x1p1.gateway.control_client import ControlClient
-from x1p1.x1.tls import client_ssl_context
 
 CLI = [sys.executable, "-m", "x1p1.cli"]
 _LISTENING = re.compile(rb"listening on https://[^\s:]+:(\d+)")

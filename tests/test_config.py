@@ -242,7 +242,7 @@ def test_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
     path = write(tmp_path, 'serial = "/dev/ttyUSB0"\n\nseriall = "/dev/ttyUSB1"\n')
     assert error_of(path) == (
         f"{path} line 3: unknown key 'seriall' (did you mean 'serial'?); known keys: "
-        "ca, data_request, gateway, log_level, serial, state_dir, tcp"
+        "ca, data_request, gateway, log_level, serial, state_dir, tcp, tls_name"
     )
 
 
@@ -250,7 +250,7 @@ def test_unknown_key_without_a_near_match(tmp_path: Path) -> None:
     message = error_of(write(tmp_path, "\nbaudrate = 9600\n"))
     assert message.endswith(
         "line 2: unknown key 'baudrate'; known keys: "
-        "ca, data_request, gateway, log_level, serial, state_dir, tcp"
+        "ca, data_request, gateway, log_level, serial, state_dir, tcp, tls_name"
     )
 
 

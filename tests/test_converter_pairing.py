@@ -33,10 +33,10 @@ from x1p1.converter.pairing import (
     wait_for_approval,
 )
 from x1p1.converter.state import install_uuid, load_pairing
+from x1p1.converter.tls import client_ssl_context
 from x1p1.exceptions import CertificateError, PairingExpired
 from x1p1.x1.api import TokenRequestBody, TokenRequestState
 from x1p1.x1.profiles import Profile
-from x1p1.x1.tls import client_ssl_context
 
 __all__ = ["gateway"]  # the fixture
 

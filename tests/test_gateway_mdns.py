@@ -28,8 +28,8 @@ from tests.netns import (
     segment_factory,  # noqa: F401  (a fixture)
     wait_until,
 )
+from x1p1.converter.tls import client_ssl_context
 from x1p1.gateway.control_client import ControlClient
-from x1p1.x1.tls import client_ssl_context
 
 X1P1 = str(Path(sys.executable).with_name("x1p1"))
 BOUND = 45.0

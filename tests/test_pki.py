@@ -1,4 +1,4 @@
-"""The gateway PKI (x1p1.gateway.pki) and the client TLS settings (x1p1.x1.tls).
+"""The gateway PKI (x1p1.gateway.pki) and the client TLS settings (x1p1.converter.tls).
 
 Real TLS 1.3 handshakes on loopback between the standard library's server and client,
 with ``ssl.VERIFY_X509_STRICT`` on the client (x1-api.md, "Network and discovery").
@@ -19,6 +19,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from x1p1.converter.tls import client_ssl_context
 from x1p1.exceptions import ConfigError, StateError
 from x1p1.gateway.pki import (
     LEAF_LIFETIME,
@@ -29,7 +30,6 @@ from x1p1.gateway.pki import (
     root_ca_pem,
 )
 from x1p1.x1.billing import BILLING_EKU_OID
-from x1p1.x1.tls import client_ssl_context
 
 
 @pytest.fixture

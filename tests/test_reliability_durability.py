@@ -45,8 +45,8 @@ from reliability_support import GatewayProcess, write_figures
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
+from x1p1.converter.tls import client_ssl_context
 from x1p1.exceptions import ControlError, X1Error
-from x1p1.x1.tls import client_ssl_context
 
 ROUNDS = int(os.environ.get("X1P1_DURABILITY_ROUNDS", "8"))
 SEED = 8

@@ -48,7 +48,7 @@ from reliability_support import (
 )
 from websockets.asyncio.client import connect
 
-from x1p1.x1.tls import client_ssl_context
+from x1p1.converter.tls import client_ssl_context
 
 CONNECTIONS = int(os.environ.get("X1P1_LIMITS_CONNECTIONS", "500"))
 BATCH = 50

@@ -230,7 +230,8 @@ Exit codes:
   4  expired: nobody approved it within 10 minutes
   5  throttled: too many denials within an hour; try again later
   6  unreachable: no gateway found, or it did not answer
-  7  bad certificate: the gateway's certificate did not verify (--ca, host name)
+  7  TLS failed: the certificate did not verify (--ca, --tls-name), or the
+     gateway offers no TLS 1.3
   8  X1 is switched off by the grid operator
   130 interrupted (Ctrl-C)"""
 
@@ -265,6 +266,25 @@ def _state_dir(state_dir: Path | None) -> Path:
         raise  # not reached
 
 
+_tls_name_option = click.option(
+    "--tls-name",
+    metavar="NAME",
+    help="Connect by address but verify the gateway's certificate for NAME [default: the "
+    "mDNS host name, or the saved pairing's].",
+)
+
+
+def _tls_name(tls_name: str | None) -> str | None:
+    """``--tls-name`` checked (a host name or an address), or a usage error."""
+    from x1p1.converter.config import parse_tls_name
+    from x1p1.exceptions import ConfigError
+
+    try:
+        return None if tls_name is None else parse_tls_name(tls_name)
+    except ConfigError as error:
+        fail(error, 2)
+
+
 @main.command(epilog=_PAIR_EPILOG)
 @click.option(
     "--gateway",
@@ -278,8 +298,15 @@ def _state_dir(state_dir: Path | None) -> Path:
     help="The gateway's root certificate (PEM) [default: the system's trust store].",
 )
 @click.option("--name", help="The name the meter shows [default: x1p1 on <hostname>].")
+@_tls_name_option
 @_state_dir_option
-def pair(gateway: str | None, ca: Path | None, name: str | None, state_dir: Path | None) -> None:
+def pair(
+    gateway: str | None,
+    ca: Path | None,
+    name: str | None,
+    tls_name: str | None,
+    state_dir: Path | None,
+) -> None:
     """Ask the gateway for a P1 token and wait while you approve it on the meter.
 
     The request shows on the meter's display (X1 §5.1.5); approve it with the meter's
@@ -296,6 +323,7 @@ def pair(gateway: str | None, ca: Path | None, name: str | None, state_dir: Path
         address = GatewayAddress.parse(gateway) if gateway is not None else None
     except ConfigError as error:
         fail(error, 2)
+    verify_as = _tls_name(tls_name)
     name = name if name is not None else pairing_module.default_request_name()
     if not 1 <= len(name) <= 64 or not name.isprintable():
         fail("--name must be 1 to 64 printable characters", 2)
@@ -305,6 +333,7 @@ def pair(gateway: str | None, ca: Path | None, name: str | None, state_dir: Path
         where = "by mDNS" if address is None else str(address)
         click.echo(f"Looking for the gateway ({where}) ...")
         endpoint = asyncio.run(pairing_module.resolve_endpoint(address))
+        endpoint = endpoint.with_tls_name(verify_as)
         click.echo(f"Asking {endpoint.describe()} for a P1 token named '{name}'.")
         result = pairing_module.pair(
             directory,
@@ -354,6 +383,7 @@ def unpair(state_dir: Path | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="The gateway's root certificate (PEM) [default: the one saved when pairing].",
 )
+@_tls_name_option
 @click.option(
     "--serial",
     metavar="PORT|URL",
@@ -372,6 +402,7 @@ def run(
     config_file: Path | None,
     gateway: str | None,
     ca: Path | None,
+    tls_name: str | None,
     serial: str | None,
     data_request: str | None,
     tcp: str | None,
@@ -399,6 +430,7 @@ def run(
     overrides = {
         "gateway": gateway,
         "ca": ca,
+        "tls_name": tls_name,
         "serial": serial,
         "data_request": data_request,
         "tcp": tcp,

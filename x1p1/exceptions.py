@@ -13,6 +13,7 @@
     ├── GatewayError                  talking to a gateway went wrong (client side)
     │   ├── GatewayUnreachable        no TCP/TLS connection could be made
     │   ├── CertificateError          TLS verification failed: fatal, never retried
+    │   ├── TLSVersionError           the gateway offers no TLS 1.3 (X1 §4.1.4)
     │   └── APIError                  the gateway answered with an X1 error body
     ├── PairingError                  a token request did not end in a token (X1 §5.1)
     │   ├── PairingDenied             the customer pressed "deny" (§5.1.5)
@@ -93,6 +94,13 @@ class CertificateError(GatewayError):
     """The gateway's certificate did not verify, or names another host.
 
     Fatal: a client never retries this in a loop (x1-api.md, Network and discovery).
+    """
+
+
+class TLSVersionError(GatewayError):
+    """The gateway refused a TLS 1.3 handshake: it speaks only an older version.
+
+    X1 §4.1.4 asks for TLS 1.3, and the converter never offers less.
     """
 
 

@@ -5,6 +5,7 @@ file of flat keys (``docs/config.example.toml``)::
 
     gateway = "X1-interface.local"      # HOST[:PORT], wss://… or https://…
     ca = "gateway-ca.pem"               # relative paths: from the file's directory
+    tls_name = "X1-interface.local"     # verify the certificate for this name
     serial = "/dev/x1p1-p1"             # a device, a pyserial URL, or "none" (TCP only)
     data_request = "ignore"             # ignore | cts | dsr   (P1 §5.7.1)
     tcp = "0.0.0.0:2001"                # serve raw telegrams over TCP too
@@ -56,6 +57,7 @@ __all__ = [
     "load_run_config",
     "parse_gateway",
     "parse_listen",
+    "parse_tls_name",
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/x1p1/config.toml")
@@ -254,6 +256,17 @@ def parse_listen(text: str) -> ListenAddress:
     return ListenAddress.parse(text)
 
 
+TLS_NAME_ALLOWED = "give the host name (or address) the gateway's certificate carries"
+
+
+def parse_tls_name(text: str) -> str:
+    """``--tls-name NAME``: a host name or an address; ConfigError says what is wrong."""
+    try:
+        return _tls_name(text, None)
+    except _Invalid as invalid:
+        raise ConfigError(f"tls_name {text!r} {invalid.text}") from None
+
+
 # --- defaults ----------------------------------------------------------------------
 
 
@@ -296,6 +309,7 @@ class RunConfig:
 
     gateway: GatewayAddress | None = None  # None: find it (mDNS, or the paired one)
     ca: Path | None = None  # None: the CA saved when pairing
+    tls_name: str | None = None  # None: the name saved when pairing (or --gateway's name)
     serial: str = DEFAULT_SERIAL
     data_request: DataRequest = "ignore"
     tcp: ListenAddress | None = None  # None: no TCP output
@@ -363,6 +377,14 @@ def _ca(value: object, base: Path | None) -> Path:
     return path
 
 
+def _tls_name(value: object, base: Path | None) -> str:
+    text = _text(value, TLS_NAME_ALLOWED).strip().rstrip(".")
+    try:
+        return _check_host(text)
+    except _Invalid as invalid:
+        raise _Invalid(invalid.with_allowed(TLS_NAME_ALLOWED), complete=True) from None
+
+
 def _serial(value: object, base: Path | None) -> str:
     allowed = (
         "give a device path such as /dev/x1p1-p1 or /dev/ttyUSB0, a pyserial URL "
@@ -399,6 +421,7 @@ def _log_level(value: object, base: Path | None) -> str:
 _CONVERTERS: dict[str, Callable[[object, Path | None], object]] = {
     "gateway": _gateway,
     "ca": _ca,
+    "tls_name": _tls_name,
     "serial": _serial,
     "data_request": _data_request,
     "tcp": _tcp,

@@ -9,8 +9,9 @@ three denials within an hour get the uuid 429 for an hour (§5.1.7). The device 
 Pairing). ``DELETE /api/token`` unpairs (§5.2).
 
 HTTP goes through the standard library's :mod:`http.client` (the daemon carries no
-aiohttp, architecture.md), over :func:`~x1p1.x1.tls.client_ssl_context`: TLS 1.3, the
-certificate verified against the gateway's host name even when connecting by address.
+aiohttp, architecture.md), over :func:`~x1p1.converter.tls.converter_context`: TLS 1.3,
+the certificate verified against the gateway's host name (or ``--tls-name``) even when
+connecting by address.
 The calls block; ``x1p1 pair`` is a command, not the daemon's event loop.
 
 Every way a pairing can end has its own sentence and exit code (:class:`PairExit`),
@@ -42,6 +43,7 @@ from x1p1.converter.state import (
     load_pairing,
     save_pairing,
 )
+from x1p1.converter.tls import TLS_VERSION_SENTENCE, converter_context, is_version_refusal
 from x1p1.exceptions import (
     CertificateError,
     DiscoveryError,
@@ -54,6 +56,7 @@ from x1p1.exceptions import (
     PairingExpired,
     PairingThrottled,
     RateLimited,
+    TLSVersionError,
     Unauthorized,
     X1Disabled,
     X1Error,
@@ -69,7 +72,6 @@ from x1p1.x1.api import (
     TokenRequestState,
 )
 from x1p1.x1.profiles import Profile
-from x1p1.x1.tls import client_ssl_context
 
 __all__ = [
     "Countdown",
@@ -117,6 +119,7 @@ def exit_code_for(error: BaseException) -> PairExit:
         (PairingThrottled, PairExit.THROTTLED),
         (RateLimited, PairExit.THROTTLED),
         (CertificateError, PairExit.CERTIFICATE),
+        (TLSVersionError, PairExit.CERTIFICATE),
         (GatewayUnreachable, PairExit.UNREACHABLE),
         (DiscoveryError, PairExit.UNREACHABLE),
         (X1Disabled, PairExit.X1_DISABLED),
@@ -151,6 +154,13 @@ class GatewayEndpoint:
     @property
     def connect_hosts(self) -> tuple[str, ...]:
         return self.addresses or (self.host_name,)
+
+    def with_tls_name(self, tls_name: str | None) -> GatewayEndpoint:
+        """The same gateway, its certificate verified for ``tls_name`` (``--tls-name``);
+        connect to the addresses found, never to the name."""
+        if tls_name is None or tls_name == self.host_name:
+            return self
+        return GatewayEndpoint(tls_name, self.port, self.connect_hosts, self.serial)
 
     def describe(self) -> str:
         text = f"{self.host_name}:{self.port}"
@@ -281,6 +291,11 @@ class X1Client:
                 status, headers, data = self._once(address, method, path, body)
             except ssl.SSLCertVerificationError as exc:
                 raise CertificateError(certificate_sentence(exc, self.endpoint.host_name)) from None
+            except ssl.SSLError as exc:
+                if is_version_refusal(exc):
+                    raise TLSVersionError(TLS_VERSION_SENTENCE) from None
+                last = exc
+                continue
             except (OSError, http.client.HTTPException) as exc:
                 last = exc if isinstance(exc, OSError) else OSError(str(exc))
                 continue
@@ -510,7 +525,7 @@ def pair(
             ca_pem = ca_file.read_text("ascii")
         except (OSError, UnicodeDecodeError) as exc:
             raise X1P1Error(f"cannot read the CA file {ca_file}: {exc}") from None
-    context = client_ssl_context(ca_file)
+    context = converter_context(ca_file)
     body = TokenRequestBody(name, install_uuid(state_dir), frozenset({Profile.P1}))
     client = X1Client(endpoint, context)
     approved = wait_for_approval(
@@ -551,9 +566,7 @@ def pair(
 
 def pairing_context(pairing: SavedPairing, ca_file: Path | None = None) -> ssl.SSLContext:
     """The TLS context for a saved pairing: ``ca_file`` if given, else the saved root."""
-    if ca_file is not None:
-        return client_ssl_context(ca_file)
-    return client_ssl_context(None, pairing.ca_pem) if pairing.ca_pem else client_ssl_context(None)
+    return converter_context(ca_file, pairing.ca_pem)
 
 
 def unpair(state_dir: Path, *, timeout: float = 5.0) -> tuple[bool, str]:

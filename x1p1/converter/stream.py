@@ -14,10 +14,10 @@ or host-name mismatch: fatal, never retried in a loop). :class:`ConnectionMachin
 ``now`` as an argument and never sleeps.
 
 :class:`LegacyP1Stream` is the adapter: it opens the WebSocket with the websockets
-library (TLS from :func:`~x1p1.x1.tls.client_ssl_context`, ``server_hostname`` the
-gateway's host name while connecting by address), feeds each message's bytes to the P1
-core's :class:`~x1p1.p1.reader.TelegramReader`, and hands on only telegrams whose CRC
-matched.
+library (TLS from :func:`~x1p1.converter.tls.converter_context`, ``server_hostname``
+the gateway's host name or ``--tls-name`` while connecting by address), feeds each
+message's bytes to the P1 core's :class:`~x1p1.p1.reader.TelegramReader`, and hands on
+only telegrams whose CRC matched.
 """
 
 from __future__ import annotations

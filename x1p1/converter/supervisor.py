@@ -54,10 +54,10 @@ from x1p1.converter.state import (
 from x1p1.converter.status_socket import StatusServer, socket_path
 from x1p1.converter.stream import Conn, LegacyP1Stream, StreamSettings, StreamTarget
 from x1p1.converter.tcp_out import TcpOutput
+from x1p1.converter.tls import converter_context
 from x1p1.exceptions import ConfigError, NotPaired, StateError, TelegramError, X1P1Error
 from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.telegram import Telegram
-from x1p1.x1.tls import client_ssl_context
 
 __all__ = ["Converter", "ConverterOptions", "percentiles", "run_converter"]
 
@@ -79,6 +79,8 @@ class ConverterOptions:
     state_dir: Path
     gateway: GatewayAddress | None = None
     ca: Path | None = None
+    tls_name: str | None = None
+    """Verify the certificate for this name (``--tls-name``) instead of the saved one."""
     serial: str | None = "/dev/x1p1-p1"
     data_request: str = "ignore"
     tcp: ListenAddress | None = None
@@ -101,6 +103,7 @@ class ConverterOptions:
             state_dir=config.state_dir,
             gateway=config.gateway,
             ca=config.ca,
+            tls_name=config.tls_name,
             serial=config.serial or None,
             data_request=config.data_request,
             tcp=config.tcp,
@@ -221,13 +224,7 @@ class Converter:
         ca = self.options.ca
         key = (str(ca) if ca else None, None if ca else pairing.ca_pem)
         if self._ssl is None or self._ssl[0] != key:
-            if ca is not None:
-                context = client_ssl_context(ca)
-            elif pairing.ca_pem:
-                context = client_ssl_context(None, pairing.ca_pem)
-            else:
-                context = client_ssl_context(None)
-            self._ssl = (key, context)
+            self._ssl = (key, converter_context(ca, pairing.ca_pem))
         return self._ssl[1]
 
     def _target(self) -> StreamTarget | None:
@@ -242,6 +239,8 @@ class Converter:
             connect = gateway.host
             if not _is_address(gateway.host):
                 tls_name = gateway.host
+        if self.options.tls_name is not None:
+            tls_name = self.options.tls_name
         try:
             context = self._context(pairing)
         except ConfigError as exc:

@@ -1,0 +1,101 @@
+"""The converter's TLS client settings: TLS 1.3, the gateway's root, the gateway's name.
+
+X1 §4.1.4 asks for TLS 1.3; §10.1 says the gateway's certificate comes from an internal
+PKI whose root certificate is handed out to validate it. x1-api.md ("Network and
+discovery"): clients connect by address but verify the certificate against the
+advertised host name (or the name given with ``--tls-name``), and a mismatch is fatal.
+This module builds that :class:`ssl.SSLContext` with the standard library only, so the
+converter needs no ``cryptography``. It opens no socket; it lives in the converter, not
+in the sans-I/O ``x1p1.x1``.
+
+How strict (``docs/x1-api.md``, "What the converter tolerates: TLS"): with the system's
+trust store, ``ssl.VERIFY_X509_STRICT`` holds. A CA the user pins (``--ca``, or the one
+saved by ``x1p1 pair``) is trusted as given: a vendor's internal root without an
+authorityKeyIdentifier or with a non-critical basicConstraints is accepted (as curl
+accepts it), and a pinned intermediate is a trust anchor too (OpenSSL's partial-chain
+flag, also curl's default). The chain up to the pinned certificate, each certificate's
+validity and the host name are verified all the same.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from x1p1.exceptions import ConfigError
+
+__all__ = [
+    "TLS_VERSION_SENTENCE",
+    "client_ssl_context",
+    "converter_context",
+    "is_version_refusal",
+]
+
+TLS_VERSION_SENTENCE = (
+    "the gateway does not speak TLS 1.3, which X1 §4.1.4 requires (it offered an older "
+    "version); the converter does not go below TLS 1.3, so ask the meter's supplier for a "
+    "firmware update"
+)
+"""What ``x1p1 pair``, ``x1p1 run`` and ``x1p1 doctor`` say about a TLS-1.2-only gateway."""
+
+_VERSION_REASONS = frozenset(
+    {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE"}
+)
+
+
+def is_version_refusal(error: BaseException) -> bool:
+    """Whether a failed handshake failed because the peer offers no TLS 1.3."""
+    return isinstance(error, ssl.SSLError) and (error.reason or "") in _VERSION_REASONS
+
+
+def client_ssl_context(
+    cafile: Path | None, cadata: str | None = None, *, strict: bool = True
+) -> ssl.SSLContext:
+    """A client context: TLS 1.3 minimum, certificate and host name required.
+
+    ``cafile`` (a PEM file) and/or ``cadata`` (PEM text) hold the root(s) to trust; with
+    neither, the system's trust store is used (a root the user installed there). With
+    ``strict``, ``ssl.VERIFY_X509_STRICT`` is set, so a certificate that bends RFC 5280
+    (a CA without critical basicConstraints, no key identifiers, ...) is refused; without
+    it, the given certificates are trust anchors even when they are not self-signed roots
+    (``ssl.VERIFY_X509_PARTIAL_CHAIN``).
+
+    Raises :class:`~x1p1.exceptions.ConfigError` when the CA file is missing or holds no
+    usable certificate.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.check_hostname = True
+    if strict:
+        context.verify_flags |= ssl.VERIFY_X509_STRICT
+    else:
+        context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    if cafile is None and cadata is None:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        return context
+    if cafile is not None:
+        try:
+            context.load_verify_locations(cafile=str(cafile))
+        except FileNotFoundError:
+            raise ConfigError(f"CA file {cafile} does not exist") from None
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(f"CA file {cafile} holds no usable PEM certificate: {exc}") from None
+    if cadata is not None:
+        try:
+            context.load_verify_locations(cadata=cadata)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"the CA data holds no usable PEM certificate: {exc}") from None
+    return context
+
+
+def converter_context(ca_file: Path | None, ca_pem: str | None = None) -> ssl.SSLContext:
+    """The context the converter uses: ``ca_file`` if given, else the saved ``ca_pem``,
+    else the system's trust store. A pinned CA is trusted without the X.509-strict checks
+    (module docstring); the system's store keeps them."""
+    if ca_file is not None:
+        return client_ssl_context(ca_file, strict=False)
+    if ca_pem:
+        return client_ssl_context(None, ca_pem, strict=False)
+    return client_ssl_context(None)

@@ -43,7 +43,7 @@ from x1p1.converter.state import (
     load_pairing,
     save_pairing,
 )
-from x1p1.converter.tls import TLS_VERSION_SENTENCE, converter_context, is_version_refusal
+from x1p1.converter.tls import TLS_VERSION_SENTENCE, converter_context, speaks_only_legacy_tls
 from x1p1.exceptions import (
     CertificateError,
     DiscoveryError,
@@ -292,7 +292,8 @@ class X1Client:
             except ssl.SSLCertVerificationError as exc:
                 raise CertificateError(certificate_sentence(exc, self.endpoint.host_name)) from None
             except ssl.SSLError as exc:
-                if is_version_refusal(exc):
+                port, name = self.endpoint.port, self.endpoint.host_name
+                if speaks_only_legacy_tls(exc, address, port, name, self.timeout):
                     raise TLSVersionError(TLS_VERSION_SENTENCE) from None
                 last = exc
                 continue

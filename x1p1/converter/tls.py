@@ -19,6 +19,7 @@ validity and the host name are verified all the same.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from pathlib import Path
 
@@ -29,6 +30,8 @@ __all__ = [
     "client_ssl_context",
     "converter_context",
     "is_version_refusal",
+    "legacy_version",
+    "speaks_only_legacy_tls",
 ]
 
 TLS_VERSION_SENTENCE = (
@@ -44,8 +47,40 @@ _VERSION_REASONS = frozenset(
 
 
 def is_version_refusal(error: BaseException) -> bool:
-    """Whether a failed handshake failed because the peer offers no TLS 1.3."""
+    """Whether a failed handshake says outright that the peer offers no TLS 1.3 (an alert)."""
     return isinstance(error, ssl.SSLError) and (error.reason or "") in _VERSION_REASONS
+
+
+def legacy_version(
+    address: str, port: int, server_hostname: str, timeout: float = 5.0
+) -> str | None:
+    """The version a peer settles on when offered TLS 1.2 at most (``TLSv1.2``), or None.
+
+    Only for a diagnosis: the certificate is not looked at and nothing is sent after the
+    handshake. Some servers refuse TLS 1.3 without an alert (they just close), so this
+    second handshake is how a TLS-1.2-only gateway is told from a broken one.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        with socket.create_connection((address, port), timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=server_hostname) as tls:
+                return tls.version()
+    except (OSError, ValueError):
+        return None
+
+
+def speaks_only_legacy_tls(
+    error: BaseException, address: str, port: int, server_hostname: str, timeout: float = 5.0
+) -> bool:
+    """Whether ``error`` (a failed TLS 1.3 handshake) came from a TLS-1.2-only gateway."""
+    if isinstance(error, ssl.SSLCertVerificationError) or not isinstance(error, ssl.SSLError):
+        return False
+    if is_version_refusal(error):
+        return True
+    return legacy_version(address, port, server_hostname, timeout) is not None
 
 
 def client_ssl_context(

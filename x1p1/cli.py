@@ -452,6 +452,72 @@ def run(
 
 
 @main.command()
+@click.option(
+    "--gateway",
+    metavar="HOST[:PORT]|URL",
+    help="The gateway to examine [default: the config file's, the paired one, or mDNS].",
+)
+@click.option(
+    "--ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The gateway's root certificate (PEM) [default: the one saved when pairing].",
+)
+@_tls_name_option
+@_state_dir_option
+@click.option(
+    "--request",
+    is_flag=True,
+    help="Also make a token request (it shows on the meter: deny it there).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor(
+    gateway: str | None,
+    ca: Path | None,
+    tls_name: str | None,
+    state_dir: Path | None,
+    request: bool,
+    as_json: bool,
+) -> None:
+    """Examine a gateway and report, one line per item, whether relaying would work.
+
+    Shows the mDNS records and addresses, the TLS version, cipher and certificate chain
+    (with the X.509-strict checks it fails), the clock skew, each endpoint's status and
+    the shape of its JSON answers (keys and types, never values) and, with a saved
+    token, a framing verdict on the legacy-P1 telegrams. Each line says ok, tolerated or
+    blocks relaying, with the config key that fixes it. No token, reading or full serial
+    number is shown: paste the report into a bug report as it is. No token request is
+    made unless --request is given.
+
+    \b
+    Exit codes:
+      0  relaying would work
+      1  something blocks relaying (the lines marked so say what)
+      2  bad option or config file
+    """
+    import asyncio
+
+    from x1p1.converter.config import load_run_config
+    from x1p1.converter.doctor import DoctorOptions, examine
+    from x1p1.exceptions import ConfigError
+
+    overrides = {"gateway": gateway, "ca": ca, "tls_name": tls_name, "state_dir": state_dir}
+    try:
+        config = load_run_config(None, overrides)
+    except ConfigError as error:
+        fail(error, 2)
+    options = DoctorOptions(
+        state_dir=config.state_dir,
+        gateway=config.gateway,
+        ca=config.ca,
+        tls_name=config.tls_name,
+        request=request,
+    )
+    report = asyncio.run(examine(options))
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.render())
+    sys.exit(report.exit_code)
+
+
+@main.command()
 @_state_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(state_dir: Path | None, as_json: bool) -> None:

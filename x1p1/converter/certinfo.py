@@ -266,10 +266,11 @@ class CertificateInfo:
             return "not yet valid"
         return None
 
-    def names(self) -> str:
-        """The subjectAltName entries, as ``DNS:… IP:…``."""
+    def names(self, limit: int = 8) -> str:
+        """The subjectAltName entries, as ``DNS:… IP:…`` (the first ``limit`` of them)."""
         entries = [f"DNS:{n}" for n in self.dns_names] + [f"IP:{a}" for a in self.ip_addresses]
-        return " ".join(entries) or "none"
+        more = f" and {len(entries) - limit} more" if len(entries) > limit else ""
+        return " ".join(entries[:limit]) + more if entries else "none"
 
 
 def pem_certificates(text: bytes | str) -> list[bytes]:

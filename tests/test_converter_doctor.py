@@ -1,0 +1,387 @@
+"""``x1p1 doctor`` against the embedded gateway and against the tests' own dialect gateway.
+
+What it reports for each item (ok, tolerated, blocks relaying, with the setting that
+fixes it), its exit code, and that no secret ever appears: not the token, not the
+request id, not a reading, not a serial number beyond its last 4 characters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from converter_support import save_test_pairing
+from gateway_fixture import RunningGateway, gateway
+from test_converter_tls import DNS_ONLY, NO_AKI, TLS12, dialect_gateway
+from tls_dialects import TLSDialect
+
+from x1p1.cli import main
+from x1p1.converter.certinfo import CertificateInfo, pem_certificates
+from x1p1.converter.config import GatewayAddress
+from x1p1.converter.doctor import (
+    DoctorOptions,
+    DoctorReport,
+    Finding,
+    Redactor,
+    Verdict,
+    examine,
+    json_shape,
+)
+from x1p1.converter.tls import TLS_VERSION_SENTENCE
+from x1p1.p1 import dsmr5
+
+__all__ = ["gateway"]
+
+SERIAL = "E0044007312345617"
+
+
+def doctor(*args: str) -> Result:
+    return CliRunner().invoke(main, ["doctor", *args])
+
+
+def findings(result: Result) -> dict[str, list[dict[str, Any]]]:
+    """The --json report's findings by topic."""
+    report = json.loads(result.stdout)
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    for item in report["findings"]:
+        by_topic.setdefault(item["topic"], []).append(item)
+    return by_topic
+
+
+def verdict(result: Result, topic: str) -> str:
+    (item,) = findings(result)[topic]
+    return str(item["verdict"])
+
+
+_LINE = re.compile(r"^(ok|tolerated|blocks relaying|info) +(\S.*?)  +(.*)$")
+
+
+def lines_of(output: str, topic: str) -> list[str]:
+    """The text lines (verdict first) whose topic column is ``topic``."""
+    found = []
+    for line in output.splitlines():
+        match = _LINE.match(line)
+        if match and match.group(2) == topic:
+            found.append(line)
+    return found
+
+
+def assert_no_secret(output: str, *secrets: str) -> None:
+    for secret in secrets:
+        assert secret not in output
+    for serial in (SERIAL, SERIAL.encode().hex(), SERIAL.encode().hex().upper()):
+        assert serial not in output
+    # no reading: P1 registers (000123.456*kWh) and realtime numbers never appear
+    assert not re.search(r"(?<![\d.])\d+\.\d{3}\b|\*kWh|\*kW\b|\*m3", output)
+
+
+@pytest.fixture
+def paired_embedded(gateway: RunningGateway, tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    token = gateway.pair()
+    state_dir = tmp_path / "state"
+    save_test_pairing(state_dir, token=token, port=gateway.port, ca_pem=gateway.ca_path.read_text())
+    yield state_dir, token
+
+
+# -- the embedded gateway ---------------------------------------------------------------------
+
+
+def test_embedded_gateway_with_a_token(
+    gateway: RunningGateway, paired_embedded: tuple[Path, str]
+) -> None:
+    state_dir, token = paired_embedded
+    args = ("--gateway", f"127.0.0.1:{gateway.port}", "--state-dir", str(state_dir))
+    result = doctor(*args, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["relaying_works"] is True
+    by_topic = findings(result)
+    assert by_topic["tls"][0]["text"].startswith("TLSv1.3")
+    assert verdict(result, "certificate") == "ok"
+    assert "verifies for X1-interface.local" in by_topic["certificate"][0]["text"]
+    assert verdict(result, "clock") == "ok"
+    assert verdict(result, "legacy-P1") == "ok"
+    assert verdict(result, "framing") == "ok"
+    framing = by_topic["framing"][0]["text"]
+    assert "line ends CR LF, CRC 4 upper-case hex digits" in framing
+    assert re.search(r"one every (0\.9\d|1\.\d+) s", framing)
+    shape = by_topic["GET /api/token"][0]["text"]
+    assert (
+        shape == "200; answer {expires_at: string, name: string, profiles: [string], uuid: string}"
+    )
+    assert "refused (403" in by_topic["realtime"][0]["text"]  # P1 only: no realtime profile
+    assert by_topic["realtime"][0]["verdict"] == "info"
+    electricity = gateway.electricity_id
+    text = doctor(*args).stdout
+    assert text.splitlines()[-1] == "Relaying would work."
+    for output in (result.stdout, text):
+        assert_no_secret(output, token, electricity, electricity.encode().hex())
+
+
+def test_embedded_gateway_realtime_with_the_profile(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    token = gateway.pair(("P1", "E-REALTIME"))
+    state_dir = tmp_path / "state"
+    save_test_pairing(state_dir, token=token, port=gateway.port, ca_pem=gateway.ca_path.read_text())
+    result = doctor(
+        "--gateway", f"127.0.0.1:{gateway.port}", "--state-dir", str(state_dir), "--json"
+    )
+    assert result.exit_code == 0, result.output
+    (realtime,) = [f for f in findings(result)["realtime"] if f["text"].startswith("a message")]
+    assert realtime["verdict"] == "ok"
+    assert realtime["text"] == (
+        "a message {equipment_id: string, t: string, values: {1-0:1.7.0.255: number}}"
+    )
+    assert_no_secret(result.stdout, token, gateway.electricity_id)
+
+
+def test_no_token_request_without_request(gateway: RunningGateway, tmp_path: Path) -> None:
+    result = doctor(
+        "--gateway",
+        f"127.0.0.1:{gateway.port}",
+        "--ca",
+        str(gateway.ca_path),
+        "--state-dir",
+        str(tmp_path / "state"),
+    )
+    assert result.exit_code == 0, result.output
+    assert gateway.control.requests() == []
+    assert (
+        "GET /api/token (no token)  401; answer {error: string, message: string}" in result.stdout
+    )
+    assert "no saved token" in result.stdout
+    assert "legacy-P1" not in result.stdout
+
+
+def test_request_makes_one_token_request_and_hides_its_id(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    result = doctor(
+        "--gateway",
+        f"127.0.0.1:{gateway.port}",
+        "--ca",
+        str(gateway.ca_path),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--request",
+        "--json",
+    )
+    assert result.exit_code == 0, result.stdout
+    (pending,) = gateway.control.requests()
+    assert pending["name"] == "x1p1 doctor test: deny it"
+    assert not (tmp_path / "state" / "uuid").exists()  # its own uuid: a denial costs us nothing
+    by_topic = findings(result)
+    assert by_topic["POST /api/tokens/requests"][0]["text"] == (
+        "202; answer {expires_at: string, request_id: string, status: string}"
+    )
+    assert "GET /api/tokens/requests/<request id>" in by_topic
+    assert_no_secret(result.stdout, pending["request_id"])
+
+
+def test_revoked_token_blocks_relaying(
+    gateway: RunningGateway, paired_embedded: tuple[Path, str]
+) -> None:
+    state_dir, token = paired_embedded
+    (device,) = gateway.control.tokens()
+    gateway.control.revoke(device["token_id"])
+    result = doctor("--gateway", f"127.0.0.1:{gateway.port}", "--state-dir", str(state_dir))
+    assert result.exit_code == 1
+    (line,) = lines_of(result.stdout, "GET /api/token")
+    assert line.startswith("blocks relaying")
+    assert line.endswith("[fix: x1p1 pair]")
+    assert result.stdout.splitlines()[-1].startswith("Relaying would not work")
+    assert_no_secret(result.stdout, token)
+
+
+# -- the tests' own gateway: TLS dialects -----------------------------------------------------
+
+
+async def run_doctor(*args: str) -> Result:
+    return await asyncio.to_thread(doctor, *args)
+
+
+async def test_tls12_only_gateway(tmp_path: Path) -> None:
+    async with dialect_gateway(tmp_path / "gw", TLS12) as gw:
+        result = await run_doctor(
+            "--gateway",
+            f"127.0.0.1:{gw.port}",
+            "--ca",
+            str(gw.ca_file),
+            "--state-dir",
+            str(tmp_path),
+        )
+        assert gw.requests == {}
+    assert result.exit_code == 1
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("blocks relaying")]
+    assert line.split(None, 3)[-1] == f"TLSv1.2 only: {TLS_VERSION_SENTENCE}"
+    assert "chain[0]" in result.stdout  # what it offers, for the bug report
+    assert_no_secret(result.stdout)
+
+
+async def test_pinned_ca_without_key_identifiers_is_tolerated(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    async with dialect_gateway(tmp_path / "gw", NO_AKI) as gw:
+        token = gw.issue_token()
+        save_test_pairing(
+            state_dir,
+            token=token,
+            port=gw.port,
+            ca_pem=gw.ca_file.read_text(),
+            host_name="X1-interface.local",
+        )
+        result = await run_doctor(
+            "--gateway", f"127.0.0.1:{gw.port}", "--state-dir", str(state_dir)
+        )
+    assert result.exit_code == 0, result.stdout
+    (line,) = lines_of(result.stdout, "certificate")
+    assert line.startswith("tolerated")
+    assert "no authorityKeyIdentifier" in line and "CA without subjectKeyIdentifier" in line
+    assert re.search(r"chain\[0\] .*CN=X1 gateway …5617;.*not X\.509-strict", result.stdout)
+    assert "pinned CA" in result.stdout
+    assert "framing" in result.stdout
+    assert_no_secret(result.stdout, token)
+
+
+async def test_dns_only_san_needs_tls_name(tmp_path: Path) -> None:
+    async with dialect_gateway(tmp_path / "gw", DNS_ONLY) as gw:
+        base = ("--gateway", f"127.0.0.1:{gw.port}", "--ca", str(gw.ca_file))
+        base += ("--state-dir", str(tmp_path / "state"))
+        refused = await run_doctor(*base)
+        named = await run_doctor(*base, "--tls-name", "meter-7.vendor.example")
+    assert refused.exit_code == 1
+    (line,) = [x for x in refused.stdout.splitlines() if x.startswith("blocks relaying")]
+    assert "not valid for 127.0.0.1" in line and "DNS:meter-7.vendor.example" in line
+    assert line.endswith("[fix: tls_name]")
+    assert named.exit_code == 0, named.output
+    assert "verifies for meter-7.vendor.example" in named.stdout
+
+
+async def test_another_root_blocks_with_the_ca_fix(tmp_path: Path) -> None:
+    other = tmp_path / "other.pem"
+    async with dialect_gateway(tmp_path / "other-gw", NO_AKI) as first:
+        other.write_bytes(first.ca_file.read_bytes())
+    async with dialect_gateway(tmp_path / "gw", NO_AKI) as gw:
+        result = await run_doctor(
+            "--gateway", f"127.0.0.1:{gw.port}", "--ca", str(other), "--state-dir", str(tmp_path)
+        )
+    assert result.exit_code == 1
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("blocks relaying")]
+    assert "does not verify against the CA in" in line and line.endswith("[fix: ca]")
+
+
+async def test_framing_verdicts(tmp_path: Path) -> None:
+    """Several telegrams in one message are tolerated; a CRC mismatch would be dropped."""
+    state_dir = tmp_path / "state"
+    one, two = (dsmr5.build(dsmr5.sample_readings(n)).serialize() for n in (1, 2))
+    bad = one[:-6] + b"0000\r\n" if not one.endswith(b"0000\r\n") else one[:-6] + b"FFFF\r\n"
+    async with dialect_gateway(tmp_path / "gw", TLSDialect("plain")) as gw:
+        token = gw.issue_token()
+        save_test_pairing(state_dir, token=token, port=gw.port, ca_pem=gw.ca_file.read_text())
+        options = DoctorOptions(state_dir, GatewayAddress("127.0.0.1", gw.port), telegrams=4)
+        gw.inject(one + two, one + two, one + two)
+        merged = await examine(options)
+        gw.inject(bad, bad, bad, bad)
+        dropped = await examine(options)
+    (framing,) = [f for f in merged.findings if f.topic == "framing"]
+    assert framing.verdict is Verdict.TOLERATED
+    assert "several telegrams in one message" in framing.text
+    (framing,) = [f for f in dropped.findings if f.topic == "framing"]
+    assert framing.verdict is Verdict.BLOCKS
+    assert "would be dropped (crc-mismatch)" in framing.text
+    assert dropped.exit_code == 1
+
+
+async def test_clock_skew_from_the_date_header(tmp_path: Path) -> None:
+    async with dialect_gateway(tmp_path / "gw", TLSDialect("plain")) as gw:
+        options = DoctorOptions(
+            tmp_path / "state",
+            GatewayAddress("127.0.0.1", gw.port),
+            ca=gw.ca_file,
+            now=lambda: datetime.now(UTC) + timedelta(hours=2),
+        )
+        report = await examine(options)
+    (clock,) = [f for f in report.findings if f.topic == "clock"]
+    assert clock.verdict is Verdict.TOLERATED
+    assert clock.text.startswith("the gateway's clock is 2.0 hours behind this machine's")
+    assert report.exit_code == 0
+
+
+# -- the value objects -------------------------------------------------------------------------
+
+
+def test_report_round_trips_and_renders() -> None:
+    report = DoctorReport(
+        "X1-interface.local:443",
+        (
+            Finding("tls", Verdict.OK, "TLSv1.3"),
+            Finding("certificate", Verdict.BLOCKS, "not valid for 10.0.0.5", "tls_name"),
+        ),
+    )
+    assert DoctorReport.parse(json.loads(json.dumps(report.to_json()))) == report
+    assert report.exit_code == 1 and not report.relaying_works
+    assert report.render().splitlines() == [
+        "x1p1 doctor: X1-interface.local:443",
+        "",
+        "ok               tls          TLSv1.3",
+        "blocks relaying  certificate  not valid for 10.0.0.5 [fix: tls_name]",
+        "",
+        "Relaying would not work: 1 item above blocks it.",
+    ]
+    assert DoctorReport("nowhere", ()).exit_code == 1
+
+
+def test_json_shape_never_shows_values() -> None:
+    body = {"status": "approved", "token": "secret", "profiles": ["P1"], "n": 1, "x": 1.5}
+    body |= {"none": None, "ok": True, "nested": {"a": [{"b": 2}]}}
+    assert json_shape(body) == (
+        "{n: int, nested: {a: [{b: int}]}, none: null, ok: bool, profiles: [string], "
+        "status: string, token: string, x: number}"
+    )
+
+
+def test_redactor() -> None:
+    r = Redactor()
+    r.secret("tok-abcdef", "<token>")
+    r.serial("4530303434303037333132333435363137")  # the telegram's hex form
+    text = r.apply("tok-abcdef E0044007312345617 4530303434303037333132333435363137 2026-12-06")
+    assert text == "<token> …5617 …3137 2026-12-06"
+    assert r.clean("a\nb\x1b[31m") == "a\\x0ab\\x1b[31m"
+    assert len(r.clean("x" * 1000)) == 300
+
+
+def test_certificate_info_reads_a_dialect_chain(tmp_path: Path) -> None:
+    from test_converter_tls import CHAIN, LAX_CONSTRAINTS
+    from tls_dialects import DialectPKI
+
+    pki = DialectPKI(tmp_path / "chain", CHAIN)
+    leaf, mid = (CertificateInfo.parse(c.public_bytes(_der())) for c in pki.chain)
+    assert leaf.key_type == "RSA 2048" and mid.key_type == "EC P-256"
+    assert leaf.names() == "DNS:X1-interface.local IP:127.0.0.1"
+    assert leaf.issuer == mid.subject and mid.is_ca and not leaf.is_ca
+    assert leaf.strict_failures() == () and mid.strict_failures() == ()
+    lax = DialectPKI(tmp_path / "lax", LAX_CONSTRAINTS)
+    (root,) = (CertificateInfo.parse(d) for d in pem_certificates(lax.root_cert_path.read_bytes()))
+    assert root.self_issued and root.strict_failures() == ("basicConstraints not critical",)
+    with pytest.raises(Exception, match="cannot be read"):
+        CertificateInfo.parse(b"\x30\x03\x02\x01")
+
+
+def _der() -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.Encoding.DER
+
+
+def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
+    for args in (["--gateway", "http://x"], ["--tls-name", "a b"]):
+        result = doctor(*args, "--state-dir", str(tmp_path))
+        assert result.exit_code == 2
+        assert "Traceback" not in result.output

@@ -22,6 +22,7 @@ from gateway_fixture import RunningGateway, gateway
 from test_converter_tls import DNS_ONLY, NO_AKI, TLS12, dialect_gateway
 from tls_dialects import TLSDialect
 
+from tests.netns import segment_factory
 from x1p1.cli import main
 from x1p1.converter.certinfo import CertificateInfo, pem_certificates
 from x1p1.converter.config import GatewayAddress
@@ -34,10 +35,11 @@ from x1p1.converter.doctor import (
     examine,
     json_shape,
 )
+from x1p1.converter.state import load_pairing
 from x1p1.converter.tls import TLS_VERSION_SENTENCE
 from x1p1.p1 import dsmr5
 
-__all__ = ["gateway"]
+__all__ = ["gateway", "segment_factory"]
 
 SERIAL = "E0044007312345617"
 
@@ -299,6 +301,22 @@ async def test_framing_verdicts(tmp_path: Path) -> None:
     assert dropped.exit_code == 1
 
 
+async def test_a_one_megabyte_message(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    async with dialect_gateway(tmp_path / "gw", TLSDialect("plain")) as gw:
+        token = gw.issue_token()
+        save_test_pairing(state_dir, token=token, port=gw.port, ca_pem=gw.ca_file.read_text())
+        gw.inject(b"/" + b"7" * 1_000_000)
+        report = await examine(DoctorOptions(state_dir, GatewayAddress("127.0.0.1", gw.port)))
+    (closed,) = [f for f in report.findings if f.topic == "legacy-P1" and "closed" in f.text]
+    assert closed.verdict is Verdict.BLOCKS
+    assert (
+        closed.text
+        == "the gateway closed the stream (a message over 64 KiB, the converter's limit)"
+    )
+    assert report.exit_code == 1
+
+
 async def test_clock_skew_from_the_date_header(tmp_path: Path) -> None:
     async with dialect_gateway(tmp_path / "gw", TLSDialect("plain")) as gw:
         options = DoctorOptions(
@@ -385,3 +403,47 @@ def test_bad_options_are_usage_errors(tmp_path: Path) -> None:
         result = doctor(*args, "--state-dir", str(tmp_path))
         assert result.exit_code == 2
         assert "Traceback" not in result.output
+
+
+# -- on a (namespaced) network: the mDNS records and the saved pairing -------------------------
+
+
+@pytest.mark.netns
+def test_doctor_by_mdns_on_a_network(segment_factory: Any, tmp_path: Path) -> None:
+    """``x1p1 gateway serve`` with mDNS in one namespace, ``x1p1 pair`` and ``x1p1 doctor``
+    (no --gateway: the saved pairing, and the mDNS records it sees) in another."""
+    from tests.netns import stop
+    from tests.test_converter_netns import BOUND, X1P1, serve
+
+    segment = segment_factory(["gw", "pi"])
+    gw_dir, state_dir = tmp_path / "gw", tmp_path / "state"
+    gateway_process, port = serve(segment, gw_dir)
+    try:
+        ca = gw_dir / "pki" / "root-ca.pem"
+        pair_args = [*X1P1, "pair", "--ca", str(ca), "--state-dir", str(state_dir)]
+        paired = segment["pi"].run(pair_args, timeout=BOUND)
+        assert paired.returncode == 0, paired.stdout + paired.stderr
+        pairing = load_pairing(state_dir)
+        assert pairing.serial
+        for _ in range(5):  # each browse listens 3 s; mDNS may need a second one
+            result = segment["pi"].run(
+                [*X1P1, "doctor", "--state-dir", str(state_dir), "--json"], timeout=BOUND
+            )
+            report = json.loads(result.stdout)
+            mdns = [f for f in report["findings"] if f["topic"] == "mdns"]
+            if any(f["verdict"] == "ok" for f in mdns):
+                break
+    finally:
+        stop(gateway_process)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (seen,) = mdns
+    address = segment["gw"].address
+    assert seen["text"] == (
+        f"X1-interface.local:{port} at {address} (service); TXT api=/api version=6.0.0 "
+        f"serial=…{pairing.serial[-4:]}"
+    )
+    by_topic = {f["topic"]: f for f in report["findings"]}
+    assert by_topic["address"]["text"] == f"{address}:{port} accepts connections"
+    assert by_topic["certificate"]["text"].startswith("verifies for X1-interface.local")
+    assert by_topic["framing"]["verdict"] == "ok"
+    assert_no_secret(result.stdout, pairing.token, pairing.serial)

@@ -773,6 +773,8 @@ class _Examination:
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else None
             closed = f"close code {code}" if code is not None else "no close frame"
+            if exc.sent is not None and exc.sent.code == 1009:
+                closed = f"a message over {_MAX_MESSAGE // 1024} KiB, the converter's limit"
         finally:
             await ws.close()
         for raw in framing.equipment_ids():
@@ -1038,18 +1040,28 @@ def _duration(seconds: float) -> str:
 
 
 async def examine(options: DoctorOptions) -> DoctorReport:
-    """Examine the gateway as ``options`` say; never raises for what a gateway does."""
+    """Examine the gateway as ``options`` say; never raises for what a gateway does.
+
+    Something this module did not foresee ends the examination with a finding that says
+    so (and the report up to there), never with a traceback.
+    """
     exam = _Examination(options)
+    try:
+        await _steps(exam)
+    except Exception as exc:  # noqa: BLE001 - the report is what the user needs
+        why = exam.redact.clean(f"{type(exc).__name__}: {exc}")
+        exam.add("doctor", Verdict.BLOCKS, f"the examination stopped early ({why})")
+    return exam.report()
+
+
+async def _steps(exam: _Examination) -> None:
     exam.load_pairing()
     if not await exam.locate():
-        return exam.report()
+        return
     sock = await asyncio.to_thread(exam.connect)
-    if sock is None:
-        return exam.report()
-    if not await asyncio.to_thread(exam.tls, sock):
-        return exam.report()
+    if sock is None or not await asyncio.to_thread(exam.tls, sock):
+        return
     ids = await asyncio.to_thread(exam.rest)
     if exam.pairing is not None:
         await exam.legacy_p1()
         await exam.realtime(ids)
-    return exam.report()

@@ -34,6 +34,7 @@ CHAIN = TLSDialect("chain", intermediate=True, leaf_key="rsa-2048")
 NO_AKI = TLSDialect("no-aki", key_identifiers=False)
 LAX_CONSTRAINTS = TLSDialect("non-critical-basic-constraints", ca_constraints_critical=False)
 IP_ONLY = TLSDialect("ip-only-san", dns_names=())
+P384 = TLSDialect("p-384-leaf", leaf_key="ec-p384")
 DNS_ONLY = TLSDialect("dns-only-san", dns_names=("meter-7.vendor.example",), ip_addresses=())
 TLS12 = TLSDialect("tls-1.2-only", tls12_only=True)
 EXPIRED = TLSDialect("expired", key_identifiers=False, expired=True)
@@ -85,7 +86,9 @@ async def relays(gateway: DialectGateway, state_dir: Path, pty: PtyPeer) -> None
 # -- accepted dialects: pair, then relay ---------------------------------------------------
 
 
-@pytest.mark.parametrize("dialect", [CHAIN, NO_AKI, LAX_CONSTRAINTS, IP_ONLY], ids=str)
+@pytest.mark.parametrize(
+    "dialect", [CHAIN, NO_AKI, LAX_CONSTRAINTS, IP_ONLY, P384], ids=lambda d: d.name
+)
 async def test_dialect_pairs_and_relays(dialect: TLSDialect, tmp_path: Path, pty: PtyPeer) -> None:
     state_dir = tmp_path / "state"
     async with dialect_gateway(tmp_path / "gw", dialect) as gateway:
@@ -196,7 +199,7 @@ def handshake(pki: DialectPKI, client: ssl.SSLContext, name: str) -> str | None:
         (NO_AKI, "Missing Authority Key Identifier"),
         (LAX_CONSTRAINTS, "Basic Constraints of CA cert not marked critical"),
     ],
-    ids=str,
+    ids=["no-aki", "non-critical-basic-constraints"],
 )
 def test_strict_refuses_what_a_pinned_ca_accepts(
     dialect: TLSDialect, strict_says: str, tmp_path: Path
@@ -249,3 +252,15 @@ def test_bad_tls_name_is_a_usage_error(command: str, tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "has no valid host name or address" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_pinned_intermediate_is_a_trust_anchor(tmp_path: Path) -> None:
+    """As curl does (partial chain): the user may pin the issuing CA that the gateway sends."""
+    from cryptography.hazmat.primitives import serialization
+
+    pki = DialectPKI(tmp_path / "pki", CHAIN)
+    intermediate = tmp_path / "issuing-ca.pem"
+    intermediate.write_bytes(pki.chain[1].public_bytes(serialization.Encoding.PEM))
+    assert handshake(pki, converter_context(intermediate), "X1-interface.local") == "TLSv1.3"
+    with pytest.raises(ssl.SSLCertVerificationError):
+        handshake(pki, client_ssl_context(intermediate), "X1-interface.local")

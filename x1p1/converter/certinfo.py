@@ -266,7 +266,7 @@ class CertificateInfo:
             return "not yet valid"
         return None
 
-    def names(self, limit: int = 8) -> str:
+    def names(self, limit: int = 4) -> str:
         """The subjectAltName entries, as ``DNS:… IP:…`` (the first ``limit`` of them)."""
         entries = [f"DNS:{n}" for n in self.dns_names] + [f"IP:{a}" for a in self.ip_addresses]
         more = f" and {len(entries) - limit} more" if len(entries) > limit else ""

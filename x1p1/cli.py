@@ -270,7 +270,7 @@ _tls_name_option = click.option(
     "--tls-name",
     metavar="NAME",
     help="Connect by address but verify the gateway's certificate for NAME [default: the "
-    "mDNS host name, or the saved pairing's].",
+    "mDNS host name, the --gateway host name, or the saved pairing's].",
 )
 
 

@@ -300,7 +300,9 @@ class _Examination:
 
     def report(self) -> DoctorReport:
         r = self.redact
-        label = r.apply(self.where.label) if self.where else "no gateway"
+        gateway = self.options.gateway
+        label = self.where.label if self.where else gateway.netloc if gateway else "no gateway"
+        label = r.apply(r.clean(label))
         findings = tuple(Finding(f.topic, f.verdict, r.apply(f.text), f.fix) for f in self.findings)
         return DoctorReport(label, findings)
 
@@ -342,16 +344,15 @@ class _Examination:
                 name = o.tls_name or (p.host_name if p is not None else host)
                 self.where = _Where(name, port, (host,), o.gateway.netloc)
             else:
-                try:
-                    infos = await asyncio.get_running_loop().getaddrinfo(
-                        host, port, type=socket.SOCK_STREAM
-                    )
-                except OSError as exc:
-                    self.add(
-                        "address", Verdict.BLOCKS, f"{host} does not resolve ({exc})", "gateway"
-                    )
+                from x1p1.converter.pairing import resolve_endpoint
+
+                try:  # the system's resolver, then mDNS for a .local name, as `pair` does
+                    endpoint = await resolve_endpoint(o.gateway, o.mdns_timeout)
+                except X1P1Error as exc:
+                    self.add("address", Verdict.BLOCKS, self.redact.clean(str(exc)), "gateway")
                     return False
-                addresses = tuple(dict.fromkeys(str(i[4][0]) for i in infos))
+                self.redact.serial(endpoint.serial)
+                addresses = endpoint.connect_hosts
                 self.where = _Where(o.tls_name or host, port, addresses, o.gateway.netloc)
             return True
         found = await self._browse()

@@ -113,7 +113,8 @@ def test_embedded_gateway_with_a_token(
     assert verdict(result, "framing") == "ok"
     framing = by_topic["framing"][0]["text"]
     assert "line ends CR LF, CRC 4 upper-case hex digits" in framing
-    assert re.search(r"one every (0\.9\d|1\.\d+) s", framing)
+    assert re.search(r"one every (0\.[5-9]\d|1\.\d) s", framing)  # one a second
+    assert DoctorReport.parse(json.loads(result.stdout)).to_json() == json.loads(result.stdout)
     shape = by_topic["GET /api/token"][0]["text"]
     assert (
         shape == "200; answer {expires_at: string, name: string, profiles: [string], uuid: string}"

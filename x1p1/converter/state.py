@@ -191,10 +191,11 @@ class SavedPairing:
     """What ``x1p1 pair`` saved: a P1 token and the gateway it belongs to (X1 §5.1–§5.2).
 
     ``host_name`` is the name the gateway's certificate must carry (its mDNS host name,
-    or the address the user gave); ``address`` is where it last answered (None: resolve
-    ``host_name``). ``ca_pem`` is the root to verify it against; None means the system's
-    trust store. ``serial`` is the E meter's equipment id, as mDNS advertises it; None
-    until known (the daemon learns it from the first telegram's 0-0:96.1.1).
+    the name given with ``x1p1 pair --tls-name``, or the address the user gave);
+    ``address`` is where it last answered (None: resolve ``host_name``). ``ca_pem`` is the
+    root to verify it against; None means the system's trust store. ``serial`` is the E
+    meter's equipment id, as mDNS advertises it; None until known (the daemon learns it
+    from the first telegram's 0-0:96.1.1).
     """
 
     token: str = field(repr=False)

@@ -37,7 +37,7 @@ from x1p1.converter.doctor import (
 )
 from x1p1.converter.state import load_pairing
 from x1p1.converter.tls import TLS_VERSION_SENTENCE
-from x1p1.p1 import dsmr5
+from x1p1.p1 import TelegramReader, ValidTelegram, dsmr5
 
 __all__ = ["gateway", "segment_factory"]
 
@@ -281,25 +281,35 @@ async def test_another_root_blocks_with_the_ca_fix(tmp_path: Path) -> None:
 
 
 async def test_framing_verdicts(tmp_path: Path) -> None:
-    """Several telegrams in one message are tolerated; a CRC mismatch would be dropped."""
+    """Several telegrams in one message are tolerated; a CRC mismatch would be dropped; a
+    lower-case CRC is named, and blocks exactly when the P1 reader would drop it."""
     state_dir = tmp_path / "state"
     one, two = (dsmr5.build(dsmr5.sample_readings(n)).serialize() for n in (1, 2))
     bad = one[:-6] + b"0000\r\n" if not one.endswith(b"0000\r\n") else one[:-6] + b"FFFF\r\n"
+    lower = one[:-6] + one[-6:-2].lower() + b"\r\n"
+    assert lower != one  # the sample's CRC has a letter in it
+    reader = TelegramReader()
+    reader.receive_data(lower)
+    relayed = any(isinstance(e, ValidTelegram) for e in reader.events_received())
+    reports = []
     async with dialect_gateway(tmp_path / "gw", TLSDialect("plain")) as gw:
         token = gw.issue_token()
         save_test_pairing(state_dir, token=token, port=gw.port, ca_pem=gw.ca_file.read_text())
         options = DoctorOptions(state_dir, GatewayAddress("127.0.0.1", gw.port), telegrams=4)
-        gw.inject(one + two, one + two, one + two)
-        merged = await examine(options)
-        gw.inject(bad, bad, bad, bad)
-        dropped = await examine(options)
-    (framing,) = [f for f in merged.findings if f.topic == "framing"]
-    assert framing.verdict is Verdict.TOLERATED
-    assert "several telegrams in one message" in framing.text
-    (framing,) = [f for f in dropped.findings if f.topic == "framing"]
-    assert framing.verdict is Verdict.BLOCKS
-    assert "would be dropped (crc-mismatch)" in framing.text
-    assert dropped.exit_code == 1
+        for messages in ([one + two] * 2, [lower] * 6, [bad] * 6):
+            gw._pending.clear()
+            gw.inject(*messages)
+            reports.append(await examine(options))
+    merged, lowered, dropped = (
+        next(f for f in report.findings if f.topic == "framing") for report in reports
+    )
+    assert merged.verdict is Verdict.TOLERATED
+    assert "several telegrams in one message" in merged.text
+    assert "CRC lower-case hex digits" in lowered.text
+    assert lowered.verdict is (Verdict.TOLERATED if relayed else Verdict.BLOCKS)
+    assert dropped.verdict is Verdict.BLOCKS
+    assert "would be dropped (crc-mismatch)" in dropped.text
+    assert reports[2].exit_code == 1
 
 
 async def test_a_one_megabyte_message(tmp_path: Path) -> None:

@@ -37,7 +37,6 @@ import json
 import re
 import socket
 import ssl
-import statistics
 import time
 import uuid as uuid_module
 from collections.abc import Callable
@@ -860,11 +859,17 @@ class _Examination:
 
 # --- the framing verdict ----------------------------------------------------------------------
 
-_CRC_LINE = re.compile(rb"!([^\r\n]*)(\r?\n)?$")
+_CRC_LINE = re.compile(rb"!([^\r\n/!]{0,8})(\r?\n)?")
+_SEEN_CAP = 512 * 1024
 
 
 class _Framing:
-    """Watches the legacy-P1 messages through the P1 core's reader (DSMR 5.0.2 P1 §6.2)."""
+    """Watches the legacy-P1 messages through the P1 core's reader (DSMR 5.0.2 P1 §6.2).
+
+    Whether a telegram would be relayed is the reader's verdict; line ends and the CRC's
+    form are read from the bytes as they arrived (at most :data:`_SEEN_CAP` of them), not
+    from what the reader makes of them.
+    """
 
     def __init__(self) -> None:
         self.reader = TelegramReader()
@@ -873,7 +878,7 @@ class _Framing:
         self.valid: list[bytes] = []
         self.invalid: list[InvalidTelegram] = []
         self.times: list[float] = []
-        self.oversize = False
+        self.seen = bytearray()
 
     @property
     def complete(self) -> int:
@@ -883,6 +888,7 @@ class _Framing:
         """One WebSocket message (text arrives as ``str``, binary as ``bytes``)."""
         self.kinds.add("text" if isinstance(message, str) else "binary")
         data = message.encode("utf-8", "replace") if isinstance(message, str) else message
+        self.seen += data[: max(0, _SEEN_CAP - len(self.seen))]
         before = self.complete
         self.reader.receive_data(data)
         for event in self.reader.events_received():
@@ -917,14 +923,14 @@ class _Framing:
             notes.append("several telegrams in one message")
         if any(n == 0 for n in self.per_message):
             notes.append("telegrams split over several messages")
-        bare = sum(raw.count(b"\n") - raw.count(b"\r\n") for raw in raws)
+        seen = bytes(self.seen)
+        bare = seen.count(b"\n") - seen.count(b"\r\n")
         ends = "CR LF" if bare == 0 else f"{bare} bare LF"
         if bare:
             notes.append("bare LF line ends")
         crcs = set()
-        for raw in raws:
-            match = _CRC_LINE.search(raw.rstrip(b"\x00"))
-            digits = match.group(1) if match else b""
+        for match in _CRC_LINE.finditer(seen):
+            digits = match.group(1)
             if re.fullmatch(rb"[0-9A-F]{4}", digits):
                 crcs.add("4 upper-case hex digits")
             elif re.fullmatch(rb"[0-9A-Fa-f]{4}", digits):
@@ -940,11 +946,8 @@ class _Framing:
         sizes = [len(raw) for raw in raws]
         interval = ""
         if len(self.times) >= 2:
-            gaps = [b - a for a, b in zip(self.times, self.times[1:], strict=False)]
-            median = statistics.median(gaps)
-            interval = (
-                f", one every {median:.2f} s" if median < 1 else f", one every {median:.1f} s"
-            )
+            mean = (self.times[-1] - self.times[0]) / (len(self.times) - 1)
+            interval = f", one every {mean:.2f} s" if mean < 1 else f", one every {mean:.1f} s"
         facts = (
             f"{self.complete} telegrams in {kinds} messages, line ends {ends}, CRC "
             f"{', '.join(sorted(crcs))}, {min(sizes)}–{max(sizes)} bytes{interval}"

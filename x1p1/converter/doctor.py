@@ -460,10 +460,13 @@ class _Examination:
         finally:
             sock.close()
         if error is not None:
-            seen = legacy_version(self.address, w.port, w.tls_name, o.timeout)
+            verifying = isinstance(error, ssl.SSLCertVerificationError)
+            seen = (
+                None if verifying else legacy_version(self.address, w.port, w.tls_name, o.timeout)
+            )
             offered = self._look(w.tls_name)
             version, cipher, chain = offered or (None, None, [])
-            if not isinstance(error, ssl.SSLCertVerificationError) and seen is not None:
+            if seen is not None:
                 self.add("tls", Verdict.BLOCKS, f"{seen} only: {TLS_VERSION_SENTENCE}")
                 self._chain(chain)
                 return False
@@ -758,6 +761,7 @@ class _Examination:
         o = self.options
         deadline = time.monotonic() + o.listen
         closed: str | None = None
+        fatal = False
         from websockets.exceptions import ConnectionClosed
 
         try:
@@ -773,13 +777,15 @@ class _Examination:
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else None
             closed = f"close code {code}" if code is not None else "no close frame"
+            fatal = code is not None and code >= 4000  # x1-api.md: 4401, 4403, 4429, 4503
             if exc.sent is not None and exc.sent.code == 1009:
                 closed = f"a message over {_MAX_MESSAGE // 1024} KiB, the converter's limit"
+                fatal = True
         finally:
             await ws.close()
         for raw in framing.equipment_ids():
             self.redact.serial(raw)
-        for topic, verdict, text in framing.findings(o.listen, closed):
+        for topic, verdict, text in framing.findings(o.listen, closed, fatal):
             self.add(topic, verdict, text, None)
 
     async def realtime(self, ids: list[str]) -> None:
@@ -907,10 +913,19 @@ class _Framing:
                 found.append(match.group(1).decode("ascii"))
         return found
 
-    def findings(self, listen: float, closed: str | None) -> list[tuple[str, Verdict, str]]:
+    def findings(
+        self, listen: float, closed: str | None, fatal: bool
+    ) -> list[tuple[str, Verdict, str]]:
+        """The framing line (and a line for a close, if the stream was closed)."""
         out: list[tuple[str, Verdict, str]] = []
-        if closed:
+        if closed and (fatal or not self.valid):
             out.append(("legacy-P1", Verdict.BLOCKS, f"the gateway closed the stream ({closed})"))
+        elif closed:
+            text = (
+                f"the gateway closed the stream ({closed}) after {len(self.valid)} telegrams; "
+                "the converter reconnects"
+            )
+            out.append(("legacy-P1", Verdict.TOLERATED, text))
         if not self.complete:
             out.append(("framing", Verdict.BLOCKS, f"no complete telegram within {listen:g} s"))
             return out

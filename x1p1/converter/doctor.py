@@ -55,6 +55,7 @@ from x1p1.converter.tls import (
 )
 from x1p1.exceptions import ConfigError, GatewayError, NotPaired, X1P1Error
 from x1p1.p1.reader import InvalidTelegram, TelegramReader, ValidTelegram
+from x1p1.x1 import obis
 from x1p1.x1.api import LEGACY_P1, METERS, REALTIME, TOKEN, TOKEN_REQUESTS
 
 __all__ = [
@@ -72,8 +73,9 @@ _MAX_MESSAGE = 64 * 1024
 """The converter's own cap on a stream message (``StreamSettings.max_message``)."""
 _TEXT_CAP = 300
 _SKEW_OK = 60.0
-_REALTIME_OBIS = "1-0:1.7.0.255"
-"""Power delivered (Table 4): in ``E-REALTIME``; the realtime probe subscribes to it."""
+_REALTIME_OBIS = obis.lookup("1-0:1.7.0").obj.code
+"""Power delivered (X1 Table 4), from the registry: in ``E-REALTIME``; the realtime probe
+subscribes to it."""
 
 
 class Verdict(enum.StrEnum):

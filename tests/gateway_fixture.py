@@ -229,10 +229,16 @@ class RunningGateway:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float = 10.0,
+        source: str | None = None,
     ) -> Reply:
-        """One HTTPS request on a fresh connection."""
+        """One HTTPS request on a fresh connection; from address ``source`` when given (a
+        second host on the home network is a client bound to 127.0.0.2)."""
         conn = http.client.HTTPSConnection(
-            self.host, self.port, context=self.ssl_context(), timeout=timeout
+            self.host,
+            self.port,
+            context=self.ssl_context(),
+            timeout=timeout,
+            source_address=(source, 0) if source else None,
         )
         all_headers = dict(headers or {})
         if token is not None:
@@ -255,10 +261,11 @@ class RunningGateway:
         *,
         name: str = "test device",
         uuid: str | None = None,
+        source: str | None = None,
     ) -> Reply:
-        """``POST /api/tokens/requests``."""
+        """``POST /api/tokens/requests`` (from address ``source`` when given)."""
         body = {"name": name, "uuid": uuid or str(uuid_module.uuid4()), "profiles": list(profiles)}
-        return self.request("POST", "/api/tokens/requests", json=body)
+        return self.request("POST", "/api/tokens/requests", json=body, source=source)
 
     def pair(
         self,
@@ -268,14 +275,16 @@ class RunningGateway:
         uuid: str | None = None,
         granted: Iterable[str] | None = None,
     ) -> str:
-        """Ask for a token, approve it on the meter (granting ``granted`` if given), and
-        return the token."""
+        """Ask for a token, approve it on the meter (as asked, §5.1.5), change it to
+        ``granted`` if given (the portal's change, §5.1.6), and return the token."""
         reply = self.token_request(profiles, name=name, uuid=uuid)
         assert reply.status == 202, reply.body
         request_id = reply.json["request_id"]
         state = self.request("GET", f"/api/tokens/requests/{request_id}").json
         if state["status"] == "pending":
-            self.control.approve(request_id, granted)
+            result = self.control.approve(request_id)
+            if granted is not None:
+                self.control.set_profiles(result["token"]["token_id"], granted)
             state = self.request("GET", f"/api/tokens/requests/{request_id}").json
         assert state["status"] == "approved", state
         token = state["token"]

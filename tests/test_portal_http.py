@@ -27,7 +27,7 @@ from x1p1.gateway.portal.periods import (
     use_per_interval,
 )
 from x1p1.x1.history import Resolution
-from x1p1.x1.sessions import csrf_token
+from x1p1.x1.grants import csrf_token
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
 
@@ -520,7 +520,7 @@ def test_language_from_the_browser_then_the_switch(gw: RunningGateway) -> None:
 
 
 def _session_id(gw: RunningGateway, client: Client) -> str:
-    from x1p1.x1.pairing import token_digest
+    from x1p1.x1.grants import secret_digest as token_digest
 
     digest = token_digest(client.jar["__Host-x1p1-session"])
     row = gw.call(

@@ -37,7 +37,9 @@ def test_pair_by_approval_on_the_meter(gateway: RunningGateway) -> None:
     reply = gateway.token_request(["P1", "E-REALTIME"], name="x1p1 on raspberrypi")
     assert reply.status == 202
     body = reply.json
-    assert set(body) == {"request_id", "status", "expires_at", "code"} and body["status"] == "pending"
+    assert (
+        set(body) == {"request_id", "status", "expires_at", "code"} and body["status"] == "pending"
+    )
     assert len(body["request_id"]) >= 22  # 128 random bits
     assert reply.headers["cache-control"] == "no-store"
     pending = gateway.control.requests()

@@ -581,6 +581,8 @@ def _print_request(request: dict[str, Any]) -> None:
         f"code {request['code']}  {request['name']!r}  {what}  "
         f"({request['status']}, {request['expires_in']} s left)  id {request['request_id']}"
     )
+    if request.get("user_agent"):
+        click.echo(f"    User-Agent: {request['user_agent']}")
 
 
 def _print_grant(grant: dict[str, Any]) -> None:

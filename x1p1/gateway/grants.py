@@ -363,6 +363,7 @@ def request_json(request: Request, now: datetime) -> dict[str, Any]:
         "expires_at": format_time(request.expires_at),
         "expires_in": max(0, int((request.expires_at - now).total_seconds())),
         "decided_by": request.decided_by,
+        "user_agent": None if request.kind is RequestKind.DEVICE else request.user_agent,
     }
 
 
@@ -384,6 +385,7 @@ def grant_json(grant: Grant, now: datetime) -> dict[str, Any]:
         out["token_id"] = grant.grant_id
     else:
         out["session_id"] = grant.grant_id
+        out["browser"] = grant.browser
         out["user_agent"] = grant.user_agent
         out["elevated_until"] = (
             format_time(grant.elevated_until)

@@ -27,8 +27,8 @@ from x1p1.gateway.portal.periods import (
     shifted,
     use_per_interval,
 )
-from x1p1.x1.history import Resolution
 from x1p1.x1.grants import csrf_token
+from x1p1.x1.history import Resolution
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
 

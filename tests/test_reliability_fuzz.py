@@ -62,8 +62,6 @@ from x1p1.x1.api import (
 )
 from x1p1.x1.billing import parse_billing_response
 from x1p1.x1.billing_query import parse_billing_query
-from x1p1.x1.history import parse_measurements_query
-from x1p1.x1.obis import Meter, lookup
 from x1p1.x1.grants import (
     USER_AGENT_MAX,
     Grant,
@@ -73,6 +71,8 @@ from x1p1.x1.grants import (
     csrf_token,
     describe_user_agent,
 )
+from x1p1.x1.history import parse_measurements_query
+from x1p1.x1.obis import Meter, lookup
 from x1p1.x1.profiles import Profile, parse_profiles
 
 EXAMPLES = int(os.environ.get("X1P1_FUZZ_EXAMPLES", "300"))

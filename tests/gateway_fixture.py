@@ -23,7 +23,7 @@ the meter's buttons and the grid operator), ``ssl_context()``, and these helpers
 - ``ws(path, token=…)`` → a ``websockets`` connect object: ``async with gw.ws(…) as ws``;
 - ``electricity_id``, ``gas_id``: the meters' equipment ids;
 - ``call(fn)`` (thread mode): run ``fn(gateway)`` on the gateway's loop, e.g.
-  ``gw.call(lambda g: g.state.maintain())``.
+  ``gw.call(lambda g: g.state.grants.maintain())``.
 
 The pytest fixture :func:`gateway` gives a thread-mode gateway in ``tmp_path / "gw"``
 with mDNS off; import it into a test module with ``from gateway_fixture import gateway``.

@@ -18,6 +18,7 @@ import random
 import signal
 import socket
 import sqlite3
+import subprocess
 import time
 import uuid as uuid_module
 from collections.abc import Iterator
@@ -175,6 +176,76 @@ def test_a_full_disk_answers_503_and_a_restart_shows_the_truth(tmp_path: Path) -
         assert gw.request("GET", "/api/token", token=token).status == 401
         state_now = gw.request("GET", f"/api/tokens/requests/{asked['request_id']}").json
         assert state_now["status"] == "pending"
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: a disk that can really fill up (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last byte; returns the filler file."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        size = 65536
+        while size:
+            try:
+                os.write(fd, b"\0" * size)
+            except OSError:
+                size //= 2
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_really_full_disk_changes_neither_memory_nor_disk(tiny_disk: Path) -> None:
+    clock = Clock()
+    store = Store.open(tiny_disk)
+    grants = _grants(store, clock)
+    asked = grants.create_request(_body("dongle"), "192.168.1.20")
+    grants.approve(asked.request_id)
+    secret = grants.request_state(asked.request_id).token
+    assert secret is not None
+    token_id = grants.tokens()[0].grant_id
+    waiting = grants.create_request(_body("meter reader"), "192.168.1.21")
+    before = _rows(store)
+    filler = _fill(tiny_disk)
+    failures = 0
+    for attempt in (
+        lambda: grants.revoke(token_id, "revoked in the portal"),
+        lambda: grants.approve(waiting.request_id),
+        lambda: grants.create_request(_body("third"), "192.168.1.22"),
+    ):
+        try:
+            attempt()
+        except StorageUnavailable:
+            failures += 1
+    assert failures == 3, "every write on a full disk fails"
+    assert grants.authenticate(secret).grant_id == token_id
+    assert [r.request_id for r in grants.pending()] == [waiting.request_id]
+    assert grants.request_state(waiting.request_id).token is None
+    assert _rows(store) == before
+    filler.unlink()
+    assert grants.revoke(token_id, "revoked in the portal").grant_id == token_id
+    store.close()
+    store = Store.open(tiny_disk)
+    assert _grants(store, clock).tokens() == []
+    store.close()
 
 
 # --- migrating a state directory of the schema before the ledger ----------------------------

@@ -513,8 +513,19 @@ class GatewayGrants:
             if change.event in _QUIET:
                 continue
             details = _details(change, self.ledger)
-            extra = f" ({change.reason})" if change.reason else ""
-            log.info("%s: %r%s", change.event.value, details.get("name"), extra)
+            if isinstance(record, Request) and record.state is RequestState.PENDING:
+                log.info(
+                    "%s: %r from %s waits on the meter with code %s "
+                    "(x1p1 meter approve --code %s)",
+                    change.event.value,
+                    details.get("name"),
+                    record.address or "?",
+                    record.code,
+                    record.code,
+                )
+            else:
+                extra = f" ({change.reason})" if change.reason else ""
+                log.info("%s: %r%s", change.event.value, details.get("name"), extra)
             self.emit(change.event.value, **details)
 
     # --- devices (§5.1.2) -----------------------------------------------------------------

@@ -515,8 +515,7 @@ class GatewayGrants:
             details = _details(change, self.ledger)
             if isinstance(record, Request) and record.state is RequestState.PENDING:
                 log.info(
-                    "%s: %r from %s waits on the meter with code %s "
-                    "(x1p1 meter approve --code %s)",
+                    "%s: %r from %s waits on the meter with code %s (x1p1 meter approve --code %s)",
                     change.event.value,
                     details.get("name"),
                     record.address or "?",

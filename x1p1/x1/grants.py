@@ -896,22 +896,33 @@ class Ledger:
             )
 
     def _new_request(
-        self, kind: RequestKind, address: str, name: str, now: datetime, **fields: object
+        self,
+        kind: RequestKind,
+        address: str,
+        name: str,
+        now: datetime,
+        *,
+        uuid: str = "",
+        asked: frozenset[Profile] = frozenset(),
+        grant_id: str | None = None,
+        login_digest: str | None = None,
     ) -> Request:
         taken = {r.code for r in self.pending(now)}
-        code = self._code(taken)
         request = Request(
             request_id=self._hex(16),
             kind=kind,
-            code=code,
+            code=self._code(taken),
             address=address,
             created_at=now,
             name=name,
-            **fields,  # type: ignore[arg-type]
+            uuid=uuid,
+            asked=asked,
+            grant_id=grant_id,
+            secret_digest=login_digest,
         )
         self._requests[request.request_id] = request
-        if request.secret_digest:
-            self._by_login[request.secret_digest] = request.request_id
+        if login_digest:
+            self._by_login[login_digest] = request.request_id
         self._emit(_REQUEST_EVENTS[(kind, RequestState.PENDING)], request)
         return request
 
@@ -990,7 +1001,7 @@ class Ledger:
             clean_user_agent(user_agent),
             now,
             asked=frozenset(Profile),
-            secret_digest=secret_digest(secret),
+            login_digest=secret_digest(secret),
         )
         return request, secret
 

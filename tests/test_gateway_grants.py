@@ -213,7 +213,9 @@ def _fill(disk: Path) -> Path:
     return filler
 
 
-def test_a_really_full_disk_changes_neither_memory_nor_disk(tiny_disk: Path) -> None:
+def test_a_really_full_disk_changes_neither_memory_nor_disk(
+    tiny_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = Clock()
     store = Store.open(tiny_disk)
     grants = _grants(store, clock)
@@ -236,6 +238,7 @@ def test_a_really_full_disk_changes_neither_memory_nor_disk(tiny_disk: Path) -> 
         except StorageUnavailable:
             failures += 1
     assert failures == 3, "every write on a full disk fails"
+    assert caplog.text.count("refused a change") == 1  # logged once a minute, not per call
     assert grants.authenticate(secret).grant_id == token_id
     assert [r.request_id for r in grants.pending()] == [waiting.request_id]
     assert grants.request_state(waiting.request_id).token is None

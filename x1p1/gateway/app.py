@@ -47,7 +47,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from x1p1.exceptions import BadRequest, MdnsError, StateError
+from x1p1.exceptions import BadRequest, MdnsError, StateError, StorageUnavailable
 from x1p1.gateway.control import ControlServer, socket_path
 from x1p1.gateway.server import Route, build_app
 from x1p1.gateway.state import GatewayEvent, GatewayState, utc_now
@@ -422,6 +422,8 @@ class Gateway:
             try:
                 assert self.state is not None
                 self.state.grants.maintain()
+            except StorageUnavailable:
+                pass  # logged by the ledger, at most once a minute; tried again next round
             except Exception:
                 log.exception("housekeeping failed")
             if time.monotonic() - released >= RELEASE_MEMORY_EVERY:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar, assert_never
@@ -54,6 +55,8 @@ log = logging.getLogger("x1p1.gateway")
 T = TypeVar("T")
 
 COMPONENT = "grants"
+LOG_EVERY = 60.0
+"""A failing database is logged at most once a minute (seconds)."""
 _ALL = ",".join(sorted_profiles(Profile))
 
 GRANTS_MIGRATIONS: tuple[str, ...] = (
@@ -451,6 +454,8 @@ class GatewayGrants:
         self.emit = emit
         self.auto_approve = auto_approve
         self.ledger = ledger or Ledger()
+        self._failing_logged: float | None = None
+        """When a failing write was last logged (monotonic): at most once a minute."""
         try:
             store.migrate(COMPONENT, GRANTS_MIGRATIONS)
             self.ledger.restore(*load(store.conn))
@@ -488,11 +493,17 @@ class GatewayGrants:
         except sqlite3.Error as exc:
             self.ledger.rollback(point)
             self.ledger.take_changes()
-            log.error("the gateway database refused a change: %s", exc)
+            moment = time.monotonic()
+            if self._failing_logged is None or moment - self._failing_logged >= LOG_EVERY:
+                self._failing_logged = moment
+                log.error("the gateway database refused a change (nothing changed): %s", exc)
             raise StorageUnavailable(
                 "the gateway cannot save the change now (its storage failed); nothing "
                 "changed, try again later"
             ) from None
+        if self._failing_logged is not None:
+            self._failing_logged = None
+            log.warning("the gateway database takes changes again")
         self._after(changes)
 
     def _after(self, changes: list[Change]) -> None:

@@ -23,7 +23,7 @@ the meter's buttons and the grid operator), ``ssl_context()``, and these helpers
 - ``ws(path, token=…)`` → a ``websockets`` connect object: ``async with gw.ws(…) as ws``;
 - ``electricity_id``, ``gas_id``: the meters' equipment ids;
 - ``call(fn)`` (thread mode): run ``fn(gateway)`` on the gateway's loop, e.g.
-  ``gw.call(lambda g: g.state.maintain())``.
+  ``gw.call(lambda g: g.state.grants.maintain())``.
 
 The pytest fixture :func:`gateway` gives a thread-mode gateway in ``tmp_path / "gw"``
 with mDNS off; import it into a test module with ``from gateway_fixture import gateway``.
@@ -229,10 +229,16 @@ class RunningGateway:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float = 10.0,
+        source: str | None = None,
     ) -> Reply:
-        """One HTTPS request on a fresh connection."""
+        """One HTTPS request on a fresh connection; from address ``source`` when given (a
+        second host on the home network is a client bound to 127.0.0.2)."""
         conn = http.client.HTTPSConnection(
-            self.host, self.port, context=self.ssl_context(), timeout=timeout
+            self.host,
+            self.port,
+            context=self.ssl_context(),
+            timeout=timeout,
+            source_address=(source, 0) if source else None,
         )
         all_headers = dict(headers or {})
         if token is not None:
@@ -255,10 +261,11 @@ class RunningGateway:
         *,
         name: str = "test device",
         uuid: str | None = None,
+        source: str | None = None,
     ) -> Reply:
-        """``POST /api/tokens/requests``."""
+        """``POST /api/tokens/requests`` (from address ``source`` when given)."""
         body = {"name": name, "uuid": uuid or str(uuid_module.uuid4()), "profiles": list(profiles)}
-        return self.request("POST", "/api/tokens/requests", json=body)
+        return self.request("POST", "/api/tokens/requests", json=body, source=source)
 
     def pair(
         self,
@@ -268,14 +275,16 @@ class RunningGateway:
         uuid: str | None = None,
         granted: Iterable[str] | None = None,
     ) -> str:
-        """Ask for a token, approve it on the meter (granting ``granted`` if given), and
-        return the token."""
+        """Ask for a token, approve it on the meter (as asked, §5.1.5), change it to
+        ``granted`` if given (the portal's change, §5.1.6), and return the token."""
         reply = self.token_request(profiles, name=name, uuid=uuid)
         assert reply.status == 202, reply.body
         request_id = reply.json["request_id"]
         state = self.request("GET", f"/api/tokens/requests/{request_id}").json
         if state["status"] == "pending":
-            self.control.approve(request_id, granted)
+            result = self.control.approve(request_id)
+            if granted is not None:
+                self.control.set_profiles(result["token"]["token_id"], granted)
             state = self.request("GET", f"/api/tokens/requests/{request_id}").json
         assert state["status"] == "approved", state
         token = state["token"]

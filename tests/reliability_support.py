@@ -296,7 +296,7 @@ async def pair_converter(
 
 def _pending_tokens(gateway: GatewayProcess) -> list[dict[str, Any]]:
     with gateway.control() as control:
-        return [r for r in control.requests() if r.get("kind", "token") == "token"]
+        return [r for r in control.requests() if r.get("kind") == "device"]
 
 
 def _approve(gateway: GatewayProcess, request_id: str) -> None:

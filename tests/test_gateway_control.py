@@ -67,7 +67,7 @@ def test_protocol_errors_are_answers_not_crashes(gateway: RunningGateway) -> Non
         "bad-request",
         "bad-request",
     ]
-    assert answers[3] == {"ok": True, "result": {"requests": []}}
+    assert answers[3] == {"ok": True, "result": {"display": None, "requests": []}}
     # an endless line is refused and the connection closed; the server lives on
     answers = raw_exchange(path, b"x" * 100_000)
     assert answers and answers[0]["error"] == "bad-request"
@@ -114,23 +114,31 @@ def cli(*args: str) -> tuple[int, str, str]:
 def test_cli_meter_list_approve_deny(gateway: RunningGateway) -> None:
     where = ["--state-dir", str(gateway.state_dir)]
     code, out, _ = cli("meter", "list", *where)
-    assert code == 0 and "No token requests" in out
-    first = gateway.token_request(["P1"], name="first").json["request_id"]
+    assert code == 0 and "Nothing is waiting" in out
+    first_reply = gateway.token_request(["P1"], name="first").json
+    first, first_code = first_reply["request_id"], first_reply["code"]
     second = gateway.token_request(["P1", "E-REALTIME"], name="second").json["request_id"]
     code, out, _ = cli("meter", "list", *where, "--json")
     assert code == 0 and [r["request_id"] for r in json.loads(out)] == [first, second]
     code, out, _ = cli("meter", "list", *where)
     assert out.index(first) < out.index(second) and "'second'" in out
-    code, out, _ = cli("meter", "approve", *where, "--profiles", "P1")
-    assert code == 0 and "Approved 'first'" in out
+    assert f"code {first_code}" in out
+    # two wait: the button without a code refuses, lists both and asks for --code
+    code, _, err = cli("meter", "approve", *where)
+    assert code == 2 and "--code" in err and first in err and second in err
+    code, out, _ = cli("meter", "approve", *where, "--code", first_code)
+    assert code == 0 and "Approved 'first'" in out and "P1" in out
     code, out, _ = cli("meter", "deny", second, *where, "--json")
     assert code == 0 and json.loads(out)["request"]["status"] == "denied"
     code, _, err = cli("meter", "approve", second, *where)
-    assert code == 1 and "no longer pending" in err
+    assert code == 1 and "denied" in err
     code, _, err = cli("meter", "deny", *where)
-    assert code == 1 and "no token request is pending" in err
-    code, _, err = cli("meter", "approve", *where, "--profiles", "P1,NOPE")
-    assert code == 1 and "NOPE" in err
+    assert code == 1 and "no request is waiting" in err
+    # the meter approves profiles only as asked (§5.1.5): the option is gone
+    code, _, err = cli("meter", "approve", *where, "--profiles", "P1")
+    assert code == 2 and "--profiles" in err
+    code, _, err = cli("meter", "approve", *where, "--code", "12a4")
+    assert code == 1 and "four digits" in err
 
 
 def test_cli_operator(gateway: RunningGateway) -> None:

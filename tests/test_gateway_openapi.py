@@ -16,6 +16,7 @@ import pytest
 from gateway_fixture import ALL_PROFILES, Reply, RunningGateway
 from history_support import EVER, MeterClock, history_gateway, portal_cookie, q
 from openapi_spec_validator import validate
+from test_portal_http import Client
 
 from x1p1.gateway.openapi import OPERATIONS
 from x1p1.gateway.server import ROUTES_KEY
@@ -166,12 +167,20 @@ def test_real_answers_validate_against_the_document(
     token = gw.pair(list(ALL_PROFILES), name="openapi all")
     c.check("GET", "/api/token", gw.request("GET", "/api/token", token=token))
     c.check("GET", "/api/token", gw.request("GET", "/api/token"))
+    browser = Client(gw)  # a portal session reads the API with its cookie: a real uuid
+    browser.log_in()
+    cookie = {"Cookie": f"__Host-x1p1-session={browser.jar['__Host-x1p1-session']}"}
+    by_cookie = gw.request("GET", "/api/token", headers=cookie)
+    assert by_cookie.status == 200 and by_cookie.json["name"].startswith("portal: ")
+    c.check("GET", "/api/token", by_cookie)
     c.check("GET", "/api/token", gw.request("GET", "/api/token?x=1", token=token))
     leaving = gw.pair(["P1"], name="openapi leaving")
     c.check("DELETE", "/api/token", gw.request("DELETE", "/api/token", token=leaving))
     c.check("DELETE", "/api/token", gw.request("DELETE", "/api/token", token=leaving))
     c.check("DELETE", "/api/token", gw.request("DELETE", "/api/token?x=1", token=token))
-    replies = [gw.token_request(name=f"many {i}") for i in range(17)]
+    replies = [  # eight hosts, two each, then a ninth: at most 16 pending
+        gw.token_request(name=f"many {i}", source=f"127.0.0.{2 + i // 2}") for i in range(17)
+    ]
     [throttled, *_] = [r for r in replies if r.status == 429]  # at most 16 pending
     c.check("POST", requests, throttled)
     for request in gw.control.requests():

@@ -12,7 +12,7 @@ import pytest
 from gateway_fixture import ALL_PROFILES, RunningGateway, running_gateway
 from websockets.exceptions import InvalidStatus
 
-from x1p1.x1.pairing import new_token
+from x1p1.x1.grants import new_secret as new_token
 
 
 @pytest.fixture(scope="module")

@@ -237,7 +237,7 @@ async def test_a_streaming_token_is_renewed_and_never_expires_mid_stream(
     async with gateway.ws("/api/legacy-p1", token=token) as ws:
         for _ in range(3):
             gateway.clock.advance(timedelta(days=60))
-            gateway.call(lambda g: g.state.maintain() if g.state else None)
+            gateway.call(lambda g: g.state.grants.maintain() if g.state else None)
             await ws.recv()
     assert gateway.request("GET", "/api/token", token=token).status == 200
 
@@ -248,7 +248,7 @@ async def test_an_expired_token_closes_its_stream_with_4401(gateway: RunningGate
     async with gateway.ws("/api/legacy-p1", token=token) as ws:
         await ws.recv()
         gateway.clock.advance(timedelta(days=91))
-        gateway.call(lambda g: g.state.maintain() if g.state else None)
+        gateway.call(lambda g: g.state.grants.maintain() if g.state else None)
         assert "expired" in await closed_with(ws, 4401)
 
 

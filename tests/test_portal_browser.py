@@ -92,6 +92,34 @@ def test_login_with_the_meters_button(gw: RunningGateway, browser: Any) -> None:
     clean(page)
 
 
+def test_two_waiting_the_button_refuses_and_the_code_picks(
+    gw: RunningGateway, browser: Any
+) -> None:
+    """Another host of the home network (127.0.0.2) queues first, with this browser's
+    name; the meter's button alone refuses to guess, and the code on the waiting page
+    picks this browser's request (§5.1.5)."""
+    from click.testing import CliRunner
+
+    from x1p1.cli import main
+
+    gw.token_request(["P1", "E-HISTORIC"], name="Headless Chrome on Linux", source="127.0.0.2")
+    page = new_page(browser)
+    page.goto(gw.url + "/login")
+    page.wait_for_selector('[data-login="pending"]')
+    code = page.inner_text(".code")
+    assert len(code) == 4 and code.isdigit()
+    where = ["--state-dir", str(gw.state_dir)]
+    refused = CliRunner().invoke(main, ["meter", "approve", *where])
+    assert refused.exit_code == 2 and "--code" in refused.output and code in refused.output
+    shoot(page, "login-two-waiting")
+    assert page.locator('[data-login="pending"]').count() == 1  # nobody was let in
+    approved = CliRunner().invoke(main, ["meter", "approve", "--code", code, *where])
+    assert approved.exit_code == 0 and "portal login" in approved.output
+    page.wait_for_url(gw.url + "/")
+    assert [r["kind"] for r in gw.control.requests()] == ["device"]  # the other one waits
+    clean(page)
+
+
 def test_login_denied_on_the_meter(gw: RunningGateway, browser: Any) -> None:
     page = new_page(browser)
     page.goto(gw.url + "/login")
@@ -235,7 +263,7 @@ def test_approving_a_request_with_other_profiles(gw: RunningGateway, browser: An
     page = new_page(browser)
     log_in(page, gw)
     elevate(page, gw)
-    item = page.locator(f"li[data-request='{asked['request_id']}']")
+    item = page.locator(f"li[data-request='{asked['request_id']}']")  # admin: ids shown
     item.get_by_label("E-HISTORIC").uncheck()
     item.get_by_label("G-REALTIME").check()
     item.locator("form.stack button").click()

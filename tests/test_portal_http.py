@@ -6,6 +6,7 @@ languages, the API page)."""
 from __future__ import annotations
 
 import http.client
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,8 +27,8 @@ from x1p1.gateway.portal.periods import (
     shifted,
     use_per_interval,
 )
+from x1p1.x1.grants import csrf_token
 from x1p1.x1.history import Resolution
-from x1p1.x1.sessions import csrf_token
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
 
@@ -51,6 +52,8 @@ class Client:
     gw: RunningGateway
     user_agent: str = UA
     jar: dict[str, str] = field(default_factory=dict)
+    source: str | None = None
+    """The client's own address: another host of the home network binds 127.0.0.2."""
 
     def request(
         self,
@@ -61,7 +64,13 @@ class Client:
         origin: str | None = "self",
     ) -> Answer:
         gw = self.gw
-        conn = http.client.HTTPSConnection(gw.host, gw.port, context=gw.ssl_context(), timeout=20)
+        conn = http.client.HTTPSConnection(
+            gw.host,
+            gw.port,
+            context=gw.ssl_context(),
+            timeout=20,
+            source_address=(self.source, 0) if self.source else None,
+        )
         all_headers = {"User-Agent": self.user_agent, "Accept-Language": "en"}
         if self.jar:
             all_headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.jar.items())
@@ -203,9 +212,10 @@ def test_use_renews_the_session_and_its_cookie_hourly(gw: RunningGateway) -> Non
 
 
 def test_at_most_sixteen_requests_wait_on_the_meter(gw: RunningGateway) -> None:
-    for _ in range(16):
-        assert Client(gw).post("/login").status == 303
-    full = Client(gw).post("/login")
+    for host in range(2, 10):  # eight hosts, two each: the most one address holds
+        for _ in range(2):
+            assert Client(gw, source=f"127.0.0.{host}").post("/login").status == 303
+    full = Client(gw, source="127.0.0.10").post("/login")
     assert full.status == 429 and int(full.headers["retry-after"]) > 500
     assert "Too many requests are waiting" in full.text
     assert len(gw.control.requests()) == 16
@@ -410,7 +420,7 @@ async def test_the_live_socket_opens_with_the_cookie_and_closes_at_logout(
 # --- the meter's one queue (§5.1.5) ----------------------------------------------------------
 
 
-def test_the_meters_button_takes_the_oldest_item_whatever_it_is(gw: RunningGateway) -> None:
+def test_the_meters_button_names_the_request_by_its_code(gw: RunningGateway) -> None:
     from click.testing import CliRunner
 
     from x1p1.cli import main
@@ -419,34 +429,53 @@ def test_the_meters_button_takes_the_oldest_item_whatever_it_is(gw: RunningGatew
     client = Client(gw)
     client.post("/login")
     queue = gw.control.requests()
-    assert [q["kind"] for q in queue] == ["token", "login"]
+    assert [q["kind"] for q in queue] == ["device", "login"]
+    assert gw.control.display() == queue[0]  # the display shows one, the oldest
+    login_code = queue[1]["code"]
+    assert json.loads(client.get("/login/status").body)["code"] == login_code
     runner = CliRunner()
-    listed = runner.invoke(main, ["meter", "list", "--state-dir", str(gw.state_dir)])
-    assert "portal login" in listed.output and f"User-Agent: {UA}" in listed.output
-    first = runner.invoke(main, ["meter", "approve", "--state-dir", str(gw.state_dir)])
+    where = ["--state-dir", str(gw.state_dir)]
+    listed = runner.invoke(main, ["meter", "list", *where])
+    assert "portal login" in listed.output and f"code {login_code}" in listed.output
+    refused = runner.invoke(main, ["meter", "approve", *where])
+    assert refused.exit_code == 2 and "--code" in refused.output
+    assert f"code {asked['code']}" in refused.output and f"code {login_code}" in refused.output
+    first = runner.invoke(main, ["meter", "approve", "--code", asked["code"], *where])
     assert first.exit_code == 0 and "dongle" in first.output
     assert (
         gw.request("GET", f"/api/tokens/requests/{asked['request_id']}").json["status"]
         == "approved"
     )
-    second = runner.invoke(main, ["meter", "approve", "--state-dir", str(gw.state_dir)])
+    second = runner.invoke(main, ["meter", "approve", *where])  # the only one waiting now
     assert second.exit_code == 0 and "portal login" in second.output
     assert b'"approved"' in client.get("/login/status").body
     client.post("/admin/elevate", {"csrf": client.csrf()})
-    third = runner.invoke(main, ["meter", "deny", "--state-dir", str(gw.state_dir)])
+    third = runner.invoke(main, ["meter", "deny", *where])
     assert third.exit_code == 0 and "Denied" in third.output
     assert gw.control.requests() == []
-    nothing = runner.invoke(main, ["meter", "approve", "--state-dir", str(gw.state_dir)])
-    assert nothing.exit_code != 0
+    nothing = runner.invoke(main, ["meter", "approve", *where])
+    assert nothing.exit_code == 1 and "no request is waiting" in nothing.output
 
 
-def test_the_meter_may_end_a_session(gw: RunningGateway) -> None:
+def test_the_meter_lists_devices_and_ends_a_session(gw: RunningGateway) -> None:
+    from click.testing import CliRunner
+
+    from x1p1.cli import main
+
     client = Client(gw)
     client.log_in()
-    [session] = gw.control.call("sessions")["sessions"]
+    gw.pair(["P1"], name="dongle")
+    [session] = gw.control.sessions()
     assert session["browser"] == "Chrome 126 on Linux"
-    gw.control.call("revoke-session", session_id=session["session_id"])
+    runner = CliRunner()
+    where = ["--state-dir", str(gw.state_dir)]
+    listed = runner.invoke(main, ["meter", "devices", *where])
+    assert "'dongle'" in listed.output and "portal session" in listed.output
+    ended = runner.invoke(main, ["meter", "revoke", session["session_id"], *where])
+    assert ended.exit_code == 0 and session["session_id"] in ended.output
     assert client.get("/").status == 303
+    again = runner.invoke(main, ["meter", "revoke", session["session_id"], *where])
+    assert again.exit_code == 1 and "already" in again.output
 
 
 # --- X1 off (§12.3), errors, assets --------------------------------------------------------
@@ -520,12 +549,12 @@ def test_language_from_the_browser_then_the_switch(gw: RunningGateway) -> None:
 
 
 def _session_id(gw: RunningGateway, client: Client) -> str:
-    from x1p1.x1.pairing import token_digest
+    from x1p1.x1.grants import secret_digest as token_digest
 
     digest = token_digest(client.jar["__Host-x1p1-session"])
     row = gw.call(
         lambda g: g.state.store.conn.execute(
-            "SELECT session_id FROM portal_sessions WHERE digest = ?", (digest,)
+            "SELECT grant_id FROM grants WHERE digest = ?", (digest,)
         ).fetchone()
     )
     return str(row[0])

@@ -62,17 +62,18 @@ from x1p1.x1.api import (
 )
 from x1p1.x1.billing import parse_billing_response
 from x1p1.x1.billing_query import parse_billing_query
-from x1p1.x1.history import parse_measurements_query
-from x1p1.x1.obis import Meter, lookup
-from x1p1.x1.pairing import Token
-from x1p1.x1.profiles import Profile, parse_profiles
-from x1p1.x1.sessions import (
+from x1p1.x1.grants import (
     USER_AGENT_MAX,
+    Grant,
+    GrantKind,
     clean_user_agent,
     csrf_ok,
     csrf_token,
     describe_user_agent,
 )
+from x1p1.x1.history import parse_measurements_query
+from x1p1.x1.obis import Meter, lookup
+from x1p1.x1.profiles import Profile, parse_profiles
 
 EXAMPLES = int(os.environ.get("X1P1_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(
@@ -522,10 +523,11 @@ def meters() -> Any:
     return SampleMeters()
 
 
-def _token(profiles: frozenset[Profile]) -> Token:
+def _token(profiles: frozenset[Profile]) -> Grant:
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    return Token(
+    return Grant(
         "0123456789abcdef",
+        GrantKind.TOKEN,
         "digest",
         "fuzz",
         str(uuid.uuid4()),
@@ -756,13 +758,14 @@ COMMANDS = [
     "operator",
     "comlog",
     "sessions",
-    "revoke-session",
+    "devices",
     "nonsense",
 ]
 ANSWERED = {
     "bad-request",
     "not-found",
     "request-not-pending",
+    "several-waiting",
     "rate-limited",
     "x1-disabled",
     "unknown-command",
@@ -776,7 +779,16 @@ control_lines = st.one_of(
         {"command": st.sampled_from(COMMANDS)},
         optional={
             k: st.one_of(json_values, st.text(string.hexdigits, max_size=32))
-            for k in ("id", "profiles", "token_id", "action", "since", "limit", "session_id")
+            for k in (
+                "id",
+                "code",
+                "profiles",
+                "token_id",
+                "action",
+                "since",
+                "limit",
+                "session_id",
+            )
         },
     ).map(lambda v: json.dumps(v).encode()),
 )

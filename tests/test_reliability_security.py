@@ -70,7 +70,7 @@ from reliability_support import (
     write_figures,
 )
 
-from x1p1.x1.pairing import token_digest
+from x1p1.x1.grants import secret_digest as token_digest
 
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 SESSION_COOKIE = "__Host-x1p1-session"

@@ -668,84 +668,171 @@ def _ask(state_dir: Path | None, call: Callable[[Any], Any]) -> Any:
         raise  # fail() exits; this keeps type checkers sure
 
 
+_KIND_WORDS = {"device": "device token", "login": "portal login", "elevation": "admin access"}
+
+
 def _print_request(request: dict[str, Any]) -> None:
-    kind = request.get("kind", "token")
-    if kind != "token":  # a portal login or admin-access request (X1 §5.1.3, §9.2.2)
-        what = "portal login" if kind == "login" else "portal admin access"
-        click.echo(
-            f"{request['request_id']}  {request['status']:<8} {what:<30} "
-            f"{request['name']!r} code {request['code']} ({request['expires_in']} s left)"
-            f"\n    User-Agent: {request['user_agent']}"
-        )
-        return
-    profiles = ",".join(request["profiles"])
+    what = _KIND_WORDS.get(str(request.get("kind")), str(request.get("kind")))
+    if request.get("kind") == "device":
+        what += " " + ",".join(request["profiles"])
     click.echo(
-        f"{request['request_id']}  {request['status']:<8} {profiles:<30} "
-        f"{request['name']!r} (uuid {request['uuid']}, {request['expires_in']} s left)"
+        f"code {request['code']}  {request['name']!r}  {what}  "
+        f"({request['status']}, {request['expires_in']} s left)  id {request['request_id']}"
     )
+    if request.get("user_agent"):
+        click.echo(f"    User-Agent: {request['user_agent']}")
+
+
+def _print_grant(grant: dict[str, Any]) -> None:
+    if grant.get("kind") == "session":
+        what = "portal session"
+        if grant.get("elevated_until"):
+            what += f", admin access until {grant['elevated_until']}"
+    else:
+        what = "device token " + ",".join(grant["profiles"])
+    used = grant.get("last_used") or "never"
+    click.echo(
+        f"{grant['id']}  {grant['name']!r}  {what}  (last used {used}, "
+        f"valid until {grant['expires_at']})"
+    )
+
+
+def _code_option(action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--code",
+        metavar="NNNN",
+        help=f"{action} the request that shows these four digits on the display.",
+    )
+
+
+def _pick(
+    state_dir: Path | None,
+    request_id: str | None,
+    code: str | None,
+    call: Callable[[Any], Any],
+) -> Any:
+    """Run a button press; when several requests wait and none was named, list them and
+    ask for --code (exit 2)."""
+    from x1p1.exceptions import SeveralWaiting
+
+    if request_id is not None and code is not None:
+        fail("name the request by ID or by --code, not both", 2)
+    try:
+        with _control(state_dir) as control:
+            return call(control)
+    except SeveralWaiting as error:
+        click.echo(f"x1p1: {error}", err=True)
+        for request_id_, code_, kind, name in error.waiting:
+            what = _KIND_WORDS.get(kind, kind)
+            click.echo(f"  code {code_}  {name!r}  {what}  id {request_id_}", err=True)
+        sys.exit(2)
+    except X1P1Error as error:
+        fail(error)
 
 
 @main.group()
 def meter() -> None:
-    """The meter's display and buttons of a running embedded gateway (X1 §5.1.5)."""
+    """The meter's display and buttons of a running embedded gateway (X1 §5.1.5, §5.2)."""
 
 
 @meter.command("list")
 @_gateway_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def meter_list(state_dir: Path | None, as_json: bool) -> None:
-    """Show what waits on the meter's display, oldest first: token requests, portal
-    logins (with the browser's User-Agent) and portal admin-access requests."""
+    """Show what waits on the meter, oldest first: device token requests, portal logins
+    and admin-access requests, each with the four-digit code the display shows. The
+    display shows the first one."""
     requests = _ask(state_dir, lambda control: control.requests())
     if as_json:
         click.echo(json.dumps(requests, indent=2))
     elif not requests:
-        click.echo("No token requests are pending.")
+        click.echo("Nothing is waiting on the meter.")
     for request in [] if as_json else requests:
         _print_request(request)
 
 
 @meter.command("approve")
 @click.argument("request_id", metavar="[ID]", required=False)
-@click.option("--profiles", metavar="P,…", help="Grant these profiles instead of those asked.")
+@_code_option("Approve")
 @_gateway_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def meter_approve(
-    request_id: str | None, profiles: str | None, state_dir: Path | None, as_json: bool
+    request_id: str | None, code: str | None, state_dir: Path | None, as_json: bool
 ) -> None:
-    """Approve a token request, portal login or admin access: ID, or the oldest pending
-    one, whatever it is (the meter's button)."""
-    granted = [p.strip() for p in profiles.split(",")] if profiles is not None else None
-    result = _ask(state_dir, lambda control: control.approve(request_id, granted))
+    """Approve a device token request, portal login or admin access (the meter's button).
+
+    Without ID or --code it acts only when exactly one request waits; with several it
+    lists them and asks for --code. A device gets the profiles it asked for, as a whole
+    (X1 §5.1.5); change them later in the portal (§5.1.6).
+
+    \b
+    Exit codes: 0 approved; 1 no such request, or no gateway running; 2 several wait.
+    """
+    result = _pick(state_dir, request_id, code, lambda c: c.approve(request_id, code))
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
+    request = result["request"]
     if "token" not in result:  # a portal login or admin access, approved on the meter
         what = "login" if result.get("kind") == "login" else "admin access (60 minutes)"
-        click.echo(
-            f"Approved the portal {what} of {result['request']['name']!r} "
-            f"(code {result['request']['code']})."
-        )
+        click.echo(f"Approved the portal {what} of {request['name']!r} (code {request['code']}).")
         return
     token = result["token"]
     click.echo(
-        f"Approved {result['request']['name']!r}: token {token['token_id']} with "
-        f"{', '.join(token['profiles'])}, valid until {token['expires_at']}."
+        f"Approved {request['name']!r} (code {request['code']}): token {token['token_id']} "
+        f"with {', '.join(token['profiles'])}, valid until {token['expires_at']}."
     )
 
 
 @meter.command("deny")
 @click.argument("request_id", metavar="[ID]", required=False)
+@_code_option("Deny")
 @_gateway_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def meter_deny(request_id: str | None, state_dir: Path | None, as_json: bool) -> None:
-    """Deny a token request, portal login or admin access: ID, or the oldest pending one
-    (the meter's button)."""
-    result = _ask(state_dir, lambda control: control.deny(request_id))
+def meter_deny(
+    request_id: str | None, code: str | None, state_dir: Path | None, as_json: bool
+) -> None:
+    """Deny a device token request, portal login or admin access (the meter's button).
+
+    Without ID or --code it acts only when exactly one request waits.
+
+    \b
+    Exit codes: 0 denied; 1 no such request, or no gateway running; 2 several wait.
+    """
+    result = _pick(state_dir, request_id, code, lambda c: c.deny(request_id, code))
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
-        click.echo(f"Denied {result['request']['name']!r}.")
+        request = result["request"]
+        click.echo(f"Denied {request['name']!r} (code {request['code']}).")
+
+
+@meter.command("devices")
+@_gateway_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def meter_devices(state_dir: Path | None, as_json: bool) -> None:
+    """Show the devices with a token and the browsers logged in to the portal (X1 §5.2)."""
+    grants = _ask(state_dir, lambda control: control.devices())
+    if as_json:
+        click.echo(json.dumps(grants, indent=2))
+    elif not grants:
+        click.echo("No device holds a token and no browser is logged in.")
+    for grant in [] if as_json else grants:
+        _print_grant(grant)
+
+
+@meter.command("revoke")
+@click.argument("grant_id", metavar="ID")
+@_gateway_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def meter_revoke(grant_id: str, state_dir: Path | None, as_json: bool) -> None:
+    """Revoke a device's token or end a portal session, by the ID `meter devices` shows
+    (X1 §5.2); its open connections close."""
+    result = _ask(state_dir, lambda control: control.revoke(grant_id))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"Revoked {result['device']['name']!r} ({result['device']['id']}).")
 
 
 @meter.command("comlog")

@@ -28,8 +28,10 @@
         ├── ForbiddenProfile          403 / 4403  forbidden-profile
         ├── NotFound                  404         not-found
         ├── RequestNotPending         409         request-not-pending
+        ├── SeveralWaiting            409         several-waiting
         ├── RateLimited               429 / 4429  rate-limited
-        └── X1Disabled                503 / 4503  x1-disabled
+        ├── X1Disabled                503 / 4503  x1-disabled
+        └── StorageUnavailable        503         storage-unavailable
 
 :class:`X1Error` subclasses carry their HTTP status, WebSocket close code and error code
 as class attributes (the status hint of h11's ``_util.py``), so the gateway maps any of
@@ -205,6 +207,26 @@ class RequestNotPending(X1Error):
     code = "request-not-pending"
 
 
+class SeveralWaiting(X1Error):
+    """The meter's button pressed without naming a request while several wait (§5.1.5):
+    the customer picks one by the code on the display."""
+
+    status = 409
+    code = "several-waiting"
+
+    def __init__(self, message: str, *, waiting: list[tuple[str, str, str, str]]) -> None:
+        self.waiting = list(waiting)
+        """(request id, code, kind, name) of each waiting request, oldest first."""
+        super().__init__(message)
+
+    def extra(self) -> dict[str, Any]:
+        return {
+            "waiting": [
+                {"request_id": i, "code": c, "kind": k, "name": n} for i, c, k, n in self.waiting
+            ]
+        }
+
+
 class RateLimited(X1Error):
     """History rate limit (§7.3) or repeated denied requests (§5.1.7)."""
 
@@ -228,6 +250,14 @@ class X1Disabled(X1Error):
     code = "x1-disabled"
 
 
+class StorageUnavailable(X1Error):
+    """The gateway could not write a change to its database (a full disk, a read-only
+    file system): nothing changed, in memory or on disk; try again later."""
+
+    status = 503
+    code = "storage-unavailable"
+
+
 class APIError(GatewayError):
     """The gateway answered with an X1 error body that maps to no known code."""
 
@@ -245,8 +275,10 @@ _BY_CODE: dict[str, type[X1Error]] = {
         ForbiddenProfile,
         NotFound,
         RequestNotPending,
+        SeveralWaiting,
         RateLimited,
         X1Disabled,
+        StorageUnavailable,
     )
 }
 
@@ -264,6 +296,14 @@ def x1_error_from_body(
     if cls is ForbiddenProfile:
         missing = body.get("missing") if isinstance(body, dict) else None
         return ForbiddenProfile(text, missing=[str(m) for m in missing or []])
+    if cls is SeveralWaiting:
+        waiting = body.get("waiting") if isinstance(body, dict) else None
+        rows = [
+            (str(w.get("request_id")), str(w.get("code")), str(w.get("kind")), str(w.get("name")))
+            for w in (waiting if isinstance(waiting, list) else [])
+            if isinstance(w, dict)
+        ]
+        return SeveralWaiting(text, waiting=rows)
     if cls is RateLimited:
         retry = (headers or {}).get("Retry-After", "60")
         usable = retry.isascii() and retry.isdigit() and len(retry) <= 9  # not "²"

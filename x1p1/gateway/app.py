@@ -47,14 +47,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from x1p1.exceptions import BadRequest, MdnsError, StateError
+from x1p1.exceptions import BadRequest, MdnsError, StateError, StorageUnavailable
 from x1p1.gateway.control import ControlServer, socket_path
 from x1p1.gateway.server import Route, build_app
 from x1p1.gateway.state import GatewayEvent, GatewayState, utc_now
 from x1p1.gateway.store import Store
 from x1p1.gateway.streams import MeterSource, SimTime, StreamHub
 from x1p1.x1.api import DEFAULT_HOST_NAME, DEFAULT_PORT, X1_VERSION
-from x1p1.x1.pairing import Token
+from x1p1.x1.grants import Grant
 
 if TYPE_CHECKING:
     from x1p1.gateway.comlog import Comlog
@@ -110,28 +110,28 @@ class GatewayConfig:
 
 
 COMLOG_EVENTS: dict[str, str] = {
-    "request-created": "token-requested",
-    "request-approved": "token-approved",
-    "request-denied": "token-denied",
-    "request-expired": "token-expired",
-    "token-expired": "token-expired",
-    "token-revoked": "token-revoked",
-    "token-profiles-changed": "profiles-changed",
     "x1-disabled": "x1-disabled",
     "x1-enabled": "x1-enabled",
     "operator-read": "operator-read",
-    "login-requested": "login-requested",
-    "login-approved": "login-approved",
-    "login-denied": "login-denied",
-    "logout": "logout",
-    "session-revoked": "session-revoked",
-    "elevation-requested": "elevation-requested",
-    "elevation-approved": "elevation-approved",
-    "elevation-denied": "elevation-denied",
     "admin-action": "admin-action",
     "history-blocked": "history-blocked",
 }
-"""Gateway events → comlog events (§2.2). Issuing a token is part of its approval."""
+"""Gateway events that are not the ledger's → comlog events (§2.2)."""
+
+
+def comlog_kind(kind: str) -> str | None:
+    """The comlog event of a gateway event: the ledger's own are mapped by
+    :func:`x1p1.gateway.grants.comlog_event` (exhaustively), the others here."""
+    from x1p1.gateway.grants import comlog_event
+    from x1p1.x1.grants import Event
+
+    try:
+        event = Event(kind)
+    except ValueError:
+        return COMLOG_EVENTS.get(kind)
+    found = comlog_event(event)
+    return None if found is None else found.value
+
 
 WEBSOCKET_ROUTES = frozenset({"legacy-p1", "realtime"})
 
@@ -278,7 +278,7 @@ class Gateway:
         self.state = GatewayState(
             self._store, self._hub, now=config.now, auto_approve=config.auto_approve
         )
-        self.state.maintain()
+        self.state.grants.maintain()
         self._attach_comlog(self.state, self._store)
 
         from x1p1.gateway.history_routes import HISTORY_ROUTES
@@ -290,7 +290,7 @@ class Gateway:
         self.history.mount(app)
         from x1p1.gateway.portal import Portal
 
-        self.portal = Portal(self.state, self.info, maintain_every=config.maintain_every)
+        self.portal = Portal(self.state, self.info)
         self.portal.comlog = self.comlog
         self.portal.mount(app)
         self.history.attach_portal(self.portal)
@@ -322,7 +322,6 @@ class Gateway:
 
         self._control = ControlServer(self.state, self.control_path, self.info)
         self._control.register("comlog", self._comlog_command)
-        self.portal.install(self._control)
         self.history.install(self._control)
         await self._control.start()
         self._hub.start()
@@ -344,7 +343,7 @@ class Gateway:
         self.comlog = comlog
 
         def record(event: GatewayEvent) -> None:
-            kind = COMLOG_EVENTS.get(event.kind)
+            kind = comlog_kind(event.kind)
             if kind is None:
                 return
             details = dict(event.details)
@@ -352,9 +351,9 @@ class Gateway:
             device = _device(str(name), str(uuid)) if name is not None else None
             comlog.add(event.at, kind, device, details)
 
-        def use(token: Token, route: str) -> None:
+        def use(token: Grant, route: str) -> None:
             kind = ComlogEvent.WEBSOCKET_USE if route in WEBSOCKET_ROUTES else ComlogEvent.API_USE
-            comlog.note_use(state.now(), _device(token.name, token.uuid), kind)
+            comlog.note_use(state.now(), _device(token.label, token.uuid), kind)
 
         state.listeners.append(record)
         state.use_listeners.append(use)
@@ -422,7 +421,9 @@ class Gateway:
             await asyncio.sleep(self.config.maintain_every)
             try:
                 assert self.state is not None
-                self.state.maintain()
+                self.state.grants.maintain()
+            except StorageUnavailable:
+                pass  # logged by the ledger, at most once a minute; tried again next round
             except Exception:
                 log.exception("housekeeping failed")
             if time.monotonic() - released >= RELEASE_MEMORY_EVERY:

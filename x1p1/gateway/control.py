@@ -13,26 +13,29 @@ each answer one line, ``{"ok": true, "result": {...}}`` or ``{"ok": false, "erro
 (``not-found``, ``request-not-pending``, ``bad-request``) or ``unknown-command``.
 A connection may carry any number of requests.
 
-Commands (:data:`COMMANDS`):
+Commands, each registered once (the ledger's in :mod:`x1p1.gateway.grants`):
 
 =================== =====================================================================
 ``status``          host name, URL, port, root CA path, X1 switch, counts
-``list``            pending requests, oldest first (the display, §5.1.5)
-``approve``         ``id`` (default: the oldest pending), ``profiles`` (default: asked)
-``deny``            ``id`` (default: the oldest pending)
-``tokens``          active tokens (never their secrets)
-``revoke``          ``token_id``: the token's open sockets close with 4401
-``set-profiles``    ``token_id``, ``profiles`` (§5.1.6)
+``list``            ``display``: the one request the display shows (the oldest waiting),
+                    and ``requests``: every waiting one, oldest first, each with its
+                    ``kind`` (device, login, elevation) and four-digit ``code`` (§5.1.5)
+``approve``         ``id`` or ``code``; neither: the only waiting request, and
+                    ``several-waiting`` (409, listing them) when more than one waits.
+                    Profiles as asked, as a whole (§5.1.5)
+``deny``            ``id`` or ``code``, as ``approve``
+``devices``         active tokens and portal sessions (never their secrets)
+``tokens``          active tokens only; ``sessions``: active portal sessions only
+``revoke``          ``id`` (or ``token_id``, ``session_id``) of a token or session
+                    (§5.2): its open sockets close with 4401
+``set-profiles``    ``token_id``, ``profiles``: the portal's change of a grant (§5.1.6),
+                    for tools and tests; the meter itself has no such button
 ``operator``        ``action``: ``disable`` | ``enable`` | ``read`` (§12.3, §2.2)
-``comlog``          ``since`` (RFC 3339), ``limit``: the comlog's entries (§2.2), from
-                    :mod:`x1p1.gateway.app`, which owns the comlog
 =================== =====================================================================
 
-Other parts register more with :meth:`ControlServer.register`: the portal
-(:mod:`x1p1.gateway.sessions`) puts login and admin-access requests into ``list``,
-``approve`` and ``deny`` (the meter's one queue) and adds ``sessions`` and
-``revoke-session`` and ``block-history``. The client is
-:mod:`x1p1.gateway.control_client`.
+Other parts register their own with :meth:`ControlServer.register`: ``comlog``
+(:mod:`x1p1.gateway.app`, which owns the comlog) and ``block-history`` (the history
+service). The client is :mod:`x1p1.gateway.control_client`.
 """
 
 from __future__ import annotations
@@ -52,8 +55,10 @@ from typing import Any
 
 from x1p1.exceptions import BadRequest, StateError, X1Error
 from x1p1.gateway import handlers
-from x1p1.gateway.state import GatewayState, request_json, token_json
+from x1p1.gateway.grants import grant_json, request_json
+from x1p1.gateway.state import GatewayState
 from x1p1.x1.api import format_time
+from x1p1.x1.grants import Request, RequestKind
 from x1p1.x1.profiles import parse_profiles
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,14 @@ def _text(args: Mapping[str, Any], key: str, required: bool = False) -> str | No
     return value
 
 
+def _code(args: Mapping[str, Any]) -> str | None:
+    """The four-digit code of a request as the display shows it (§5.1.5)."""
+    code = _text(args, "code")
+    if code is not None and not (len(code) == 4 and code.isascii() and code.isdigit()):
+        raise BadRequest("code: four digits expected, as the meter's display shows them")
+    return code
+
+
 def _profiles_arg(args: Mapping[str, Any]) -> Any:
     value = args.get("profiles")
     if value is None:
@@ -119,14 +132,19 @@ class ControlServer:
             "list": self._list,
             "approve": self._approve,
             "deny": self._deny,
+            "devices": self._devices,
             "tokens": self._tokens,
+            "sessions": self._sessions,
             "revoke": self._revoke,
             "set-profiles": self._set_profiles,
             "operator": self._operator,
         }
 
     def register(self, name: str, command: Command) -> None:
-        """Add a command (``login-confirm``, ``block-history``, ``comlog``, …)."""
+        """Add a command (``block-history``, ``comlog``). Each name is registered once:
+        nothing replaces or wraps another's command."""
+        if name in self.commands:
+            raise ValueError(f"the control command {name!r} is registered already")
         self.commands[name] = command
 
     # --- life cycle ----------------------------------------------------------------------
@@ -236,37 +254,64 @@ class ControlServer:
             **self.info(),
             "meters": [m.to_json() for m in handlers.meter_refs(state.meters)],
             "x1_enabled": state.x1_enabled,
-            "pending": len(state.pending()),
-            "tokens": len(state.tokens()),
+            "pending": len(state.grants.pending()),
+            "tokens": len(state.grants.tokens()),
             "streams": len(state.hub.subscribers),
         }
 
     def _list(self, args: Mapping[str, Any]) -> dict[str, Any]:
         now = self.state.now()
-        return {"requests": [request_json(r, now) for r in self.state.pending()]}
+        pending = self.state.grants.pending()
+        return {
+            "display": request_json(pending[0], now) if pending else None,
+            "requests": [request_json(r, now) for r in pending],
+        }
+
+    def _decided(self, request: Request) -> dict[str, Any]:
+        now = self.state.now()
+        out: dict[str, Any] = {"kind": request.kind.value, "request": request_json(request, now)}
+        if request.kind is RequestKind.DEVICE and request.grant_id:
+            out["token"] = grant_json(self.state.grants.grant(request.grant_id), now)
+        return out
 
     def _approve(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        request, token = self.state.approve(_text(args, "id"), _profiles_arg(args))
-        return {"request": request_json(request, self.state.now()), "token": token_json(token)}
+        if args.get("profiles") is not None:
+            raise BadRequest(
+                "profiles: the meter approves the profiles as asked (§5.1.5); change them "
+                "in the portal (§5.1.6)"
+            )
+        request = self.state.grants.approve(_text(args, "id"), code=_code(args))
+        return self._decided(request)
 
     def _deny(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        request = self.state.deny(_text(args, "id"))
-        return {"request": request_json(request, self.state.now())}
+        return self._decided(self.state.grants.deny(_text(args, "id"), code=_code(args)))
+
+    def _devices(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        now = self.state.now()
+        return {"devices": [grant_json(g, now) for g in self.state.grants.grants()]}
 
     def _tokens(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        return {"tokens": [token_json(t) for t in self.state.tokens()]}
+        now = self.state.now()
+        return {"tokens": [grant_json(t, now) for t in self.state.grants.tokens()]}
+
+    def _sessions(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        now = self.state.now()
+        return {"sessions": [grant_json(s, now) for s in self.state.grants.sessions()]}
 
     def _revoke(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        token_id = _text(args, "token_id", required=True)
-        assert token_id is not None
-        return {"token": token_json(self.state.revoke(token_id, "revoked on the meter"))}
+        grant_id = _text(args, "id") or _text(args, "token_id") or _text(args, "session_id")
+        if grant_id is None:
+            raise BadRequest("id: missing (a device's or a session's id)")
+        grant = self.state.grants.revoke(grant_id, "revoked on the meter")
+        return {"device": grant_json(grant, self.state.now())}
 
     def _set_profiles(self, args: Mapping[str, Any]) -> dict[str, Any]:
         token_id = _text(args, "token_id", required=True)
         profiles = _profiles_arg(args)
         if token_id is None or profiles is None:
             raise BadRequest("set-profiles needs token_id and profiles")
-        return {"token": token_json(self.state.set_profiles(token_id, profiles))}
+        token = self.state.grants.set_profiles(token_id, profiles)
+        return {"token": grant_json(token, self.state.now())}
 
     def _operator(self, args: Mapping[str, Any]) -> dict[str, Any]:
         action = _text(args, "action", required=True)

@@ -26,8 +26,10 @@ _STATUS = {
     "bad-request": 400,
     "not-found": 404,
     "request-not-pending": 409,
+    "several-waiting": 409,
     "rate-limited": 429,
     "x1-disabled": 503,
+    "storage-unavailable": 503,
 }
 _MAX_ANSWER = 4 * 1024 * 1024
 
@@ -150,35 +152,44 @@ class ControlClient:
         return self.call("status")
 
     def requests(self) -> list[dict[str, Any]]:
-        """What waits on the meter's display, oldest first: token requests (``kind``
-        ``token``), portal logins and admin-access requests (``login``, ``elevation``)."""
+        """Every request waiting on the meter, oldest first, with its ``kind`` (device,
+        login, elevation) and the four-digit ``code`` the display shows (§5.1.5)."""
         return list(self.call("list")["requests"])
 
-    def approve(
-        self, request_id: str | None = None, profiles: Iterable[str] | None = None
-    ) -> dict[str, Any]:
-        """Approve ``request_id`` (default: the oldest pending), granting ``profiles``
-        (default: those asked). Returns ``{"request": …, "token": …}`` (no secret)."""
-        args: dict[str, Any] = {}
-        if request_id is not None:
-            args["id"] = request_id
-        if profiles is not None:
-            args["profiles"] = list(profiles)
-        return self.call("approve", **args)
+    def display(self) -> dict[str, Any] | None:
+        """The one request the display shows: the oldest waiting, or None."""
+        shown = self.call("list")["display"]
+        return dict(shown) if isinstance(shown, dict) else None
 
-    def deny(self, request_id: str | None = None) -> dict[str, Any]:
-        """Deny ``request_id`` (default: the oldest pending)."""
-        return self.call("deny", **({"id": request_id} if request_id is not None else {}))
+    def approve(self, request_id: str | None = None, code: str | None = None) -> dict[str, Any]:
+        """Approve ``request_id``, or the request showing ``code``, or the only one
+        waiting (:class:`~x1p1.exceptions.SeveralWaiting` when several wait). Profiles are
+        granted as asked (§5.1.5). Returns ``{"kind", "request"}`` and, for a device,
+        ``"token"`` (never its secret)."""
+        return self.call("approve", **_which(request_id, code))
+
+    def deny(self, request_id: str | None = None, code: str | None = None) -> dict[str, Any]:
+        """Deny, choosing the request as :meth:`approve` does."""
+        return self.call("deny", **_which(request_id, code))
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Active tokens and portal sessions: id, kind, name, uuid, profiles, times."""
+        return list(self.call("devices")["devices"])
 
     def tokens(self) -> list[dict[str, Any]]:
         """Active tokens: id, name, uuid, profiles, expiry, last use."""
         return list(self.call("tokens")["tokens"])
 
-    def revoke(self, token_id: str) -> dict[str, Any]:
-        """Revoke a token; its open sockets close with 4401."""
-        return self.call("revoke", token_id=token_id)
+    def sessions(self) -> list[dict[str, Any]]:
+        """Browsers logged in to the portal (X1 §5.1.3): id, browser, User-Agent, times."""
+        return list(self.call("sessions")["sessions"])
+
+    def revoke(self, grant_id: str) -> dict[str, Any]:
+        """Revoke a token or a portal session (§5.2); its open sockets close with 4401."""
+        return self.call("revoke", id=grant_id)
 
     def set_profiles(self, token_id: str, profiles: Iterable[str]) -> dict[str, Any]:
+        """The portal's change of a token's profiles (§5.1.6)."""
         return self.call("set-profiles", token_id=token_id, profiles=list(profiles))
 
     def comlog(self, since: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
@@ -189,14 +200,6 @@ class ControlClient:
             args["since"] = since
         return list(self.call("comlog", **args)["entries"])
 
-    def sessions(self) -> list[dict[str, Any]]:
-        """Browsers logged in to the portal (X1 §5.1.3): id, browser, User-Agent, times."""
-        return list(self.call("sessions")["sessions"])
-
-    def revoke_session(self, session_id: str) -> dict[str, Any]:
-        """End a portal session from the meter; its live streams close with 4401."""
-        return self.call("revoke-session", session_id=session_id)
-
     def block_history(self) -> dict[str, Any]:
         """The meter's button combination that blocks history (X1 §12.1), irreversibly:
         ``{"blocked_at": RFC 3339, "tokens_revoked": n}``."""
@@ -205,3 +208,12 @@ class ControlClient:
     def operator(self, action: str) -> dict[str, Any]:
         """The grid operator: ``disable``, ``enable`` or ``read``."""
         return self.call("operator", action=action)
+
+
+def _which(request_id: str | None, code: str | None) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    if request_id is not None:
+        args["id"] = request_id
+    if code is not None:
+        args["code"] = code
+    return args

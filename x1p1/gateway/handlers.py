@@ -25,9 +25,9 @@ from x1p1.exceptions import BadRequest, ForbiddenProfile, NotFound
 from x1p1.gateway.state import GatewayState
 from x1p1.gateway.streams import MeterSelection, MeterSource, Tick
 from x1p1.x1.api import TokenRequestBody, parse_interval, parse_list
+from x1p1.x1.grants import Grant
 from x1p1.x1.history import resolutions
 from x1p1.x1.obis import OBJECTS, Meter, ObisRef, lookup
-from x1p1.x1.pairing import Token
 from x1p1.x1.profiles import ELECTRICITY_PROFILES, GAS_PROFILES, Profile, sorted_profiles
 
 REALTIME_PROFILES = frozenset({Profile.E_REALTIME, Profile.PQ_REALTIME, Profile.G_REALTIME})
@@ -80,7 +80,7 @@ def check_parameters(params: Mapping[str, str], allowed: frozenset[str]) -> None
             raise BadRequest(f"{name}: given more than once")
 
 
-def require_any(token: Token, profiles: frozenset[Profile], what: str) -> None:
+def require_any(token: Grant, profiles: frozenset[Profile], what: str) -> None:
     """403 unless ``token`` holds one of ``profiles``; ``missing`` lists them all."""
     if not token.profiles & profiles:
         missing = sorted_profiles(profiles)
@@ -90,33 +90,34 @@ def require_any(token: Token, profiles: frozenset[Profile], what: str) -> None:
 # --- pairing (§5.1.2, §5.2) ---------------------------------------------------------------
 
 
-def post_token_request(state: GatewayState, body: object) -> dict[str, Any]:
-    """``POST /api/tokens/requests`` → 202 with the pending request."""
+def post_token_request(state: GatewayState, body: object, address: str) -> dict[str, Any]:
+    """``POST /api/tokens/requests`` from ``address`` → 202 with the pending request and
+    the code the meter's display shows next to it (§5.1.5)."""
     state.check_enabled()
-    return state.create_request(TokenRequestBody.parse(body)).to_json()
+    return state.grants.create_request(TokenRequestBody.parse(body), address).to_json()
 
 
 def get_token_request(state: GatewayState, request_id: str) -> dict[str, Any]:
     """``GET /api/tokens/requests/{request_id}``."""
     if not request_id or len(request_id) > 64:
         raise NotFound("no such token request")
-    return state.request_state(request_id).to_json()
+    return state.grants.request_state(request_id).to_json()
 
 
-def get_token(token: Token) -> dict[str, Any]:
+def get_token(token: Grant) -> dict[str, Any]:
     """``GET /api/token``: the caller's own token."""
     return token.info().to_json()
 
 
-def delete_token(state: GatewayState, token: Token) -> None:
+def delete_token(state: GatewayState, token: Grant) -> None:
     """``DELETE /api/token``: the device unpairs itself; its sockets close with 4401."""
-    state.revoke(token.token_id, "the device unpaired itself")
+    state.grants.revoke(token.grant_id, "the device unpaired itself")
 
 
 # --- meters (§8.1) -------------------------------------------------------------------------
 
 
-def list_meters(meters: MeterSource, token: Token) -> dict[str, Any]:
+def list_meters(meters: MeterSource, token: Grant) -> dict[str, Any]:
     """``GET /api/meters``: only meters the token has some profile for (§8.1)."""
     visible = [m for m in meter_refs(meters) if token.profiles & METER_PROFILES[m.meter]]
     return {"meters": [m.to_json() for m in visible]}
@@ -129,7 +130,7 @@ def find_meter(meters: MeterSource, equipment_id: str) -> MeterRef:
     raise NotFound(f"no meter with equipment id {equipment_id!r}")
 
 
-def describe_meter(meters: MeterSource, token: Token, equipment_id: str) -> dict[str, Any]:
+def describe_meter(meters: MeterSource, token: Grant, equipment_id: str) -> dict[str, Any]:
     """``GET /api/meters/{equipment_id}``: the meter, the objects the token may read
     (code, description, unit, format, and which of its profiles read it) and each
     resolution of history with its retention (Table 8)."""
@@ -162,7 +163,7 @@ def describe_meter(meters: MeterSource, token: Token, equipment_id: str) -> dict
 # --- WebSockets (§7.2, §8.2) --------------------------------------------------------------
 
 
-def legacy_p1_interval(token: Token, params: Mapping[str, str]) -> int:
+def legacy_p1_interval(token: Grant, params: Mapping[str, str]) -> int:
     """``/api/legacy-p1``: needs the P1 profile; returns the interval in seconds."""
     require_any(token, frozenset({Profile.P1}), "/api/legacy-p1")
     check_parameters(params, LEGACY_P1_PARAMETERS)
@@ -181,7 +182,7 @@ def _resolve(code: str, ref: ObisRef, gas_channel: int) -> ObisRef:
 
 
 def realtime_selection(
-    meters: MeterSource, token: Token, params: Mapping[str, str]
+    meters: MeterSource, token: Grant, params: Mapping[str, str]
 ) -> tuple[list[MeterSelection], int]:
     """``/api/realtime``: what to send of which meter, and the interval.
 

@@ -24,9 +24,10 @@ X1 §7.3 (history and its rate limit), §6.2.5–§6.2.6 (signed billing reading
   (control command ``block-history``, ``x1p1 meter block-history``) and the portal's
   admin function (:attr:`Portal.block`): history and billing readings at or before the
   moment are deleted and can never be stored or returned again (the database refuses
-  them, across restarts), every token is revoked (open sockets close with 4401), the
-  ``history-blocked`` event ends every portal session and goes to the comlog. New
-  history accrues from that moment on.
+  them, across restarts), and every token and portal session ends (open sockets close
+  with 4401) in the same transaction (:meth:`GatewayGrants.block_history`), so that a
+  kill at any instant leaves all of it done or none; ``history-blocked`` goes to the
+  comlog. New history accrues from that moment on.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from x1p1.gateway.history import HistoryStore, RegisterSource
 from x1p1.gateway.state import GatewayEvent, GatewayState
 from x1p1.gateway.store import Store
 from x1p1.x1.api import format_time
-from x1p1.x1.pairing import Token
+from x1p1.x1.grants import Grant, GrantKind
 from x1p1.x1.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
@@ -257,7 +258,7 @@ class HistoryService:
 
     # --- the rate limit (§7.3) -----------------------------------------------------------
 
-    def take(self, token: Token) -> None:
+    def take(self, token: Grant) -> None:
         """One history call of ``token``; :class:`~x1p1.exceptions.RateLimited` (429 with
         ``Retry-After``) when its bucket is empty."""
         self.limiter.take(token.token_id, self.monotonic())
@@ -273,11 +274,17 @@ class HistoryService:
     def block(self, by: str = "on the meter") -> dict[str, Any]:
         """Block history now, irreversibly (see the module docstring); ``by`` says where
         (the meter's buttons, the portal and its browser) for the comlog."""
-        at = self.history.block(self.meter_now())
-        tokens = self.state.revoke_all("history was blocked")
+        at, ended = self.state.grants.block_history(
+            lambda: self.history.block(self.meter_now()), "history was blocked"
+        )
+        tokens = sum(1 for grant in ended if grant.kind is GrantKind.TOKEN)
         self.state.emit("history-blocked", at=format_time(at), by=by)
-        log.warning("history blocked at %s %s; %d tokens revoked", format_time(at), by, len(tokens))
-        return {"blocked_at": format_time(at), "tokens_revoked": len(tokens)}
+        log.warning("history blocked at %s %s; %d tokens revoked", format_time(at), by, tokens)
+        return {
+            "blocked_at": format_time(at),
+            "tokens_revoked": tokens,
+            "sessions_ended": len(ended) - tokens,
+        }
 
     def _block_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         return self.block("on the meter (button combination)")

@@ -111,12 +111,23 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["request_id", "status", "expires_at"],
         "properties": {
-            "request_id": {"type": "string", "description": "Opaque, 128 random bits"},
+            "request_id": {
+                "type": "string",
+                "pattern": "^[0-9a-f]{32}$",
+                "description": "Opaque, 128 random bits in hex",
+            },
+            "code": {
+                "type": "string",
+                "pattern": "^[0-9]{4}$",
+                "description": "The four digits the meter's display shows next to this "
+                "request (§5.1.5): tell the customer to approve the request with this code",
+            },
             "status": {"type": "string", "enum": ["pending", "approved", "denied", "expired"]},
             "expires_at": {
                 **_TIME,
                 "description": "The request's end: 10 minutes after it "
-                "was made (§5.1.4); its id answers until then",
+                "was made (§5.1.4); its id answers until then, an approved one a minute "
+                "longer",
             },
             "token": {
                 "type": "string",
@@ -275,11 +286,14 @@ _WS_CLOSES = {
 OPERATIONS: dict[str, dict[str, Any]] = {
     "token-request-create": {
         "description": (
-            "Ask for an API token (§5.1.2). The customer approves or denies on the meter "
-            "(`x1p1 meter approve|deny`) or in the portal, oldest request first (§5.1.5); "
-            "the portal may grant other profiles (§5.1.6). A request lives 10 minutes, then "
-            "expires (§5.1.4). At most 16 requests pend at once (429 until the oldest "
-            "expires). A new request of a device (uuid) replaces its pending one. Three "
+            "Ask for an API token (§5.1.2). The answer carries a four-digit `code` that the "
+            "meter's display shows next to the request: the customer approves or denies the "
+            "request with that code on the meter (`x1p1 meter approve|deny --code NNNN`), "
+            "with the profiles as asked (§5.1.5), or in the portal, which may grant other "
+            "profiles (§5.1.6). A request lives 10 minutes, then expires (§5.1.4). At most "
+            "16 requests pend at once (429 until the oldest expires), and at most 2 per "
+            "client address: a third replaces that address's oldest. A new request of a "
+            "device (uuid) replaces its pending one. Three "
             "denials of one uuid within an hour: 429 for an hour after the third (§5.1.7); "
             "expiries do not count. Approving gives the device one token: an earlier token "
             "of the same uuid is revoked."
@@ -298,7 +312,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "description": (
             "Poll a token request. Approved: the answer carries the token and the granted "
             "profiles; the id is the only key to the token. The id answers until 10 minutes "
-            "after the request was made, then 404. Poll every few seconds."
+            "after the request was made (an approved one a minute longer), then 404. Poll "
+            "every few seconds."
         ),
         "parameters": [
             {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}

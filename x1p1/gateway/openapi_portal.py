@@ -80,6 +80,12 @@ LOGIN_STATUS: dict[str, Any] = {
             "type": "string",
             "enum": ["none", "pending", "approved", "denied", "expired", "cancelled", "claimed"],
         },
+        "code": {
+            "type": "string",
+            "pattern": "^[0-9]{4}$",
+            "description": "The four digits the meter's display shows next to this login "
+            "request (§5.1.5)",
+        },
         "expires_in": {
             "type": "integer",
             "minimum": 0,

@@ -45,7 +45,7 @@ from x1p1.x1.api import (
     TOKEN_REQUESTS,
     bearer_token,
 )
-from x1p1.x1.pairing import Token
+from x1p1.x1.grants import Grant
 from x1p1.x1.profiles import Profile
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,9 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 STATE = web.AppKey("x1p1.state", GatewayState)
-TOKEN_KEY = web.RequestKey("x1p1.token", Token)
-"""Where an authenticated request keeps its :class:`~x1p1.x1.pairing.Token`."""
+TOKEN_KEY = web.RequestKey("x1p1.token", Grant)
+"""Where an authenticated request keeps its :class:`~x1p1.x1.grants.Grant` (a device's
+token, or a portal session)."""
 
 WS_HEARTBEAT = 20.0
 """Seconds between the server's pings: a peer that vanished is noticed within two."""
@@ -77,7 +78,7 @@ class Route:
 
 
 ROUTES_KEY: web.AppKey[list[Route]] = web.AppKey("x1p1.routes")
-CookieAuth = Callable[[web.Request], Token | None]
+CookieAuth = Callable[[web.Request], Grant | None]
 COOKIE_AUTH: web.AppKey[CookieAuth] = web.AppKey("x1p1.cookie_auth")
 """The portal's session cookie (X1 §5.1.3): a GET without ``Authorization`` that carries a
 valid portal session is let in as the Token this returns (None: not a portal session)."""
@@ -173,7 +174,13 @@ def _with_access(route: Route) -> Handler:
     return handle
 
 
-def token_of(request: web.Request) -> Token:
+def client_address(request: web.Request) -> str:
+    """The client's IP address (the ledger caps pending requests per address)."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else (request.remote or "")
+
+
+def token_of(request: web.Request) -> Grant:
     return request[TOKEN_KEY]
 
 
@@ -203,7 +210,8 @@ async def read_json(request: web.Request) -> object:
 async def post_token_requests(request: web.Request) -> web.StreamResponse:
     handlers.check_parameters(request.query, frozenset())
     body = await read_json(request)
-    return json_response(handlers.post_token_request(request.app[STATE], body), status=202)
+    state, address = request.app[STATE], client_address(request)
+    return json_response(handlers.post_token_request(state, body, address), status=202)
 
 
 async def get_token_request(request: web.Request) -> web.StreamResponse:
@@ -273,7 +281,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
 
 async def _stream(
     request: web.Request,
-    token: Token,
+    token: Grant,
     interval: int,
     render: Callable[[Tick], list[str]],
     kind: str,

@@ -1,19 +1,17 @@
-"""The embedded gateway's SQLite database: token requests, tokens, settings, and a home
-for the other parts' tables (history, comlog) in the same file.
+"""The embedded gateway's SQLite database: settings, and a home for the other parts'
+tables (the ledger, history, comlog) in the same file.
 
 One file, ``<state dir>/gateway.db``, in WAL mode with ``synchronous=FULL``: a committed
 transaction survives SIGKILL and power loss. One :class:`sqlite3.Connection`, used from
-the event loop's thread only. That is a deliberate choice: pairing writes are a handful
-of small rows (a request, an approval, an hourly renewal), reads of tokens are served
-from memory by :class:`~x1p1.x1.pairing.Pairing`, and a commit with an fsync takes a
+the event loop's thread only. That is a deliberate choice: the ledger's writes are a
+handful of small rows (a request, an approval, an hourly renewal), reads of tokens are
+served from memory by :class:`~x1p1.x1.grants.Ledger`, and a commit with an fsync takes a
 millisecond or two on an SD card; a thread would add locking and ordering questions to
 save that. Parts that run long queries (history backfill) may run them in a thread with
 a connection of their own (:meth:`Store.connect` opens one on the same file).
 
-What is kept (X1 §5.1.2, §5.2; x1-api.md, "Pairing"):
+What is kept here:
 
-- ``token_requests``: every request until a day after it was decided;
-- ``tokens``: the token's public id and the SHA-256 of its secret, never the secret;
 - ``settings``: small key/value pairs, such as whether the grid operator switched X1 off
   (§12.3), as JSON.
 
@@ -26,21 +24,19 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from x1p1.exceptions import StateError
-from x1p1.x1.api import RequestStatus
-from x1p1.x1.pairing import Change, Token, TokenRequest, TokenStatus
-from x1p1.x1.profiles import Profile, sorted_profiles
 
 DB_NAME = "gateway.db"
 COMPONENT = "pairing"
+"""The store's own component in ``schema_versions`` (its name from the days when it
+also held the token tables; :mod:`x1p1.gateway.grants` moved those to its own set)."""
 
-PAIRING_MIGRATIONS: tuple[str, ...] = (
+STORE_MIGRATIONS: tuple[str, ...] = (
     # version 1
     """
     CREATE TABLE token_requests (
@@ -75,25 +71,9 @@ PAIRING_MIGRATIONS: tuple[str, ...] = (
     );
     """,
 )
-"""The pairing tables, one SQL script per schema version (index 0 is version 1)."""
-
-
-def _time(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def _profiles(profiles: Iterable[Profile] | None) -> str | None:
-    return None if profiles is None else ",".join(sorted_profiles(profiles))
-
-
-def _parse_profiles(text: str | None) -> frozenset[Profile] | None:
-    if text is None:
-        return None
-    return frozenset(Profile(p) for p in text.split(",") if p)
+"""The store's tables, one SQL script per schema version (index 0 is version 1). Version 1
+also made the token tables of older x1p1 versions, which the ledger's first migration
+takes over and drops (:data:`x1p1.gateway.grants.GRANTS_MIGRATIONS`)."""
 
 
 @contextmanager
@@ -138,7 +118,7 @@ class Store:
 
     @classmethod
     def open(cls, state_dir: Path) -> Store:
-        """Open (or create) ``<state_dir>/gateway.db`` and bring the pairing tables to the
+        """Open (or create) ``<state_dir>/gateway.db`` and bring the store's tables to the
         current schema. :class:`StateError` if the directory or database is unusable."""
         state_dir = Path(state_dir)
         try:
@@ -149,7 +129,7 @@ class Store:
         store = cls(path, cls.connect(path))
         try:
             os.chmod(path, 0o600)
-            store.migrate(COMPONENT, PAIRING_MIGRATIONS)
+            store.migrate(COMPONENT, STORE_MIGRATIONS)
             rows = store.conn.execute("PRAGMA quick_check").fetchall()
         except (sqlite3.Error, OSError) as exc:
             store.close()
@@ -198,73 +178,6 @@ class Store:
             version = number
         return version
 
-    # --- pairing records -------------------------------------------------------------------
-
-    def load_requests(self) -> list[TokenRequest]:
-        rows = self.conn.execute(
-            "SELECT request_id, name, uuid, asked, created_at, status, decided_at, granted, "
-            "token_id FROM token_requests ORDER BY created_at"
-        ).fetchall()
-        return [
-            TokenRequest(
-                request_id=r[0],
-                name=r[1],
-                uuid=r[2],
-                asked=_parse_profiles(r[3]) or frozenset(),
-                created_at=_req(_parse_time(r[4])),
-                status=RequestStatus(r[5]),
-                decided_at=_parse_time(r[6]),
-                granted=_parse_profiles(r[7]),
-                token_id=r[8],
-            )
-            for r in rows
-        ]
-
-    def load_tokens(self) -> list[Token]:
-        rows = self.conn.execute(
-            "SELECT token_id, digest, name, uuid, profiles, created_at, expires_at, status, "
-            "last_used, renewed_at, request_id, ended_at FROM tokens ORDER BY created_at"
-        ).fetchall()
-        return [
-            Token(
-                token_id=r[0],
-                digest=r[1],
-                name=r[2],
-                uuid=r[3],
-                profiles=_parse_profiles(r[4]) or frozenset(),
-                created_at=_req(_parse_time(r[5])),
-                expires_at=_req(_parse_time(r[6])),
-                status=TokenStatus(r[7]),
-                last_used=_parse_time(r[8]),
-                renewed_at=_parse_time(r[9]),
-                request_id=r[10],
-                ended_at=_parse_time(r[11]),
-            )
-            for r in rows
-        ]
-
-    def apply(self, changes: Iterable[Change]) -> None:
-        """Persist the records of ``changes`` in one transaction (nothing if empty)."""
-        changes = list(changes)
-        if not changes:
-            return
-        with self.transaction() as conn:
-            for change in changes:
-                record = change.record
-                dropped = change.kind.endswith("-dropped")
-                if isinstance(record, TokenRequest):
-                    if dropped:
-                        conn.execute(
-                            "DELETE FROM token_requests WHERE request_id = ?",
-                            (record.request_id,),
-                        )
-                    else:
-                        _save_request(conn, record)
-                elif dropped:
-                    conn.execute("DELETE FROM tokens WHERE token_id = ?", (record.token_id,))
-                else:
-                    _save_token(conn, record)
-
     # --- settings ----------------------------------------------------------------------------
 
     def get_setting(self, key: str, default: Any = None) -> Any:
@@ -282,59 +195,6 @@ class Store:
             )
 
 
-def _req(moment: datetime | None) -> datetime:
-    if moment is None:
-        raise StateError("a required time is missing in the gateway database")
-    return moment
-
-
 def _statements(script: str) -> list[str]:
     """The statements of a migration script (none of ours holds a ';' in a literal)."""
     return [part.strip() for part in script.split(";") if part.strip()]
-
-
-def _save_request(conn: sqlite3.Connection, r: TokenRequest) -> None:
-    conn.execute(
-        "INSERT INTO token_requests (request_id, name, uuid, asked, created_at, status, "
-        "decided_at, granted, token_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, "
-        "decided_at = excluded.decided_at, granted = excluded.granted, "
-        "token_id = excluded.token_id",
-        (
-            r.request_id,
-            r.name,
-            r.uuid,
-            _profiles(r.asked),
-            _time(r.created_at),
-            r.status.value,
-            _time(r.decided_at),
-            _profiles(r.granted),
-            r.token_id,
-        ),
-    )
-
-
-def _save_token(conn: sqlite3.Connection, t: Token) -> None:
-    conn.execute(
-        "INSERT INTO tokens (token_id, digest, name, uuid, profiles, created_at, expires_at, "
-        "status, last_used, renewed_at, request_id, ended_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (token_id) DO UPDATE SET digest = excluded.digest, "
-        "profiles = excluded.profiles, expires_at = excluded.expires_at, "
-        "status = excluded.status, last_used = excluded.last_used, "
-        "renewed_at = excluded.renewed_at, ended_at = excluded.ended_at",
-        (
-            t.token_id,
-            t.digest,
-            t.name,
-            t.uuid,
-            _profiles(t.profiles),
-            _time(t.created_at),
-            _time(t.expires_at),
-            t.status.value,
-            _time(t.last_used),
-            _time(t.renewed_at),
-            t.request_id,
-            _time(t.ended_at),
-        ),
-    )

@@ -44,6 +44,8 @@ DEFAULT_PORT = 8443
 X1_VERSION = "6.0.0"
 
 _NAME_MAX = 64
+_CODE = re.compile(r"[0-9]{4}\Z")
+"""A request's display code: four digits (§5.1.5)."""
 
 
 def format_time(moment: datetime) -> str:
@@ -75,7 +77,7 @@ def _require(body: Mapping[str, Any], field: str) -> Any:
 
 
 class RequestStatus(enum.StrEnum):
-    """The life of a token request (§5.1.4–§5.1.6); see :mod:`x1p1.x1.pairing`."""
+    """The life of a token request (§5.1.4–§5.1.6); see :mod:`x1p1.x1.grants`."""
 
     PENDING = "pending"
     APPROVED = "approved"
@@ -130,6 +132,8 @@ class TokenRequestState:
     expires_at: datetime
     token: str | None = None
     profiles: frozenset[Profile] | None = None
+    code: str | None = None
+    """The four digits the meter's display shows next to the request (§5.1.5)."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -137,6 +141,8 @@ class TokenRequestState:
             "status": self.status.value,
             "expires_at": format_time(self.expires_at),
         }
+        if self.code is not None:
+            out["code"] = self.code
         if self.status is RequestStatus.APPROVED:
             out["token"] = self.token
             out["profiles"] = sorted_profiles(self.profiles or ())
@@ -156,13 +162,15 @@ class TokenRequestState:
         expires_at = parse_time(_require(body, "expires_at"), "expires_at")
         token = body.get("token")
         profiles = body.get("profiles")
+        raw_code = body.get("code")
+        code = raw_code if isinstance(raw_code, str) and _CODE.match(raw_code) else None
         if status is RequestStatus.APPROVED:
             if not isinstance(token, str) or not token:
                 raise BadRequest("token: missing from an approved request")
             if not isinstance(profiles, list):
                 raise BadRequest("profiles: missing from an approved request")
-            return cls(request_id, status, expires_at, token, parse_profiles(profiles))
-        return cls(request_id, status, expires_at)
+            return cls(request_id, status, expires_at, token, parse_profiles(profiles), code)
+        return cls(request_id, status, expires_at, code=code)
 
 
 @dataclass(frozen=True, slots=True)

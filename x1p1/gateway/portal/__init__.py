@@ -12,8 +12,8 @@ outside the gateway.
 - :mod:`.periods`: history periods, use per interval, CSV; :mod:`.i18n`: words, formats;
 - :mod:`.html`: escaping, layout, the static files and plotly's own ``plotly.min.js``.
 
-The login, session and elevation rules are :mod:`x1p1.x1.sessions` (sans-I/O) and
-:mod:`x1p1.gateway.sessions` (persisted, on the meter's display).
+The login, session and elevation rules are the ledger's, :mod:`x1p1.x1.grants` (sans-I/O)
+and :mod:`x1p1.gateway.grants` (persisted, on the meter's display).
 """
 
 from x1p1.gateway.portal.routes import LOGIN_COOKIE, PORTAL_KEY, SESSION_COOKIE, Portal

@@ -183,9 +183,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "admin.ask": ("Beheertoegang vragen", "Ask for admin access"),
     "admin.waiting": (
         "Bevestig op de meter: op het display staat een verzoek om beheertoegang met code "
-        "{code}. Druk op de knop van de meter.",
+        "{code}. Kijk of het display deze code toont en druk dan op de knop van de meter.",
         "Confirm on the meter: its display shows a request for admin access with code {code}. "
-        "Press the meter's button.",
+        "Check that the display shows this code, then press the meter's button.",
     ),
     "admin.needed.title": ("Beheertoegang nodig", "Admin access needed"),
     "admin.needed": (
@@ -202,9 +202,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "login.waiting.title": ("Bevestig op de meter", "Confirm on the meter"),
     "login.waiting": (
         "Op het display van uw elektriciteitsmeter staat nu een inlogverzoek van {browser} "
-        "met code {code}. Druk op de knop van de meter om het goed te keuren.",
+        "met code {code}. Kijk of het display deze code toont en druk dan op de knop van de "
+        "meter om het goed te keuren.",
         "Your electricity meter's display now shows a login request from {browser} with code "
-        "{code}. Press the meter's button to approve it.",
+        "{code}. Check that the display shows this code, then press the meter's button to "
+        "approve it.",
     ),
     "login.waiting.other": (
         "Bent u op een ander apparaat al ingelogd? Dan kunt u het verzoek ook daar goedkeuren, "

@@ -27,10 +27,9 @@ from x1p1.gateway.portal.i18n import (
     short_name,
 )
 from x1p1.gateway.portal.periods import Period
+from x1p1.x1.grants import Grant, Request, RequestKind, RequestState
 from x1p1.x1.obis import Meter, ObisObject, lookup
-from x1p1.x1.pairing import Token, TokenRequest
 from x1p1.x1.profiles import Profile, sorted_profiles
-from x1p1.x1.sessions import PortalRequest, PortalRequestKind, PortalRequestStatus, Session
 
 NAV = (
     ("/", "nav.overview"),
@@ -77,7 +76,7 @@ class View:
     lang: str
     path: str
     now: datetime
-    session: Session | None = None
+    session: Grant | None = None
     csrf: str | None = None
     flash: str | None = None
     """A message key from a redirect after a form (``done.*``), or None."""
@@ -166,7 +165,7 @@ def profile_boxes(view: View, chosen: Iterable[Profile], legend: str) -> str:
     return f'<fieldset class="profiles"><legend>{esc(legend)}</legend>{"".join(boxes)}</fieldset>'
 
 
-def admin_panel(view: View, pending: PortalRequest | None, back: str) -> str:
+def admin_panel(view: View, pending: Request | None, back: str) -> str:
     """Admin access (§9.2.2): active until …, waiting for the meter, or ask for it."""
     t = view.t
     session = view.session
@@ -277,7 +276,7 @@ def layout(
 
 def login_page(
     view: View,
-    request: PortalRequest | None,
+    request: Request | None,
     *,
     message: str | None = None,
     retry_after: int | None = None,
@@ -293,7 +292,7 @@ def login_page(
         full = t("login.full", seconds=retry_after)
         parts.append(f'<p class="error" role="alert">{esc(full)}</p>')
         state = "full"
-    if request is not None and request.status is PortalRequestStatus.PENDING:
+    if request is not None and request.status is RequestState.PENDING:
         state = "pending"
         head = '<noscript><meta http-equiv="refresh" content="5"></noscript>\n'
         parts.append(
@@ -309,8 +308,8 @@ def login_page(
     else:
         if request is not None:
             key = {
-                PortalRequestStatus.DENIED: "login.denied",
-                PortalRequestStatus.EXPIRED: "login.expired",
+                RequestState.DENIED: "login.denied",
+                RequestState.EXPIRED: "login.expired",
             }.get(request.status, "login.cancelled")
             parts.append(f'<p class="error" role="alert">{esc(t(key))}</p>')
             state = request.status.value
@@ -700,11 +699,11 @@ def _iso_local(moment: datetime) -> str:
 
 def devices_page(
     view: View,
-    token_requests: Sequence[TokenRequest],
-    portal_requests: Sequence[PortalRequest],
-    tokens: Sequence[Token],
-    sessions: Sequence[Session],
-    elevation: PortalRequest | None,
+    token_requests: Sequence[Request],
+    portal_requests: Sequence[Request],
+    tokens: Sequence[Grant],
+    sessions: Sequence[Grant],
+    elevation: Request | None,
 ) -> Page:
     t = view.t
     admin = view.elevated
@@ -715,19 +714,29 @@ def devices_page(
         f'<p id="changes" class="flash" role="status" hidden>{esc(t("devices.changed"))} '
         f'<a href="/devices">{esc(t("devices.reload"))}</a></p>',
     ]
-    # waiting requests: token requests and other browsers' logins
+    # waiting requests: token requests and other browsers' logins, each with the code
+    # the meter's display shows; request ids (a device's key to its token) only for a
+    # session with admin access
     items = []
     for request in token_requests:
         left = format_duration((request.expires_at - view.now).total_seconds(), view.lang)
+        status = ""
+        if request.state is RequestState.DENIED:
+            status = f' · <span class="tag">{esc(t("devices.denied"))}</span>'
+        elif request.state is RequestState.PENDING:
+            status = f" · {esc(t('devices.expires_in', left=left))}"
         facts = (
             f"<p><strong>{esc(request.name)}</strong> · {esc(t('devices.kind.token'))} · "
-            f"{esc(t('devices.expires_in', left=left))}</p>"
+            f"{esc(t('devices.code', code=request.code))}{status}</p>"
             f'<p class="hint">{esc(t("devices.uuid"))} <code>{esc(request.uuid)}</code> · '
             f"{esc(t('devices.asked'))}: {esc(', '.join(sorted_profiles(request.asked)))}"
             f"</p>"
         )
+        key = f'data-code="{esc(request.code)}"'
         if admin:
             rid = esc(request.request_id)
+            key = f'data-request="{rid}"'
+        if admin and request.state is RequestState.PENDING:
             facts += (
                 f'<form method="post" action="/admin/requests/{rid}/approve" class="stack">'
                 f"{csrf_field(view)}{profile_boxes(view, request.asked, t('devices.grant'))}"
@@ -739,14 +748,12 @@ def devices_page(
                     cls="danger",
                 )
             )
-        items.append(f'<li class="item" data-request="{esc(request.request_id)}">{facts}</li>')
+        items.append(f'<li class="item" {key}>{facts}</li>')
     for portal in portal_requests:
-        if portal.kind is not PortalRequestKind.LOGIN:
-            continue
-        if view.session is not None and portal.session_id == view.session.session_id:
+        if portal.kind is not RequestKind.LOGIN:
             continue
         status = ""
-        if portal.status is PortalRequestStatus.DENIED:
+        if portal.status is RequestState.DENIED:
             status = f' · <span class="tag">{esc(t("devices.denied"))}</span>'
         left = format_duration((portal.expires_at - view.now).total_seconds(), view.lang)
         facts = (
@@ -754,7 +761,10 @@ def devices_page(
             f"{esc(t('devices.code', code=portal.code))}{status}</p>"
             f'<p class="hint ua">{esc(portal.user_agent)}</p>'
         )
-        if portal.status is PortalRequestStatus.PENDING:
+        key = f'data-code="{esc(portal.code)}"'
+        if admin:
+            key = f'data-request="{esc(portal.request_id)}"'
+        if portal.status is RequestState.PENDING:
             facts = facts.replace("</p>", f" · {esc(t('devices.expires_in', left=left))}</p>", 1)
             if admin:
                 facts += post_form(
@@ -765,7 +775,7 @@ def devices_page(
                     t("devices.deny"),
                     cls="danger",
                 )
-        items.append(f'<li class="item" data-request="{esc(portal.request_id)}">{facts}</li>')
+        items.append(f'<li class="item" {key}>{facts}</li>')
     waiting = (
         f'<ul class="items">{"".join(items)}</ul>'
         if items
@@ -910,7 +920,7 @@ def comlog_page(view: View, lines: Sequence[ComlogLine] | None) -> Page:
 
 def privacy_page(
     view: View,
-    elevation: PortalRequest | None,
+    elevation: Request | None,
     blocked_at: datetime | None,
     error: str | None = None,
 ) -> Page:

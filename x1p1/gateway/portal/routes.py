@@ -1,7 +1,7 @@
 """The customer portal's HTTP side (aiohttp): pages, forms, cookies, assets (X1 §3.1.5, §9).
 
 :class:`Portal` is an adapter like :mod:`x1p1.gateway.server`: it reads requests, calls
-the gateway's state, the portal's sessions (:mod:`x1p1.gateway.sessions`) and the page
+the gateway's state, its ledger (:mod:`x1p1.gateway.grants`) and the page
 renderers (:mod:`x1p1.gateway.portal.pages`), and writes answers. It mounts on the API's
 application, so the portal lives at ``/`` on the same HTTPS port (§9.1).
 
@@ -15,7 +15,7 @@ Cookies (all ``Secure``, ``HttpOnly``, ``SameSite=Strict``, ``Path=/``):
 Protection of what changes something (every ``POST``):
 
 - the form's ``csrf`` field (or an ``X-CSRF-Token`` header) must be the session's CSRF
-  token, an HMAC of the session secret (:func:`x1p1.x1.sessions.csrf_token`);
+  token, an HMAC of the session secret (:func:`x1p1.x1.grants.csrf_token`);
 - an ``Origin`` header, when sent (browsers do on every POST), must be this gateway's own
   origin, and ``Sec-Fetch-Site``, when sent, ``same-origin`` or ``none``;
 - the session cookie is ``SameSite=Strict``;
@@ -35,11 +35,10 @@ the portal reads ``/api/realtime`` with it, as the customer's full view (every p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,7 +56,7 @@ from x1p1.exceptions import (
 )
 from x1p1.gateway import handlers
 from x1p1.gateway.comlog import ComlogEntry
-from x1p1.gateway.control import ControlServer
+from x1p1.gateway.grants import grant_json
 from x1p1.gateway.portal import apidocs, pages
 from x1p1.gateway.portal.html import VENDOR_PREFIX, Assets, Plotly
 from x1p1.gateway.portal.i18n import COOKIE as LANG_COOKIE
@@ -75,11 +74,20 @@ from x1p1.gateway.portal.periods import (
     shifted,
     use_per_interval,
 )
-from x1p1.gateway.server import COOKIE_AUTH, ROUTES_KEY, json_response
-from x1p1.gateway.sessions import GatewaySessions, api_token, browser_handle, session_json
+from x1p1.gateway.server import COOKIE_AUTH, ROUTES_KEY, client_address, json_response
 from x1p1.gateway.state import GatewayState
 from x1p1.gateway.streams import Tick
 from x1p1.x1.api import API_PREFIX, X1_VERSION, format_time
+from x1p1.x1.grants import (
+    LIFETIME,
+    Grant,
+    GrantKind,
+    Request,
+    RequestKind,
+    RequestState,
+    csrf_ok,
+    csrf_token,
+)
 from x1p1.x1.history import (
     MeasurementsQuery,
     measurements_response,
@@ -88,16 +96,6 @@ from x1p1.x1.history import (
 )
 from x1p1.x1.obis import Meter
 from x1p1.x1.profiles import Profile, parse_profiles
-from x1p1.x1.sessions import (
-    LOGIN_LIFETIME,
-    SESSION_LIFETIME,
-    PortalRequest,
-    PortalRequestKind,
-    PortalRequestStatus,
-    Session,
-    csrf_ok,
-    csrf_token,
-)
 
 log = logging.getLogger("x1p1.gateway.portal")
 
@@ -117,7 +115,7 @@ LOGIN_MESSAGES = frozenset({"bye", "ended", "blocked"})
 PORTAL_KEY: web.AppKey[Portal] = web.AppKey("x1p1.portal")
 
 PageRenderer = Callable[[web.Request, View], Awaitable[Page]]
-AdminAction = Callable[[web.Request, View, Session, MultiDictProxy[Any]], Awaitable[str]]
+AdminAction = Callable[[web.Request, View, Grant, MultiDictProxy[Any]], Awaitable[str]]
 
 
 class HistorySource(Protocol):
@@ -150,8 +148,7 @@ def _redirect(location: str) -> web.Response:
 
 
 class Portal:
-    """The customer portal of one gateway: :meth:`mount` on the API's application, then
-    :meth:`install` on its control socket.
+    """The customer portal of one gateway: :meth:`mount` on the API's application.
 
     ``info`` gives the gateway's host name, URL and root CA path (``Gateway.info``).
     ``history``, ``comlog`` and ``block`` are the gateway's history store, comlog, and
@@ -162,13 +159,10 @@ class Portal:
         self,
         state: GatewayState,
         info: Callable[[], Mapping[str, Any]] | None = None,
-        *,
-        maintain_every: float = 5.0,
     ) -> None:
         self.state = state
         self.info = info or dict
-        self.maintain_every = maintain_every
-        self.sessions = GatewaySessions(state)
+        self.grants = state.grants
         self.assets = Assets.load()
         self.plotly = Plotly()
         self.history: HistorySource | None = None
@@ -217,26 +211,6 @@ class Portal:
         post("/admin/devices/{token_id}/revoke", self._admin(self._revoke))
         post("/admin/sessions/{session_id}/revoke", self._admin(self._revoke_session))
         post("/admin/block-history", self._admin(self._block_history))
-        app.cleanup_ctx.append(self._housekeeping)
-
-    def install(self, control: ControlServer) -> None:
-        """Put login and elevation requests on the meter's display and buttons."""
-        self.sessions.install(control)
-
-    async def _housekeeping(self, app: web.Application) -> AsyncIterator[None]:
-        async def run() -> None:
-            while True:
-                await asyncio.sleep(self.maintain_every)
-                try:
-                    self.sessions.maintain()
-                except Exception:
-                    log.exception("portal housekeeping failed")
-
-        task = asyncio.create_task(run(), name="x1p1-portal-housekeeping")
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -247,18 +221,20 @@ class Portal:
     def _lang(self, request: web.Request) -> str:
         return negotiate(request.headers.get("Accept-Language"), request.cookies.get(LANG_COOKIE))
 
-    def _session(self, request: web.Request) -> tuple[Session | None, str | None]:
-        """The request's valid session and its secret; (None, secret) for a stale cookie."""
+    def _session(self, request: web.Request) -> tuple[Grant | None, str | None]:
+        """The request's valid session and its secret; (None, secret) for a stale cookie
+        (or a device's token put in the cookie: the one path knows both)."""
         secret = request.cookies.get(SESSION_COOKIE)
         if not secret:
             return None, None
         try:
-            return self.sessions.authenticate(secret), secret
+            grant = self.grants.authenticate(secret)
         except Unauthorized:
             return None, secret
+        return (grant, secret) if grant.kind is GrantKind.SESSION else (None, secret)
 
     def _view(
-        self, request: web.Request, session: Session | None = None, secret: str | None = None
+        self, request: web.Request, session: Grant | None = None, secret: str | None = None
     ) -> View:
         done = request.query.get("done")
         return View(
@@ -298,7 +274,7 @@ class Portal:
         response.set_cookie(
             SESSION_COOKIE,
             secret,
-            max_age=int(SESSION_LIFETIME.total_seconds()),
+            max_age=int(LIFETIME[GrantKind.SESSION].total_seconds()),
             path="/",
             secure=True,
             httponly=True,
@@ -325,7 +301,7 @@ class Portal:
         if not request.cookies.get(SESSION_COOKIE) or not self._origin_ok(request):
             return None
         session, _ = self._session(request)
-        return api_token(session) if session is not None else None
+        return session
 
     # --- middleware ------------------------------------------------------------------------
 
@@ -404,8 +380,8 @@ class Portal:
             self.info(),
             values,
             gas,
-            devices=len(self.state.tokens()),
-            pending=len(self.sessions.meter_queue()),
+            devices=len(self.grants.tokens()),
+            pending=len(self.grants.pending()),
         )
 
     async def _live(self, request: web.Request, view: View) -> Page:
@@ -522,24 +498,21 @@ class Portal:
             },
         )
 
-    def _elevation(self, session: Session) -> PortalRequest | None:
-        for request in self.sessions.pending():
-            if (
-                request.kind is PortalRequestKind.ELEVATION
-                and request.session_id == session.session_id
-            ):
+    def _elevation(self, session: Grant) -> Request | None:
+        for request in self.grants.pending(RequestKind.ELEVATION):
+            if request.grant_id == session.grant_id:
                 return request
         return None
 
     async def _devices(self, request: web.Request, view: View) -> Page:
         assert view.session is not None
-        state = self.state
+        grants = self.grants
         return pages.devices_page(
             view,
-            state.pending(),
-            self.sessions.requests(),
-            state.tokens(),
-            self.sessions.sessions(),
+            grants.visible(RequestKind.DEVICE),
+            grants.visible(RequestKind.LOGIN),
+            grants.tokens(),
+            grants.sessions(),
             self._elevation(view.session),
         )
 
@@ -572,11 +545,11 @@ class Portal:
         session, secret = self._session(request)
         if session is not None:
             return _redirect("/")
-        found: PortalRequest | None = None
+        found: Request | None = None
         login_secret = request.cookies.get(LOGIN_COOKIE)
         if login_secret:
             try:
-                poll = self.sessions.poll_login(login_secret)
+                poll = self.grants.poll_login(login_secret)
             except NotFound:
                 poll = None
             if poll is not None and poll.secret is not None:
@@ -584,7 +557,7 @@ class Portal:
                 self._set_session_cookie(response, poll.secret)
                 self._clear_cookie(response, LOGIN_COOKIE)
                 return response
-            if poll is not None and poll.request.status is not PortalRequestStatus.CLAIMED:
+            if poll is not None and poll.request.state is not RequestState.CLAIMED:
                 found = poll.request
         view = self._view(request)
         m = request.query.get("m")
@@ -599,8 +572,10 @@ class Portal:
             return self._error(request, 403, Texts(self._lang(request))("error.csrf"))
         await request.read()
         try:
-            created, secret = self.sessions.start_login(
-                request.headers.get("User-Agent"), request.cookies.get(LOGIN_COOKIE)
+            created, secret = self.grants.start_login(
+                request.headers.get("User-Agent"),
+                client_address(request),
+                request.cookies.get(LOGIN_COOKIE),
             )
         except RateLimited as exc:
             view = self._view(request)
@@ -618,7 +593,7 @@ class Portal:
         response.set_cookie(
             LOGIN_COOKIE,
             secret,
-            max_age=int(LOGIN_LIFETIME.total_seconds()),
+            max_age=int(LIFETIME[RequestKind.LOGIN].total_seconds()),
             path="/",
             secure=True,
             httponly=True,
@@ -631,7 +606,7 @@ class Portal:
         answer sets the session cookie and says where to go."""
         login_secret = request.cookies.get(LOGIN_COOKIE)
         try:
-            poll = self.sessions.poll_login(login_secret) if login_secret else None
+            poll = self.grants.poll_login(login_secret) if login_secret else None
         except NotFound:
             poll = None
         if poll is None:
@@ -642,7 +617,13 @@ class Portal:
             self._clear_cookie(response, LOGIN_COOKIE)
             return response
         left = (poll.request.expires_at - self.state.now()).total_seconds()
-        return json_response({"status": poll.request.status.value, "expires_in": max(0, int(left))})
+        return json_response(
+            {
+                "status": poll.request.state.value,
+                "code": poll.request.code,
+                "expires_in": max(0, int(left)),
+            }
+        )
 
     async def _logout(self, request: web.Request) -> web.StreamResponse:
         session, secret = self._session(request)
@@ -653,7 +634,7 @@ class Portal:
             return response
         if not self._origin_ok(request) or not csrf_ok(secret, _field(form, "csrf")):
             return self._error(request, 403, Texts(self._lang(request))("error.csrf"))
-        self.sessions.logout(session.session_id)
+        self.grants.logout(session.grant_id)
         response = _redirect("/login?m=bye")
         self._clear_cookie(response, SESSION_COOKIE)
         return response
@@ -682,13 +663,11 @@ class Portal:
             raise Unauthorized("not logged in to the portal")
         now = self.state.now()
         elevation = self._elevation(session)
-        ids = [r["request_id"] for r in self.sessions.meter_queue()]
-        ids += [t.token_id + ",".join(sorted(map(str, t.profiles))) for t in self.state.tokens()]
-        ids += [s.session_id for s in self.sessions.sessions()]
-        ids += [r.request_id for r in self.sessions.requests()]
+        ids = [f"{r.request_id}:{r.state.value}" for r in self.grants.visible()]
+        ids += [g.grant_id + ",".join(sorted(map(str, g.profiles))) for g in self.grants.grants()]
         return json_response(
             {
-                "session": session_json(session, now),
+                "session": grant_json(session, now),
                 "elevated": session.elevated(now),
                 "elevation": "pending" if elevation is not None else None,
                 "fingerprint": hashlib.sha256("|".join(ids).encode()).hexdigest()[:16],
@@ -768,7 +747,7 @@ class Portal:
                 self.state.emit(
                     "admin-action",
                     name=f"portal: {session.browser}",
-                    uuid=browser_handle(session),
+                    uuid=session.uuid,
                     action=request.path.rsplit("/", 1)[-1],
                     path=request.path,
                     session_id=session.session_id,
@@ -782,71 +761,64 @@ class Portal:
         return handle
 
     async def _elevate(
-        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+        self, request: web.Request, view: View, session: Grant, form: MultiDictProxy[Any]
     ) -> str:
-        self.sessions.request_elevation(session.session_id)
+        self.grants.request_elevation(session.grant_id, client_address(request))
         return _with_done(_local_path(_field(form, "next"), "/devices"), "elevation")
 
     async def _unelevate(
-        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+        self, request: web.Request, view: View, session: Grant, form: MultiDictProxy[Any]
     ) -> str:
         if session.elevated(self.state.now()):
-            self.sessions.unelevate(session.session_id)
+            self.grants.unelevate(session.grant_id)
         return _with_done(_local_path(_field(form, "next"), "/devices"), "unelevated")
 
-    def _portal_request(self, request_id: str) -> PortalRequest | None:
-        try:
-            return self.sessions.core.request(request_id)
-        except NotFound:
-            return None
-
     async def _approve(
-        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+        self, request: web.Request, view: View, session: Grant, form: MultiDictProxy[Any]
     ) -> str:
         request_id = request.match_info["request_id"]
-        if self._portal_request(request_id) is not None:
-            self.sessions.approve(request_id, by=f"session:{session.session_id}")
-        else:
-            profiles = parse_profiles(form.getall("profiles", []))
-            self.state.approve(request_id, profiles)
+        by = f"session:{session.grant_id}"
+        profiles = None
+        if self.grants.request(request_id).kind is RequestKind.DEVICE:
+            profiles = parse_profiles(form.getall("profiles", []))  # §5.1.6
+        self.grants.approve(request_id, by=by, profiles=profiles)
         return "/devices?done=approved"
 
     async def _deny(
-        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+        self, request: web.Request, view: View, session: Grant, form: MultiDictProxy[Any]
     ) -> str:
-        request_id = request.match_info["request_id"]
-        if self._portal_request(request_id) is not None:
-            self.sessions.deny(request_id, by=f"session:{session.session_id}")
-        else:
-            self.state.deny(request_id)
+        self.grants.deny(request.match_info["request_id"], by=f"session:{session.grant_id}")
         return "/devices?done=denied"
 
     async def _set_profiles(
-        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+        self, request: web.Request, view: View, session: Grant, form: MultiDictProxy[Any]
     ) -> str:
         profiles = parse_profiles(form.getall("profiles", []))
-        self.state.set_profiles(request.match_info["token_id"], profiles)
+        self.grants.set_profiles(request.match_info["token_id"], profiles)
         return "/devices?done=profiles"
 
     async def _revoke(
-        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+        self, request: web.Request, view: View, session: Grant, form: MultiDictProxy[Any]
     ) -> str:
-        self.state.revoke(
-            request.match_info["token_id"], f"revoked in the portal ({session.browser})"
-        )
+        token = self.grants.grant(request.match_info["token_id"])
+        if token.kind is not GrantKind.TOKEN:
+            raise NotFound("no such device")
+        self.grants.revoke(token.grant_id, f"revoked in the portal ({session.browser})")
         return "/devices?done=revoked"
 
     async def _revoke_session(
-        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+        self, request: web.Request, view: View, session: Grant, form: MultiDictProxy[Any]
     ) -> str:
-        target = request.match_info["session_id"]
-        self.sessions.revoke(target, f"logged out from another browser ({session.browser})")
-        if target == session.session_id:
+        target = self.grants.grant(request.match_info["session_id"])
+        if target.kind is not GrantKind.SESSION:
+            raise NotFound("no such portal session")
+        self.grants.revoke(target.grant_id, f"logged out from another browser ({session.browser})")
+        if target.grant_id == session.grant_id:
             return "/login?m=ended"
         return "/devices?done=session"
 
     async def _block_history(
-        self, request: web.Request, view: View, session: Session, form: MultiDictProxy[Any]
+        self, request: web.Request, view: View, session: Grant, form: MultiDictProxy[Any]
     ) -> str:
         if _field(form, "confirm") != "yes":
             raise BadRequest(view.t("privacy.block.unconfirmed"))
@@ -855,16 +827,19 @@ class Portal:
 
     def block_history(self, by: str) -> None:
         """Block history (§12.1): the gateway's own block when it has one; otherwise the
-        history store's, every token revoked, and ``history-blocked`` told (which ends
-        every portal session)."""
+        history store's, with every grant ended in the same transaction, and
+        ``history-blocked`` told."""
         if self.block is not None:
             self.block(by)
             return
         now = self.meter_now()
-        at = self.history.block(now) if self.history is not None else now
-        self.state.revoke_all("history was blocked")
+        history = self.history
+        if history is not None:
+            at, _ = self.grants.block_history(lambda: history.block(now), "history was blocked")
+        else:
+            at = now
+            self.grants.revoke_all("history was blocked")
         self.state.emit("history-blocked", at=format_time(at), by=by)
-        self.sessions.revoke_all("history was blocked")
 
 
 def _field(form: Mapping[str, Any], name: str) -> str | None:

@@ -98,9 +98,12 @@ def monitor(source: str, as_json: bool) -> None:
     """Read P1 from a serial port, a pyserial URL or standard input (-) and check each CRC.
 
     Prints every telegram (with --json: valid, size, crc, header, objects, error) and a
-    summary on standard error. Exits 0 at the end of input; Ctrl-C stops a port.
+    summary on standard error; the first line on standard error says which CRC-16 runs
+    (crcmod's C code, or the pure-Python table where crcmod is not installed). Exits 0 at
+    the end of input; Ctrl-C stops a port.
     """
     from x1p1.converter.monitor import monitor as run_monitor
+    from x1p1.p1.crc import CRC_IMPLEMENTATION
 
     if source == "-":
         stdin = sys.stdin.buffer
@@ -113,6 +116,7 @@ def monitor(source: str, as_json: bool) -> None:
         except (serial.SerialException, ValueError) as exc:
             fail(f"cannot open {source}: {exc}")
         read = port.read
+    click.echo(f"x1p1 monitor: checking CRC-16 with {CRC_IMPLEMENTATION}", err=True)
     try:
         summary = run_monitor(read, sys.stdout, as_json=as_json)
     except KeyboardInterrupt:

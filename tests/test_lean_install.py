@@ -52,17 +52,20 @@ def lean(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
     ).stdout.strip()
     env = {**os.environ, "CC": "/bin/false", "CXX": "/bin/false"}
+    started = time.monotonic()
     _pip(
         venv,
         "install",
         "--quiet",
         "--force-reinstall",
         "--no-deps",
+        "--no-cache-dir",  # pip's wheel cache may hold a build made with a compiler
         "--no-binary",
         "zeroconf",
         f"zeroconf=={version}",
         env=env,
     )
+    print(f"zeroconf {version} from source without a compiler: {time.monotonic() - started:.1f} s")
     return venv
 
 
@@ -120,3 +123,52 @@ def test_crcs_of_a_capture_without_crcmod(lean: Path) -> None:
     assert valid == [True, False] + [True] * (len(telegrams) - 1)
     errors = result.stderr.decode().splitlines()
     assert errors[0] == "x1p1 monitor: checking CRC-16 with pure Python (crcmod not installed)"
+
+
+def test_the_unit_ships_in_the_package(lean: Path) -> None:
+    code = "from x1p1.converter.install import packaged_unit; print(packaged_unit(), end='')"
+    result = subprocess.run(
+        [str(lean / "bin" / "python"), "-c", code], capture_output=True, text=True, cwd=lean
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (ROOT / "systemd" / "x1p1.service").read_text()
+
+
+def test_gateway_commands_say_they_need_the_extra(lean: Path) -> None:
+    for command in (["gateway", "serve"], ["meter", "list"], ["demo"]):
+        result = _x1p1(lean, *command)
+        assert result.returncode == 2, result.stderr
+        name = " ".join(command)
+        assert result.stderr.decode() == (
+            f"x1p1: `x1p1 {name}` needs the gateway extra: pip install 'x1p1[gateway]'\n"
+        )
+
+
+def test_the_first_editable_install_prints_no_setuptools_box(tmp_path: Path) -> None:
+    """scripts/setup.sh's `pip install -e` (what the first scripts/demo.sh runs)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    _pip(venv, "install", "--quiet", "--upgrade", "pip")  # as scripts/setup.sh does first
+    result = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-e",
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    output = "\n".join(
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if not line.startswith("WARNING: Location ")  # this machine's pip.conf, not ours
+    )
+    assert "Editable install" not in output and "!!" not in output, output

@@ -491,6 +491,110 @@ def status(state_dir: Path | None, as_json: bool) -> None:
     sys.exit(4 if problems else 0)
 
 
+# --- the appliance: install, uninstall ------------------------------------------------------
+
+_INSTALL_EPILOG = """\b
+Exit codes:
+  0  installed (or already so)
+  1  a file or command failed (a clear message on standard error)
+  2  bad option (--serial, --tcp), or several adapters and no terminal to ask
+  14 not root: run it with sudo (or give --root DIR)"""
+
+
+def _need_root(root: Path, command: str) -> None:
+    import os
+
+    if root.resolve() == Path("/") and os.geteuid() != 0:
+        fail(
+            f"x1p1 {command} writes to /etc and /var/lib: run it as root (sudo x1p1 {command})", 14
+        )
+
+
+def _choose_port(ports: list[Any]) -> Any:
+    """Ask which of several USB serial adapters drives the P1 line."""
+    if not sys.stdin.isatty():
+        names = ", ".join(port.device for port in ports)
+        fail(f"several USB serial adapters ({names}): give --serial PORT", 2)
+    click.echo("Several USB serial adapters are plugged in:")
+    for number, port in enumerate(ports, 1):
+        name = " ".join(p for p in (port.vendor, port.product) if p) or port.driver or ""
+        serial = f", serial {port.serial_number}" if port.serial_number else ""
+        click.echo(f"  {number}  {port.device}  {name}{serial}")
+    choice = click.prompt(
+        "Which one drives the P1 line", type=click.IntRange(1, len(ports)), default=1
+    )
+    return ports[choice - 1]
+
+
+@main.command(epilog=_INSTALL_EPILOG)
+@click.option(
+    "--serial",
+    metavar="PORT|none",
+    help="The P1 adapter: gets a udev rule naming it /dev/x1p1-p1 [default: the only USB "
+    "serial adapter plugged in; asks when there are several]; none: only --tcp.",
+)
+@click.option("--tcp", metavar="HOST:PORT", help="Also serve raw telegrams to TCP clients.")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/"),
+    help="Write into this directory instead of / (tests, image builders); runs nothing.",
+)
+@click.option("--force", is_flag=True, help="Replace files the user edited since.")
+def install(serial: str | None, tcp: str | None, root: Path, force: bool) -> None:
+    """Set x1p1 up as a service: unit, udev rule, config, state directory; start it.
+
+    Writes /etc/systemd/system/x1p1.service, /etc/udev/rules.d/99-x1p1.rules (for the
+    adapter), /etc/x1p1/config.toml and /var/lib/x1p1 (mode 0700), links
+    /usr/local/bin/x1p1, reloads udev and systemd, and enables and starts the service
+    when systemd runs. Run it again at any time: it changes only what differs, and
+    keeps a file you edited (--force replaces it). Then: sudo x1p1 pair.
+    """
+    from x1p1.converter import install as installer
+    from x1p1.exceptions import ConfigError
+
+    _need_root(root, "install")
+    options = installer.InstallOptions(root=root, serial=serial, tcp=tcp, force=force)
+    try:
+        steps = installer.install(options, choose=_choose_port)
+    except (ConfigError, NotASerialDevice) as error:
+        fail(error, 2)
+    except X1P1Error as error:
+        fail(error)
+    for step in steps:
+        click.echo(step.line())
+    click.echo("")
+    click.echo("Next: sudo x1p1 pair   (approve the request on the meter with its button)")
+    click.echo("Then: x1p1 status      (sudo x1p1 status shows the service's counts)")
+
+
+@main.command(epilog="\b\nExit codes:\n  0  removed\n  1  a file or command failed\n  14 not root")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/"),
+    help="Remove from this directory instead of / (tests, image builders).",
+)
+@click.option(
+    "--purge", is_flag=True, help="Also remove the token, the state and an edited config."
+)
+def uninstall(root: Path, purge: bool) -> None:
+    """Stop and remove the service and what `x1p1 install` wrote.
+
+    The token and state in /var/lib/x1p1 stay unless --purge (the gateway keeps the
+    token until it expires: `sudo x1p1 unpair` first revokes it there).
+    """
+    from x1p1.converter import install as installer
+
+    _need_root(root, "uninstall")
+    try:
+        steps = installer.uninstall(root, purge=purge)
+    except X1P1Error as error:
+        fail(error)
+    for step in steps:
+        click.echo(step.line())
+
+
 # --- the embedded gateway: gateway serve|ca, meter …, operator … --------------------------
 
 

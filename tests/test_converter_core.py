@@ -371,7 +371,7 @@ def test_the_daemon_imports_no_gateway_aiohttp_or_cryptography() -> None:
         "import sys\n"
         "import x1p1.cli, x1p1.converter.supervisor, x1p1.converter.pairing\n"
         "import x1p1.converter.stream, x1p1.converter.serial_out, x1p1.converter.tcp_out\n"
-        "import x1p1.converter.state, x1p1.converter.discovery\n"
+        "import x1p1.converter.state, x1p1.converter.discovery, x1p1.converter.install\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'cryptography')\n"
         "       or m.startswith('x1p1.gateway')]\n"
         "print(bad)\n"

@@ -282,3 +282,48 @@ def test_uninstall_leaves_files_it_did_not_write(tmp_path: Path) -> None:
     assert code == 0 and "kept       /usr/local/bin/x1p1  (not made by x1p1 install)" in output
     assert cli("uninstall", "--root", str(tmp_path))[0] == 0
     assert mine.read_text() == "#!/bin/sh\n"
+
+
+def test_on_the_live_system_udev_and_systemd_are_reloaded_and_the_service_started(
+    tmp_path: Path, ptys: list[str]
+) -> None:
+    source = ListSource(adapters(ptys).devices[:1])
+    ran: list[list[str]] = []
+    options = installer.InstallOptions(root=tmp_path, program=PROGRAM)
+
+    def run(**more: object) -> list[installer.Step]:
+        return installer.install(
+            options,
+            choose=never,
+            source=source,
+            runner=lambda c: ran.append(list(c)),
+            live=True,
+            **more,  # type: ignore[arg-type]
+        )
+
+    run(systemd_running=True)
+    assert ran == [
+        ["udevadm", "control", "--reload"],
+        ["udevadm", "trigger", "--action=add", "--subsystem-match=tty"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "--now", "x1p1.service"],
+        ["systemctl", "try-restart", "x1p1.service"],
+    ]
+    ran.clear()
+    run(systemd_running=True)  # nothing changed: no udev reload, no restart
+    assert ran == [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "x1p1.service"]]
+    ran.clear()
+    steps = run(systemd_running=False)
+    assert ran == []
+    assert steps[-1] == installer.Step(
+        "skipped", "systemctl", "systemd is not running here; the service starts at boot"
+    )
+    installer.uninstall(
+        tmp_path, runner=lambda c: ran.append(list(c)), systemd_running=True, live=True
+    )
+    assert ran == [
+        ["systemctl", "disable", "--now", "x1p1.service"],
+        ["udevadm", "control", "--reload"],
+        ["systemctl", "daemon-reload"],
+    ]
+    assert not at(tmp_path, installer.RULE).exists()

@@ -72,10 +72,13 @@ def fail(error: X1P1Error | str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def need_gateway_extra(command: str) -> None:
+def need_gateway_extra(command: str, *, missing: bool = False) -> None:
     """Exit 2 with one sentence when the gateway's libraries are not installed (the lean
-    install has neither aiohttp nor cryptography)."""
+    install has neither aiohttp nor cryptography), or when ``missing`` says an import of
+    the gateway's own code already failed."""
     try:
+        if missing:
+            raise ImportError(command)
         import aiohttp  # noqa: F401
         import cryptography  # noqa: F401
     except ImportError:
@@ -178,7 +181,11 @@ def verify_billing(file: str, ca: Path, as_json: bool) -> None:
     2 usage error, unreadable or malformed file, or the gateway extra not installed.
     """
     need_gateway_extra("verify-billing")
-    from x1p1.gateway.billing_signature import verify_billing as verify
+    try:
+        from x1p1.gateway.billing_signature import verify_billing as verify
+    except ImportError:
+        need_gateway_extra("verify-billing", missing=True)
+        raise  # not reached
 
     limit = 64 * 1024 * 1024
     try:

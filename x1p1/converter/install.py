@@ -128,6 +128,8 @@ def _live(root: Path) -> bool:
 
 
 def _run_command(command: Sequence[str]) -> None:
+    if shutil.which(command[0]) is None:
+        raise StateError(f"{command[0]} is not installed, so `{' '.join(command)}` cannot run")
     result = subprocess.run(list(command), capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         why = (result.stderr or result.stdout).strip().splitlines()
@@ -293,13 +295,15 @@ def install(
     source: DeviceSource | None = None,
     runner: Runner = _run_command,
     systemd_running: bool | None = None,
+    live: bool | None = None,
 ) -> list[Step]:
     """Install the service under ``options.root``; the steps taken, in order.
 
     ``choose`` picks one of several USB adapters (the CLI asks). ``runner`` runs udevadm
-    and systemctl on the live system; ``systemd_running`` None asks
-    ``/run/systemd/system``. Raises :class:`~x1p1.exceptions.ConfigError` for a bad
-    option and :class:`~x1p1.exceptions.StateError` for a file it cannot write.
+    and systemctl on the live system (``live``: None means "``root`` is /");
+    ``systemd_running`` None asks ``/run/systemd/system``. Raises
+    :class:`~x1p1.exceptions.ConfigError` for a bad option and
+    :class:`~x1p1.exceptions.StateError` for a file it cannot write.
     """
     root = options.root
     tcp = ListenAddress.parse(options.tcp) if options.tcp is not None else None
@@ -330,10 +334,10 @@ def install(
     if str(program) != str(LINK):
         steps.append(_link(root, LINK, str(program), manifest))
     manifest.save()
-    if not _live(root):
+    if not (_live(root) if live is None else live):
         steps.append(Step("skipped", "udevadm, systemctl", f"--root {root}: not the live system"))
         return steps
-    if rule_changed and shutil.which("udevadm"):
+    if rule_changed:
         for command in (
             ["udevadm", "control", "--reload"],
             ["udevadm", "trigger", "--action=add", "--subsystem-match=tty"],
@@ -379,11 +383,12 @@ def uninstall(
     purge: bool = False,
     runner: Runner = _run_command,
     systemd_running: bool | None = None,
+    live: bool | None = None,
 ) -> list[Step]:
     """Remove what :func:`install` wrote; the state (token, uuid) and an edited config
     only with ``purge``. The steps taken, in order."""
     steps: list[Step] = []
-    live = _live(root)
+    live = _live(root) if live is None else live
     running = Path("/run/systemd/system").is_dir() if systemd_running is None else systemd_running
     if live and running and _at(root, UNIT).exists():
         command = ["systemctl", "disable", "--now", "x1p1.service"]
@@ -435,7 +440,7 @@ def uninstall(
     if not live:
         steps.append(Step("skipped", "udevadm, systemctl", f"--root {root}: not the live system"))
         return steps
-    if rule_removed and shutil.which("udevadm"):
+    if rule_removed:
         runner(["udevadm", "control", "--reload"])
         steps.append(Step("ran", "udevadm control --reload"))
     if running:

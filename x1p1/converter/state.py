@@ -34,6 +34,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import stat
 import tempfile
@@ -70,6 +71,8 @@ __all__ = [
     "status_path",
     "write_atomic",
 ]
+
+log = logging.getLogger(__name__)
 
 TOKEN_FILE = "token.json"
 UUID_FILE = "uuid"
@@ -119,6 +122,12 @@ def prepare_state_dir(directory: Path) -> Path:
         mode = stat.S_IMODE(directory.stat().st_mode)
         if mode & 0o077:
             os.chmod(directory, mode & 0o700)
+            log.warning(
+                "the state directory %s was mode %04o; now %04o, as it holds the token",
+                directory,
+                mode,
+                mode & 0o700,
+            )
         fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=directory)
         os.close(fd)
         os.unlink(probe)

@@ -419,3 +419,16 @@ def test_a_root_ca_is_taken(tmp_path: Path) -> None:
         str(tmp_path / "s"),
     )
     assert result.returncode == 6, result.stderr  # on to the gateway: unreachable
+
+
+def test_every_exit_code_of_run_is_listed_in_its_help() -> None:
+    from x1p1.cli import RUN_EXIT
+
+    text = CliRunner().invoke(main, ["run", "--help"]).output
+    words = [line.split() for line in text.splitlines()]
+    listed = {int(w[0]) for w in words if len(w) > 1 and w[0].isdigit()}
+    assert {0, 1, 2, *RUN_EXIT.values()} <= listed
+    assert len(set(RUN_EXIT.values())) == len(RUN_EXIT)  # one code per mistake
+    unit = (Path(__file__).parent.parent / "systemd" / "x1p1.service").read_text()
+    prevent = next(line for line in unit.splitlines() if line.startswith("RestartPrevent"))
+    assert set(prevent.split("=", 1)[1].split()) == {"2", *map(str, RUN_EXIT.values())}

@@ -8,7 +8,7 @@ Commands and options are an interface that users and scripts rely on
   1  error (a clear message on standard error)
   2  usage error (bad option or argument, a bad --ca file, or the gateway extra missing)
   Pairing (`x1p1 pair`) adds its own codes; see `x1p1 pair --help`. `x1p1 run` adds
-  10-13 (:data:`RUN_EXIT`) and `x1p1 status` 3 and 4: see their --help.
+  10-13 (:data:`RUN_EXIT`), `x1p1 status` 3 and 4, `x1p1 install` 14: see their --help.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
 
     \b
     Exit codes: 0 success, 1 error, 2 usage error (or the gateway extra missing);
-    `x1p1 pair`, `run` and `status` list their own in their --help.
+    `x1p1 pair`, `run`, `status` and `install` list their own in their --help.
     Commands marked [gateway extra] need: pip install 'x1p1[gateway]'.
     """
     from x1p1.logs import setup_logging

@@ -327,3 +327,15 @@ def test_on_the_live_system_udev_and_systemd_are_reloaded_and_the_service_starte
         ["systemctl", "daemon-reload"],
     ]
     assert not at(tmp_path, installer.RULE).exists()
+
+
+def test_a_config_written_by_hand_is_kept(tmp_path: Path) -> None:
+    config = at(tmp_path, installer.CONFIG)
+    config.parent.mkdir(parents=True)
+    config.write_text('serial = "/dev/ttyAMA0"\n')
+    code, output = cli("install", "--root", str(tmp_path), "--tcp", ":2001")
+    assert code == 0
+    assert config.read_text() == 'serial = "/dev/ttyAMA0"\n'
+    assert (
+        "kept       /etc/x1p1/config.toml  (not written by x1p1 install; --force replaces it)"
+    ) in output

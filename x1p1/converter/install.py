@@ -193,7 +193,10 @@ def _put(
         if stat.S_IMODE(path.stat().st_mode) != mode:
             os.chmod(path, mode)
         return Step("unchanged", key)
-    if old is not None and not force and manifest.files.get(key) != _sha(old):
+    recorded = manifest.files.get(key)
+    if old is not None and not force and recorded != _sha(old):
+        if recorded is None:
+            return Step("kept", key, "not written by x1p1 install; --force replaces it")
         return Step("kept", key, "edited since x1p1 install wrote it; --force replaces it")
     _write(path, data, mode)
     manifest.files[key] = _sha(data)

@@ -72,17 +72,19 @@ def fail(error: X1P1Error | str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def need_gateway_extra(command: str, *, missing: bool = False) -> None:
-    """Exit 2 with one sentence when the gateway's libraries are not installed (the lean
-    install has neither aiohttp nor cryptography), or when ``missing`` says an import of
-    the gateway's own code already failed."""
+def gateway_extra_missing(command: str) -> NoReturn:
+    """The one sentence, exit 2, for a gateway command in the lean install."""
+    fail(f"`x1p1 {command}` needs the gateway extra: pip install 'x1p1[gateway]'", 2)
+
+
+def need_gateway_extra(command: str) -> None:
+    """:func:`gateway_extra_missing` unless the gateway's libraries are installed (the
+    lean install has neither aiohttp nor cryptography)."""
     try:
-        if missing:
-            raise ImportError(command)
         import aiohttp  # noqa: F401
         import cryptography  # noqa: F401
     except ImportError:
-        fail(f"`x1p1 {command}` needs the gateway extra: pip install 'x1p1[gateway]'", 2)
+        gateway_extra_missing(command)
 
 
 @main.command()
@@ -184,9 +186,7 @@ def verify_billing(file: str, ca: Path, as_json: bool) -> None:
     try:
         from x1p1.gateway.billing_signature import verify_billing as verify
     except ImportError:
-        need_gateway_extra("verify-billing", missing=True)
-        raise  # not reached
-
+        gateway_extra_missing("verify-billing")
     limit = 64 * 1024 * 1024
     try:
         if file == "-":

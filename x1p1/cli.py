@@ -572,7 +572,7 @@ def install(serial: str | None, tcp: str | None, root: Path, force: bool) -> Non
         click.echo(step.line())
     click.echo("")
     click.echo("Next: sudo x1p1 pair   (approve the request on the meter with its button)")
-    click.echo("Then: x1p1 status      (sudo x1p1 status shows the service's counts)")
+    click.echo("Then: sudo x1p1 status (the pairing, the connection, the last error, counts)")
 
 
 @main.command(epilog="\b\nExit codes:\n  0  removed\n  1  a file or command failed\n  14 not root")

@@ -432,3 +432,23 @@ def test_every_exit_code_of_run_is_listed_in_its_help() -> None:
     unit = (Path(__file__).parent.parent / "systemd" / "x1p1.service").read_text()
     prevent = next(line for line in unit.splitlines() if line.startswith("RestartPrevent"))
     assert set(prevent.split("=", 1)[1].split()) == {"2", *map(str, RUN_EXIT.values())}
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+async def test_status_as_another_user_says_so_rather_than_not_running(public_tmp: Path) -> None:
+    state = public_tmp / "s"
+    state.mkdir(mode=0o755)
+    server = StatusServer(socket_path(state / "status.json"), lambda: sample_status(state))
+    await server.start()  # the service's socket: mode 0600, root's
+    try:
+        result = await asyncio.to_thread(
+            x1p1, public_tmp, "status", "--state-dir", str(state), user=65534
+        )
+    finally:
+        await server.close()
+    assert result.returncode == 3
+    assert result.stderr == (
+        f"x1p1: cannot read {state}/status.sock: permission denied; run it as root "
+        "(sudo x1p1 status)\n"
+    )
+    assert "Converter:" in result.stdout and "unknown: cannot read" in result.stdout

@@ -491,6 +491,8 @@ def status(state_dir: Path | None, as_json: bool) -> None:
     report = status_report(_state_dir(state_dir))
     click.echo(json.dumps(report, indent=2) if as_json else render_status(report))
     problems = output_problems(report)
+    if report.get("status_error"):
+        click.echo(f"x1p1: {report['status_error']}", err=True)
     for problem in problems:
         click.echo(f"x1p1: {problem}", err=True)
     if not (report.get("running") and report.get("connection") == "connected"):

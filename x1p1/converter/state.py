@@ -590,6 +590,24 @@ def find_status(state_dir: Path, env: Mapping[str, str] | None = None) -> Daemon
     return _find_status(state_dir, env)[0]
 
 
+def _status_files(state_dir: Path, env: Mapping[str, str] | None = None) -> list[Path]:
+    """Where a daemon for ``state_dir`` may publish: ``$RUNTIME_DIRECTORY``, ``/run/x1p1``
+    (systemd's ``RuntimeDirectory=x1p1``), the state directory; each once."""
+    candidates = [status_path(state_dir, env), Path("/run/x1p1") / STATUS_FILE]
+    candidates.append(state_dir / STATUS_FILE)
+    return list(dict.fromkeys(candidates))
+
+
+def _not_permitted(state_dir: Path, env: Mapping[str, str] | None = None) -> Path | None:
+    """A status socket or file that is there but this user may not use (the service's,
+    mode 0600, asked by another user): the first one, or None."""
+    for path in _status_files(state_dir, env):
+        for candidate, access in ((socket_path(path), os.W_OK), (path, os.R_OK)):
+            if candidate.exists() and not os.access(candidate, access):
+                return candidate
+    return None
+
+
 def _find_status(
     state_dir: Path, env: Mapping[str, str] | None = None
 ) -> tuple[DaemonStatus | None, bool]:
@@ -601,14 +619,13 @@ def _find_status(
     directory. (For :func:`status_report`: also whether the daemon itself answered.)
     """
     wanted = str(state_dir.resolve())
-    candidates = [status_path(state_dir, env), Path("/run/x1p1") / STATUS_FILE]
-    candidates.append(state_dir / STATUS_FILE)
-    for path in dict.fromkeys(candidates):  # a running daemon's answer: as of now
+    candidates = _status_files(state_dir, env)
+    for path in candidates:  # a running daemon's answer: as of now
         status = ask_status(socket_path(path))
         if status is not None and status.state_dir == wanted:
             return status, True
     best: DaemonStatus | None = None
-    for path in dict.fromkeys(candidates):
+    for path in candidates:
         status = read_status(path)
         if status is None or status.state_dir != wanted:
             continue
@@ -710,6 +727,12 @@ def status_report(state_dir: Path, env: Mapping[str, str] | None = None) -> dict
         and (answered or _pid_alive(status.pid))
     )
     report["running"] = running
+    if not answered:
+        denied = _not_permitted(state_dir, env)
+        if denied is not None:
+            report["status_error"] = (
+                f"cannot read {denied}: permission denied; run it as root (sudo x1p1 status)"
+            )
     if status is None:
         report["connection"] = "not running"
         return report
@@ -778,6 +801,8 @@ def render_status(report: Mapping[str, Any], now: datetime | None = None) -> str
         lines.append(("Paired with", report.get("pairing_error") or "nobody: run `x1p1 pair`"))
     if report.get("running"):
         lines.append(("Converter", f"running (pid {report.get('pid')})"))
+    elif report.get("status_error"):
+        lines.append(("Converter", f"unknown: {report['status_error']}"))
     else:
         lines.append(("Converter", "not running"))
     connection = str(report.get("connection"))

@@ -452,3 +452,15 @@ async def test_status_as_another_user_says_so_rather_than_not_running(public_tmp
         "(sudo x1p1 status)\n"
     )
     assert "Converter:" in result.stdout and "unknown: cannot read" in result.stdout
+
+
+def test_a_port_that_is_no_tty_is_said_in_words_not_as_a_tuple() -> None:
+    import errno
+    import termios
+
+    from x1p1.converter.serial_out import _sentence
+
+    error = termios.error(errno.ENOTTY, "Inappropriate ioctl for device")
+    assert _sentence(error) == "not a serial device (no tty)"
+    assert _sentence(termios.error(errno.EINVAL, "Invalid argument")) == "Invalid argument"
+    assert _sentence(OSError(errno.ENOTTY, "Inappropriate ioctl")) == "not a serial device (no tty)"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.ca_files import ca_pem
 from x1p1.converter import config
 from x1p1.converter.config import (
     GatewayAddress,
@@ -76,7 +77,7 @@ def test_example_config_documents_every_key() -> None:
 
 
 def test_every_key_from_the_file(tmp_path: Path) -> None:
-    (tmp_path / "ca.pem").write_text("not parsed here")
+    (tmp_path / "ca.pem").write_bytes(ca_pem())
     path = write(
         tmp_path,
         """
@@ -214,7 +215,7 @@ def test_tilde_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         ('gateway = ""', "gateway = '' is empty; give a host name or address"),
         ("gateway = { host = 'x' }", "gateway = a table is not allowed; give a host name"),
         ("gateway = ['a', 'b']", "gateway = ['a', 'b'] is not allowed; give a host name"),
-        ('ca = "missing.pem"', "ca = 'missing.pem' names no readable file ("),
+        ('ca = "missing.pem"', "ca = 'missing.pem' is not a usable CA file ("),
         ('ca = ""', "ca = '' is not allowed; give the path of the gateway's CA certificate"),
         ("state_dir = 1", "state_dir = 1 is not allowed; give the directory"),
         ('state_dir = "  "', "state_dir = '  ' is not allowed; give the directory"),
@@ -235,7 +236,9 @@ def test_the_error_of_the_brief(tmp_path: Path) -> None:
 
 def test_ca_directory_is_not_a_file(tmp_path: Path) -> None:
     path = write(tmp_path, 'ca = "."\n')
-    assert error_of(path) == f"{path} line 1: ca = '.' names no readable file ({tmp_path})"
+    assert error_of(path) == (
+        f"{path} line 1: ca = '.' is not a usable CA file ({tmp_path}): it is a directory"
+    )
 
 
 def test_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
@@ -330,7 +333,10 @@ def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
         ({"gateway": "https://gw/api"}, "--gateway 'https://gw/api' has a path, query"),
         ({"serial": "COM3"}, "--serial 'COM3' is not allowed; give a device path"),
         ({"log_level": "loud"}, "--log-level 'loud' is not allowed; choose debug"),
-        ({"ca": "/no/such/ca.pem"}, "--ca '/no/such/ca.pem' names no readable file"),
+        (
+            {"ca": "/no/such/ca.pem"},
+            "--ca '/no/such/ca.pem' is not a usable CA file: it does not exist",
+        ),
         ({"baud": 9600}, "command line: unknown key 'baud'; known keys: ca, data_request"),
     ],
 )
@@ -342,7 +348,7 @@ def test_wrong_override(tmp_path: Path, overrides: dict[str, object], expected: 
 def test_override_relative_ca_is_from_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "ca.pem").write_text("x")
+    (tmp_path / "ca.pem").write_bytes(ca_pem())
     monkeypatch.chdir(tmp_path)
     assert load_run_config(None, {"ca": "ca.pem"}).ca == Path("ca.pem")
 

@@ -6,8 +6,9 @@ Commands and options are an interface that users and scripts rely on
 \b
   0  success
   1  error (a clear message on standard error)
-  2  usage error (bad option or argument)
-  Pairing (`x1p1 pair`) adds its own codes; see `x1p1 pair --help`.
+  2  usage error (bad option or argument, a bad --ca file, or the gateway extra missing)
+  Pairing (`x1p1 pair`) adds its own codes; see `x1p1 pair --help`. `x1p1 run` adds
+  10-13 (:data:`RUN_EXIT`), `x1p1 status` 3 and 4, `x1p1 install` 14: see their --help.
 """
 
 from __future__ import annotations
@@ -22,7 +23,26 @@ from typing import Any, NoReturn
 import click
 
 from x1p1 import __version__
-from x1p1.exceptions import BillingVerificationError, X1P1Error
+from x1p1.exceptions import (
+    AlreadyRunning,
+    BillingVerificationError,
+    NotASerialDevice,
+    StateDirError,
+    TcpPortUnavailable,
+    X1P1Error,
+)
+
+RUN_EXIT: dict[type[X1P1Error], int] = {
+    TcpPortUnavailable: 10,
+    NotASerialDevice: 11,
+    StateDirError: 12,
+    AlreadyRunning: 13,
+}
+"""`x1p1 run`'s exit codes for the mistakes it refuses at start (one sentence each); the
+systemd unit does not restart on them (RestartPreventExitStatus=)."""
+
+GATEWAY_EXTRA = "[gateway extra]"
+"""The mark in --help on commands that need `pip install 'x1p1[gateway]'`."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,7 +54,9 @@ def main(ctx: click.Context, verbose: int, quiet: int) -> None:
     """x1p1: keep P1 dongles working on DSMR6 meters (X1 to P1), with an embedded gateway.
 
     \b
-    Exit codes: 0 success, 1 error, 2 usage error; `x1p1 pair --help` lists its own.
+    Exit codes: 0 success, 1 error, 2 usage error (or the gateway extra missing);
+    `x1p1 pair`, `run`, `status` and `install` list their own in their --help.
+    Commands marked [gateway extra] need: pip install 'x1p1[gateway]'.
     """
     from x1p1.logs import setup_logging
 
@@ -48,6 +70,21 @@ def fail(error: X1P1Error | str, code: int = 1) -> NoReturn:
     """Print a clear one-line error on standard error and exit with ``code``."""
     click.echo(f"x1p1: {error}", err=True)
     sys.exit(code)
+
+
+def gateway_extra_missing(command: str) -> NoReturn:
+    """The one sentence, exit 2, for a gateway command in the lean install."""
+    fail(f"`x1p1 {command}` needs the gateway extra: pip install 'x1p1[gateway]'", 2)
+
+
+def need_gateway_extra(command: str) -> None:
+    """:func:`gateway_extra_missing` unless the gateway's libraries are installed (the
+    lean install has neither aiohttp nor cryptography)."""
+    try:
+        import aiohttp  # noqa: F401
+        import cryptography  # noqa: F401
+    except ImportError:
+        gateway_extra_missing(command)
 
 
 @main.command()
@@ -98,9 +135,12 @@ def monitor(source: str, as_json: bool) -> None:
     """Read P1 from a serial port, a pyserial URL or standard input (-) and check each CRC.
 
     Prints every telegram (with --json: valid, size, crc, header, objects, error) and a
-    summary on standard error. Exits 0 at the end of input; Ctrl-C stops a port.
+    summary on standard error; the first line on standard error says which CRC-16 runs
+    (crcmod's C code, or the pure-Python table where crcmod is not installed). Exits 0 at
+    the end of input; Ctrl-C stops a port.
     """
     from x1p1.converter.monitor import monitor as run_monitor
+    from x1p1.p1.crc import CRC_IMPLEMENTATION
 
     if source == "-":
         stdin = sys.stdin.buffer
@@ -113,6 +153,7 @@ def monitor(source: str, as_json: bool) -> None:
         except (serial.SerialException, ValueError) as exc:
             fail(f"cannot open {source}: {exc}")
         read = port.read
+    click.echo(f"x1p1 monitor: checking CRC-16 with {CRC_IMPLEMENTATION}", err=True)
     try:
         summary = run_monitor(read, sys.stdout, as_json=as_json)
     except KeyboardInterrupt:
@@ -120,7 +161,9 @@ def monitor(source: str, as_json: bool) -> None:
     click.echo(summary.line(), err=True)
 
 
-@main.command("verify-billing")
+@main.command(
+    "verify-billing", short_help=f"Check a billing response's signatures {GATEWAY_EXTRA}."
+)
 @click.argument("file", metavar="FILE")
 @click.option(
     "--ca",
@@ -139,10 +182,11 @@ def verify_billing(file: str, ca: Path, as_json: bool) -> None:
     Exit codes: 0 every reading verified; 1 a reading or the certificate failed;
     2 usage error, unreadable or malformed file, or the gateway extra not installed.
     """
+    need_gateway_extra("verify-billing")
     try:
         from x1p1.gateway.billing_signature import verify_billing as verify
-    except ImportError as exc:
-        fail(f"verify-billing needs the gateway extra: pip install 'x1p1[gateway]' ({exc})", 2)
+    except ImportError:
+        gateway_extra_missing("verify-billing")
     limit = 64 * 1024 * 1024
     try:
         if file == "-":
@@ -294,7 +338,7 @@ def _tls_name(tls_name: str | None) -> str | None:
 )
 @click.option(
     "--ca",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="The gateway's root certificate (PEM) [default: the system's trust store].",
 )
 @click.option("--name", help="The name the meter shows [default: x1p1 on <hostname>].")
@@ -316,7 +360,7 @@ def pair(
     import asyncio
 
     from x1p1.converter import pairing as pairing_module
-    from x1p1.converter.config import GatewayAddress
+    from x1p1.converter.config import GatewayAddress, ca_file_problem
     from x1p1.exceptions import ConfigError
 
     try:
@@ -324,6 +368,9 @@ def pair(
     except ConfigError as error:
         fail(error, 2)
     verify_as = _tls_name(tls_name)
+    problem = ca_file_problem(ca) if ca is not None else None
+    if problem is not None:
+        fail(f"--ca {str(ca)!r} is not a usable CA file: {problem}", 2)
     name = name if name is not None else pairing_module.default_request_name()
     if not 1 <= len(name) <= 64 or not name.isprintable():
         fail("--name must be 1 to 64 printable characters", 2)
@@ -420,7 +467,11 @@ def run(
     Exit codes:
       0  stopped by SIGTERM or Ctrl-C
       1  error (a clear message on standard error)
-      2  bad option or config file
+      2  bad option or config file (a --ca file: missing, not PEM, not a CA)
+      10 --tcp's port is in use, or not permitted (below 1024)
+      11 --serial names something that is no serial device (a file, /dev/null)
+      12 the state directory cannot be written (read-only, no permission)
+      13 another x1p1 run uses the same state directory (its pid is named)
     """
     from x1p1.converter.config import load_run_config
     from x1p1.converter.supervisor import run_converter
@@ -447,7 +498,7 @@ def run(
     except ConfigError as error:
         fail(error, 2)
     except X1P1Error as error:
-        fail(error)
+        fail(error, next((c for t, c in RUN_EXIT.items() if isinstance(error, t)), 1))
     sys.exit(code)
 
 
@@ -523,20 +574,132 @@ def doctor(
 def status(state_dir: Path | None, as_json: bool) -> None:
     """Show the pairing and what the running converter reports.
 
-    Paired gateway and address, token expiry, connection state, last telegram, counts,
-    latency, serial port and Data Request state.
+    The saved pairing (gateway, serial, token expiry), the address in use, connection
+    state, the last error and its time, last telegram, counts, latency, serial port and
+    Data Request state.
 
     \b
     Exit codes:
-      0  the converter runs and is connected
+      0  the converter runs, is connected, and its outputs take telegrams
       3  it is not running, not paired or not connected
+      4  it is connected but an output is absent or stuck (named on standard error)
     """
-    from x1p1.converter.state import render_status, status_report
+    from x1p1.converter.state import output_problems, render_status, status_report
 
     report = status_report(_state_dir(state_dir))
     click.echo(json.dumps(report, indent=2) if as_json else render_status(report))
-    ok = report.get("running") and report.get("connection") == "connected"
-    sys.exit(0 if ok else 3)
+    problems = output_problems(report)
+    if report.get("status_error"):
+        click.echo(f"x1p1: {report['status_error']}", err=True)
+    for problem in problems:
+        click.echo(f"x1p1: {problem}", err=True)
+    if not (report.get("running") and report.get("connection") == "connected"):
+        sys.exit(3)
+    sys.exit(4 if problems else 0)
+
+
+# --- the appliance: install, uninstall ------------------------------------------------------
+
+_INSTALL_EPILOG = """\b
+Exit codes:
+  0  installed (or already so)
+  1  a file or command failed (a clear message on standard error)
+  2  bad option (--serial, --tcp), or several adapters and no terminal to ask
+  14 not root: run it with sudo (or give --root DIR)"""
+
+
+def _need_root(root: Path, command: str) -> None:
+    import os
+
+    if root.resolve() == Path("/") and os.geteuid() != 0:
+        fail(
+            f"x1p1 {command} writes to /etc and /var/lib: run it as root (sudo x1p1 {command})", 14
+        )
+
+
+def _choose_port(ports: list[Any]) -> Any:
+    """Ask which of several USB serial adapters drives the P1 line."""
+    if not sys.stdin.isatty():
+        names = ", ".join(port.device for port in ports)
+        fail(f"several USB serial adapters ({names}): give --serial PORT", 2)
+    click.echo("Several USB serial adapters are plugged in:")
+    for number, port in enumerate(ports, 1):
+        name = " ".join(p for p in (port.vendor, port.product) if p) or port.driver or ""
+        serial = f", serial {port.serial_number}" if port.serial_number else ""
+        click.echo(f"  {number}  {port.device}  {name}{serial}")
+    choice = click.prompt(
+        "Which one drives the P1 line", type=click.IntRange(1, len(ports)), default=1
+    )
+    return ports[choice - 1]
+
+
+@main.command(epilog=_INSTALL_EPILOG)
+@click.option(
+    "--serial",
+    metavar="PORT|none",
+    help="The P1 adapter: gets a udev rule naming it /dev/x1p1-p1 [default: the only USB "
+    "serial adapter plugged in; asks when there are several]; none: only --tcp.",
+)
+@click.option("--tcp", metavar="HOST:PORT", help="Also serve raw telegrams to TCP clients.")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/"),
+    help="Write into this directory instead of / (tests, image builders); runs nothing.",
+)
+@click.option("--force", is_flag=True, help="Replace files the user edited since.")
+def install(serial: str | None, tcp: str | None, root: Path, force: bool) -> None:
+    """Set x1p1 up as a service: unit, udev rule, config, state directory; start it.
+
+    Writes /etc/systemd/system/x1p1.service, /etc/udev/rules.d/99-x1p1.rules (for the
+    adapter), /etc/x1p1/config.toml and /var/lib/x1p1 (mode 0700), links
+    /usr/local/bin/x1p1, reloads udev and systemd, and enables and starts the service
+    when systemd runs. Run it again at any time: it changes only what differs, and
+    keeps a file you edited (--force replaces it). Then: sudo x1p1 pair.
+    """
+    from x1p1.converter import install as installer
+    from x1p1.exceptions import ConfigError
+
+    _need_root(root, "install")
+    options = installer.InstallOptions(root=root, serial=serial, tcp=tcp, force=force)
+    try:
+        steps = installer.install(options, choose=_choose_port)
+    except (ConfigError, NotASerialDevice) as error:
+        fail(error, 2)
+    except X1P1Error as error:
+        fail(error)
+    for step in steps:
+        click.echo(step.line())
+    click.echo("")
+    click.echo("Next: sudo x1p1 pair   (approve the request on the meter with its button)")
+    click.echo("Then: sudo x1p1 status (the pairing, the connection, the last error, counts)")
+
+
+@main.command(epilog="\b\nExit codes:\n  0  removed\n  1  a file or command failed\n  14 not root")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/"),
+    help="Remove from this directory instead of / (tests, image builders).",
+)
+@click.option(
+    "--purge", is_flag=True, help="Also remove the token, the state and an edited config."
+)
+def uninstall(root: Path, purge: bool) -> None:
+    """Stop and remove the service and what `x1p1 install` wrote.
+
+    The token and state in /var/lib/x1p1 stay unless --purge (the gateway keeps the
+    token until it expires: `sudo x1p1 unpair` first revokes it there).
+    """
+    from x1p1.converter import install as installer
+
+    _need_root(root, "uninstall")
+    try:
+        steps = installer.uninstall(root, purge=purge)
+    except X1P1Error as error:
+        fail(error)
+    for step in steps:
+        click.echo(step.line())
 
 
 # --- the embedded gateway: gateway serve|ca, meter …, operator … --------------------------
@@ -554,9 +717,12 @@ def _gateway_dir(state_dir: Path | None) -> Path:
     return state_dir if state_dir is not None else gateway_default()
 
 
-@main.group()
+@main.group(short_help=f"The embedded DSMR6 gateway {GATEWAY_EXTRA}.")
 def gateway() -> None:
-    """The embedded DSMR6 gateway: simulated meters behind a real X1 API."""
+    """The embedded DSMR6 gateway: simulated meters behind a real X1 API.
+
+    Needs the gateway extra: pip install 'x1p1[gateway]'.
+    """
 
 
 @gateway.command("serve")
@@ -619,6 +785,7 @@ def gateway_serve(
     """
     import asyncio
 
+    need_gateway_extra("gateway serve")
     from x1p1.gateway.app import GatewayConfig, run_gateway
 
     config = GatewayConfig(
@@ -643,6 +810,7 @@ def gateway_serve(
 @_gateway_dir_option
 def gateway_ca(state_dir: Path | None) -> None:
     """Print the gateway's root CA certificate (PEM): what clients trust (--ca)."""
+    need_gateway_extra("gateway ca")
     from x1p1.gateway.pki import root_ca_pem
 
     try:
@@ -652,6 +820,9 @@ def gateway_ca(state_dir: Path | None) -> None:
 
 
 def _control(state_dir: Path | None) -> Any:
+    """The running gateway's control socket; the lean install's one sentence without the
+    gateway extra."""
+    need_gateway_extra(click.get_current_context().command_path.partition(" ")[2])
     from x1p1.gateway.control_client import ControlClient
 
     return ControlClient(_gateway_dir(state_dir))
@@ -730,9 +901,12 @@ def _pick(
         fail(error)
 
 
-@main.group()
+@main.group(short_help=f"The embedded gateway's meter {GATEWAY_EXTRA}.")
 def meter() -> None:
-    """The meter's display and buttons of a running embedded gateway (X1 §5.1.5, §5.2)."""
+    """The meter's display and buttons of a running embedded gateway (X1 §5.1.5, §5.2).
+
+    Needs the gateway extra: pip install 'x1p1[gateway]'.
+    """
 
 
 @meter.command("list")
@@ -848,6 +1022,7 @@ def meter_revoke(grant_id: str, state_dir: Path | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def meter_comlog(state_dir: Path | None, since: str | None, limit: int, as_json: bool) -> None:
     """Show the comlog (X1 §2.2): every access to the meter's data, oldest first."""
+    need_gateway_extra("meter comlog")
     from x1p1.gateway.comlog import ComlogEntry
 
     entries = _ask(state_dir, lambda control: control.comlog(since, limit))
@@ -890,9 +1065,12 @@ def meter_block_history(state_dir: Path | None, yes: bool, as_json: bool) -> Non
         )
 
 
-@main.group()
+@main.group(short_help=f"The embedded gateway's grid operator {GATEWAY_EXTRA}.")
 def operator() -> None:
-    """The grid operator's remote functions on a running embedded gateway (X1 §12.3)."""
+    """The grid operator's remote functions on a running embedded gateway (X1 §12.3).
+
+    Needs the gateway extra: pip install 'x1p1[gateway]'.
+    """
 
 
 @operator.command("disable")
@@ -930,7 +1108,7 @@ def _operator(state_dir: Path | None, action: str, as_json: bool = False) -> Non
         click.echo(f"X1 is {state}{'' if result['changed'] else ' (it already was)'}.")
 
 
-@main.command()
+@main.command(short_help=f"Show the whole chain on this machine {GATEWAY_EXTRA}.")
 @click.option(
     "--telegrams",
     type=click.IntRange(min=1),
@@ -951,14 +1129,13 @@ def demo(ctx: click.Context, telegrams: int | None, speed: float) -> None:
     Starts the embedded gateway on 127.0.0.1 (auto-approve, no mDNS), pairs a P1 token,
     runs the converter into one end of a pty pair and reads the other end as a P1 dongle
     would, with a live status line. Ctrl-C stops everything and leaves nothing running.
-    Exit codes: 0 every telegram at the P1 end valid, 1 otherwise or on an error.
+    Exit codes: 0 every telegram at the P1 end valid, 1 otherwise or on an error, 2 the
+    gateway extra is not installed.
     """
     import asyncio
 
-    try:
-        from x1p1.demo import run_demo
-    except ImportError as exc:
-        fail(f"the demo needs the gateway extra: pip install 'x1p1[gateway]' ({exc})")
+    need_gateway_extra("demo")
+    from x1p1.demo import run_demo
     from x1p1.logs import setup_logging
 
     if ctx.meta.get("x1p1.verbosity", 0) == 0:

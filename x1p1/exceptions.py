@@ -7,7 +7,12 @@
     │   └── TelegramParseError        its text does not follow §6.2–§6.12
     ├── ConfigError                   a bad config file, option or environment variable
     ├── StateError                    a state file that cannot be read or written
+    │   ├── StateDirError             the state directory cannot be written at all
+    │   └── AlreadyRunning            another `x1p1 run` holds the state directory
     ├── SerialPortError               the serial port cannot be opened or written
+    ├── OutputError                   an output cannot be set up when the converter starts
+    │   ├── NotASerialDevice          --serial names a file, directory or /dev/null
+    │   └── TcpPortUnavailable        --tcp's port is busy or not permitted
     ├── DiscoveryError                no X1 gateway answered on mDNS (X1 §4.3.3)
     ├── MdnsError                     the gateway cannot claim a host name or advertise
     ├── GatewayError                  talking to a gateway went wrong (client side)
@@ -66,6 +71,32 @@ class ConfigError(X1P1Error):
 
 class StateError(X1P1Error):
     """A state file (token, uuid, status) that cannot be read or written."""
+
+
+class StateDirError(StateError):
+    """The state directory cannot be created or written: read-only, or not permitted."""
+
+
+class AlreadyRunning(StateError):
+    """Another ``x1p1 run`` holds the state directory's lock; ``pid`` is its process."""
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        self.pid = pid
+        super().__init__(message)
+
+
+class OutputError(X1P1Error):
+    """An output of the converter cannot be set up when it starts (nothing was relayed)."""
+
+
+class NotASerialDevice(OutputError):
+    """``--serial`` names something that exists but is no serial device (a regular file,
+    a directory, ``/dev/null``): refused at start, not waited for."""
+
+
+class TcpPortUnavailable(OutputError):
+    """``--tcp``'s address cannot be listened on: the port is in use, below 1024 without
+    the right, or the address is not this machine's."""
 
 
 class SerialPortError(X1P1Error):

@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_GATEWAY_PORT",
     "DEFAULT_SERIAL",
     "LOG_LEVELS",
+    "ca_file_problem",
     "DataRequest",
     "GatewayAddress",
     "ListenAddress",
@@ -323,6 +324,8 @@ KNOWN_KEYS = tuple(sorted(f.name for f in fields(RunConfig) if f.name != "source
 
 def _show(value: object) -> str:
     """A value as the user wrote it, near enough (TOML spelling for booleans)."""
+    if isinstance(value, Path):
+        return repr(str(value))
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
@@ -370,10 +373,55 @@ def _tcp(value: object, base: Path | None) -> ListenAddress:
         raise _Invalid(invalid.with_allowed(ListenAddress.ALLOWED), complete=True) from None
 
 
+_PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+_CA_MAX = 1024 * 1024
+
+
+def ca_file_problem(path: Path) -> str | None:
+    """What is wrong with ``path`` as the gateway's root CA (``--ca``), or None.
+
+    Missing or unreadable, not PEM (DER, a key, anything else), or holding only
+    certificates that are no CA (the gateway's own server certificate, say): each in a
+    few words that follow the file's name. Read with the standard library's TLS code, as
+    the converter will use it (x1-api.md, "Network and discovery").
+    """
+    import ssl
+
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(_CA_MAX + 1)
+    except FileNotFoundError:
+        return "it does not exist"
+    except IsADirectoryError:
+        return "it is a directory"
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    if len(data) > _CA_MAX:
+        return "it is larger than 1 MiB, so no certificate file"
+    if _PEM_CERTIFICATE not in data:
+        der = data[:1] == b"\x30"
+        return "it is not a PEM certificate (no '-----BEGIN CERTIFICATE-----' line" + (
+            "; it looks like DER: openssl x509 -inform DER converts it)" if der else ")"
+        )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cadata=data.decode("ascii", "replace"))
+    except (ssl.SSLError, ValueError):
+        return "its PEM certificate is damaged (it does not decode)"
+    if context.cert_store_stats().get("x509_ca", 0) == 0:
+        return (
+            "its certificate is not a CA (a server's own certificate?); give the gateway's "
+            "root CA, which `x1p1 gateway ca` prints for the embedded gateway"
+        )
+    return None
+
+
 def _ca(value: object, base: Path | None) -> Path:
     path = _path(value, base, "give the path of the gateway's CA certificate (PEM)")
-    if not path.is_file():
-        raise _Invalid(f"names no readable file ({path})")
+    problem = ca_file_problem(path)
+    if problem is not None:
+        resolved = "" if str(path) == str(value).strip() else f" ({path})"
+        raise _Invalid(f"is not a usable CA file{resolved}: {problem}", complete=True)
     return path
 
 

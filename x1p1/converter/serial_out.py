@@ -56,6 +56,7 @@ import serial
 from serial import serialposix
 
 from x1p1.converter.hotplug import Hotplug, open_hotplug
+from x1p1.exceptions import NotASerialDevice
 
 __all__ = [
     "BAUDRATE",
@@ -64,6 +65,7 @@ __all__ = [
     "SerialLike",
     "SerialOutput",
     "SerialStats",
+    "check_serial_path",
     "open_serial",
 ]
 
@@ -89,6 +91,80 @@ class SerialLike(Protocol):
     def write(self, data: bytes, /) -> int | None: ...
     def reset_output_buffer(self) -> None: ...
     def close(self) -> None: ...
+
+
+TTY_DRIVERS = "/proc/tty/drivers"
+"""The kernel's tty drivers and their device numbers: what is a serial device here."""
+SYS_CHAR = "/sys/dev/char"
+"""sysfs's character devices by ``major:minor``; ``subsystem`` names a device's class."""
+
+
+def _tty_majors(drivers: str) -> set[int] | None:
+    """The major device numbers of the kernel's tty drivers, or None if unreadable.
+
+    Each line of ``/proc/tty/drivers``: name, node, major, minor range, type.
+    """
+    try:
+        text = open(drivers, encoding="ascii", errors="replace").read()
+    except OSError:
+        return None
+    majors = set()
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[2].isdigit():
+            majors.add(int(fields[2]))
+    return majors or None
+
+
+def _is_tty(rdev: int, drivers: str, sys_char: str) -> bool | None:
+    """Whether a character device is a tty: sysfs's class for it, else the tty drivers'
+    major numbers (ptys have no sysfs entry; the service's sandbox hides /proc/tty);
+    None when neither tells."""
+    link = os.path.join(sys_char, f"{os.major(rdev)}:{os.minor(rdev)}", "subsystem")
+    if os.path.lexists(link):
+        return os.path.basename(os.path.realpath(link)) == "tty"
+    majors = _tty_majors(drivers)
+    return None if majors is None else os.major(rdev) in majors
+
+
+def check_serial_path(path: str, *, drivers: str = TTY_DRIVERS, sys_char: str = SYS_CHAR) -> None:
+    """Refuse a ``--serial`` path that exists but is no serial device.
+
+    A regular file, a directory or ``/dev/null`` would be "waited for" for ever, so they
+    raise :class:`~x1p1.exceptions.NotASerialDevice` in one sentence. A path that does not
+    exist (yet: an adapter not plugged in, a udev name) and a pyserial URL pass: the
+    converter waits for the device. A character device counts as serial when sysfs puts
+    it in the tty class, or its major number belongs to one of the kernel's tty drivers
+    (``/proc/tty/drivers``); the device is not opened, so no modem line moves. Call it
+    once per serial output.
+    """
+    if "://" in path:
+        return
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise NotASerialDevice(
+            f"--serial {path} cannot be looked at ({exc.strerror or exc}); give the P1 "
+            "adapter's device (x1p1 serial list shows them)"
+        ) from None
+    import stat
+
+    what = None
+    if stat.S_ISREG(st.st_mode):
+        what = "a regular file"
+    elif stat.S_ISDIR(st.st_mode):
+        what = "a directory"
+    elif not stat.S_ISCHR(st.st_mode):
+        what = "not a character device"
+    elif _is_tty(st.st_rdev, drivers, sys_char) is False:
+        what = "a device that is no tty"
+    if what is not None:
+        raise NotASerialDevice(
+            f"--serial {path} is not a serial device ({what}); give the P1 adapter's device "
+            "(x1p1 serial list shows them) or none for the TCP output only"
+        )
 
 
 def open_serial(url: str, write_timeout: float) -> SerialLike:
@@ -601,5 +677,12 @@ def _sentence(exc: BaseException) -> str:
         return "the device went away"
     if code == errno.EBUSY or "exclusively lock" in str(exc):
         return "in use by another program"
+    args: tuple[object, ...] = tuple(getattr(exc, "args", ()))
+    if code is None and len(args) == 2 and isinstance(args[0], int):
+        code = args[0]  # termios.error: (errno, text), no errno attribute
+        if code != errno.ENOTTY:
+            return str(args[1])
+    if code == errno.ENOTTY:
+        return "not a serial device (no tty)"
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return str(text)

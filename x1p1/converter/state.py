@@ -11,6 +11,10 @@ In the state directory (``x1p1 pair``/``run``/``status``/``unpair`` ``--state-di
 ``uuid``
     The uuid this installation sends with every token request (§5.1.2, §5.1.7): made once,
     kept for good, so that the gateway recognises it as the same device.
+``run.lock``
+    Held (``flock``) by the running ``x1p1 run`` and holding its pid, so that a second
+    one on the same directory is refused by name (:class:`StateDirLock`). The kernel
+    drops the lock when the process ends, however it ends (SIGKILL too).
 ``status.json``
     What the daemon reports for ``x1p1 status`` (:class:`DaemonStatus`). It goes to
     systemd's ``$RUNTIME_DIRECTORY`` (a tmpfs) when there is one, else to the state
@@ -27,8 +31,12 @@ into a directory that belongs to the service's user gives the file to that user.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
+import logging
 import os
+import stat
 import tempfile
 import uuid as uuid_module
 from collections.abc import Mapping
@@ -37,31 +45,39 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from x1p1.exceptions import BadRequest, NotPaired, StateError
+from x1p1.converter.status_socket import ask_json, socket_path
+from x1p1.exceptions import AlreadyRunning, BadRequest, NotPaired, StateDirError, StateError
 from x1p1.x1.api import format_time, parse_time
 from x1p1.x1.profiles import Profile, parse_profiles, sorted_profiles
 
 __all__ = [
+    "LOCK_FILE",
     "STATUS_FILE",
     "TOKEN_FILE",
     "UUID_FILE",
     "DaemonStatus",
     "SavedPairing",
+    "StateDirLock",
     "StatusPublisher",
     "TokenFileWatch",
+    "ask_status",
     "find_status",
     "forget_pairing",
     "install_uuid",
     "load_pairing",
+    "prepare_state_dir",
     "read_status",
     "save_pairing",
     "status_path",
     "write_atomic",
 ]
 
+log = logging.getLogger(__name__)
+
 TOKEN_FILE = "token.json"
 UUID_FILE = "uuid"
 STATUS_FILE = "status.json"
+LOCK_FILE = "run.lock"
 _FORMAT = 1
 
 
@@ -75,6 +91,86 @@ def ensure_dir(directory: Path) -> Path:
     except OSError as exc:
         raise StateError(f"cannot create the state directory {directory}: {exc}") from None
     return directory
+
+
+def _state_dir_sentence(directory: Path, exc: OSError) -> str:
+    if exc.errno == errno.EROFS:
+        why = "it is on a read-only file system"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        why = "permission denied (run as its owner, or with sudo)"
+    elif exc.errno == errno.ENOTDIR:
+        why = "a file is in the way (not a directory)"
+    elif exc.errno == errno.ENOSPC:
+        why = "the disk is full"
+    else:
+        why = exc.strerror or str(exc)
+    return (
+        f"cannot write in the state directory {directory}: {why}; give a writable "
+        "--state-dir (or state_dir in the config file)"
+    )
+
+
+def prepare_state_dir(directory: Path) -> Path:
+    """The state directory, ready for ``x1p1 run``: made if missing, mode 0700 (an
+    existing one with wider rights is narrowed: the token is a secret), and writable.
+
+    :class:`~x1p1.exceptions.StateDirError` in one sentence when it cannot be made or
+    written (a read-only file system, no permission), tried by writing a file there.
+    """
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        if mode & 0o077:
+            os.chmod(directory, mode & 0o700)
+            log.warning(
+                "the state directory %s was mode %04o; now %04o, as it holds the token",
+                directory,
+                mode,
+                mode & 0o700,
+            )
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise StateDirError(_state_dir_sentence(directory, exc)) from None
+    return directory
+
+
+class StateDirLock:
+    """``run.lock``: one ``x1p1 run`` per state directory (``flock``, released by the
+    kernel when the process ends in any way, so a SIGKILL leaves no stale lock)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`~x1p1.exceptions.AlreadyRunning` naming the pid."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateDirError(_state_dir_sentence(self.path.parent, exc)) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            pid = int(text) if text.isdigit() else None
+            who = f"pid {pid}" if pid is not None else "its pid unknown"
+            raise AlreadyRunning(
+                f"another x1p1 run ({who}) uses the state directory {self.path.parent}; "
+                "stop it first (sudo systemctl stop x1p1), or give another --state-dir",
+                pid=pid,
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let go (the file stays: removing it could race a starting converter)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
@@ -384,6 +480,8 @@ class DaemonStatus:
     serial: Mapping[str, Any]
     data_request: Mapping[str, Any]
     tcp: Mapping[str, Any] | None
+    last_error: Mapping[str, Any] | None = None
+    """The last thing that went wrong: ``{"at": time, "message": one sentence}``."""
 
     def to_json(self) -> dict[str, Any]:
         def t(moment: datetime | None) -> str | None:
@@ -406,6 +504,7 @@ class DaemonStatus:
             "serial": dict(self.serial),
             "data_request": dict(self.data_request),
             "tcp": dict(self.tcp) if self.tcp is not None else None,
+            "last_error": dict(self.last_error) if self.last_error is not None else None,
         }
 
     @classmethod
@@ -435,6 +534,7 @@ class DaemonStatus:
         if started is None or updated is None or since is None:
             raise StateError("started_at, updated_at and connection_since expected")
         tcp = body.get("tcp")
+        last_error = body.get("last_error")
         return cls(
             pid=pid,
             state_dir=state_dir,
@@ -451,6 +551,7 @@ class DaemonStatus:
             serial=m("serial"),
             data_request=m("data_request"),
             tcp=tcp if isinstance(tcp, Mapping) else None,
+            last_error=last_error if isinstance(last_error, Mapping) else None,
         )
 
     def same_content(self, other: DaemonStatus | None) -> bool:
@@ -463,6 +564,18 @@ def status_path(state_dir: Path, env: Mapping[str, str] | None = None) -> Path:
     environ = os.environ if env is None else env
     runtime = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
     return (Path(runtime) if runtime else state_dir) / STATUS_FILE
+
+
+def ask_status(path: Path, timeout: float = 2.0) -> DaemonStatus | None:
+    """The status a running daemon gives on its socket ``path``, or None when none
+    answers there (no socket, a dead daemon's, no permission, a garbled answer)."""
+    answer = ask_json(path, timeout)
+    if answer is None:
+        return None
+    try:
+        return DaemonStatus.parse(answer)
+    except (StateError, ValueError, TypeError):
+        return None
 
 
 def read_status(path: Path) -> DaemonStatus | None:
@@ -478,6 +591,24 @@ def find_status(state_dir: Path, env: Mapping[str, str] | None = None) -> Daemon
     return _find_status(state_dir, env)[0]
 
 
+def _status_files(state_dir: Path, env: Mapping[str, str] | None = None) -> list[Path]:
+    """Where a daemon for ``state_dir`` may publish: ``$RUNTIME_DIRECTORY``, ``/run/x1p1``
+    (systemd's ``RuntimeDirectory=x1p1``), the state directory; each once."""
+    candidates = [status_path(state_dir, env), Path("/run/x1p1") / STATUS_FILE]
+    candidates.append(state_dir / STATUS_FILE)
+    return list(dict.fromkeys(candidates))
+
+
+def _not_permitted(state_dir: Path, env: Mapping[str, str] | None = None) -> Path | None:
+    """A status socket or file that is there but this user may not use (the service's,
+    mode 0600, asked by another user): the first one, or None."""
+    for path in _status_files(state_dir, env):
+        for candidate, access in ((socket_path(path), os.W_OK), (path, os.R_OK)):
+            if candidate.exists() and not os.access(candidate, access):
+                return candidate
+    return None
+
+
 def _find_status(
     state_dir: Path, env: Mapping[str, str] | None = None
 ) -> tuple[DaemonStatus | None, bool]:
@@ -488,17 +619,14 @@ def _find_status(
     and the state directory, and keeps only answers and files that name this state
     directory. (For :func:`status_report`: also whether the daemon itself answered.)
     """
-    from x1p1.converter.status_socket import ask_status, socket_path  # it imports this
-
     wanted = str(state_dir.resolve())
-    candidates = [status_path(state_dir, env), Path("/run/x1p1") / STATUS_FILE]
-    candidates.append(state_dir / STATUS_FILE)
-    for path in dict.fromkeys(candidates):  # a running daemon's answer: as of now
+    candidates = _status_files(state_dir, env)
+    for path in candidates:  # a running daemon's answer: as of now
         status = ask_status(socket_path(path))
         if status is not None and status.state_dir == wanted:
             return status, True
     best: DaemonStatus | None = None
-    for path in dict.fromkeys(candidates):
+    for path in candidates:
         status = read_status(path)
         if status is None or status.state_dir != wanted:
             continue
@@ -600,22 +728,51 @@ def status_report(state_dir: Path, env: Mapping[str, str] | None = None) -> dict
         and (answered or _pid_alive(status.pid))
     )
     report["running"] = running
+    if not answered:
+        denied = _not_permitted(state_dir, env)
+        if denied is not None:
+            report["status_error"] = (
+                f"cannot read {denied}: permission denied; run it as root (sudo x1p1 status)"
+            )
     if status is None:
         report["connection"] = "not running"
         return report
     published = status.to_json()
     published.pop("format", None)
     published.pop("state_dir", None)
-    if pairing is not None and published.get("gateway"):
-        report["gateway"] = {**report["gateway"], **published.pop("gateway")}
-    else:
-        published.pop("gateway", None)
+    in_use = published.pop("gateway", None) or {}
+    if running and in_use.get("port"):
+        # where the daemon connects (--gateway may override the saved pairing's address)
+        host = in_use.get("address") or in_use.get("host_name")
+        report["address_in_use"] = (
+            f"[{host}]:{in_use['port']}" if ":" in str(host) else (f"{host}:{in_use['port']}")
+        )
     if not running:
         published["connection"] = "not running"
         published["message"] = f"the converter stopped (last state: {status.connection})"
     published.pop("token_expires_at", None)
     report.update(published)
     return report
+
+
+def output_problems(report: Mapping[str, Any]) -> list[str]:
+    """One sentence per output of a running converter that is absent or stuck (its
+    serial port unplugged, never there, or not taking data), for ``x1p1 status``."""
+    if not report.get("running"):
+        return []
+    outputs = [report.get("serial") or {}]
+    outputs += [o for o in report.get("outputs") or [] if isinstance(o, Mapping)]
+    problems = []
+    for output in outputs:
+        state = output.get("state")
+        if state not in ("absent", "stuck"):
+            continue
+        error = f" ({output['error']})" if output.get("error") else ""
+        wait = "waits for it" if state == "absent" else "keeps trying"
+        problems.append(
+            f"the P1 output {output.get('port')} is {state}{error}; the converter {wait}"
+        )
+    return problems
 
 
 def _ago(text: str | None, now: datetime) -> str:
@@ -645,12 +802,19 @@ def render_status(report: Mapping[str, Any], now: datetime | None = None) -> str
         lines.append(("Paired with", report.get("pairing_error") or "nobody: run `x1p1 pair`"))
     if report.get("running"):
         lines.append(("Converter", f"running (pid {report.get('pid')})"))
+    elif report.get("status_error"):
+        lines.append(("Converter", f"unknown: {report['status_error']}"))
     else:
         lines.append(("Converter", "not running"))
     connection = str(report.get("connection"))
     if report.get("message") and report.get("message") != connection:
         connection += f": {report['message']}"
     lines.append(("Connection", connection))
+    if report.get("address_in_use"):
+        lines.append(("Address in use", str(report["address_in_use"])))
+    last_error = report.get("last_error")
+    if isinstance(last_error, Mapping) and last_error.get("message"):
+        lines.append(("Last error", f"{_ago(last_error.get('at'), now)}: {last_error['message']}"))
     if "counts" in report:
         c = report["counts"]
         lines.append(("Last telegram", _ago(report.get("last_telegram_at"), now)))

@@ -11,6 +11,10 @@ from the client. ``status.json`` stays, for scripts and for after the daemon sto
 is written on every change of state and on the way out, its counters at most once a
 minute (:data:`x1p1.converter.supervisor.STATUS_INTERVAL`).
 
+This module moves JSON only; :mod:`x1p1.converter.state` knows what the object means
+(:class:`~x1p1.converter.state.DaemonStatus`, its ``ask_status``), and imports this one,
+never the other way round.
+
 A path longer than a Unix socket address allows (107 bytes on Linux) is reached through
 the directory's ``/proc/self/fd/N`` entry, so a deep state directory works too.
 """
@@ -25,11 +29,9 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
-from x1p1.converter.state import DaemonStatus, ensure_dir
-from x1p1.exceptions import StateError
-
-__all__ = ["SOCKET_NAME", "StatusServer", "ask_status", "socket_path"]
+__all__ = ["SOCKET_NAME", "StatusServer", "ask_json", "socket_path"]
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +59,16 @@ def _address(path: Path) -> Iterator[str]:
         os.close(fd)
 
 
+class Jsonable(Protocol):
+    """What the server sends: an object that gives its JSON form (a DaemonStatus)."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
 class StatusServer:
     """Answers each connection with ``status()`` as JSON, then closes it."""
 
-    def __init__(self, path: Path, status: Callable[[], DaemonStatus]) -> None:
+    def __init__(self, path: Path, status: Callable[[], Jsonable]) -> None:
         self.path = path
         self._status = status
         self._server: asyncio.AbstractServer | None = None
@@ -70,7 +78,7 @@ class StatusServer:
         not fatal: ``x1p1 status`` then reads the status file."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            ensure_dir(self.path.parent)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with _address(self.path) as address:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(address)
@@ -79,7 +87,7 @@ class StatusServer:
             sock.listen(8)
             sock.setblocking(False)
             self._server = await asyncio.start_unix_server(self._answer, sock=sock)
-        except (OSError, StateError) as exc:
+        except OSError as exc:
             sock.close()
             log.warning(
                 "cannot listen on %s (%s); x1p1 status reads the status file", self.path, exc
@@ -108,9 +116,9 @@ class StatusServer:
             os.unlink(address)
 
 
-def ask_status(path: Path, timeout: float = 2.0) -> DaemonStatus | None:
-    """The status a running daemon gives on ``path``, or None when none answers there
-    (no socket, a dead daemon's, no permission, a garbled answer)."""
+def ask_json(path: Path, timeout: float = 2.0) -> object | None:
+    """The JSON a running daemon gives on ``path``, or None when none answers there
+    (no socket, a dead daemon's, no permission, an answer too long or not JSON)."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
@@ -129,6 +137,7 @@ def ask_status(path: Path, timeout: float = 2.0) -> DaemonStatus | None:
     if size > MAX_ANSWER:
         return None
     try:
-        return DaemonStatus.parse(json.loads(b"".join(chunks)))
-    except (ValueError, StateError):
+        answer: object = json.loads(b"".join(chunks))
+    except ValueError:
         return None
+    return answer

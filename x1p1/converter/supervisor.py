@@ -40,14 +40,15 @@ from typing import Any
 
 from x1p1.converter import systemd
 from x1p1.converter.config import GatewayAddress, ListenAddress, RunConfig
-from x1p1.converter.serial_out import SerialLike, SerialOutput, open_serial
+from x1p1.converter.serial_out import SerialLike, SerialOutput, check_serial_path, open_serial
 from x1p1.converter.state import (
     DaemonStatus,
     SavedPairing,
+    StateDirLock,
     StatusPublisher,
     TokenFileWatch,
-    ensure_dir,
     load_pairing,
+    prepare_state_dir,
     save_pairing,
     status_path,
 )
@@ -58,6 +59,7 @@ from x1p1.converter.tls import converter_context
 from x1p1.exceptions import ConfigError, NotPaired, StateError, TelegramError, X1P1Error
 from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.telegram import Telegram
+from x1p1.x1.api import format_time
 
 __all__ = ["Converter", "ConverterOptions", "percentiles", "run_converter"]
 
@@ -68,6 +70,10 @@ STATUS_INTERVAL = 60.0
 ``x1p1 status`` asks the running daemon on its socket for the counts of the moment."""
 EXPIRY_CHECK = 12 * 3600.0
 """Seconds between reads of the token's expiry (``GET /api/token``)."""
+ERROR_STATES = frozenset(
+    {Conn.BACKOFF, Conn.NEEDS_PAIRING, Conn.X1_DISABLED, Conn.CERTIFICATE_ERROR}
+)
+"""Connection states that mean something went wrong: ``x1p1 status`` shows the last."""
 EQUIPMENT_ID = "0-0:96.1.1"
 """The E meter's equipment identifier (P1 §7.1), what mDNS advertises as ``serial``."""
 
@@ -145,6 +151,7 @@ class Converter:
         self.last_telegram: float | None = None
         self.started_at = datetime.now(UTC)
         self._state_wall = self.started_at
+        self._last_error: dict[str, Any] | None = None
         self._ssl: tuple[tuple[str | None, str | None], ssl.SSLContext] | None = None
         self._watch = TokenFileWatch(self.state_dir)
         self._state_dir_text = str(self.state_dir.resolve())
@@ -372,6 +379,8 @@ class Converter:
 
     def _on_state(self, state: Conn, message: str) -> None:
         self._state_wall = datetime.now(UTC)
+        if state in ERROR_STATES and message:
+            self._last_error = {"at": format_time(self._state_wall), "message": message}
         if state is Conn.CONNECTED:
             self._first_on_link = True
             self._maybe_refresh_expiry()
@@ -433,6 +442,7 @@ class Converter:
             serial=serial_info,
             data_request=data_request,
             tcp=tcp,
+            last_error=self._last_error,
         )
 
     def _publish_first(self) -> None:
@@ -462,8 +472,27 @@ class Converter:
         self._stop.set()
 
     async def run(self) -> int:
-        """Run until :meth:`stop`; returns the exit code."""
-        ensure_dir(self.state_dir)
+        """Run until :meth:`stop`; returns the exit code.
+
+        Refused at once, in one sentence, before anything is relayed: a state directory
+        that cannot be written or that another ``x1p1 run`` holds, a ``--serial`` path
+        that is no serial device, a ``--tcp`` port that cannot be listened on.
+        """
+        prepare_state_dir(self.state_dir)
+        lock = StateDirLock(self.state_dir)
+        lock.acquire()
+        try:
+            if self.serial is not None:
+                check_serial_path(self.serial.url)
+            if self.tcp is not None:
+                await self.tcp.start()
+            return await self._run()
+        finally:
+            if self.tcp is not None:
+                await self.tcp.close()
+            lock.release()
+
+    async def _run(self) -> int:
         self._load_pairing()
         self._watch.mark_seen()
         if self.pairing is not None:
@@ -473,8 +502,6 @@ class Converter:
             self.serial.start()
         try:
             await self.status_server.start()
-            if self.tcp is not None:
-                await self.tcp.start()
             stream_task = asyncio.ensure_future(self.stream.run())
             try:
                 await self._supervise(stream_task)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import time
 
 from x1p1.converter.config import ListenAddress
+from x1p1.exceptions import TcpPortUnavailable
 
 __all__ = ["TcpOutput"]
 
@@ -79,6 +81,22 @@ class _Client(asyncio.Protocol):
         return True
 
 
+def bind_error(listen: ListenAddress, exc: OSError) -> TcpPortUnavailable:
+    """The one sentence for a ``--tcp`` address that cannot be listened on."""
+    where = f"--tcp {listen}"
+    if exc.errno == errno.EADDRINUSE:
+        why = "the port is in use by another program; stop it or pick another port"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        why = "not permitted (ports below 1024 need root); pick a port from 1024 up"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        why = "no interface of this machine has that address; give one of its addresses"
+    elif isinstance(exc, socket.gaierror):
+        why = f"the host name does not resolve ({exc.strerror or exc})"
+    else:
+        why = exc.strerror or str(exc)
+    return TcpPortUnavailable(f"cannot listen on {where}: {why}")
+
+
 class TcpOutput:
     """A TCP server that copies each telegram to every connected client."""
 
@@ -91,10 +109,14 @@ class TcpOutput:
         self.dropped = 0
 
     async def start(self) -> None:
+        """Listen; :class:`~x1p1.exceptions.TcpPortUnavailable` says why it cannot."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Client(self), self.listen.bind_host, self.listen.port, reuse_address=True
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: _Client(self), self.listen.bind_host, self.listen.port, reuse_address=True
+            )
+        except OSError as exc:
+            raise bind_error(self.listen, exc) from None
         log.info("serving P1 telegrams on TCP %s", self.address_text)
 
     @property

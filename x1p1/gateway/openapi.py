@@ -194,6 +194,16 @@ SCHEMAS: dict[str, Any] = {
             "resolutions": {"type": "array", "items": _ref("Retention")},
         },
     },
+    "PowerFailure": {
+        "type": "object",
+        "description": "One entry of the power-failure event log (§6.2.4, P1 §7.1)",
+        "required": ["t", "duration_s"],
+        "additionalProperties": False,
+        "properties": {
+            "t": {**_TIME, "description": "When the failure ended"},
+            "duration_s": {"type": "integer", "minimum": 0, "description": "Its length, s"},
+        },
+    },
     "RealtimeMessage": {
         "type": "object",
         "required": ["equipment_id", "t", "values"],
@@ -207,8 +217,15 @@ SCHEMAS: dict[str, Any] = {
             "values": {
                 "type": "object",
                 "description": "By six-group OBIS code: numbers with the decimals of their "
-                "format; the equipment id as a string; a list for the power-failure log",
-                "additionalProperties": {"type": ["number", "string", "array"]},
+                "format; the equipment id as a string; the power-failure log "
+                "1-0:99.97.0.255 as a list of PowerFailure, newest first (§6.2.4)",
+                "properties": {
+                    "1-0:99.97.0.255": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/PowerFailure"},
+                    }
+                },
+                "additionalProperties": {"type": ["number", "string"]},
             },
         },
     },

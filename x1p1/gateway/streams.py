@@ -162,8 +162,8 @@ class Tick:
             return int(round(value)) if decimals == 0 else round(float(value), decimals)
         if isinstance(value, int | float | str):
             return value
-        if isinstance(value, list | tuple):
-            return [v if isinstance(v, int | float | str) else str(v) for v in value]
+        if isinstance(value, list | tuple):  # the power-failure log: x1-api.md
+            return [v if isinstance(v, int | float | str | dict) else str(v) for v in value]
         return str(value)
 
     def _gas_fallback(self, code: str) -> object:

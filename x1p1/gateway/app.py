@@ -49,7 +49,7 @@ from aiohttp import web
 
 from x1p1.exceptions import BadRequest, MdnsError, StateError
 from x1p1.gateway.control import ControlServer, socket_path
-from x1p1.gateway.server import Route, build_app
+from x1p1.gateway.server import HOST_NAMES, Route, build_app
 from x1p1.gateway.state import GatewayEvent, GatewayState, utc_now
 from x1p1.gateway.store import Store
 from x1p1.gateway.streams import MeterSource, SimTime, StreamHub
@@ -155,6 +155,15 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _normal_address(name: str) -> str:
+    """An IPv6 address in the short form :func:`~x1p1.gateway.server.host_of` gives;
+    anything else as it is."""
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name
+
+
 def _url_host(host: str) -> str:
     if _wildcard(host):
         return "127.0.0.1"
@@ -198,6 +207,7 @@ class Gateway:
         self._runner: web.AppRunner | None = None
         self._control: ControlServer | None = None
         self._hub: StreamHub | None = None
+        self._addresses: list[str] = []
         self._housekeeping: asyncio.Task[None] | None = None
         self._advertiser: Any = None
         self.comlog: Comlog | None = None
@@ -224,6 +234,20 @@ class Gateway:
     @property
     def control_path(self) -> Path:
         return socket_path(self.state_dir)
+
+    def host_names(self) -> list[str]:
+        """The names and addresses a request's ``Host`` may name (x1-api.md, Requests):
+        the mDNS host name claimed and every one it may claim (§4.3.3), the listening
+        address and the interface addresses at start; the server adds localhost and
+        the address each connection arrived on."""
+        from x1p1.gateway.pki import candidate_host_names
+
+        names = [*self._addresses, *candidate_host_names(self.config.hostname)]
+        if self.host_name:
+            names.append(self.host_name)
+        if not _wildcard(self.config.host):
+            names.append(self.config.host)
+        return [_normal_address(name) for name in names]
 
     def info(self) -> dict[str, Any]:
         """What ``status`` on the control socket and the start banner report."""
@@ -287,6 +311,8 @@ class Gateway:
         self.history = HistoryService(self.state, self._store, self._pki.signer(), self.comlog)
         self.history.open()
         app = build_app(self.state, [*HISTORY_ROUTES, *config.extra_routes])
+        self._addresses = addresses
+        app[HOST_NAMES] = self.host_names
         self.history.mount(app)
         from x1p1.gateway.portal import Portal
 

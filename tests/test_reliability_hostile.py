@@ -1,0 +1,299 @@
+"""The gateway on a hostile home network: another host on the LAN (a client bound to
+127.0.0.2) or a web page in the customer's browser attacks it (docs/reliability.md).
+
+- Request checks: a ``Host`` that is not the gateway's (DNS rebinding) and a JSON body not
+  declared ``application/json`` (a cross-site form POST) are refused with a clear 400.
+- WebSocket closes complete the closing handshake (RFC 6455 §7.1.1), so aiohttp's client
+  sees 4401, 4403 and 4503; a token holds at most 8 streams, the 9th is closed with 4429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import socket
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import ClientSession, ClientWebSocketResponse, WSMsgType
+from gateway_fixture import RunningGateway, gateway
+from reliability_support import wait_for
+
+from x1p1.gateway.server import WS_CLOSE_TIMEOUT
+from x1p1.gateway.streams import MAX_STREAMS_PER_TOKEN
+
+__all__ = ["gateway"]
+
+ATTACKER = "127.0.0.2"
+"""A second host on the home network."""
+
+
+def _request(
+    gw: RunningGateway,
+    method: str,
+    path: str,
+    *,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    source: str = ATTACKER,
+    server_hostname: str | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """One HTTPS request from ``source``; ``headers`` may set ``Host`` itself."""
+    raw = socket.create_connection(("127.0.0.1", gw.port), timeout=10, source_address=(source, 0))
+    with gw.ssl_context().wrap_socket(raw, server_hostname=server_hostname or "127.0.0.1") as tls:
+        conn = http.client.HTTPSConnection("127.0.0.1", gw.port, timeout=10)
+        conn.sock = tls
+        all_headers = dict(headers or {})
+        skip_host = "Host" in all_headers
+        conn.putrequest(method, path, skip_host=skip_host, skip_accept_encoding=True)
+        for name, value in all_headers.items():
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        data = response.read()
+    return response.status, json.loads(data) if data.startswith(b"{") else {}
+
+
+TOKEN_BODY = json.dumps(
+    {"name": "evil", "uuid": "0b5c2f0e-3c1d-4d6e-9f00-1234567890ab", "profiles": ["P1"]}
+).encode()
+
+
+# --- request checks: Host and Content-Type ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None]
+)
+def test_cross_site_post_is_refused(gateway: RunningGateway, content_type: str | None) -> None:
+    """A form on another site may POST text/plain to the gateway without a preflight; the
+    body is valid JSON, yet nothing is created (x1-api.md, Requests)."""
+    headers = {"Origin": "https://evil.example"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    status, body = _request(
+        gateway, "POST", "/api/tokens/requests", body=TOKEN_BODY, headers=headers
+    )
+    assert status == 400
+    assert body["error"] == "bad-request"
+    assert "application/json" in body["message"]
+    assert gateway.control.requests() == []
+
+
+def test_json_post_is_taken(gateway: RunningGateway) -> None:
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    status, body = _request(
+        gateway, "POST", "/api/tokens/requests", body=TOKEN_BODY, headers=headers
+    )
+    assert status == 202, body
+    assert [r["name"] for r in gateway.control.requests()] == ["evil"]
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["evil.example", f"evil.example:{0}", "x1-interface.local.evil.example", "[::2]", "10.9.8.7"],
+)
+def test_foreign_host_is_refused(gateway: RunningGateway, host: str) -> None:
+    """DNS rebinding: a page on evil.example whose name now points at the gateway sends
+    ``Host: evil.example``. Every path refuses it, the open ones and the portal too."""
+    host = host.replace(":0", f":{gateway.port}")
+    for method, path in (("GET", "/api/openapi.json"), ("GET", "/"), ("GET", "/api/meters")):
+        status, body = _request(gateway, method, path, headers={"Host": host})
+        assert status == 400, (host, path)
+        assert body["error"] == "bad-request"
+        assert body["message"].startswith("Host:")
+    headers = {"Host": host, "Content-Type": "application/json"}
+    status, _ = _request(gateway, "POST", "/api/tokens/requests", body=TOKEN_BODY, headers=headers)
+    assert status == 400
+    assert gateway.control.requests() == []
+
+
+@pytest.mark.parametrize("host", ["bad host", "[::1", "127.0.0.1:x", ""])
+def test_malformed_host_is_refused(gateway: RunningGateway, host: str) -> None:
+    status, body = _request(gateway, "GET", "/api/openapi.json", headers={"Host": host})
+    assert status == 400
+    assert body["message"].startswith("Host:")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "127.0.0.1:{port}",
+        "localhost",
+        "LOCALHOST:{port}",
+        "[::1]",
+        "[::1]:{port}",
+        "X1-interface.local",
+        "x1-interface-3.local:{port}",
+        "X1-interface.local.",
+    ],
+)
+def test_own_names_are_taken(gateway: RunningGateway, host: str) -> None:
+    host = host.replace("{port}", str(gateway.port))
+    status, body = _request(gateway, "GET", "/api/openapi.json", headers={"Host": host})
+    assert status == 200, body
+
+
+def test_foreign_host_is_refused_on_websockets(gateway: RunningGateway) -> None:
+    token = gateway.pair(["P1"])
+    headers = {
+        "Host": "evil.example",
+        "Authorization": f"Bearer {token}",
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    status, body = _request(gateway, "GET", "/api/legacy-p1", headers=headers)
+    assert status == 400
+    assert body["message"].startswith("Host:")
+
+
+def test_tls_name_does_not_stand_in_for_host(gateway: RunningGateway) -> None:
+    """The check reads the Host header, not the TLS server name."""
+    status, _ = _request(
+        gateway,
+        "GET",
+        "/api/openapi.json",
+        headers={"Host": "evil.example"},
+        server_hostname="localhost",
+    )
+    assert status == 400
+
+
+# --- WebSocket closes: the closing handshake, and streams per token ---------------------------
+
+
+@contextlib.asynccontextmanager
+async def _aiohttp(gw: RunningGateway, source: str = ATTACKER) -> AsyncIterator[ClientSession]:
+    """aiohttp's client (Home Assistant's library) from ``source``."""
+    connector = aiohttp.TCPConnector(ssl=gw.ssl_context(), local_addr=(source, 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
+
+
+async def _open(session: ClientSession, gw: RunningGateway, token: str) -> ClientWebSocketResponse:
+    return await session.ws_connect(
+        gw.ws_url + "/api/legacy-p1",
+        headers={"Authorization": f"Bearer {token}"},
+        autoping=True,
+    )
+
+
+async def _close_code(ws: ClientWebSocketResponse) -> tuple[int | None, str]:
+    """Read until the socket closes; the close code the client saw, and the reason."""
+    reason = ""
+    async with asyncio.timeout(15):
+        while True:
+            message = await ws.receive()
+            if message.type is WSMsgType.CLOSE:
+                reason = str(message.extra or "")
+            if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR):
+                break
+    await ws.close()
+    return ws.close_code, reason
+
+
+def _token_id(gw: RunningGateway, name: str) -> str:
+    (token,) = [t for t in gw.control.tokens() if t["name"] == name and t["status"] == "active"]
+    return str(token["token_id"])
+
+
+def _open_streams(gw: RunningGateway, token_id: str) -> int:
+    return gw.call(lambda g: g.state.hub.open_streams(token_id) if g.state else 0)
+
+
+async def test_aiohttp_sees_4401_4403_and_4503(gateway: RunningGateway) -> None:
+    """RFC 6455 §7.1.1: the gateway waits for the client's Close before it drops TCP, so
+    aiohttp reports the gateway's code, not 1006 (x1-api.md, WebSocket)."""
+    gw = gateway
+    revoked = await asyncio.to_thread(gw.pair, ["P1"], name="revoked")
+    narrowed = await asyncio.to_thread(gw.pair, ["P1", "E-REALTIME"], name="narrowed")
+    switched = await asyncio.to_thread(gw.pair, ["P1"], name="switched")
+    async with _aiohttp(gw) as session:
+        ws = await _open(session, gw, revoked)
+        assert (await ws.receive()).type is WSMsgType.TEXT
+        await asyncio.to_thread(gw.control.revoke, _token_id(gw, "revoked"))
+        code, reason = await _close_code(ws)
+        assert code == 4401, reason
+        assert reason.startswith("unauthorized")
+
+        ws = await _open(session, gw, narrowed)
+        assert (await ws.receive()).type is WSMsgType.TEXT
+        await asyncio.to_thread(gw.control.set_profiles, _token_id(gw, "narrowed"), ["E-REALTIME"])
+        code, reason = await _close_code(ws)
+        assert code == 4403, reason
+
+        ws = await _open(session, gw, switched)
+        assert (await ws.receive()).type is WSMsgType.TEXT
+        await asyncio.to_thread(gw.control.operator, "disable")
+        try:
+            code, reason = await _close_code(ws)
+        finally:
+            await asyncio.to_thread(gw.control.operator, "enable")
+        assert code == 4503, reason
+        assert reason.startswith("x1-disabled")
+
+
+async def test_a_client_that_never_answers_close_is_dropped(gateway: RunningGateway) -> None:
+    """A peer that ignores the Close frame holds its socket for at most WS_CLOSE_TIMEOUT:
+    the stream leaves the hub once the bounded wait ends."""
+    gw = gateway
+    token = await asyncio.to_thread(gw.pair, ["P1"], name="mute")
+    async with _aiohttp(gw) as session:
+        ws = await session.ws_connect(
+            gw.ws_url + "/api/legacy-p1",
+            headers={"Authorization": f"Bearer {token}"},
+            autoclose=False,
+        )
+        assert (await ws.receive()).type is WSMsgType.TEXT
+        await asyncio.to_thread(gw.control.revoke, _token_id(gw, "mute"))
+        async with asyncio.timeout(10):
+            while (message := await ws.receive()).type is WSMsgType.TEXT:
+                pass
+        assert message.type is WSMsgType.CLOSE and message.data == 4401
+        # no Close goes back: the gateway gives up after its bounded wait
+        await wait_for(
+            lambda: not gw.call(lambda g: len(g.state.hub.subscribers) if g.state else 0),
+            WS_CLOSE_TIMEOUT + 8,
+            "the mute stream to leave the hub",
+        )
+        message = await ws.receive(timeout=5)
+        assert message.type in (WSMsgType.CLOSED, WSMsgType.ERROR)
+        await ws.close()
+
+
+async def test_streams_per_token_are_capped(gateway: RunningGateway) -> None:
+    """A token holds at most MAX_STREAMS_PER_TOKEN open streams; the next one is closed
+    with 4429 at once, the open ones go on, and a freed slot can be used again."""
+    gw = gateway
+    token = await asyncio.to_thread(gw.pair, ["P1"], name="greedy")
+    other = await asyncio.to_thread(gw.pair, ["P1"], name="neighbour")
+    async with _aiohttp(gw) as session:
+        streams = [await _open(session, gw, token) for _ in range(MAX_STREAMS_PER_TOKEN)]
+        extra = await _open(session, gw, token)
+        code, reason = await _close_code(extra)
+        assert code == 4429, reason
+        assert reason.startswith("rate-limited")
+        for ws in streams:
+            assert (await ws.receive(timeout=10)).type is WSMsgType.TEXT
+        async with _aiohttp(gw, source="127.0.0.1") as own:
+            neighbour = await _open(own, gw, other)  # another token is not held up
+            assert (await neighbour.receive(timeout=10)).type is WSMsgType.TEXT
+            await neighbour.close()
+        await streams.pop().close()
+        token_id = await asyncio.to_thread(_token_id, gw, "greedy")
+        await wait_for(
+            lambda: _open_streams(gw, token_id) < MAX_STREAMS_PER_TOKEN, 10, "a freed slot"
+        )
+        again = await _open(session, gw, token)
+        assert (await again.receive(timeout=10)).type is WSMsgType.TEXT
+        for ws in [*streams, again]:
+            await ws.close()

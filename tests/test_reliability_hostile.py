@@ -14,15 +14,18 @@ import contextlib
 import http.client
 import json
 import socket
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import ClientSession, ClientWebSocketResponse, WSMsgType
-from gateway_fixture import RunningGateway, gateway
-from reliability_support import wait_for
+from gateway_fixture import RunningGateway, gateway, gateway_process
+from reliability_support import open_fds, wait_for
 
+from x1p1.gateway.listener import HEADROOM, PER_ADDRESS, ConnectionLimits, total_for
 from x1p1.gateway.server import WS_CLOSE_TIMEOUT
 from x1p1.gateway.streams import MAX_STREAMS_PER_TOKEN
 
@@ -297,3 +300,116 @@ async def test_streams_per_token_are_capped(gateway: RunningGateway) -> None:
         assert (await again.receive(timeout=10)).type is WSMsgType.TEXT
         for ws in [*streams, again]:
             await ws.close()
+
+
+# --- connections: caps per address and in all, descriptor headroom ----------------------------
+
+
+def _hold(source: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` raw TCP connections from ``source``, opened and left idle (no TLS); the
+    ones the gateway reset before ``connect`` returned are closed and left out."""
+    held = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.settimeout(20)
+        sock.bind((source, 0))
+        try:
+            sock.connect(("127.0.0.1", port))
+        except ConnectionResetError:
+            sock.close()
+            continue
+        held.append(sock)
+    return held
+
+
+def _until(check: Callable[[], bool], limit: float, what: str) -> None:
+    """Wait until ``check()`` holds; AssertionError after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while not check():
+        assert time.monotonic() < deadline, f"gave up waiting for {what} after {limit:g} s"
+        time.sleep(0.02)
+
+
+def _status(gw: RunningGateway) -> dict[str, int]:
+    return dict(gw.control.status()["connections"])
+
+
+def test_one_host_cannot_take_every_connection(gateway: RunningGateway) -> None:
+    """1100 idle connections from one host: the gateway keeps 64 of them (PER_ADDRESS),
+    resets the rest before any TLS, and serves another host beside them."""
+    gw = gateway
+    held = _hold(ATTACKER, gw.port, 1100)
+    try:
+        _until(lambda: _status(gw)["refused"] == 1100 - PER_ADDRESS, 30, "the refusals")
+        status = _status(gw)
+        assert status["open"] == PER_ADDRESS
+        assert gw.call(lambda g: g.connections.held_by(ATTACKER) if g.connections else 0) == 64
+        started = time.perf_counter()
+        reply = gw.request("GET", "/api/openapi.json")
+        served = time.perf_counter() - started
+        assert reply.status == 200
+        print(
+            f"\n1100 connections from one host: {status['open']} held, served another in "
+            f"{served * 1000:.0f} ms"
+        )
+        reset = 1100 - len(held)  # reset before connect() returned
+        for sock in held:
+            sock.settimeout(0)
+            try:
+                if sock.recv(1) == b"":
+                    reset += 1
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                reset += 1
+        assert reset == 1100 - PER_ADDRESS
+    finally:
+        for sock in held:
+            sock.close()
+    _until(lambda: _status(gw)["open"] == 0, 30, "the connections to be let go")
+
+
+def test_descriptor_exhaustion(tmp_path: Path) -> None:
+    """Eight hosts open 512 connections against a gateway allowed 160 descriptors: it
+    holds at most 160 - HEADROOM connections, never runs out of descriptors (its control
+    socket and database go on), and serves again as soon as the attack ends."""
+    with gateway_process(tmp_path / "gw", nofile=160) as gw:
+        assert gw.process is not None
+        pid = gw.process.pid
+        cap = 160 - HEADROOM
+        assert _status(gw)["total"] == cap
+        held: list[socket.socket] = []
+        try:
+            for k in range(2, 10):
+                held += _hold(f"127.0.0.{k}", gw.port, PER_ADDRESS)
+            _until(lambda: _status(gw)["refused"] == 8 * PER_ADDRESS - cap, 30, "the refusals")
+            status = _status(gw)
+            assert status["open"] == cap
+            assert open_fds(pid) <= 160 - HEADROOM // 2
+            assert gw.control.requests() == []  # the control socket and the database answer
+            print(
+                f"\n512 connections from 8 hosts, 160 descriptors: {status['open']} held, "
+                f"{open_fds(pid)} descriptors open"
+            )
+        finally:
+            for sock in held:
+                sock.close()
+        _until(lambda: _status(gw)["open"] == 0, 30, "the connections to be let go")
+        started = time.perf_counter()
+        assert gw.request("GET", "/api/openapi.json").status == 200
+        print(f"served again {(time.perf_counter() - started) * 1000:.0f} ms after the attack")
+        assert gw.process.poll() is None
+
+
+def test_connection_limits_rule() -> None:
+    limits = ConnectionLimits(per_address=2, total=3)
+    assert limits.admit("a") is None and limits.admit("a") is None
+    assert "a holds 2" in str(limits.admit("a"))
+    assert limits.admit("b") is None
+    assert "3 connections" in str(limits.admit("c"))
+    limits.release("a")
+    assert limits.admit("c") is None
+    assert len(limits) == 3 and limits.refused == 2
+    limits.release("zzz")  # never admitted: nothing to give back
+    assert len(limits) == 3
+    assert total_for(1024) == 512 and total_for(160) == 96 and total_for(10) == 1

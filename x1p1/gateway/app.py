@@ -49,6 +49,14 @@ from aiohttp import web
 
 from x1p1.exceptions import BadRequest, MdnsError, StateError
 from x1p1.gateway.control import ControlServer, socket_path
+from x1p1.gateway.listener import (
+    PER_ADDRESS,
+    TOTAL,
+    ConnectionLimits,
+    listening_sockets,
+    raise_nofile_limit,
+    total_for,
+)
 from x1p1.gateway.server import HOST_NAMES, Route, build_app
 from x1p1.gateway.state import GatewayEvent, GatewayState, utc_now
 from x1p1.gateway.store import Store
@@ -107,6 +115,10 @@ class GatewayConfig:
     maintain_every: float = 5.0
     """Seconds between housekeeping rounds (expiry, renewal of streaming tokens)."""
     extra_routes: Sequence[Route] = ()
+    per_address: int = PER_ADDRESS
+    """Connections one client address may hold at once (:mod:`x1p1.gateway.listener`)."""
+    total: int = TOTAL
+    """Connections the gateway holds at most (fewer if descriptors are short)."""
 
 
 COMLOG_EVENTS: dict[str, str] = {
@@ -208,6 +220,8 @@ class Gateway:
         self._control: ControlServer | None = None
         self._hub: StreamHub | None = None
         self._addresses: list[str] = []
+        self.connections: ConnectionLimits | None = None
+        """Open connections by client address, once listening."""
         self._housekeeping: asyncio.Task[None] | None = None
         self._advertiser: Any = None
         self.comlog: Comlog | None = None
@@ -251,6 +265,7 @@ class Gateway:
 
     def info(self) -> dict[str, Any]:
         """What ``status`` on the control socket and the start banner report."""
+        limits = self.connections
         return {
             "url": self.url,
             "port": self.port,
@@ -260,6 +275,14 @@ class Gateway:
             "state_dir": str(self.state_dir),
             "pid": os.getpid(),
             "version": X1_VERSION,
+            "connections": None
+            if limits is None
+            else {
+                "open": len(limits),
+                "refused": limits.refused,
+                "total": limits.total,
+                "per_address": limits.per_address,
+            },
         }
 
     # --- life cycle ------------------------------------------------------------------------
@@ -331,20 +354,23 @@ class Gateway:
             keepalive_timeout=IDLE_TIMEOUT,
         )
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner,
-            config.host or None,
-            config.port,
-            ssl_context=self._ssl,
-            reuse_address=True,
-        )
+        nofile = raise_nofile_limit()
+        self.connections = ConnectionLimits(config.per_address, total_for(nofile, config.total))
         try:
-            await site.start()
+            sockets = listening_sockets(config.host or None, config.port, self.connections)
         except OSError as exc:
             raise StateError(
                 f"cannot listen on {config.host or '*'}:{config.port}: {exc.strerror or exc}"
             ) from None
+        for sock in sockets:
+            await web.SockSite(self._runner, sock, ssl_context=self._ssl).start()
         self.port = int(self._runner.addresses[0][1])
+        log.debug(
+            "connections: at most %d, %d per address (%d descriptors)",
+            self.connections.total,
+            self.connections.per_address,
+            nofile,
+        )
 
         self._control = ControlServer(self.state, self.control_path, self.info)
         self._control.register("comlog", self._comlog_command)

@@ -14,7 +14,9 @@ import contextlib
 import http.client
 import json
 import socket
+import ssl
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,11 @@ from aiohttp import ClientSession, ClientWebSocketResponse, WSMsgType
 from gateway_fixture import RunningGateway, gateway, gateway_process
 from reliability_support import open_fds, wait_for
 
+from x1p1.gateway.comlog import ROWS_PER_ADDRESS
 from x1p1.gateway.listener import HEADROOM, PER_ADDRESS, ConnectionLimits, total_for
 from x1p1.gateway.server import WS_CLOSE_TIMEOUT
 from x1p1.gateway.streams import MAX_STREAMS_PER_TOKEN
+from x1p1.x1.pairing import MAX_PENDING
 
 __all__ = ["gateway"]
 
@@ -413,3 +417,81 @@ def test_connection_limits_rule() -> None:
     limits.release("zzz")  # never admitted: nothing to give back
     assert len(limits) == 3
     assert total_for(1024) == 512 and total_for(160) == 96 and total_for(10) == 1
+
+
+# --- the comlog flood ------------------------------------------------------------------------
+
+
+FLOOD = 6000
+
+
+def _exchange(tls: ssl.SSLSocket, head: str, body: bytes = b"") -> int:
+    """One request written at once on a keep-alive connection; the answer's status."""
+    tls.sendall(head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += tls.recv(65536)
+    top, _, rest = data.partition(b"\r\n\r\n")
+    lines = top.decode().split("\r\n")
+    length = next(
+        int(v) for k, _, v in (x.partition(":") for x in lines) if k.lower() == "content-length"
+    )
+    while len(rest) < length:
+        rest += tls.recv(65536)
+    return int(lines[0].split()[1])
+
+
+def _flood(gw: RunningGateway, count: int) -> float:
+    """``count`` requests from the attacker on one keep-alive connection, in turn: a
+    bogus token, a guessed request id, and a token request past the 16 pending ones (the
+    first ones fill the queue). Returns the seconds it took."""
+    raw = socket.create_connection(("127.0.0.1", gw.port), timeout=20, source_address=(ATTACKER, 0))
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    started = time.perf_counter()
+    with gw.ssl_context().wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        for k in range(count):
+            if k % 3 == 0:
+                head = "GET /api/meters HTTP/1.1\r\nAuthorization: Bearer " + "A" * 43 + "\r\n"
+                body = b""
+            elif k % 3 == 1:
+                head = f"GET /api/tokens/requests/{k:032x} HTTP/1.1\r\n"
+                body = b""
+            else:
+                head = "POST /api/tokens/requests HTTP/1.1\r\nContent-Type: application/json\r\n"
+                body = json.dumps(
+                    {"name": f"evil {k}", "uuid": str(uuid.UUID(int=k)), "profiles": ["P1"]}
+                ).encode()
+            status = _exchange(tls, head + "Host: 127.0.0.1\r\n", body)
+            assert status in (202, 401, 404, 429), status
+    return time.perf_counter() - started
+
+
+def test_comlog_flood_is_bounded(gateway: RunningGateway) -> None:
+    """6000 refused or queue-filling requests from one host write a handful of comlog
+    rows with counts, not 6000; the customer's own pairing stays in rows of its own."""
+    gw = gateway
+    before = len(gw.control.comlog())
+    seconds = _flood(gw, FLOOD)
+    for request in gw.control.requests():  # the customer clears the queue on the meter
+        gw.control.deny(request["request_id"])
+    token = gw.pair(["P1"], name="the customer's")  # from 127.0.0.1
+    assert token
+    entries = gw.control.comlog(limit=100_000)
+    rows = entries[before:]
+    from_attacker = [e for e in rows if e.get("address") == ATTACKER]
+    minutes = {e["t"] for e in from_attacker if e.get("folded")}
+    # per minute: unauthorized, request-refused, a folded token-requested row, plus the
+    # share of single rows (ROWS_PER_ADDRESS) of the first minute
+    assert len(from_attacker) <= 3 * len(minutes) + ROWS_PER_ADDRESS
+    counted = sum(
+        e["count"] for e in from_attacker if e["event"] in ("unauthorized", "request-refused")
+    )
+    assert counted == FLOOD - MAX_PENDING  # every 401, 404 and 429
+    asked = sum(e["count"] for e in from_attacker if e["event"] == "token-requested")
+    assert asked == MAX_PENDING
+    mine = [e for e in rows if e["device"] and e["device"].startswith("the customer's")]
+    assert {e["event"] for e in mine} >= {"token-requested", "token-approved"}
+    print(
+        f"\ncomlog flood: {FLOOD} requests in {seconds:.1f} s ({FLOOD / seconds:.0f}/s) from one "
+        f"host stored {len(from_attacker)} rows"
+    )

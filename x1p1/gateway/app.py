@@ -57,7 +57,7 @@ from x1p1.gateway.listener import (
     raise_nofile_limit,
     total_for,
 )
-from x1p1.gateway.server import HOST_NAMES, Route, build_app
+from x1p1.gateway.server import CLIENT_ADDRESS, FAILURES, HOST_NAMES, Route, build_app
 from x1p1.gateway.state import GatewayEvent, GatewayState, utc_now
 from x1p1.gateway.store import Store
 from x1p1.gateway.streams import MeterSource, SimTime, StreamHub
@@ -336,6 +336,7 @@ class Gateway:
         app = build_app(self.state, [*HISTORY_ROUTES, *config.extra_routes])
         self._addresses = addresses
         app[HOST_NAMES] = self.host_names
+        app[FAILURES] = self._note_failure
         self.history.mount(app)
         from x1p1.gateway.portal import Portal
 
@@ -402,7 +403,8 @@ class Gateway:
             details = dict(event.details)
             name, uuid = details.pop("name", None), details.get("uuid")
             device = _device(str(name), str(uuid)) if name is not None else None
-            comlog.add(event.at, kind, device, details)
+            address = details.pop("address", None) or CLIENT_ADDRESS.get()
+            comlog.add(event.at, kind, device, details, address=address)
 
         def use(token: Token, route: str) -> None:
             kind = ComlogEvent.WEBSOCKET_USE if route in WEBSOCKET_ROUTES else ComlogEvent.API_USE
@@ -410,6 +412,16 @@ class Gateway:
 
         state.listeners.append(record)
         state.use_listeners.append(use)
+
+    def _note_failure(self, address: str, status: int) -> None:
+        """A refused unauthenticated request (server.client_middleware): one comlog row
+        per address, kind and minute (docs/reliability.md)."""
+        from x1p1.gateway.comlog import ComlogEvent
+
+        if self.comlog is None:
+            return
+        kind = ComlogEvent.UNAUTHORIZED if status == 401 else ComlogEvent.REFUSED
+        self.comlog.note_failure(self.config.now(), address, kind)
 
     def _comlog_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         from x1p1.x1.api import parse_time

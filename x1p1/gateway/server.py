@@ -26,6 +26,7 @@ import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +149,41 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         log.exception("%s %s failed", request.method, request.path)
         body = {"error": "internal-error", "message": "the gateway failed on this request"}
         return json_response(body, status=500)
+
+
+CLIENT_ADDRESS: ContextVar[str | None] = ContextVar("x1p1_client_address", default=None)
+"""The address of the client whose request is being handled: events emitted meanwhile
+(a token or login request) carry it to the comlog, which folds a flood of them."""
+FailureListener = Callable[[str, int], None]
+FAILURES: web.AppKey[FailureListener] = web.AppKey("x1p1.failures")
+"""Called with the client's address and the status of each refused unauthenticated
+request (:func:`client_middleware`): the comlog counts them per address and minute."""
+_UNAUTHENTICATED_PATHS = (API_PREFIX + "/", "/login")
+
+
+@web.middleware
+async def client_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The outermost layer: makes the client's address :data:`CLIENT_ADDRESS` while the
+    request is handled, and tells :data:`FAILURES` of every 401, and of every other 4xx
+    answered on the API or the login without a valid token (docs/reliability.md)."""
+    address = request.remote or "unknown"
+    reset = CLIENT_ADDRESS.set(address)
+    try:
+        response = await handler(request)
+    finally:
+        CLIENT_ADDRESS.reset(reset)
+    status = response.status
+    if 400 <= status < 500 and (
+        status == 401
+        or (TOKEN_KEY not in request and request.path.startswith(_UNAUTHENTICATED_PATHS))
+    ):
+        listener = request.app.get(FAILURES)
+        if listener is not None:
+            try:
+                listener(address, status)
+            except Exception:
+                log.exception("cannot count a refused request from %s", address)
+    return response
 
 
 HostNames = Callable[[], Collection[str]]
@@ -487,7 +523,12 @@ ROUTES: tuple[Route, ...] = (
 def build_app(state: GatewayState, extra_routes: Sequence[Route] = ()) -> web.Application:
     """The aiohttp application: :data:`ROUTES` plus ``extra_routes``."""
     app = web.Application(
-        middlewares=[errors_middleware, request_checks_middleware, x1_switch_middleware],
+        middlewares=[
+            client_middleware,
+            errors_middleware,
+            request_checks_middleware,
+            x1_switch_middleware,
+        ],
         client_max_size=MAX_BODY + 1,
     )
     app[STATE] = state

@@ -235,8 +235,9 @@ async def request_checks_middleware(request: web.Request, handler: Handler) -> w
     if host is None:
         raise BadRequest("Host: missing or malformed; name the gateway, e.g. X1-interface.local")
     if not _allowed_host(request, host):
+        shown = host if len(host) <= 64 else host[:61] + "..."
         raise BadRequest(
-            f"Host: {host!r} is not a name or address of this gateway; "
+            f"Host: {shown!r} is not a name or address of this gateway; "
             "use X1-interface.local or its IP address"
         )
     return await handler(request)

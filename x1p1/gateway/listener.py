@@ -37,6 +37,8 @@ PER_ADDRESS = 64
 converter one or two; room for a household's devices behind one NAT address."""
 TOTAL = 512
 """Connections the gateway holds at most (each TLS connection may buffer 256 KiB)."""
+REFUSALS_PER_CALL = 64
+"""Connections refused in one ``accept()`` before the event loop gets its turn."""
 HEADROOM = 64
 """Descriptors kept free of connections: the database and its WAL, the state lock, the
 control socket and its clients, mDNS, the worker threads' files."""
@@ -142,7 +144,7 @@ class GuardedSocket(socket.socket):
     limits: ConnectionLimits
 
     def accept(self) -> tuple[socket.socket, object]:
-        while True:
+        for _ in range(REFUSALS_PER_CALL):
             fd, address = self._accept()  # type: ignore[attr-defined]
             peer = _peer(address)
             refused = self.limits.admit(peer)
@@ -152,6 +154,9 @@ class GuardedSocket(socket.socket):
                 return conn, address
             _reset(fd)
             log.warning("connection from %s refused: %s", peer, refused)  # x1p1.logs limits
+        # as if the queue were empty: asyncio returns to its loop and calls again when
+        # the socket is readable, so a flood of refusals never holds the loop for long
+        raise BlockingIOError("refused connections; more may wait")
 
 
 def _reset(fd: int) -> None:

@@ -286,6 +286,8 @@ _WS_CLOSES = {
     "portal, a newer token of the same device) or expired",
     "4403": "forbidden-profile: the token's profiles were changed (§5.1.6) and no longer "
     "cover this stream",
+    "4429": "rate-limited: the token already holds 8 open streams (x1-api.md); closed at "
+    "once after the upgrade",
     "4503": "x1-disabled: the grid operator switched X1 off (§12.3)",
 }
 

@@ -366,9 +366,13 @@ _LISTENING = re.compile(r"listening on https://([^\s:]+|\[[^\]]+\]):(\d+)")
 
 @contextmanager
 def gateway_process(
-    state_dir: Path, *args: str, env: Mapping[str, str] | None = None
+    state_dir: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    nofile: int | None = None,
 ) -> Iterator[RunningGateway]:
-    """``x1p1 gateway serve`` as a subprocess on 127.0.0.1, port 0, mDNS off."""
+    """``x1p1 gateway serve`` as a subprocess on 127.0.0.1, port 0, mDNS off; ``nofile``
+    sets its descriptor limit (soft and hard)."""
     command = [
         sys.executable,
         "-m",
@@ -389,6 +393,7 @@ def gateway_process(
         stdout=subprocess.PIPE,
         stderr=None,
         env={**os.environ, **(env or {})},
+        preexec_fn=None if nofile is None else functools.partial(_limit_nofile, nofile),
     )
     assert process.stdout is not None
     try:
@@ -414,6 +419,12 @@ def gateway_process(
             control.close()
     finally:
         stop_process(process, 15)
+
+
+def _limit_nofile(limit: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
 def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from x1p1.gateway.comlog import DETAIL_MAX, Comlog, ComlogEntry, ComlogEvent
+from x1p1.gateway import comlog as comlog_module
+from x1p1.gateway.comlog import (
+    DETAIL_MAX,
+    ROWS_PER_ADDRESS,
+    Comlog,
+    ComlogEntry,
+    ComlogEvent,
+)
 
 T0 = datetime(2026, 5, 9, 12, 7, 31, tzinfo=UTC)
 
@@ -60,6 +67,8 @@ def test_every_kind_of_event_of_the_issue() -> None:
         "operator-read",
         "api-use",
         "websocket-use",
+        "unauthorized",  # a client on the network: per address and minute
+        "request-refused",
     ]
 
 
@@ -246,3 +255,105 @@ def test_committed_entries_survive_sigkill(db: Path) -> None:
     numbers = [e.detail["n"] for e in Comlog(conn).entries(limit=100_000)]
     assert numbers[: len(seen)] == seen
     assert numbers == list(range(1, len(numbers) + 1))
+
+
+# --- a hostile home network: failures and floods fold per address and minute ------------------
+
+
+def _rows(db: Path) -> int:
+    return int(connect(db).execute("SELECT count(*) FROM comlog").fetchone()[0])
+
+
+def test_failures_are_one_row_per_address_kind_and_minute(log: Comlog, db: Path) -> None:
+    """docs/reliability.md: 6000 refused requests from one host in three minutes are
+    three rows a kind, each with its count; another address has rows of its own."""
+    start = T0.replace(second=0)
+    for k in range(3000):
+        at = start + timedelta(seconds=k * 180 / 3000)
+        log.note_failure(at, "127.0.0.2", ComlogEvent.UNAUTHORIZED)
+        log.note_failure(at, "127.0.0.2", ComlogEvent.REFUSED)
+    log.note_failure(start, "127.0.0.3", ComlogEvent.UNAUTHORIZED)
+    entries = log.entries()
+    assert _rows(db) == 7
+    by_kind = {(e.event, e.address, e.t): e for e in entries}
+    for minute in range(3):
+        t = start + timedelta(minutes=minute)
+        for kind in (ComlogEvent.UNAUTHORIZED, ComlogEvent.REFUSED):
+            entry = by_kind[(kind, "127.0.0.2", t)]
+            assert entry.count == 1000 and entry.folded and entry.summarised
+            assert entry.last is not None and t <= entry.last < t + timedelta(minutes=1)
+    assert by_kind[(ComlogEvent.UNAUTHORIZED, "127.0.0.3", start)].count == 1
+    parsed = ComlogEntry.parse(entries[0].to_json())
+    assert parsed == entries[0]
+    assert "times, last" in entries[0].describe()
+    with pytest.raises(ValueError):
+        log.note_failure(start, "127.0.0.2", ComlogEvent.TOKEN_REQUESTED)
+    with pytest.raises(ValueError):
+        log.add(start, ComlogEvent.UNAUTHORIZED, "x")
+
+
+def test_a_failure_row_exists_at_once(log: Comlog, db: Path) -> None:
+    """The first failure of a minute is on disk before note_failure returns; the count
+    follows within flush_seconds."""
+    log.note_failure(T0, "127.0.0.2")
+    assert _rows(db) == 1
+    log.note_failure(T0 + timedelta(seconds=1), "127.0.0.2")
+    log.flush()
+    (count,) = connect(db).execute("SELECT count FROM comlog").fetchone()
+    assert count == 2
+
+
+def test_entries_of_an_address_fold_past_its_share(log: Comlog, db: Path) -> None:
+    """A host that asks for tokens 500 times a minute writes ROWS_PER_ADDRESS entries
+    one by one, then one folded row of that minute with the rest counted; the customer's
+    own entries from elsewhere stay rows of their own."""
+    start = T0.replace(second=0)
+    for k in range(500):
+        log.add(
+            start + timedelta(seconds=k * 0.1),
+            ComlogEvent.TOKEN_REQUESTED,
+            f"evil {k}",
+            address="127.0.0.2",
+        )
+    log.add(start + timedelta(seconds=30), ComlogEvent.TOKEN_REQUESTED, "mine", address="::1")
+    log.add(start + timedelta(seconds=31), ComlogEvent.TOKEN_APPROVED, "mine")
+    entries = log.entries()
+    assert _rows(db) == ROWS_PER_ADDRESS + 1 + 2
+    folded = [e for e in entries if e.folded]
+    assert [(f.address, f.count) for f in folded] == [("127.0.0.2", 500 - ROWS_PER_ADDRESS)]
+    assert [e.device for e in entries if not e.folded][-2:] == ["mine", "mine"]
+    # a new minute, a new share
+    later = start + timedelta(minutes=1)
+    entry = log.add(later, ComlogEvent.TOKEN_REQUESTED, "evil", address="127.0.0.2")
+    assert entry is not None and entry.address == "127.0.0.2" and not entry.folded
+
+
+def test_prune_keeps_the_newest_folded_rows(
+    log: Comlog, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(comlog_module, "FOLDED_KEPT", 5)
+    start = T0.replace(second=0)
+    for minute in range(12):
+        log.note_failure(start + timedelta(minutes=minute), "127.0.0.2")
+    log.add(start, ComlogEvent.X1_DISABLED)
+    log.flush()
+    assert log.prune(start + timedelta(minutes=12)) == 7
+    kept = log.entries()
+    assert [e.t for e in kept if e.folded] == [start + timedelta(minutes=m) for m in range(7, 12)]
+    assert any(e.event is ComlogEvent.X1_DISABLED for e in kept)
+
+
+def test_an_older_comlog_gains_the_new_columns(db: Path) -> None:
+    conn = connect(db)
+    conn.execute(
+        """CREATE TABLE comlog (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, t INTEGER NOT NULL, event TEXT NOT NULL,
+        device TEXT, detail TEXT NOT NULL DEFAULT '{}', count INTEGER NOT NULL DEFAULT 1,
+        last INTEGER)"""
+    )
+    conn.execute("INSERT INTO comlog (t, event, device) VALUES (1, 'x1-disabled', NULL)")
+    log = Comlog(connect(db))
+    log.init_schema()
+    log.init_schema()  # twice: nothing to do the second time
+    log.note_failure(T0, "127.0.0.2")
+    assert [e.event.value for e in log.entries()] == ["x1-disabled", "unauthorized"]

@@ -19,6 +19,9 @@ from x1p1.x1.obis import OBJECTS, Meter
 __all__ = ["gateway"]  # the fixture
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 def _error(reply: object, status: int, code: str) -> dict[str, object]:
     from gateway_fixture import Reply
 
@@ -253,12 +256,14 @@ def test_describe_a_meter_without_its_profile_is_forbidden(gateway: RunningGatew
     ],
 )
 def test_bad_token_request_bodies_are_400(gateway: RunningGateway, body: bytes) -> None:
-    _error(gateway.request("POST", "/api/tokens/requests", body=body), 400, "bad-request")
+    reply = gateway.request("POST", "/api/tokens/requests", body=body, headers=JSON)
+    _error(reply, 400, "bad-request")
 
 
 def test_bodies_over_16_kb_are_400(gateway: RunningGateway) -> None:
     big = b'{"name": "' + b"x" * 17000 + b'"}'
-    body = _error(gateway.request("POST", "/api/tokens/requests", body=big), 400, "bad-request")
+    reply = gateway.request("POST", "/api/tokens/requests", body=big, headers=JSON)
+    body = _error(reply, 400, "bad-request")
     assert "16 KB" in str(body["message"])
 
 
@@ -267,7 +272,8 @@ def test_chunked_body_over_16_kb_is_400(gateway: RunningGateway) -> None:
     with gateway.ssl_context().wrap_socket(conn, server_hostname="127.0.0.1") as tls:
         chunk = b"x" * 8192
         head = (
-            b"POST /api/tokens/requests HTTP/1.1\r\nHost: x\r\n"
+            b"POST /api/tokens/requests HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\n"
             b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         )
         tls.sendall(head + b"".join(b"2000\r\n" + chunk + b"\r\n" for _ in range(3)))

@@ -397,6 +397,12 @@ def test_block_removes_the_past_revokes_everyone_and_history_accrues_again(hist:
     ]
     assert len(hist.readings(G, "5m", GAS)) == 12
     assert hist.readings(E, "1d", E_REGISTERS) == []
+    # x1-api.md: after a block, from is the oldest reading kept
+    reply = hist.measurements(E, obis=E_REGISTERS, resolution="15m", **EVER)
+    assert reply.json["from"] == "2026-03-10T12:15:00Z"
+    assert reply.json["readings"][0]["t"] == reply.json["from"]
+    billing = hist.get(f"/api/meters/{gw.electricity_id}/billing" + q(**EVER), hist.token)
+    assert billing.json["from"] == "2026-03-10T12:15:00Z"
     with sqlite3.connect(gw.state_dir / "gateway.db") as conn:
         old = int((T0 - timedelta(days=1)).timestamp())
         conn.execute(

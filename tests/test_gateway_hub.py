@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+import pytest
 from gateway_fixture import SampleMeters
 
-from x1p1.gateway.streams import MeterSelection, StreamHub, Tick
+from x1p1.exceptions import RateLimited
+from x1p1.gateway.streams import MAX_STREAMS_PER_TOKEN, MeterSelection, StreamHub, Tick
 from x1p1.x1.obis import Meter, lookup
 
 
@@ -44,8 +46,8 @@ async def test_one_tick_builds_the_telegram_and_each_selection_once() -> None:
         builds.append(tick.realtime(selection))
         return [builds[-1]]
 
-    subscribers = [hub.subscribe("t", 1, legacy, "legacy-p1") for _ in range(10)]
-    subscribers += [hub.subscribe("t", 1, realtime, "realtime") for _ in range(100)]
+    subscribers = [hub.subscribe(f"t{k}", 1, legacy, "legacy-p1") for k in range(10)]
+    subscribers += [hub.subscribe(f"r{k}", 1, realtime, "realtime") for k in range(100)]
     subscribers.append(hub.subscribe("t", 1, lambda t: [t.realtime(other)], "realtime"))
     hub.tick(1_780_000_000)
     assert meters.telegrams == 1 and meters.values == 1
@@ -96,3 +98,18 @@ async def test_a_failing_render_closes_only_its_subscriber() -> None:
     good = hub.subscribe("a", 1, lambda t: ["ok"], "realtime")
     hub.tick(7)
     assert bad.closing == (1011, "internal error") and good.mailbox == ["ok"]
+
+
+def test_a_token_holds_at_most_eight_streams() -> None:
+    """x1-api.md, WebSocket: the ninth stream of a token is refused (4429); closing ones do
+    not count, and other tokens are not held up."""
+    hub = StreamHub(CountingMeters())
+    held = [hub.subscribe("t", 1, lambda t: [], "legacy-p1") for _ in range(MAX_STREAMS_PER_TOKEN)]
+    with pytest.raises(RateLimited) as refused:
+        hub.subscribe("t", 1, lambda t: [], "legacy-p1")
+    assert refused.value.close_code == 4429
+    hub.subscribe("other", 1, lambda t: [], "legacy-p1")
+    held[0].close(4401, "unauthorized")
+    assert hub.open_streams("t") == MAX_STREAMS_PER_TOKEN - 1
+    hub.subscribe("t", 1, lambda t: [], "legacy-p1")
+    assert hub.open_streams("t") == MAX_STREAMS_PER_TOKEN

@@ -679,6 +679,29 @@ def test_a_bad_parameter_is_400_even_for_a_token_without_rights() -> None:
         parse_measurements_query(params(resolution="5m"), E, {Profile.P1})
 
 
+def test_a_fractional_from_rounds_up() -> None:
+    """x1-api.md: readings fall on whole seconds; from=…:00.5 must not return the reading
+    of …:00, which lies before it. Lower-case t and z are RFC 3339 too."""
+    period = {"from": "2026-01-01t00:00:00.5z", "to": "2026-01-01T01:00:00.9Z"}
+    q = parse_measurements_query(params(resolution="15m", **period), E, ALL_PROFILES)
+    assert q.start == utc(2026, 1, 1, 0, 0, 1)
+    assert list(interval_ends(q.resolution, q.start, q.end))[0] == utc(2026, 1, 1, 0, 15)
+    whole = parse_measurements_query(params(resolution="15m"), E, ALL_PROFILES)
+    assert whole.start == utc(2026, 1, 1)
+
+
+def test_from_moves_past_a_history_block() -> None:
+    """x1-api.md: after a block (§12.1) from is the oldest reading kept, the first
+    interval end after the block."""
+    q = parse_measurements_query(params(resolution="15m"), E, ALL_PROFILES)
+    blocked = utc(2026, 1, 10, 12, 7)
+    assert q.after(blocked).start == utc(2026, 1, 10, 12, 15)
+    assert q.after(utc(2026, 1, 10, 12, 15)).start == utc(2026, 1, 10, 12, 30)
+    assert q.after(None) is q
+    assert q.after(utc(2025, 1, 1)) is q  # a block before the period: nothing to move
+    assert q.after(utc(2027, 1, 1)) is q  # the whole period before the block: empty anyway
+
+
 def test_a_period_beyond_retention_is_clamped_not_refused() -> None:
     now = NOW
     q = parse_measurements_query(

@@ -328,3 +328,47 @@ def test_a_real_process_logging_to_the_journal_stream(tmp_path: Path) -> None:
     assert re.fullmatch(
         r"\d\d:\d\d:\d\d WARNING x1p1\.converter: token \[redacted\] refused", lines[0]
     )
+
+
+# --- rate limits per cause (docs/reliability.md) ----------------------------------------------
+
+
+def test_log_limiter_lets_a_share_through_per_cause_and_window() -> None:
+    limiter = logs.LogLimiter(per_window=3, window=60.0, max_causes=4)
+    assert [limiter.allow("a", 0.0) for _ in range(5)] == [0, 0, 0, None, None]
+    assert limiter.allow("b", 1.0) == 0  # another cause has its own share
+    assert limiter.allow("a", 59.9) is None
+    assert limiter.allow("a", 60.0) == 3  # a new window: says how many were held back
+    assert limiter.allow("a", 60.1) == 0
+    assert limiter.allow("a", 10.0) == 0  # a clock that went back starts a window
+
+
+def test_log_limiter_memory_is_bounded() -> None:
+    """Varying the cause does not grow memory or the log: past max_causes, new causes
+    share one."""
+    limiter = logs.LogLimiter(per_window=2, window=60.0, max_causes=10)
+    let_out = sum(limiter.allow(("refused", k), 0.0) is not None for k in range(10_000))
+    assert len(limiter) <= 11
+    assert let_out == 10 + 2  # ten causes once each, then the shared cause's share of 2
+    assert sum(limiter.allow(("later", k), 61.0) is not None for k in range(5)) == 5
+
+
+def test_a_flood_of_one_cause_writes_a_bounded_log() -> None:
+    stream = io.StringIO()
+    logs.setup_logging(0, stream=stream, journald=False)
+    log = logging.getLogger("x1p1.test.flood")
+    for k in range(5000):
+        log.warning("connection from %s refused", f"127.0.0.{k % 250}")
+    log.info("something else")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 21
+    assert lines[-1].endswith("something else")
+    clock = [0.0]
+    handler = logs.setup_logging(0, stream=stream, journald=False)
+    limiter = next(f for f in handler.filters if isinstance(f, logs.RateLimitLogs))
+    limiter.clock = lambda: clock[0]
+    for _ in range(30):
+        log.warning("same %s", "thing")
+    clock[0] = 61.0
+    log.warning("same %s", "thing")
+    assert stream.getvalue().splitlines()[-1].endswith("same thing (10 more like it held back)")

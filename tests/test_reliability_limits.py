@@ -95,20 +95,27 @@ async def _subscriber(gateway: GatewayProcess, token: str, equipment_id: str) ->
     return process
 
 
-async def _churn(url: str, context: ssl.SSLContext, token: str, count: int) -> int:
+def _host(network: int, i: int) -> str:
+    """The i-th of 50 LAN hosts on 127.0.<network>.x: the gateway caps connections per
+    address (64) and streams per token (8), so a load this size comes from many
+    devices, as it would in a home (docs/reliability.md)."""
+    return f"127.0.{network}.{i % 50 + 1}"
+
+
+async def _churn(url: str, context: ssl.SSLContext, tokens: list[str], count: int) -> int:
     """Open ``count`` legacy-P1 sockets in batches, each until its first telegram; drop
-    them, half politely, half by cutting the TCP connection. Returns the peak of open
-    sockets."""
-    headers = {"Authorization": f"Bearer {token}"}
+    them, half politely, half by cutting the TCP connection. Each socket comes from a
+    host of its own and uses ``tokens`` in turn. Returns the peak of open sockets."""
 
     async def one(i: int) -> Any:
         ws = await connect(
             url,
             ssl=context,
-            additional_headers=headers,
+            additional_headers={"Authorization": f"Bearer {tokens[i % len(tokens)]}"},
             open_timeout=30,
             ping_interval=None,
             compression=None,
+            local_addr=(_host(4, i), 0),
         )
         await asyncio.wait_for(ws.recv(), 30)
         return ws
@@ -139,7 +146,7 @@ def _big_bodies(port: int, context: ssl.SSLContext) -> list[tuple[str, int, str]
         with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
             with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
                 head = (
-                    "POST /api/tokens/requests HTTP/1.1\r\nHost: x\r\n"
+                    "POST /api/tokens/requests HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                     "Content-Type: application/json\r\nConnection: close\r\n"
                 )
                 if how == "length":
@@ -184,9 +191,12 @@ async def test_churn_big_bodies_and_slow_clients(tmp_path: Path) -> None:
         equipment_id = await asyncio.to_thread(lambda: handle.electricity_id)
         context = client_ssl_context(gateway.ca_path)
         url = f"wss://127.0.0.1:{gateway.port}/api/legacy-p1?interval=1"
+        churners = [
+            await asyncio.to_thread(handle.pair, ["P1"], name=f"churn {k}") for k in range(13)
+        ]
         subscriber = await _subscriber(gateway, token, equipment_id)
         # warm up what a first connection allocates, then take the baseline
-        await _churn(url, context, token, 10)
+        await _churn(url, context, churners, 10)
         await asyncio.to_thread(_big_bodies, gateway.port, context)
         await asyncio.sleep(2.0)
         pid = gateway.pid
@@ -196,20 +206,24 @@ async def test_churn_big_bodies_and_slow_clients(tmp_path: Path) -> None:
         peak_fds = fds_before
         churned = 0
         for _ in range(CONNECTIONS // (BATCH * 2)):
-            await _churn(url, context, token, BATCH * 2)
+            await _churn(url, context, churners, BATCH * 2)
             churned += BATCH * 2
             peak_fds = max(peak_fds, open_fds(pid))
         bodies = await asyncio.to_thread(_big_bodies, gateway.port, context)
 
         # slowloris: half a ClientHello, and half an HTTP request's headers over TLS
         hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
-        for _ in range(SLOW_TLS):
-            sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+        for k in range(SLOW_TLS):
+            sock = socket.create_connection(
+                ("127.0.0.1", gateway.port), timeout=10, source_address=(_host(5, k), 0)
+            )
             sock.sendall(hello)
             slow.append(sock)
         slow_tls_context = client_ssl_context(gateway.ca_path)
-        for _ in range(SLOW_HTTP):
-            raw = socket.create_connection(("127.0.0.1", gateway.port), timeout=10)
+        for k in range(SLOW_HTTP):
+            raw = socket.create_connection(
+                ("127.0.0.1", gateway.port), timeout=10, source_address=(_host(6, k), 0)
+            )
             tls = slow_tls_context.wrap_socket(raw, server_hostname="127.0.0.1")
             tls.sendall(b"GET /api/meters HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthori")
             slow.append(tls)
@@ -220,7 +234,7 @@ async def test_churn_big_bodies_and_slow_clients(tmp_path: Path) -> None:
         answer = await asyncio.to_thread(handle.request, "GET", "/api/token", token=token)
         assert answer.status == 200
         serve_seconds = time.monotonic() - served
-        await _churn(url, context, token, 10)
+        await _churn(url, context, churners, 10)
         # and closes the slow ones by itself (a TLS handshake: 60 s; half a request: the
         # idle timeout, 60 s), not an hour later
         held = time.monotonic()

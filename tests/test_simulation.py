@@ -19,6 +19,7 @@ from x1p1.gateway.simulation.electricity import ElectricityModel
 from x1p1.gateway.simulation.solar import flicker
 from x1p1.p1.telegram import Telegram
 from x1p1.p1.values import NL, parse_timestamp
+from x1p1.x1.api import parse_time
 from x1p1.x1.obis import OBJECTS, Meter
 from x1p1.x1.profiles import Profile
 
@@ -387,6 +388,8 @@ def test_realtime_values_cover_the_registry(sim: MeterSimulation) -> None:
             if obj.numeric:
                 assert isinstance(value, int | float) and not isinstance(value, bool), code
                 assert round(float(value), obj.decimals) == value, code
+            elif code == "1-0:99.97.0.255":  # x1-api.md: a list of {t, duration_s}
+                assert isinstance(value, list), code
             else:
                 assert isinstance(value, str), code
         assert values[f"0-{channel}:24.1.0.255"] == 3
@@ -396,7 +399,14 @@ def test_realtime_values_cover_the_registry(sim: MeterSimulation) -> None:
     assert "0-2:24.2.1" in raw2 and "0-1:24.2.1" not in raw2
     log = Telegram.parse(sim.telegram(t)).get("1-0:99.97.0")
     assert log is not None
-    assert sim.realtime_values(t)["1-0:99.97.0.255"] == log.text
+    entries = sim.realtime_values(t)["1-0:99.97.0.255"]
+    assert isinstance(entries, list)
+    # x1-api.md: a list of {t, duration_s}, newest first, the telegram's entries
+    assert int(log.values[0]) == len(entries)
+    for k, entry in enumerate(entries):
+        stamp, duration = log.values[2 + 2 * k], log.values[3 + 2 * k]
+        assert entry["duration_s"] == int(duration.removesuffix("*s"))
+        assert parse_time(entry["t"], "t") == parse_timestamp(stamp)
 
 
 # --- power quality ----------------------------------------------------------------------------

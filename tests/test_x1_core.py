@@ -19,6 +19,7 @@ from x1p1.x1.api import (
     parse_interval,
     parse_list,
     parse_time,
+    power_failure_json,
 )
 from x1p1.x1.obis import BY_CODE, OBJECTS, P1_ORDER, Meter, lookup, objects_for
 from x1p1.x1.profiles import Profile, parse_profiles
@@ -134,3 +135,12 @@ def test_times() -> None:
     for bad in ["2026-11-24", "2026-11-24T12:00:00", "yesterday", 5, "2026-13-24T12:00:00Z"]:
         with pytest.raises(BadRequest, match="from"):
             parse_time(bad, "from")
+    # RFC 3339 §5.6: "T" and "Z" may be lower case
+    for lower in ["2026-11-24t12:00:00z", "2026-11-24t13:00:00+01:00", "2026-11-24T12:00:00z"]:
+        assert format_time(parse_time(lower, "from")) == "2026-11-24T12:00:00Z"
+
+
+def test_power_failure_entry() -> None:
+    """x1-api.md: the power-failure log is a list of {t, duration_s} (§6.2.4)."""
+    end = parse_time("2026-01-05T15:30:15+01:00", "t")
+    assert power_failure_json(end, 240) == {"t": "2026-01-05T14:30:15Z", "duration_s": 240}

@@ -259,7 +259,8 @@ class SeveralWaiting(X1Error):
 
 
 class RateLimited(X1Error):
-    """History rate limit (§7.3) or repeated denied requests (§5.1.7)."""
+    """History rate limit (§7.3), repeated denied requests (§5.1.7), or one stream more
+    than a token may hold open (x1-api.md, WebSocket)."""
 
     status = 429
     close_code = 4429

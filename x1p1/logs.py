@@ -17,6 +17,12 @@ them, x1p1 logs at info and the libraries at warning.
 written: an ``Authorization: Bearer …`` value, a ``token`` field or parameter, and any
 43-character base64url word (an X1 API token is 256 random bits in base64url, X1 §5.1.2)
 become ``[redacted]``, in the message, its arguments, the traceback and the stack.
+
+:class:`RateLimitLogs`, the handler's first filter, lets at most 20 records of one cause
+(logger, level, message template, exception type) through a minute and says on the next
+one how many it held back: no peer on the network can fill the journal or the disk by
+repeating what makes a line (docs/reliability.md). :class:`LogLimiter` is its rule,
+usable alone.
 """
 
 from __future__ import annotations
@@ -25,13 +31,16 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Hashable, Mapping
 from typing import TextIO
 
 __all__ = [
     "LEVELS",
     "REDACTED",
     "JournalFormatter",
+    "LogLimiter",
+    "RateLimitLogs",
     "RedactTokens",
     "level_for",
     "redact",
@@ -89,6 +98,91 @@ class RedactTokens(logging.Filter):
             record.exc_text = redact(record.exc_text)
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
+        return True
+
+
+class LogLimiter:
+    """At most ``per_window`` messages per cause in each ``window`` seconds (no I/O; ``now``
+    is passed in, a monotonic clock in seconds).
+
+    :meth:`allow` says whether a message of ``cause`` may go out and, when it may, how
+    many of that cause were held back since the last one that went out, so the line can
+    say so. At most ``max_causes`` causes are tracked: past that, the oldest windows go
+    first, and a new cause that finds no room is held back under one shared cause, so an
+    attacker who varies the cause still cannot grow memory or the log without bound.
+    """
+
+    def __init__(self, per_window: int = 20, window: float = 60.0, max_causes: int = 1024) -> None:
+        if per_window < 1 or window <= 0 or max_causes < 1:
+            raise ValueError("per_window and max_causes must be >= 1 and window > 0")
+        self.per_window = per_window
+        self.window = window
+        self.max_causes = max_causes
+        self._causes: dict[Hashable, list[float]] = {}
+        """cause → [window start, messages let out in it, messages held back since the
+        last one let out]"""
+
+    def allow(self, cause: Hashable, now: float) -> int | None:
+        """None: hold this message back. Otherwise the count held back before it."""
+        entry = self._causes.get(cause)
+        if entry is None:
+            if len(self._causes) >= self.max_causes:
+                self._sweep(now)
+            if len(self._causes) >= self.max_causes:
+                cause = _OVERFLOW
+                entry = self._causes.get(cause)
+            if entry is None:
+                entry = self._causes[cause] = [now, 0.0, 0.0]
+        if now - entry[0] >= self.window or now < entry[0]:
+            entry[0], entry[1] = now, 0.0
+        if entry[1] >= self.per_window:
+            entry[2] += 1
+            return None
+        entry[1] += 1
+        held, entry[2] = int(entry[2]), 0.0
+        return held
+
+    def _sweep(self, now: float) -> None:
+        """Forget causes whose window has ended and which hold nothing back."""
+        for cause in [c for c, e in self._causes.items() if now - e[0] >= self.window and not e[2]]:
+            del self._causes[cause]
+
+    def __len__(self) -> int:
+        return len(self._causes)
+
+
+_OVERFLOW = object()
+"""The one cause of every message that found the limiter full."""
+
+
+class RateLimitLogs(logging.Filter):
+    """Hold back log records past :class:`LogLimiter`'s share per cause; the next record
+    of that cause that goes out says how many were held back.
+
+    A cause is the logger, the level and the message's template (before its arguments),
+    plus the exception's type: "connection from %s refused" is one cause whatever the
+    address, so no host can fill the log or the disk by repeating itself."""
+
+    def __init__(
+        self, limiter: LogLimiter | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.limiter = limiter or LogLimiter()
+        self.clock = clock
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[0] if record.exc_info else None
+        cause = (record.name, record.levelno, str(record.msg), error)
+        held = self.limiter.allow(cause, self.clock())
+        if held is None:
+            return False
+        if held:
+            try:
+                message = record.getMessage()
+            except Exception:
+                message = str(record.msg)
+            record.msg = f"{message} ({held} more like it held back)"
+            record.args = None
         return True
 
 
@@ -210,6 +304,7 @@ def setup_logging(
         handler.setFormatter(JournalFormatter())
     else:
         handler.setFormatter(logging.Formatter(_HUMAN_FORMAT, _HUMAN_DATEFMT))
+    handler.addFilter(RateLimitLogs())
     handler.addFilter(RedactTokens())
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbosity >= 2 else max(logging.WARNING, x1p1_level))

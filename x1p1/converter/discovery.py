@@ -4,7 +4,7 @@ A gateway claims the host name ``X1-interface.local``, or ``X1-interface-N.local
 that is taken, and advertises the DNS-SD service ``_dsmr-x1-interface._tcp.local.`` with
 the TXT keys ``api``, ``version`` and ``serial`` (x1-api.md, Network and discovery).
 :func:`discover` browses for that service, resolves every instance, and also asks for the
-host names ``X1-interface.local`` … ``X1-interface-4.local`` directly, because a gateway
+host names ``X1-interface.local`` … ``X1-interface-9.local`` directly, because a gateway
 whose service record was lost still answers for its host name. Results are merged by host
 name. :func:`find_gateway` picks the paired gateway by its serial (the E meter's
 equipment id), since a router may have handed it a new address.
@@ -34,6 +34,7 @@ from zeroconf.asyncio import (
 
 from x1p1.exceptions import DiscoveryError
 from x1p1.x1 import api as x1api
+from x1p1.x1 import hostname
 
 __all__ = [
     "DEFAULT_BASE_NAME",
@@ -55,18 +56,14 @@ SERVICE_TYPE = x1api.SERVICE_TYPE
 DEFAULT_BASE_NAME = x1api.DEFAULT_HOST_NAME
 #: The port of a gateway found only by its host name (x1-api.md: 443 on a real gateway).
 DEFAULT_PORT = 443
-#: How many host names :func:`discover` asks for directly: ``X1-interface.local`` and
-#: ``X1-interface-1.local`` … ``X1-interface-4.local``.
-HOST_NAME_TRIES = 5
+#: How many host names :func:`discover` asks for directly: every one a gateway may claim,
+#: ``X1-interface.local`` and ``X1-interface-1.local`` … ``X1-interface-9.local``.
+HOST_NAME_TRIES = hostname.MAX_INDEX + 1
 
 _NAME_INDEX = re.compile(r"^(?P<base>.+?)(?:-(?P<n>[0-9]+))?\.local\.?$", re.IGNORECASE)
 
 
-def host_name_candidate(base: str, index: int) -> str:
-    """The ``index``-th host name of §4.3.3: ``X1-interface.local``, ``X1-interface-1.local``…"""
-    if index < 0:
-        raise ValueError("index must be >= 0")
-    return f"{base}.local" if index == 0 else f"{base}-{index}.local"
+host_name_candidate = hostname.host_name  # the §4.3.3 rule, shared with the gateway
 
 
 def _strip_dot(name: str) -> str:
@@ -224,7 +221,7 @@ async def discover(
     """Find the X1 gateways that answer on mDNS within ``timeout`` seconds.
 
     Browses ``_dsmr-x1-interface._tcp.local.``, resolves each instance, and asks for
-    ``host_names`` directly (default ``X1-interface.local`` … ``X1-interface-4.local``).
+    ``host_names`` directly (default ``X1-interface.local`` … ``X1-interface-9.local``).
     Returns one :class:`DiscoveredGateway` per host name, standard names first. Waits
     the whole ``timeout`` unless ``stop_when(found_so_far)`` returns true earlier.
     Uses ``zc`` if given (and leaves it open), else a fresh IPv4 zeroconf instance on

@@ -49,7 +49,15 @@ from aiohttp import web
 
 from x1p1.exceptions import BadRequest, MdnsError, StateError, StorageUnavailable
 from x1p1.gateway.control import ControlServer, socket_path
-from x1p1.gateway.server import Route, build_app
+from x1p1.gateway.listener import (
+    PER_ADDRESS,
+    TOTAL,
+    ConnectionLimits,
+    listening_sockets,
+    raise_nofile_limit,
+    total_for,
+)
+from x1p1.gateway.server import CLIENT_ADDRESS, FAILURES, HOST_NAMES, Route, build_app
 from x1p1.gateway.state import GatewayEvent, GatewayState, utc_now
 from x1p1.gateway.store import Store
 from x1p1.gateway.streams import MeterSource, SimTime, StreamHub
@@ -107,6 +115,10 @@ class GatewayConfig:
     maintain_every: float = 5.0
     """Seconds between housekeeping rounds (expiry, renewal of streaming tokens)."""
     extra_routes: Sequence[Route] = ()
+    per_address: int = PER_ADDRESS
+    """Connections one client address may hold at once (:mod:`x1p1.gateway.listener`)."""
+    total: int = TOTAL
+    """Connections the gateway holds at most (fewer if descriptors are short)."""
 
 
 COMLOG_EVENTS: dict[str, str] = {
@@ -155,6 +167,15 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _normal_address(name: str) -> str:
+    """An IPv6 address in the short form :func:`~x1p1.gateway.server.host_of` gives;
+    anything else as it is."""
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name
+
+
 def _url_host(host: str) -> str:
     if _wildcard(host):
         return "127.0.0.1"
@@ -198,6 +219,9 @@ class Gateway:
         self._runner: web.AppRunner | None = None
         self._control: ControlServer | None = None
         self._hub: StreamHub | None = None
+        self._addresses: list[str] = []
+        self.connections: ConnectionLimits | None = None
+        """Open connections by client address, once listening."""
         self._housekeeping: asyncio.Task[None] | None = None
         self._advertiser: Any = None
         self.comlog: Comlog | None = None
@@ -225,8 +249,23 @@ class Gateway:
     def control_path(self) -> Path:
         return socket_path(self.state_dir)
 
+    def host_names(self) -> list[str]:
+        """The names and addresses a request's ``Host`` may name (x1-api.md, Requests):
+        the mDNS host name claimed and every one it may claim (§4.3.3), the listening
+        address and the interface addresses at start; the server adds localhost and
+        the address each connection arrived on."""
+        from x1p1.gateway.pki import candidate_host_names
+
+        names = [*self._addresses, *candidate_host_names(self.config.hostname)]
+        if self.host_name:
+            names.append(self.host_name)
+        if not _wildcard(self.config.host):
+            names.append(self.config.host)
+        return [_normal_address(name) for name in names]
+
     def info(self) -> dict[str, Any]:
         """What ``status`` on the control socket and the start banner report."""
+        limits = self.connections
         return {
             "url": self.url,
             "port": self.port,
@@ -236,6 +275,14 @@ class Gateway:
             "state_dir": str(self.state_dir),
             "pid": os.getpid(),
             "version": X1_VERSION,
+            "connections": None
+            if limits is None
+            else {
+                "open": len(limits),
+                "refused": limits.refused,
+                "total": limits.total,
+                "per_address": limits.per_address,
+            },
         }
 
     # --- life cycle ------------------------------------------------------------------------
@@ -287,6 +334,9 @@ class Gateway:
         self.history = HistoryService(self.state, self._store, self._pki.signer(), self.comlog)
         self.history.open()
         app = build_app(self.state, [*HISTORY_ROUTES, *config.extra_routes])
+        self._addresses = addresses
+        app[HOST_NAMES] = self.host_names
+        app[FAILURES] = self._note_failure
         self.history.mount(app)
         from x1p1.gateway.portal import Portal
 
@@ -305,20 +355,23 @@ class Gateway:
             keepalive_timeout=IDLE_TIMEOUT,
         )
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner,
-            config.host or None,
-            config.port,
-            ssl_context=self._ssl,
-            reuse_address=True,
-        )
+        nofile = raise_nofile_limit()
+        self.connections = ConnectionLimits(config.per_address, total_for(nofile, config.total))
         try:
-            await site.start()
+            sockets = listening_sockets(config.host or None, config.port, self.connections)
         except OSError as exc:
             raise StateError(
                 f"cannot listen on {config.host or '*'}:{config.port}: {exc.strerror or exc}"
             ) from None
+        for sock in sockets:
+            await web.SockSite(self._runner, sock, ssl_context=self._ssl).start()
         self.port = int(self._runner.addresses[0][1])
+        log.debug(
+            "connections: at most %d, %d per address (%d descriptors)",
+            self.connections.total,
+            self.connections.per_address,
+            nofile,
+        )
 
         self._control = ControlServer(self.state, self.control_path, self.info)
         self._control.register("comlog", self._comlog_command)
@@ -349,7 +402,8 @@ class Gateway:
             details = dict(event.details)
             name, uuid = details.pop("name", None), details.get("uuid")
             device = _device(str(name), str(uuid)) if name is not None else None
-            comlog.add(event.at, kind, device, details)
+            address = details.pop("address", None) or CLIENT_ADDRESS.get()
+            comlog.add(event.at, kind, device, details, address=address)
 
         def use(token: Grant, route: str) -> None:
             kind = ComlogEvent.WEBSOCKET_USE if route in WEBSOCKET_ROUTES else ComlogEvent.API_USE
@@ -357,6 +411,16 @@ class Gateway:
 
         state.listeners.append(record)
         state.use_listeners.append(use)
+
+    def _note_failure(self, address: str, status: int) -> None:
+        """A refused unauthenticated request (server.client_middleware): one comlog row
+        per address, kind and minute (docs/reliability.md)."""
+        from x1p1.gateway.comlog import ComlogEvent
+
+        if self.comlog is None:
+            return
+        kind = ComlogEvent.UNAUTHORIZED if status == 401 else ComlogEvent.REFUSED
+        self.comlog.note_failure(self.config.now(), address, kind)
 
     def _comlog_command(self, args: Mapping[str, Any]) -> dict[str, Any]:
         from x1p1.x1.api import parse_time

@@ -15,6 +15,18 @@ an hour happens (so the row exists at once), when the hour changes, and otherwis
 most every :attr:`Comlog.flush_seconds` seconds, keeping fsyncs off the API's hot path;
 :meth:`Comlog.entries` writes pending counts first. After a crash, a use row may show
 up to ``flush_seconds`` fewer uses than there were: the row itself is never lost.
+
+A host on the home network must not be able to flood the comlog (docs/reliability.md):
+
+- Failures of unauthenticated requests (:meth:`Comlog.note_failure`: a 401, a refused
+  token request) are one row per client address, kind and minute, with a count and the
+  latest time, counted like use rows.
+- Entries that name the client's address (:meth:`Comlog.add` with ``address``: a token
+  request, a login request) are written one by one up to :data:`ROWS_PER_ADDRESS` per
+  address and minute; past that, that minute's entries of a kind from that address fold
+  into one row with a count.
+- :meth:`Comlog.prune` keeps at most :data:`FOLDED_KEPT` of those per-minute rows (the
+  newest), whatever their age, besides the two years of everything else.
 """
 
 from __future__ import annotations
@@ -45,6 +57,20 @@ _SCHEMA = (
     """CREATE UNIQUE INDEX IF NOT EXISTS comlog_use ON comlog (event, device, t)
         WHERE event IN ('api-use', 'websocket-use')""",
 )
+_COLUMNS = (("address", "TEXT"), ("folded", "INTEGER NOT NULL DEFAULT 0"))
+"""Columns added since the first schema (an older database gains them on open)."""
+_FOLDED_INDEX = (
+    # One folded row per kind, address and minute (t is the minute's start for those).
+    """CREATE UNIQUE INDEX IF NOT EXISTS comlog_folded ON comlog (event, address, t)
+        WHERE folded = 1""",
+    "CREATE INDEX IF NOT EXISTS comlog_address ON comlog (address, t) WHERE address IS NOT NULL",
+)
+
+ROWS_PER_ADDRESS = 10
+"""Entries with an address written one by one per address and minute; the rest fold."""
+FOLDED_KEPT = 20_000
+"""Per-minute rows kept at most (two weeks of one row a minute)."""
+ADDRESS_MAX = 64
 
 DETAIL_MAX = 4096
 """An entry's detail, as JSON, is at most this many characters (longer strings are cut)."""
@@ -75,11 +101,18 @@ class ComlogEvent(enum.StrEnum):
     OPERATOR_READ = "operator-read"  # §2.2: the grid operator read the meter remotely
     API_USE = "api-use"  # REST calls, per device per hour
     WEBSOCKET_USE = "websocket-use"  # WebSocket connections, per device per hour
+    UNAUTHORIZED = "unauthorized"  # §5.2: a request without a valid token, per address/minute
+    REFUSED = "request-refused"  # §5.1.2: an unauthenticated request refused, per address/minute
 
     @property
     def summarised(self) -> bool:
         """Counted per device per hour by :meth:`Comlog.note_use`."""
         return self in (ComlogEvent.API_USE, ComlogEvent.WEBSOCKET_USE)
+
+    @property
+    def failure(self) -> bool:
+        """Counted per address per minute by :meth:`Comlog.note_failure`."""
+        return self in (ComlogEvent.UNAUTHORIZED, ComlogEvent.REFUSED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +120,10 @@ class ComlogEntry:
     """One line of the comlog.
 
     For ``api-use`` and ``websocket-use``, ``t`` is the start of the hour, ``count`` the
-    uses in it and ``last`` the latest; for every other event ``count`` is 1 and ``last``
-    is None."""
+    uses in it and ``last`` the latest. A ``folded`` row (failures, and entries past an
+    address's share) is one minute's entries of a kind from ``address``: ``t`` the
+    minute's start, ``count`` how many, ``last`` the latest. For every other entry
+    ``count`` is 1 and ``last`` is None."""
 
     id: int
     t: datetime
@@ -97,6 +132,14 @@ class ComlogEntry:
     detail: Mapping[str, Any] = field(default_factory=dict)
     count: int = 1
     last: datetime | None = None
+    address: str | None = None
+    """The client's address, for entries a client on the network caused."""
+    folded: bool = False
+
+    @property
+    def summarised(self) -> bool:
+        """A row that counts several events (use per hour, or folded per minute)."""
+        return self.event.summarised or self.folded
 
     def to_json(self) -> dict[str, Any]:
         """As ``x1p1 meter comlog --json`` and the portal show it."""
@@ -110,6 +153,10 @@ class ComlogEntry:
         }
         if self.last is not None:
             out["last"] = format_time(self.last)
+        if self.address is not None:
+            out["address"] = self.address
+        if self.folded:
+            out["folded"] = True
         return out
 
     @classmethod
@@ -122,6 +169,7 @@ class ComlogEntry:
         if not isinstance(detail, Mapping):
             raise ValueError("comlog entry: detail must be an object")
         device = body.get("device")
+        address = body.get("address")
         return cls(
             id=int(body["id"]),
             t=datetime.fromisoformat(str(body["t"])).astimezone(UTC),
@@ -130,6 +178,8 @@ class ComlogEntry:
             detail=dict(detail),
             count=int(body.get("count", 1)),
             last=None if last is None else datetime.fromisoformat(str(last)).astimezone(UTC),
+            address=None if address is None else str(address),
+            folded=bool(body.get("folded", False)),
         )
 
     def describe(self) -> str:
@@ -137,8 +187,12 @@ class ComlogEntry:
         parts = [format_time(self.t), self.event.value]
         if self.device is not None:
             parts.append(self.device)
+        if self.address is not None and self.address != self.device:
+            parts.append(f"from {self.address}")
         if self.event.summarised:
             parts.append(f"{self.count} uses, last {format_time(self.last or self.t)}")
+        elif self.folded:
+            parts.append(f"{self.count} times, last {format_time(self.last or self.t)}")
         if self.detail:
             parts.append(" ".join(f"{k}={_short(v)}" for k, v in sorted(self.detail.items())))
         return "  ".join(parts)
@@ -161,6 +215,10 @@ def _time(stamp: int) -> datetime:
 
 def _hour(stamp: int) -> int:
     return stamp - stamp % 3600
+
+
+def _minute(stamp: int) -> int:
+    return stamp - stamp % 60
 
 
 def _detail_json(detail: Mapping[str, Any]) -> str:
@@ -193,19 +251,31 @@ class Comlog:
     """The comlog on a SQLite connection (X1 §2.2)."""
 
     flush_seconds: float = 60.0
-    """Use counts wait at most this long in memory (seconds of ``now``)."""
+    """Use and failure counts wait at most this long in memory (seconds of ``now``)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self._pending: dict[tuple[ComlogEvent, str, int], _Pending] = {}
         self._written: set[tuple[ComlogEvent, str, int]] = set()
         """Use rows on disk already (this hour's and the last)."""
+        self._folds: dict[tuple[ComlogEvent, str, int], _Pending] = {}
+        self._folds_written: set[tuple[ComlogEvent, str, int]] = set()
+        """Folded rows on disk already (this minute's and the last)."""
+        self._rows_this_minute: dict[str, int] = {}
+        self._minute: int | None = None
         self._flushed_at: int | None = None
 
     def init_schema(self) -> None:
-        """Create the table and its indexes if absent."""
+        """Create the table and its indexes if absent; add the columns an older
+        database lacks."""
         with transaction(self.conn) as conn:
             for statement in _SCHEMA:
+                conn.execute(statement)
+            have = {row[1] for row in conn.execute("PRAGMA table_info(comlog)")}
+            for name, kind in _COLUMNS:
+                if name not in have:
+                    conn.execute(f"ALTER TABLE comlog ADD COLUMN {name} {kind}")
+            for statement in _FOLDED_INDEX:
                 conn.execute(statement)
 
     def add(
@@ -214,27 +284,71 @@ class Comlog:
         event: ComlogEvent | str,
         device: str | None = None,
         detail: Mapping[str, Any] | None = None,
-    ) -> ComlogEntry:
+        *,
+        address: str | None = None,
+    ) -> ComlogEntry | None:
         """Write one entry at once (committed when this returns) and return it.
 
         ``device`` names the device or session (a token's name, uuid or id; None for
-        the meter's buttons and the grid operator). ``api-use`` and ``websocket-use`` go
-        through :meth:`note_use`. ValueError for an unknown event or a detail that is
-        not JSON."""
+        the meter's buttons and the grid operator). ``address`` is the client's, for
+        what a client on the network caused: past :data:`ROWS_PER_ADDRESS` entries of
+        an address in a minute, the entry is folded into that minute's row of its kind
+        and address, and None is returned. ``api-use`` and ``websocket-use`` go through
+        :meth:`note_use`, failures through :meth:`note_failure`. ValueError for an
+        unknown event or a detail that is not JSON."""
         kind = ComlogEvent(event)
-        if kind.summarised:
-            raise ValueError(f"{kind.value} is counted per hour: use note_use()")
+        if kind.summarised or kind.failure:
+            raise ValueError(f"{kind.value} is counted: use note_use() or note_failure()")
         text = _detail_json(detail or {})
         name = None if device is None else device[:DEVICE_MAX]
         stamp = _stamp(now)
+        where = None if address is None else address[:ADDRESS_MAX]
+        if where is not None and self._share_used(where, stamp):
+            self._fold(kind, where, stamp, now)
+            return None
         with transaction(self.conn) as conn:
             cur = conn.execute(
-                "INSERT INTO comlog (t, event, device, detail) VALUES (?, ?, ?, ?)",
-                (stamp, kind.value, name, text),
+                "INSERT INTO comlog (t, event, device, detail, address) VALUES (?, ?, ?, ?, ?)",
+                (stamp, kind.value, name, text, where),
             )
             row_id = cur.lastrowid
         assert row_id is not None
-        return ComlogEntry(row_id, _time(stamp), kind, name, json.loads(text))
+        return ComlogEntry(row_id, _time(stamp), kind, name, json.loads(text), address=where)
+
+    def note_failure(
+        self, now: datetime, address: str, kind: ComlogEvent | str = ComlogEvent.UNAUTHORIZED
+    ) -> None:
+        """Count one failed unauthenticated request from ``address`` at ``now``
+        (``unauthorized`` or ``request-refused``): one row per kind, address and
+        minute, its count updated in place (written like :meth:`note_use`'s)."""
+        failure = ComlogEvent(kind)
+        if not failure.failure:
+            raise ValueError(f"{failure.value} is not a failure to count; use add()")
+        self._fold(failure, address[:ADDRESS_MAX], _stamp(now), now)
+
+    def _share_used(self, address: str, stamp: int) -> bool:
+        """Count one entry of ``address`` in this minute; whether its share was used up
+        before it."""
+        minute = _minute(stamp)
+        if minute != self._minute:
+            self._minute = minute
+            self._rows_this_minute.clear()
+        used = self._rows_this_minute.get(address, 0)
+        if used >= ROWS_PER_ADDRESS:
+            return True
+        self._rows_this_minute[address] = used + 1
+        return False
+
+    def _fold(self, kind: ComlogEvent, address: str, stamp: int, now: datetime) -> None:
+        key = (kind, address, _minute(stamp))
+        pending = self._folds.get(key)
+        first = pending is None and key not in self._folds_written
+        if pending is None:
+            pending = self._folds[key] = _Pending(0, stamp)
+        pending.count += 1
+        pending.last = max(pending.last, stamp)
+        if first or self._due(stamp):
+            self.flush(now)
 
     def note_use(
         self, now: datetime, device: str, kind: ComlogEvent | str = ComlogEvent.API_USE
@@ -264,14 +378,18 @@ class Comlog:
         return stamp - self._flushed_at >= self.flush_seconds or stamp < self._flushed_at
 
     def flush(self, now: datetime | None = None) -> None:
-        """Write the counted uses (the server also calls this on shutdown)."""
+        """Write the counted uses and failures (the server also calls this on shutdown)."""
         if now is not None:
             self._flushed_at = _stamp(now)
-        if not self._pending:
+        if not self._pending and not self._folds:
             return
         rows = [
             (use.value, device, hour, p.count, p.last)
             for (use, device, hour), p in self._pending.items()
+        ]
+        folds = [
+            (kind.value, address, address, minute, p.count, p.last)
+            for (kind, address, minute), p in self._folds.items()
         ]
         with transaction(self.conn) as conn:
             conn.executemany(
@@ -281,9 +399,24 @@ class Comlog:
                 "last = max(last, excluded.last)",
                 rows,
             )
-        newest = max(hour for _, _, hour in self._pending)
-        self._written = {k for k in self._written | set(self._pending) if k[2] >= newest - 3600}
+            conn.executemany(
+                "INSERT INTO comlog (event, device, address, t, count, last, folded) "
+                "VALUES (?, ?, ?, ?, ?, ?, 1) "
+                "ON CONFLICT (event, address, t) WHERE folded = 1 "
+                "DO UPDATE SET count = count + excluded.count, "
+                "last = max(last, excluded.last)",
+                folds,
+            )
+        if self._pending:
+            newest = max(hour for _, _, hour in self._pending)
+            self._written = {k for k in self._written | set(self._pending) if k[2] >= newest - 3600}
+        if self._folds:
+            newest = max(minute for _, _, minute in self._folds)
+            self._folds_written = {
+                k for k in self._folds_written | set(self._folds) if k[2] >= newest - 60
+            }
         self._pending.clear()
+        self._folds.clear()
 
     def entries(self, since: datetime | None = None, limit: int = 1000) -> list[ComlogEntry]:
         """The newest ``limit`` entries with ``t >= since``, oldest first (use rows count
@@ -292,14 +425,16 @@ class Comlog:
         if limit < 1:
             return []
         lower = -(2**62) if since is None else _hour(_stamp(since))
+        exact = lower if since is None else _stamp(since)
         rows = self.conn.execute(
-            "SELECT id, t, event, device, detail, count, last FROM ("
+            "SELECT id, t, event, device, detail, count, last, address, folded FROM ("
             "SELECT * FROM comlog WHERE t >= ? AND (event IN ('api-use', 'websocket-use') "
-            "OR t >= ?) ORDER BY t DESC, id DESC LIMIT ?) ORDER BY t, id",
-            (lower, lower if since is None else _stamp(since), limit),
+            "OR (folded = 1 AND t >= ?) OR t >= ?) ORDER BY t DESC, id DESC LIMIT ?) "
+            "ORDER BY t, id",
+            (lower, exact - exact % 60, exact, limit),
         ).fetchall()
         out: list[ComlogEntry] = []
-        for row_id, t, event, device, detail, count, last in rows:
+        for row_id, t, event, device, detail, count, last, address, folded in rows:
             try:
                 kind = ComlogEvent(event)
             except ValueError:
@@ -313,13 +448,22 @@ class Comlog:
                     json.loads(detail or "{}"),
                     int(count),
                     None if last is None else _time(int(last)),
+                    address,
+                    bool(folded),
                 )
             )
         return out
 
     def prune(self, now: datetime, keep: timedelta = timedelta(days=2 * 365)) -> int:
         """Delete entries older than ``keep`` (two years by default, the longest history
-        the meter keeps a day's readings: Table 8); returns how many went."""
+        the meter keeps a day's readings: Table 8), and per-minute rows past the newest
+        :data:`FOLDED_KEPT`; returns how many went."""
         with transaction(self.conn) as conn:
             cur = conn.execute("DELETE FROM comlog WHERE t < ?", (_stamp(now - keep),))
-            return cur.rowcount
+            gone = cur.rowcount
+            cur = conn.execute(
+                "DELETE FROM comlog WHERE folded = 1 AND id NOT IN ("
+                "SELECT id FROM comlog WHERE folded = 1 ORDER BY t DESC, id DESC LIMIT ?)",
+                (FOLDED_KEPT,),
+            )
+            return gone + cur.rowcount

@@ -65,6 +65,7 @@ async def get_measurements(request: web.Request) -> web.StreamResponse:
         request.query, ref.meter, token.profiles, channel=channel, now=service.meter_now()
     )
     await service.ready()
+    q = q.after(service.blocked_at())
     return _json_text(service.history.response_text(ref.equipment_id, q))
 
 
@@ -76,6 +77,7 @@ async def get_billing(request: web.Request) -> web.StreamResponse:
     service.take(token)
     q = parse_billing_query(request.query, ref.meter, token.profiles, now=service.meter_now())
     await service.ready()
+    q = q.after(service.blocked_at())
     text = service.billing.response_text(ref.equipment_id, q, service.certificate_pem)
     return _json_text(text)
 

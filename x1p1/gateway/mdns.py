@@ -33,7 +33,6 @@ import contextlib
 import ipaddress
 import logging
 import random
-import re
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,9 +50,10 @@ from zeroconf._protocol.outgoing import DNSOutgoing
 from zeroconf._utils.net import create_sockets
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from x1p1.converter.discovery import host_name_candidate
 from x1p1.exceptions import ConfigError, MdnsError
 from x1p1.x1.api import API_PREFIX, DEFAULT_HOST_NAME, SERVICE_TYPE, X1_VERSION
+from x1p1.x1.hostname import MAX_INDEX, check_base
+from x1p1.x1.hostname import host_name as host_name_candidate
 
 __all__ = ["MdnsAdvertiser", "ipv4_interface_addresses", "probe_records"]
 
@@ -72,9 +72,6 @@ MAX_TIEBREAK_LOSSES = 5
 #: RFC 6762 §10: 120 s for records with a host name, 75 minutes for the others.
 HOST_TTL = 120
 OTHER_TTL = 4500
-#: The standard gives no limit. The gateway's TLS leaf names ``-1`` … ``-9``
-#: (x1p1.gateway.pki.ALTERNATE_NAMES), so by default no name beyond those is claimed.
-MAX_INDEX = 9
 
 _TYPE_A = 1
 _TYPE_PTR = 12
@@ -82,8 +79,6 @@ _TYPE_SRV = 33
 _TYPE_ANY = 255
 _CLASS_IN = 1
 _FLAGS_QUERY = 0x0000
-# A DNS label of letters, digits and hyphens; room left for "-NN" within 63 octets.
-_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,57}[A-Za-z0-9])?$")
 
 
 def ipv4_interface_addresses() -> list[str]:
@@ -261,16 +256,6 @@ async def probe_records(
         prober.close()
 
 
-def _check_base(base_name: str) -> str:
-    base = base_name[: -len(".local")] if base_name.lower().endswith(".local") else base_name
-    if not _LABEL.match(base):
-        raise ConfigError(
-            f"host name {base_name!r} is not a DNS label: use 1–59 letters, digits and "
-            "hyphens, not starting or ending with a hyphen (e.g. X1-interface)"
-        )
-    return base
-
-
 class _ConflictWatch(RecordUpdateListener):
     """Watches zeroconf's incoming records for another host answering for our names."""
 
@@ -315,7 +300,7 @@ class MdnsAdvertiser:
                     ipaddress.IPv4Address(address)
                 except ValueError:
                     raise ConfigError(f"{address!r} is not an IPv4 address") from None
-        self.base_name = _check_base(base_name)
+        self.base_name = check_base(base_name)
         self.port = port
         self.properties = properties
         self.max_index = max_index

@@ -205,6 +205,16 @@ SCHEMAS: dict[str, Any] = {
             "resolutions": {"type": "array", "items": _ref("Retention")},
         },
     },
+    "PowerFailure": {
+        "type": "object",
+        "description": "One entry of the power-failure event log (§6.2.4, P1 §7.1)",
+        "required": ["t", "duration_s"],
+        "additionalProperties": False,
+        "properties": {
+            "t": {**_TIME, "description": "When the failure ended"},
+            "duration_s": {"type": "integer", "minimum": 0, "description": "Its length, s"},
+        },
+    },
     "RealtimeMessage": {
         "type": "object",
         "required": ["equipment_id", "t", "values"],
@@ -218,8 +228,15 @@ SCHEMAS: dict[str, Any] = {
             "values": {
                 "type": "object",
                 "description": "By six-group OBIS code: numbers with the decimals of their "
-                "format; the equipment id as a string; a list for the power-failure log",
-                "additionalProperties": {"type": ["number", "string", "array"]},
+                "format; the equipment id as a string; the power-failure log "
+                "1-0:99.97.0.255 as a list of PowerFailure, newest first (§6.2.4)",
+                "properties": {
+                    "1-0:99.97.0.255": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/PowerFailure"},
+                    }
+                },
+                "additionalProperties": {"type": ["number", "string"]},
             },
         },
     },
@@ -280,6 +297,8 @@ _WS_CLOSES = {
     "portal, a newer token of the same device) or expired",
     "4403": "forbidden-profile: the token's profiles were changed (§5.1.6) and no longer "
     "cover this stream",
+    "4429": "rate-limited: the token already holds 8 open streams (x1-api.md); closed at "
+    "once after the upgrade",
     "4503": "x1-disabled: the grid operator switched X1 off (§12.3)",
 }
 

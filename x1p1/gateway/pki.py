@@ -49,11 +49,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from x1p1.exceptions import ConfigError, StateError
 from x1p1.gateway.billing_signature import BillingSigner
 from x1p1.x1.billing import BILLING_EKU_OID
-
-DEFAULT_BASE_NAME = "X1-interface"
-"""The standard's mDNS host name without ``.local`` (X1 §4.3.3)."""
-ALTERNATE_NAMES = 9
-"""How many numbered alternatives (``-1`` … ``-9``) the leaf covers besides the base."""
+from x1p1.x1.hostname import DEFAULT_HOST_NAME as DEFAULT_BASE_NAME
+from x1p1.x1.hostname import MAX_INDEX as ALTERNATE_NAMES
+from x1p1.x1.hostname import host_name
 
 ROOT_LIFETIME = timedelta(days=20 * 365 + 5)
 LEAF_LIFETIME = timedelta(days=397)
@@ -71,9 +69,10 @@ _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def candidate_host_names(base_name: str = DEFAULT_BASE_NAME) -> list[str]:
-    """The mDNS names the gateway may claim: ``X1-interface.local``, ``-1.local`` … ``-9``."""
+    """The mDNS names the gateway may claim: ``X1-interface.local``, ``-1.local`` … ``-9``
+    (:mod:`x1p1.x1.hostname`, §4.3.3)."""
     base = base_name.removesuffix(".").removesuffix(".local")
-    return [f"{base}.local"] + [f"{base}-{i}.local" for i in range(1, ALTERNATE_NAMES + 1)]
+    return [host_name(base, i) for i in range(ALTERNATE_NAMES + 1)]
 
 
 def local_addresses() -> list[str]:

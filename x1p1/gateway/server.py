@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from x1p1.exceptions import BadRequest, NotFound, X1Error
+from x1p1.exceptions import BadRequest, NotFound, RateLimited, X1Error
 from x1p1.gateway import handlers
 from x1p1.gateway.state import GatewayState
 from x1p1.gateway.streams import MeterSelection, Subscriber, Tick
@@ -61,6 +63,10 @@ WS_HEARTBEAT = 20.0
 """Seconds between the server's pings: a peer that vanished is noticed within two."""
 WS_MAX_MESSAGE = 4096
 """A client has nothing to send; anything bigger than this is cut off at once."""
+WS_CLOSE_TIMEOUT = 2.0
+"""Seconds the gateway waits for the client's Close after sending its own (RFC 6455
+§5.5.1, §7.1.1: the server closes TCP only then, so the client sees the close code; a
+client that never answers loses its connection after this)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +152,98 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return json_response(body, status=500)
 
 
+CLIENT_ADDRESS: ContextVar[str | None] = ContextVar("x1p1_client_address", default=None)
+"""The address of the client whose request is being handled: events emitted meanwhile
+(a token or login request) carry it to the comlog, which folds a flood of them."""
+FailureListener = Callable[[str, int], None]
+FAILURES: web.AppKey[FailureListener] = web.AppKey("x1p1.failures")
+"""Called with the client's address and the status of each refused unauthenticated
+request (:func:`client_middleware`): the comlog counts them per address and minute."""
+_UNAUTHENTICATED_PATHS = (API_PREFIX + "/", "/login")
+
+
+@web.middleware
+async def client_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The outermost layer: makes the client's address :data:`CLIENT_ADDRESS` while the
+    request is handled, and tells :data:`FAILURES` of every 401, and of every other 4xx
+    answered on the API or the login without a valid token (docs/reliability.md)."""
+    address = request.remote or "unknown"
+    reset = CLIENT_ADDRESS.set(address)
+    try:
+        response = await handler(request)
+    finally:
+        CLIENT_ADDRESS.reset(reset)
+    status = response.status
+    if 400 <= status < 500 and (
+        status == 401
+        or (TOKEN_KEY not in request and request.path.startswith(_UNAUTHENTICATED_PATHS))
+    ):
+        listener = request.app.get(FAILURES)
+        if listener is not None:
+            try:
+                listener(address, status)
+            except Exception:
+                log.exception("cannot count a refused request from %s", address)
+    return response
+
+
+HostNames = Callable[[], Collection[str]]
+HOST_NAMES: web.AppKey[HostNames] = web.AppKey("x1p1.host_names")
+"""The names and addresses the gateway answers to besides :data:`ALWAYS_HOSTS` and the
+address a connection arrived on (its mDNS host names, interface addresses)."""
+ALWAYS_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_of(header: str) -> str | None:
+    """The host of a ``Host`` header without its port (RFC 9110 §7.2), lower case, an
+    IPv6 literal without brackets and in its short form; None when it is malformed."""
+    text = header.strip().lower()
+    if text.startswith("["):
+        literal, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+        try:
+            return str(ipaddress.IPv6Address(literal))
+        except ValueError:
+            return None
+    name, sep, port = text.partition(":")
+    if sep and not port.isdigit():
+        return None
+    name = name.removesuffix(".")
+    return name or None
+
+
+def _allowed_host(request: web.Request, host: str) -> bool:
+    if host in ALWAYS_HOSTS:
+        return True
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if sockname and str(sockname[0]).split("%", 1)[0].lower() == host:
+        return True
+    names = request.app.get(HOST_NAMES)
+    return names is not None and host in {n.lower().removesuffix(".") for n in names()}
+
+
+@web.middleware
+async def request_checks_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse what no browser of the customer's would send (x1-api.md, Requests):
+
+    - a ``Host`` that is not one of the gateway's names or addresses (a DNS rebinding
+      page on another site sends its own name), with or without the port;
+    - a POST whose body is not declared ``application/json`` where JSON is read (a
+      cross-site form may POST ``text/plain`` without asking first; ``application/json``
+      makes the browser ask, and the gateway answers no CORS preflight)."""
+    host = host_of(request.headers.get("Host", ""))
+    if host is None:
+        raise BadRequest("Host: missing or malformed; name the gateway, e.g. X1-interface.local")
+    if not _allowed_host(request, host):
+        shown = host if len(host) <= 64 else host[:61] + "..."
+        raise BadRequest(
+            f"Host: {shown!r} is not a name or address of this gateway; "
+            "use X1-interface.local or its IP address"
+        )
+    return await handler(request)
+
+
 @web.middleware
 async def x1_switch_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """503 ``x1-disabled`` on every ``/api`` path while the operator has X1 off (§12.3)."""
@@ -185,7 +283,12 @@ def token_of(request: web.Request) -> Grant:
 
 
 async def read_json(request: web.Request) -> object:
-    """The request body as JSON: 400 when it is over 16 KB, not UTF-8 or not JSON."""
+    """The request body as JSON: 400 when it is not declared ``application/json`` (see
+    :func:`request_checks_middleware`), over 16 KB, not UTF-8 or not JSON."""
+    if request.content_type != "application/json":
+        raise BadRequest(
+            f"Content-Type: {request.content_type!r}; a JSON body must be sent as application/json"
+        )
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise BadRequest(f"body: larger than {MAX_BODY // 1024} KB")
     try:
@@ -287,20 +390,35 @@ async def _stream(
     kind: str,
     permitted: Callable[[frozenset[Profile]], bool],
 ) -> web.StreamResponse:
-    ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT, compress=False, max_msg_size=WS_MAX_MESSAGE)
+    ws = web.WebSocketResponse(
+        heartbeat=WS_HEARTBEAT,
+        compress=False,
+        max_msg_size=WS_MAX_MESSAGE,
+        timeout=WS_CLOSE_TIMEOUT,
+    )
     if not ws.can_prepare(request).ok:
         raise BadRequest(f"{request.path} is a WebSocket: open it with an Upgrade: websocket")
     hub = request.app[STATE].hub
-    subscriber = hub.subscribe(token.token_id, interval, render, kind, permitted)
+    try:
+        subscriber = hub.subscribe(token.token_id, interval, render, kind, permitted)
+    except RateLimited as exc:  # one stream too many for this token: 4429 (x1-api.md)
+        await ws.prepare(request)
+        await _close(ws, *close_args(exc))
+        return ws
     try:
         await ws.prepare(request)
         reader = asyncio.create_task(_read_until_closed(ws, subscriber))
         try:
             await _send_until_closed(ws, subscriber)
         finally:
+            # aiohttp's close() would not wait for the client's Close while another
+            # task is in receive(): the reader goes first
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+        if subscriber.closing is not None:
+            code, reason = subscriber.closing
+            await _close(ws, code, reason.encode())
     finally:
         hub.unsubscribe(subscriber)
     return ws
@@ -317,11 +435,16 @@ async def _send_until_closed(ws: web.WebSocketResponse, subscriber: Subscriber) 
             subscriber.sent += len(messages)
     except ConnectionError:
         return  # the peer went away mid-send
-    closing = subscriber.closing
-    if closing is not None and not ws.closed:
-        code, reason = closing
-        with contextlib.suppress(ConnectionError):
-            await ws.close(code=code, message=reason.encode()[:123])
+
+
+async def _close(ws: web.WebSocketResponse, code: int, reason: bytes) -> None:
+    """Send Close with ``code`` and wait, at most :data:`WS_CLOSE_TIMEOUT`, for the
+    client's Close before TCP goes (RFC 6455 §7.1.1): only then does a client such as
+    aiohttp's see the code rather than 1006."""
+    if ws.closed:
+        return
+    with contextlib.suppress(ConnectionError):
+        await ws.close(code=code, message=reason[:123])
 
 
 async def _read_until_closed(ws: web.WebSocketResponse, subscriber: Subscriber) -> None:
@@ -409,7 +532,13 @@ ROUTES: tuple[Route, ...] = (
 def build_app(state: GatewayState, extra_routes: Sequence[Route] = ()) -> web.Application:
     """The aiohttp application: :data:`ROUTES` plus ``extra_routes``."""
     app = web.Application(
-        middlewares=[errors_middleware, x1_switch_middleware], client_max_size=MAX_BODY + 1
+        middlewares=[
+            client_middleware,
+            errors_middleware,
+            request_checks_middleware,
+            x1_switch_middleware,
+        ],
+        client_max_size=MAX_BODY + 1,
     )
     app[STATE] = state
     routes = [*ROUTES, *extra_routes]

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from x1p1.exceptions import RateLimited
 from x1p1.x1.api import format_time
 from x1p1.x1.obis import Meter, ObisRef
 from x1p1.x1.profiles import Profile
@@ -162,8 +163,8 @@ class Tick:
             return int(round(value)) if decimals == 0 else round(float(value), decimals)
         if isinstance(value, int | float | str):
             return value
-        if isinstance(value, list | tuple):
-            return [v if isinstance(v, int | float | str) else str(v) for v in value]
+        if isinstance(value, list | tuple):  # the power-failure log: x1-api.md
+            return [v if isinstance(v, int | float | str | dict) else str(v) for v in value]
         return str(value)
 
     def _gas_fallback(self, code: str) -> object:
@@ -185,6 +186,11 @@ PREPARE_AHEAD = 0.4
 WARM_EVERY = 30
 WARM_AHEAD = 90
 """Every 30 s the meters are asked for the moment 90 s ahead (see StreamHub._warm)."""
+
+
+MAX_STREAMS_PER_TOKEN = 8
+"""Open WebSockets one token may hold; one more is closed with 4429 (x1-api.md). A device
+needs one or two; a leaked or shared token must not hold the gateway's sockets."""
 
 
 @dataclass(eq=False)
@@ -262,6 +268,15 @@ class StreamHub:
         kind: str,
         permitted: Callable[[frozenset[Profile]], bool] | None = None,
     ) -> Subscriber:
+        """A new subscriber of ``token_id``'s; :class:`~x1p1.exceptions.RateLimited`
+        (closed with 4429, x1-api.md) when the token holds :data:`MAX_STREAMS_PER_TOKEN`
+        open ones already."""
+        if self.open_streams(token_id) >= MAX_STREAMS_PER_TOKEN:
+            raise RateLimited(
+                f"at most {MAX_STREAMS_PER_TOKEN} streams per token are open at once; "
+                "close one before opening another",
+                retry_after=1,
+            )
         subscriber = Subscriber(token_id, interval, render, kind, permitted)
         self._subscribers.add(subscriber)
         self._has_subscribers.set()
@@ -281,6 +296,10 @@ class StreamHub:
     @property
     def subscribers(self) -> list[Subscriber]:
         return list(self._subscribers)
+
+    def open_streams(self, token_id: str) -> int:
+        """How many streams of ``token_id`` are open and not closing."""
+        return sum(1 for s in self._subscribers if s.token_id == token_id and s.closing is None)
 
     def token_ids(self) -> set[str]:
         """Tokens with an open stream (their use renews them, §5.2)."""

@@ -57,17 +57,28 @@ def format_time(moment: datetime) -> str:
 
 def parse_time(text: object, field: str) -> datetime:
     """Parse an RFC 3339 time with an offset (``Z`` or ``+01:00``); BadRequest names
-    ``field`` when it is not one."""
+    ``field`` when it is not one. RFC 3339 §5.6 lets ``T`` and ``Z`` be lower case."""
     if not isinstance(text, str) or not re.match(
-        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|z|[+-]\d\d:\d\d)\Z", text
+        r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)\Z", text
     ):
         raise BadRequest(f"{field}: {text!r} is not an RFC 3339 time like 2026-01-15T12:00:00Z")
     try:
-        return datetime.fromisoformat(text.replace("z", "Z")).astimezone(UTC)
+        return datetime.fromisoformat(text.upper()).astimezone(UTC)
     except ValueError:
         raise BadRequest(f"{field}: {text!r} is not a valid time") from None
     except OverflowError:  # 9999-12-31T23:59:59-01:00 is past the year 9999 in UTC
         raise BadRequest(f"{field}: {text!r} is out of range") from None
+
+
+POWER_FAILURE_LOG = "1-0:99.97.0.255"
+"""The power-failure event log (Table 4, P1 §7.1): in X1 JSON a list of
+:func:`power_failure_json` entries, newest first."""
+
+
+def power_failure_json(end: datetime, duration_s: int) -> dict[str, Any]:
+    """One entry of the power-failure log as X1 JSON (§6.2.4, x1-api.md):
+    ``{"t": "<RFC 3339 end of the failure>", "duration_s": N}``."""
+    return {"t": format_time(end), "duration_s": int(duration_s)}
 
 
 def _require(body: Mapping[str, Any], field: str) -> Any:

@@ -32,8 +32,10 @@ from x1p1.x1.api import format_time
 from x1p1.x1.history import (
     Resolution,
     Retention,
+    first_after,
     oldest_kept,
     retention,
+    round_up_second,
     time_parameter,
 )
 from x1p1.x1.obis import OBJECTS, Meter, ObisObject
@@ -94,6 +96,16 @@ class BillingQuery:
             return self
         return BillingQuery(self.meter, oldest, self.end)
 
+    def after(self, blocked: datetime | None) -> BillingQuery:
+        """``from`` moved forward past a history block at ``blocked`` (§12.1) to the
+        oldest reading kept."""
+        if blocked is None:
+            return self
+        first = first_after(self.resolution, blocked)
+        if self.start >= first or self.end < first:
+            return self
+        return BillingQuery(self.meter, first, self.end)
+
     def response_head(self, equipment_id: str, certificate: str) -> dict[str, Any]:
         """Every field of the response but ``readings``, in wire order."""
         return {
@@ -129,6 +141,7 @@ def parse_billing_query(
     end = time_parameter(params, "to")
     if start >= end:
         raise BadRequest("from: must be before to")
+    start = round_up_second(start)
     needed = BILLING_PROFILE[meter]
     if needed not in frozenset(profiles):
         raise ForbiddenProfile(

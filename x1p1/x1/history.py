@@ -236,6 +236,20 @@ def interval_ends(resolution: Resolution, start: datetime, end: datetime) -> Ite
             t = _month_start(first.year, first.month + n)
 
 
+def first_after(resolution: Resolution, moment: datetime) -> datetime:
+    """The first interval end strictly after ``moment``: after a history block at
+    ``moment`` (§12.1), the oldest reading the gateway can keep."""
+    return shift(resolution, floor_end(resolution, moment), 1)
+
+
+def round_up_second(moment: datetime) -> datetime:
+    """``moment`` moved up to a whole second (readings fall on whole seconds, so a
+    fractional ``from`` must not let in the reading of the second it falls in)."""
+    if not moment.microsecond:
+        return moment
+    return moment.replace(microsecond=0) + timedelta(seconds=1)
+
+
 def oldest_kept(meter: Meter, resolution: Resolution, now: datetime) -> datetime:
     """The oldest interval end the gateway keeps at ``now``: the Table 8 count of ends
     up to the latest one at or before ``now``."""
@@ -270,6 +284,16 @@ class MeasurementsQuery:
         if self.start >= oldest or self.end < oldest:
             return self  # within retention, or wholly before it: nothing to move
         return MeasurementsQuery(self.meter, self.resolution, self.codes, oldest, self.end)
+
+    def after(self, blocked: datetime | None) -> MeasurementsQuery:
+        """This query with ``from`` moved forward past a history block at ``blocked``
+        (§12.1) to the oldest reading kept, so the response says where the data begin."""
+        if blocked is None:
+            return self
+        first = first_after(self.resolution, blocked)
+        if self.start >= first or self.end < first:
+            return self
+        return MeasurementsQuery(self.meter, self.resolution, self.codes, first, self.end)
 
     def units(self) -> dict[str, str | None]:
         """The unit of each asked object (None for counters), as the response lists them."""
@@ -402,6 +426,7 @@ def parse_measurements_query(
     end = time_parameter(params, "to")
     if start >= end:
         raise BadRequest("from: must be before to")
+    start = round_up_second(start)
     if refused:  # every parameter is sound: now the token's rights (§7.1)
         raise ForbiddenProfile(
             f"obis: the token may not read the history of {', '.join(refused)}; "

@@ -391,9 +391,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "comlog.title": ("Comlog", "Comlog"),
     "comlog.intro": (
         "Elke toegang tot de gegevens van uw meter, met het tijdstip (§2.2). Gebruik van de API "
-        "is per apparaat per uur samengevat.",
+        "is per apparaat per uur samengevat, geweigerde verzoeken per adres per minuut.",
         "Every access to your meter's data, with its time (§2.2). Use of the API is summarised "
-        "per device per hour.",
+        "per device per hour, refused requests per address per minute.",
     ),
     "comlog.t": ("Tijd", "Time"),
     "comlog.event": ("Gebeurtenis", "Event"),
@@ -401,6 +401,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "comlog.detail": ("Details", "Details"),
     "comlog.none": ("Het comlog is leeg.", "The comlog is empty."),
     "comlog.uses": ("{count}× gebruikt, laatst {last}", "used {count}×, last {last}"),
+    "comlog.times": ("{count}×, laatst {last}", "{count}×, last {last}"),
     "comlog.unavailable": (
         "Het comlog is (nog) niet beschikbaar op deze gateway.",
         "The comlog is not available on this gateway (yet).",
@@ -560,6 +561,8 @@ EVENTS: dict[str, tuple[str, str]] = {
     "elevation-denied": ("Beheertoegang geweigerd", "Admin access denied"),
     "session-revoked": ("Browser uitgelogd", "Browser logged out"),
     "admin-action": ("Beheeractie", "Admin action"),
+    "unauthorized": ("Geweigerd: geen geldig token", "Refused: no valid token"),
+    "request-refused": ("Verzoek geweigerd", "Request refused"),
 }
 """Comlog event names in both languages (others are shown as they are)."""
 

@@ -886,7 +886,7 @@ def comlog_page(view: View, lines: Sequence[ComlogLine] | None) -> Page:
             if line.summarised:
                 detail.append(
                     t(
-                        "comlog.uses",
+                        "comlog.uses" if line.event.endswith("-use") else "comlog.times",
                         count=line.count,
                         last=view.time(line.last or line.t, seconds=True),
                     )

@@ -521,9 +521,7 @@ class Portal:
             return pages.comlog_page(view, None)
         entries = self.comlog.entries(limit=500)
         lines = [
-            pages.ComlogLine(
-                e.t, e.event.value, e.device, e.detail, e.count, e.last, e.event.summarised
-            )
+            pages.ComlogLine(e.t, e.event.value, e.device, e.detail, e.count, e.last, e.summarised)
             for e in reversed(entries)
         ]
         return pages.comlog_page(view, lines)

@@ -34,7 +34,8 @@ from x1p1.gateway.simulation.days import (
 from x1p1.gateway.simulation.electricity import ElectricityModel
 from x1p1.gateway.simulation.gas import GasModel
 from x1p1.gateway.simulation.quality import SAG, SWELL, PowerQuality
-from x1p1.p1.dsmr5 import MbusDevice, PowerFailure, Readings, build, failure_log_values
+from x1p1.p1.dsmr5 import MbusDevice, PowerFailure, Readings, build
+from x1p1.x1.api import POWER_FAILURE_LOG, power_failure_json
 
 GAS_DEVICE_TYPE = 3
 """M-Bus device type of a gas meter (P1 §7.3, 0-n:24.1.0)."""
@@ -76,8 +77,8 @@ class MeterSimulation:
     - :meth:`realtime_values`: every E-REALTIME, PQ-REALTIME and G-REALTIME object.
       Registers and powers are floats with the registry's decimals, counters and the
       tariff ints, equipment ids plain strings. The power-failure log 1-0:99.97.0 is a
-      string in the P1 notation of its value, exactly as the telegram writes it after the
-      code: ``(2)(0-0:96.7.19)(230105143015W)(0000000240*s)(…)``, newest entry first.
+      list of ``{"t": "<RFC 3339 end>", "duration_s": N}``, newest entry first: the
+      entries the telegram writes after the code (x1-api.md, §6.2.4).
       The gas value is the latest 5-minute reading; :meth:`gas_reading` gives its time.
     - :meth:`registers`: every historic object (E registers, PQ counters, the gas
       register of this channel), the values a telegram at that instant shows.
@@ -190,10 +191,10 @@ class MeterSimulation:
         """The DSMR 5.0.2 P1 telegram of ``at``, byte for byte, CRC included."""
         return build(self.readings(at)).serialize()
 
-    def realtime_values(self, at: datetime) -> dict[str, float | int | str]:
+    def realtime_values(self, at: datetime) -> dict[str, object]:
         """Every E-, PQ- and G-REALTIME object at ``at`` by six-group code (see the class)."""
         r = self.readings(at)
-        values: dict[str, float | int | str] = {
+        values: dict[str, object] = {
             "0-0:96.1.1.255": r.equipment_id,
             "1-0:1.8.1.255": r.delivered[0],
             "1-0:1.8.2.255": r.delivered[1],
@@ -204,7 +205,7 @@ class MeterSimulation:
             "1-0:2.7.0.255": r.power_returned,
             "0-0:96.7.21.255": r.power_failures,
             "0-0:96.7.9.255": r.long_power_failures,
-            "1-0:99.97.0.255": "".join(f"({v})" for v in failure_log_values(r.failure_log)),
+            POWER_FAILURE_LOG: [power_failure_json(f.end, f.duration_s) for f in r.failure_log],
         }
         for codes, numbers in (
             (PQ_COUNTERS[2:5], r.sags),

@@ -52,11 +52,12 @@ from x1p1.converter.state import (
     status_path,
 )
 from x1p1.converter.status_socket import StatusServer, socket_path
-from x1p1.converter.stream import Conn, LegacyP1Stream, StreamSettings, StreamTarget
+from x1p1.converter.stream import LegacyP1Stream, StreamSettings, StreamTarget
 from x1p1.converter.tcp_out import TcpOutput
 from x1p1.exceptions import ConfigError, NotPaired, StateError, TelegramError, X1P1Error
 from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.telegram import Telegram
+from x1p1.x1.connection import Conn
 from x1p1.x1.tls import client_ssl_context
 
 __all__ = ["Converter", "ConverterOptions", "percentiles", "run_converter"]

@@ -14,6 +14,7 @@ rest (docs/x1-api.md, "What the converter tolerates"):
 * :func:`read_time`: ``expires_at`` in any of the forms gateways write.
 * :func:`read_request_state`: a token request's state from a ``POST`` or poll answer
   (X1 §5.1.2–§5.1.6).
+* :func:`read_token_info`: the token's expiry and profiles (X1 §5.2).
 * :func:`read_error`: the code and message of an error answer, JSON or not.
 """
 
@@ -30,11 +31,13 @@ __all__ = [
     "TEXT_MAX",
     "ErrorAnswer",
     "RequestAnswer",
+    "TokenAnswer",
     "printable",
     "read_error",
     "read_request_state",
     "http_date",
     "read_time",
+    "read_token_info",
     "retry_after",
 ]
 
@@ -254,3 +257,25 @@ def read_error(body: object, text: str = "") -> ErrorAnswer:
             printable(message) if isinstance(message, str) else "",
         )
     return ErrorAnswer(None, printable(" ".join(text.split())))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAnswer:
+    """What the converter takes from ``GET /api/token`` (X1 §5.2): the expiry, the
+    profiles (upper case; None when not listed)."""
+
+    expires_at: datetime | None
+    profiles: tuple[str, ...] | None
+
+
+def read_token_info(body: object) -> TokenAnswer:
+    """``GET /api/token``'s answer, whatever else it carries (never raises)."""
+    if not isinstance(body, Mapping):
+        return TokenAnswer(None, None)
+    raw = body.get("profiles")
+    profiles = (
+        tuple(p.strip().upper() for p in raw if isinstance(p, str))
+        if isinstance(raw, list)
+        else None
+    )
+    return TokenAnswer(read_time(body.get("expires_at")), profiles)

@@ -446,17 +446,18 @@ class LegacyP1Stream(Subscription):
         )
         self._on_telegram = on_telegram
         self._on_invalid = on_invalid
-        self._reader = TelegramReader()
+        self._reader = TelegramReader(tolerant=True)
         self.garbage_bytes = 0
         self._invalid_logged_at = -INVALID_LOG_EVERY
         self._invalid_unlogged = 0
 
     def begin(self) -> None:
-        self._reader = TelegramReader()
+        self._reader = TelegramReader(tolerant=True)
 
     def received(self, data: bytes, now: float) -> None:
         reader = self._reader
         reader.receive_data(data)
+        reader.end_of_message()
         for event in reader.events_received():
             if type(event) is ValidTelegram:
                 self._on_telegram(event.raw, now)

@@ -38,11 +38,13 @@ from websockets.exceptions import (
 )
 
 from x1p1 import __version__
+from x1p1.converter.quiet import CauseLog
 from x1p1.p1.reader import Garbage, InvalidTelegram, TelegramReader, ValidTelegram
 from x1p1.x1.api import LEGACY_P1
 from x1p1.x1.connection import (
     DISABLED_RETRY,
     STATE_SENTENCES,
+    TRANSITIONS,
     WAITING,
     Conn,
     ConnectionMachine,
@@ -160,6 +162,7 @@ class Subscription:
         self._background: set[asyncio.Future[None]] = set()
         self.message = "starting"
         self._last_failure = ""
+        self._quiet = CauseLog(log, clock=clock)
 
     @property
     def state(self) -> Conn:
@@ -211,7 +214,11 @@ class Subscription:
         if new is not old or message != self.message:
             self.message = message
             if self._on_state is not None:
-                self._on_state(new, message)
+                try:
+                    self._on_state(new, message)
+                except Exception as exc:  # noqa: BLE001 - a status not shown ends nothing
+                    cause = f"{type(exc).__name__} while showing the state"
+                    self._quiet.log(logging.ERROR, cause, "%s: %s", cause, printable(exc))
 
     def _apply(self, event: Ev, message: str, *, retry_after: float | None = None) -> None:
         old = self.machine.state
@@ -285,6 +292,23 @@ class Subscription:
             self._apply(Ev.NOT_DISCOVERED, f"gateway not found by mDNS ({self._last_failure})")
 
     async def _connect_and_relay(self) -> None:
+        """One connection; whatever goes wrong in it is a reason to reconnect, never the
+        end of ``x1p1 run`` (docs/x1-api.md, "What the converter tolerates")."""
+        try:
+            await self._connect_and_relay_once()
+        except Exception as exc:  # noqa: BLE001 - nothing a gateway sends ends the stream
+            self._unexpected(exc)
+
+    def _unexpected(self, exc: Exception) -> None:
+        cause = f"{type(exc).__name__} in the {self.what} stream"
+        sentence = f"unexpected {cause}: {printable(exc) or 'no message'}"
+        self._quiet.log(logging.ERROR, cause, "%s; reconnecting", sentence)
+        log.debug("the %s stream's unexpected error", self.what, exc_info=exc)
+        if TRANSITIONS[self.machine.state].get(Ev.FAILED) is not None:
+            self._last_failure = sentence
+            self._apply(Ev.FAILED, sentence)
+
+    async def _connect_and_relay_once(self) -> None:
         target = self._target()
         if target is None:
             self._apply(Ev.UNAUTHORIZED, "not paired: run `x1p1 pair`")
@@ -326,6 +350,9 @@ class Subscription:
         log.info("connected to the gateway %s; relaying %s", target.describe(), self.what)
         try:
             await self._relay(ws)
+        except BaseException:
+            ws.transport.abort()
+            raise
         finally:
             self._ws = None
 
@@ -375,9 +402,7 @@ class Subscription:
     # -- outcomes ------------------------------------------------------------------------
 
     def _failed(self, sentence: str) -> None:
-        if sentence != self._last_failure or self.machine.failures % 10 == 0:
-            log.warning("%s; trying again", sentence)
-        else:
+        if not self._quiet.log(logging.WARNING, sentence, "%s; trying again", sentence):
             log.debug("%s; trying again", sentence)
         self._last_failure = sentence
         self._apply(Ev.FAILED, sentence)
@@ -390,7 +415,7 @@ class Subscription:
         if verdict.event is Ev.FAILED:
             self._failed(verdict.sentence)
             return
-        log.log(verdict.level, "%s", verdict.sentence)
+        self._quiet.log(verdict.level, verdict.sentence, "%s", verdict.sentence)
         if verdict.event is Ev.DISABLED:
             log.warning("trying again every %.0f s while X1 is off", DISABLED_RETRY)
         self._apply(

@@ -32,6 +32,7 @@ import os
 import signal
 import ssl
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,7 @@ from typing import Any
 
 from x1p1.converter import systemd
 from x1p1.converter.config import GatewayAddress, ListenAddress, RunConfig
+from x1p1.converter.quiet import CauseLog
 from x1p1.converter.serial_out import SerialLike, SerialOutput, open_serial
 from x1p1.converter.state import (
     DaemonStatus,
@@ -59,6 +61,7 @@ from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.telegram import Telegram
 from x1p1.x1.connection import Conn
 from x1p1.x1.endpoints import ApiPaths
+from x1p1.x1.readers import printable
 from x1p1.x1.tls import client_ssl_context
 
 __all__ = ["Converter", "ConverterOptions", "percentiles", "run_converter"]
@@ -70,6 +73,9 @@ STATUS_INTERVAL = 60.0
 ``x1p1 status`` asks the running daemon on its socket for the counts of the moment."""
 EXPIRY_CHECK = 12 * 3600.0
 """Seconds between reads of the token's expiry (``GET /api/token``)."""
+DROPPING_INVALID = "dropping-invalid"
+"""What ``x1p1 status`` shows for a connection whose every telegram is dropped as invalid
+(docs/x1-api.md, "What the converter tolerates"): it exits non-zero then."""
 EQUIPMENT_ID = "0-0:96.1.1"
 """The E meter's equipment identifier (P1 §7.1), what mDNS advertises as ``serial``."""
 
@@ -149,6 +155,8 @@ class Converter:
         self.pairing: SavedPairing | None = None
         self.relayed = 0
         self.dropped_invalid = 0
+        self._quiet = CauseLog(log)
+        self.invalid_reasons: Counter[str] = Counter()
         self.last_telegram: float | None = None
         self.started_at = datetime.now(UTC)
         self._state_wall = self.started_at
@@ -199,9 +207,15 @@ class Converter:
         self.relayed += 1
         self.last_telegram = received
         if self.serial is not None:
-            self.serial.offer(raw, received)
+            try:
+                self.serial.offer(raw, received)
+            except Exception as exc:  # noqa: BLE001 - an output's bug ends no relaying
+                self._unexpected("the serial output", exc)
         if self.tcp is not None:
-            self.tcp.publish(raw)
+            try:
+                self.tcp.publish(raw)
+            except Exception as exc:  # noqa: BLE001
+                self._unexpected("the TCP output", exc)
         if self._first_on_link:
             self._first_on_link = False
             asyncio.get_running_loop().call_soon(self._publish_first)
@@ -211,8 +225,17 @@ class Converter:
         if received >= self._housekeeping_due:
             self._housekeep(received)
 
+    def _unexpected(self, where: str, exc: Exception) -> None:
+        """Log an unexpected error once a minute per cause, with its cause; carry on."""
+        cause = f"{type(exc).__name__} in {where}"
+        self._quiet.log(
+            logging.ERROR, cause, "unexpected %s: %s; carrying on", cause, printable(exc)
+        )
+        log.debug("unexpected error in %s", where, exc_info=exc)
+
     def _on_invalid(self, event: InvalidTelegram) -> None:
         self.dropped_invalid += 1
+        self.invalid_reasons[event.reason.value] += 1
 
     # -- pairing ---------------------------------------------------------------------------
 
@@ -388,6 +411,9 @@ class Converter:
         except X1P1Error as exc:
             log.debug("could not read the token's expiry: %s", exc)
             return
+        except Exception as exc:  # noqa: BLE001 - nothing a gateway answers ends the run
+            self._unexpected("the token's expiry check", exc)
+            return
         pairing = self.pairing
         if pairing is None or pairing.token != target.token or info.expires_at is None:
             return
@@ -441,6 +467,17 @@ class Converter:
         if serial is not None:
             serial_info = {"port": serial.url, "state": serial.state.value, "error": serial.error}
             data_request["state"] = serial.dr_state.value
+        for reason, count in sorted(self.invalid_reasons.items()):
+            counts["invalid_" + reason.replace("-", "_")] = count
+        connection, message = self.stream.state.value, self.stream.message
+        machine = self.stream.machine
+        if machine.dropping:
+            connection = DROPPING_INVALID
+            reasons = ", ".join(f"{r}: {n}" for r, n in sorted(machine.dropped.items()))
+            message = (
+                f"connected, but every telegram from the gateway is dropped as invalid "
+                f"({reasons}); nothing reaches the P1 line"
+            )
         tcp = None
         if self.tcp is not None:
             tcp = {"listen": self.tcp.address_text, "clients": self.tcp.clients}
@@ -450,9 +487,9 @@ class Converter:
             state_dir=self._state_dir_text,
             started_at=self.started_at,
             updated_at=now_wall,
-            connection=self.stream.state.value,
+            connection=connection,
             connection_since=self._state_wall,
-            message=self.stream.message,
+            message=message,
             gateway=gateway,
             token_expires_at=pairing.expires_at if pairing else None,
             last_telegram_at=last,

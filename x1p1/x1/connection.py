@@ -40,6 +40,7 @@ __all__ = [
     "BACKOFF_MAX",
     "CLOSE_EVENTS",
     "DISCOVER_AFTER",
+    "DROPPING_AFTER",
     "FAST_TRIES",
     "STATUS_EVENTS",
     "TRANSITIONS",
@@ -194,6 +195,9 @@ PACE_SAMPLES = 8
 """The pace is the longest of this many latest gaps between messages."""
 PACE_MAX = 600.0
 """Gaps longer than this are not a pace but an outage: the stall limit stops growing."""
+DROPPING_AFTER = 3
+"""This many messages dropped in a row (and none useful since) and the connection is
+reported as dropping everything (``x1p1 status`` exits non-zero)."""
 FIRST_MESSAGE_WAIT = 4.0
 """Before the gateway's pace is known, the first message may take this many
 ``stall_timeout`` s (a gateway that sends at its own 10 or 20 s boundaries)."""
@@ -383,6 +387,11 @@ class ConnectionMachine:
     def dropped_one(self, reason: str) -> None:
         """The message was dropped (``reason``: a short word such as ``crc``)."""
         self.dropped[reason] += 1
+
+    @property
+    def dropping(self) -> bool:
+        """Connected, but every recent message was dropped (:data:`DROPPING_AFTER`)."""
+        return self.state is Conn.CONNECTED and sum(self.dropped.values()) >= DROPPING_AFTER
 
     # -- time --------------------------------------------------------------------------------
 

@@ -184,6 +184,11 @@ class Subscription:
     def end(self) -> None:
         """The connection is over (closed, cut, stalled)."""
 
+    def feed(self, data: bytes, now: float) -> None:
+        """A message arrived at ``now``: liveness for the machine, then :meth:`received`."""
+        self.machine.message(now)
+        self.received(data, now)
+
     # -- from outside ------------------------------------------------------------------
 
     def token_changed(self) -> None:
@@ -334,7 +339,8 @@ class Subscription:
                 max_queue=4,
             )
         except InvalidStatus as exc:
-            self._refused(target, exc.response.status_code, exc.response.headers)
+            response = exc.response
+            self.refused(response.status_code, response.headers, target.describe())
             return
         except ssl.SSLCertVerificationError as exc:
             self._bad_certificate(target, exc)
@@ -365,7 +371,7 @@ class Subscription:
         machine = self.machine
         clock = self._clock
         recv = ws.recv
-        received = self.received
+        feed = self.feed
         self.begin()
         try:
             while True:
@@ -389,9 +395,7 @@ class Subscription:
                         self._stalled(old)
                         return
                     continue
-                now = clock()
-                machine.message(now)
-                received(data, now)
+                feed(data, clock())
         except ConnectionClosed as exc:
             if self._pending:
                 return
@@ -424,13 +428,16 @@ class Subscription:
             retry_after=verdict.retry_after,
         )
 
-    def _refused(self, target: StreamTarget, status: int, headers: Mapping[str, str]) -> None:
+    def refused(self, status: int, headers: Mapping[str, str], where: str) -> None:
+        """The gateway ``where`` refused the handshake with HTTP ``status``."""
         wait = None
         if status == 429:
             wait = retry_after(headers.get("Retry-After"), now=datetime.now(UTC), default=None)
-        self._verdict(
-            classify_status(status, profile=self.profile, where=target.describe(), retry_after=wait)
-        )
+        self._verdict(classify_status(status, profile=self.profile, where=where, retry_after=wait))
+
+    def closed(self, code: int | None, reason: str) -> None:
+        """The gateway closed the connection with ``code`` (None: no close frame)."""
+        self._verdict(classify_close(code, reason))
 
     def _bad_certificate(self, target: StreamTarget, exc: ssl.SSLCertVerificationError) -> None:
         from x1p1.converter.pairing import certificate_sentence
@@ -443,9 +450,10 @@ class Subscription:
         self._apply(Ev.BAD_CERTIFICATE, sentence)
 
     def _closed(self, exc: ConnectionClosed) -> None:
-        code = exc.rcvd.code if exc.rcvd is not None else None
-        reason = exc.rcvd.reason if exc.rcvd is not None else ""
-        self._verdict(classify_close(code, reason))
+        if exc.rcvd is not None:
+            self.closed(exc.rcvd.code, exc.rcvd.reason)
+        else:
+            self.closed(None, "")
 
 
 class LegacyP1Stream(Subscription):

@@ -185,7 +185,11 @@ class Converter:
                 opener=options.opener,
                 reopen_interval=options.serial_reopen,
             )
-        self.tcp = TcpOutput(options.tcp) if options.tcp is not None else None
+        self.tcp = (
+            TcpOutput(options.tcp, max_clients=options.tcp_clients)
+            if options.tcp is not None
+            else None
+        )
         path = options.status_file or status_path(self.state_dir, options.env)
         interval = options.status_interval
         if interval is None:
@@ -224,6 +228,17 @@ class Converter:
             self._save_serial(raw)
         if received >= self._housekeeping_due:
             self._housekeep(received)
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """What asyncio reports (such as ``socket.accept() out of system resource`` when
+        file descriptors run out): once a minute per message, with no traceback above
+        debug level, and never the end of anything."""
+        message = str(context.get("message") or "an error in the event loop")
+        exc = context.get("exception")
+        detail = f": {printable(exc)}" if isinstance(exc, BaseException) else ""
+        self._quiet.log(logging.WARNING, message, "%s%s", printable(message), detail)
+        if isinstance(exc, BaseException):
+            log.debug("%s", message, exc_info=exc)
 
     def _unexpected(self, where: str, exc: Exception) -> None:
         """Log an unexpected error once a minute per cause, with its cause; carry on."""
@@ -482,6 +497,7 @@ class Converter:
         if self.tcp is not None:
             tcp = {"listen": self.tcp.address_text, "clients": self.tcp.clients}
             counts["tcp_dropped"] = self.tcp.dropped
+            counts["tcp_refused"] = self.tcp.refused
         return DaemonStatus(
             pid=os.getpid(),
             state_dir=self._state_dir_text,
@@ -534,6 +550,9 @@ class Converter:
         if self.pairing is not None:
             self._context(self.pairing)  # a bad --ca or saved CA fails now, clearly
         options = self.options
+        loop = asyncio.get_running_loop()
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_exception)
         if self.serial is not None:
             self.serial.start()
         try:
@@ -552,6 +571,7 @@ class Converter:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
         finally:
+            loop.set_exception_handler(previous_handler)
             systemd.stopping(env=options.env)
             await self.status_server.close()
             if self.tcp is not None:
@@ -610,6 +630,8 @@ class Converter:
         if now >= self._next_status:
             self._next_status = now + self.publisher.interval
             self._publish()
+        if self.tcp is not None:
+            self.tcp.summarise(now)
 
 
 def run_converter(config: RunConfig) -> int:

@@ -200,7 +200,7 @@ async def resolve_endpoint(
             try:
                 base = check_path(advertised, "the TXT record api=")
             except ValueError as exc:
-                log.warning("%s; using /api", exc)
+                log.warning("%s; using /api", printable(exc))
         return ApiPaths(
             ApiPaths().api_base if base is None else base,
             token_requests_path=token_requests_path,

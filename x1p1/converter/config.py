@@ -28,7 +28,6 @@ converter reuses them.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -562,6 +561,8 @@ def _read(path: Path) -> tuple[dict[str, object], dict[str, int]]:
 
 
 def _unknown(key: str) -> str:
+    import difflib  # only for this message: the daemon's memory stays lean (performance.md)
+
     close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown key {key!r}{hint}; known keys: {', '.join(KNOWN_KEYS)}"

@@ -53,7 +53,6 @@ from x1p1.x1.connection import (
     classify_close,
     classify_status,
 )
-from x1p1.x1.readers import printable, retry_after
 
 __all__ = [
     "LegacyP1Stream",
@@ -222,6 +221,8 @@ class Subscription:
                 try:
                     self._on_state(new, message)
                 except Exception as exc:  # noqa: BLE001 - a status not shown ends nothing
+                    from x1p1.x1.readers import printable
+
                     cause = f"{type(exc).__name__} while showing the state"
                     self._quiet.log(logging.ERROR, cause, "%s: %s", cause, printable(exc))
 
@@ -287,6 +288,8 @@ class Subscription:
         try:
             found = await self._rediscover()
         except Exception as exc:  # noqa: BLE001 - discovery must never end the stream
+            from x1p1.x1.readers import printable
+
             log.warning("looking for the gateway by mDNS failed: %s", printable(exc))
             found = False
         if self._pending:
@@ -305,6 +308,8 @@ class Subscription:
             self._unexpected(exc)
 
     def _unexpected(self, exc: Exception) -> None:
+        from x1p1.x1.readers import printable
+
         cause = f"{type(exc).__name__} in the {self.what} stream"
         sentence = f"unexpected {cause}: {printable(exc) or 'no message'}"
         self._quiet.log(logging.ERROR, cause, "%s; reconnecting", sentence)
@@ -430,6 +435,8 @@ class Subscription:
 
     def refused(self, status: int, headers: Mapping[str, str], where: str) -> None:
         """The gateway ``where`` refused the handshake with HTTP ``status``."""
+        from x1p1.x1.readers import retry_after
+
         wait = None
         if status == 429:
             wait = retry_after(headers.get("Retry-After"), now=datetime.now(UTC), default=None)
@@ -512,6 +519,8 @@ class LegacyP1Stream(Subscription):
         """Count it; say so at once, then at most once a minute with how many more."""
         self._invalid_unlogged += 1
         if now - self._invalid_logged_at >= INVALID_LOG_EVERY:
+            from x1p1.x1.readers import printable
+
             more = self._invalid_unlogged - 1
             log.warning(
                 "dropped an invalid telegram from the gateway (%s): %s%s; it was not written",
@@ -531,4 +540,6 @@ def _reason(exc: BaseException) -> str:
         return f"TLS handshake failed ({exc.reason or exc})"
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
+    from x1p1.x1.readers import printable
+
     return printable(str(exc) or type(exc).__name__)

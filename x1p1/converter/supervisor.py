@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from x1p1.converter import systemd
 from x1p1.converter.config import GatewayAddress, ListenAddress, RunConfig
@@ -60,9 +60,10 @@ from x1p1.exceptions import ConfigError, NotPaired, StateError, TelegramError, X
 from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.telegram import Telegram
 from x1p1.x1.connection import Conn
-from x1p1.x1.endpoints import ApiPaths
-from x1p1.x1.readers import printable
 from x1p1.x1.tls import client_ssl_context
+
+if TYPE_CHECKING:
+    from x1p1.x1.endpoints import ApiPaths
 
 __all__ = ["Converter", "ConverterOptions", "percentiles", "run_converter"]
 
@@ -233,6 +234,8 @@ class Converter:
         """What asyncio reports (such as ``socket.accept() out of system resource`` when
         file descriptors run out): once a minute per message, with no traceback above
         debug level, and never the end of anything."""
+        from x1p1.x1.readers import printable
+
         message = str(context.get("message") or "an error in the event loop")
         exc = context.get("exception")
         detail = f": {printable(exc)}" if isinstance(exc, BaseException) else ""
@@ -242,6 +245,8 @@ class Converter:
 
     def _unexpected(self, where: str, exc: Exception) -> None:
         """Log an unexpected error once a minute per cause, with its cause; carry on."""
+        from x1p1.x1.readers import printable
+
         cause = f"{type(exc).__name__} in {where}"
         self._quiet.log(
             logging.ERROR, cause, "unexpected %s: %s; carrying on", cause, printable(exc)
@@ -301,6 +306,8 @@ class Converter:
 
     def paths(self) -> ApiPaths:
         """Where the gateway's endpoints are (x1p1/x1/endpoints.py, strongest first)."""
+        from x1p1.x1.endpoints import ApiPaths  # once per connection attempt
+
         options = self.options
         base = options.api_base
         if base is None and options.gateway is not None:

@@ -34,7 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from x1p1.exceptions import ForbiddenProfile, RateLimited, Unauthorized, X1Disabled
-from x1p1.x1.readers import printable
 
 __all__ = [
     "BACKOFF_MAX",
@@ -162,14 +161,10 @@ STATUS_EVENTS: dict[int, Ev] = {
 """A refused handshake's HTTP status (x1-api.md, WebSocket); any other is :attr:`Ev.FAILED`."""
 
 CLOSE_EVENTS: dict[int, Ev] = {
-    code: event
-    for code, event in (
-        (Unauthorized.close_code, Ev.UNAUTHORIZED),
-        (ForbiddenProfile.close_code, Ev.UNAUTHORIZED),
-        (RateLimited.close_code, Ev.RATE_LIMITED),
-        (X1Disabled.close_code, Ev.DISABLED),
-    )
-    if code is not None
+    Unauthorized.close_code: Ev.UNAUTHORIZED,
+    ForbiddenProfile.close_code: Ev.UNAUTHORIZED,
+    RateLimited.close_code: Ev.RATE_LIMITED,
+    X1Disabled.close_code: Ev.DISABLED,
 }
 """A close code (x1-api.md, WebSocket); any other (1000, 1001, 1011, none) is a failure."""
 
@@ -253,6 +248,8 @@ def classify_status(
 
 def classify_close(code: int | None, reason: str = "") -> Verdict:
     """A connection the gateway closed with ``code`` (None: no close frame)."""
+    from x1p1.x1.readers import printable  # only when a connection ends
+
     event = CLOSE_EVENTS.get(code, Ev.FAILED) if code is not None else Ev.FAILED
     said = f": {printable(reason)}" if reason else ""
     if event is Ev.UNAUTHORIZED:

@@ -607,3 +607,19 @@ async def test_a_megabyte_message_is_a_reconnect(tmp_path: Path, pty: PtyPeer) -
             before = len(pty.raw_telegrams())
             await until(lambda: len(pty.raw_telegrams()) >= before + 3, what="telegrams again")
     assert len(pty.parsed()) == len(pty.raw_telegrams())
+
+
+async def test_pair_throttled_by_a_plain_429_through_the_cli(tmp_path: Path) -> None:
+    dialect = Dialect(throttle=(429, {"Content-Type": "text/plain"}, b"Too Many Requests\n"))
+    async with running_gateway(tmp_path / "gw", dialect=dialect) as gw:
+        gw.throttled = True
+        result = await asyncio.to_thread(_pair_cli, gw, tmp_path / "state")
+    assert result.exit_code == PairExit.THROTTLED == 5, result.output
+    assert "try again in 60 s" in result.output and "Traceback" not in result.output
+
+
+def test_a_bad_api_base_is_a_usage_error(tmp_path: Path) -> None:
+    for command in ("pair", "run"):
+        result = _cli(command, "--api-base", "x1/api", "--state-dir", str(tmp_path))
+        assert result.exit_code == 2, result.output
+        assert "--api-base 'x1/api' is not allowed; give an absolute path" in result.output

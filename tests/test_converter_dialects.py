@@ -604,6 +604,7 @@ async def test_a_megabyte_message_is_a_reconnect(tmp_path: Path, pty: PtyPeer) -
             await until(lambda: len(pty.raw_telegrams()) >= 3, what="first telegrams")
             gw.inject(b"/" + b"9" * (1 << 20))
             await until(lambda: converter.stream.machine.reconnects >= 1, what="a reconnect")
+            assert "a message over 64 KiB" in converter.stream._last_failure
             before = len(pty.raw_telegrams())
             await until(lambda: len(pty.raw_telegrams()) >= before + 3, what="telegrams again")
     assert len(pty.parsed()) == len(pty.raw_telegrams())

@@ -459,6 +459,8 @@ class Subscription:
     def _closed(self, exc: ConnectionClosed) -> None:
         if exc.rcvd is not None:
             self.closed(exc.rcvd.code, exc.rcvd.reason)
+        elif exc.sent is not None and exc.sent.code == 1009:  # RFC 6455 §7.4.1
+            self.closed(None, f"a message over {self.settings.max_message // 1024} KiB")
         else:
             self.closed(None, "")
 

@@ -262,7 +262,7 @@ def classify_close(code: int | None, reason: str = "") -> Verdict:
         return Verdict(event, f"X1 is switched off by the grid operator (close {code})")
     if event is Ev.RATE_LIMITED:
         return Verdict(event, f"the gateway asks to slow down (close {code}{said})")
-    what = f"close code {code}{said}" if code is not None else "no close frame"
+    what = f"close code {code}{said}" if code is not None else f"no close frame{said}"
     return Verdict(event, f"lost the connection to the gateway ({what})")
 
 

@@ -259,7 +259,10 @@ def x1_error_from_body(
         missing = body.get("missing") if isinstance(body, dict) else None
         return ForbiddenProfile(text, missing=[str(m) for m in missing or []])
     if cls is RateLimited:
-        retry = (headers or {}).get("Retry-After", "60")
-        usable = retry.isascii() and retry.isdigit() and len(retry) <= 9  # not "²"
-        return RateLimited(text, retry_after=int(retry) if usable else 60)
+        from datetime import UTC, datetime
+
+        from x1p1.x1.readers import retry_after  # the one reading of Retry-After
+
+        wait = retry_after((headers or {}).get("Retry-After"), now=datetime.now(UTC), default=60)
+        return RateLimited(text, retry_after=int(60 if wait is None else wait))
     return cls(text)

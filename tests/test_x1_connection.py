@@ -187,7 +187,7 @@ def test_dropped_messages_are_counted_by_reason_until_a_useful_one() -> None:
 def test_the_machine_imports_no_io() -> None:
     code = (
         "import sys\n"
-        "import x1p1.x1.connection, x1p1.x1.readers\n"
+        "import x1p1.x1.connection, x1p1.x1.readers, x1p1.x1.endpoints, x1p1.p1.reader\n"
         "print(sorted(m for m in ('asyncio', 'ssl', 'socket', 'serial', 'websockets')"
         " if m in sys.modules))\n"
     )

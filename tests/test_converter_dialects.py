@@ -624,3 +624,38 @@ def test_a_bad_api_base_is_a_usage_error(tmp_path: Path) -> None:
         result = _cli(command, "--api-base", "x1/api", "--state-dir", str(tmp_path))
         assert result.exit_code == 2, result.output
         assert "--api-base 'x1/api' is not allowed; give an absolute path" in result.output
+
+
+async def test_rediscovery_learns_a_new_txt_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from x1p1.converter import discovery
+    from x1p1.converter.supervisor import Converter
+
+    api = ["/vendor/api"]
+
+    async def found(serial: object, wait: float) -> discovery.DiscoveredGateway:
+        return discovery.DiscoveredGateway(
+            "X1-interface.local", ("192.0.2.11",), 443, serial=SERIAL, api=api[0]
+        )
+
+    monkeypatch.setattr(discovery, "find_gateway", found)
+    pairing_saved = save_test_pairing(
+        tmp_path, token="t" * 43, port=443, ca_pem=None, serial=SERIAL
+    )
+    converter = Converter(fast_options(tmp_path, None))
+    moved = await converter._mdns_lookup(pairing_saved)
+    assert moved is not None and moved.api_base == "/vendor/api"
+    assert moved.address == "192.0.2.11"
+    api[0] = "/api"
+    assert (await converter._mdns_lookup(pairing_saved)).api_base is None  # type: ignore[union-attr]
+    api[0] = "not a path"
+    assert (await converter._mdns_lookup(pairing_saved)).api_base is None  # type: ignore[union-attr]
+    converter.pairing = replace_base(pairing_saved, "/vendor/api")
+    assert converter.paths().legacy_p1 == "/vendor/api/legacy-p1"
+
+
+def replace_base(saved: Any, base: str) -> Any:
+    from dataclasses import replace
+
+    return replace(saved, api_base=base)

@@ -370,10 +370,11 @@ class Converter:
         found = await look(pairing)
         if found is None:
             return False
-        if (found.host_name, found.address, found.port) != (
+        if (found.host_name, found.address, found.port, found.api_base) != (
             pairing.host_name,
             pairing.address,
             pairing.port,
+            pairing.api_base,
         ):
             log.info("found the gateway at %s", found.describe())
             self._save(found)
@@ -403,9 +404,16 @@ class Converter:
         if not gateway.addresses:
             return None
         addresses = sorted(gateway.addresses, key=lambda a: ":" in a)
-        return pairing.with_gateway(
+        moved = pairing.with_gateway(
             host_name=gateway.host_name, port=gateway.port, address=addresses[0]
         )
+        from x1p1.x1.endpoints import ApiPaths, check_path
+
+        try:  # the TXT api= it advertises now (x1p1/x1/endpoints.py)
+            api = check_path(gateway.api, "the TXT record api=")
+        except ValueError:
+            return moved
+        return replace(moved, api_base=None if api == ApiPaths().api_base else api)
 
     def _maybe_refresh_expiry(self) -> None:
         """Ask ``GET /api/token`` for the token's expiry (renewed on use, X1 §5.2) after a

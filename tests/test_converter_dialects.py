@@ -659,3 +659,20 @@ def replace_base(saved: Any, base: str) -> Any:
     from dataclasses import replace
 
     return replace(saved, api_base=base)
+
+
+async def test_a_slow_gateway_on_loopback_is_not_dropped(tmp_path: Path, pty: PtyPeer) -> None:
+    """A gateway sending slower than the least stall silence (20 s against 15 s, scaled
+    down to 0.4 against 0.3 s) keeps its one connection."""
+    state_dir = tmp_path / "state"
+    async with running_gateway(tmp_path / "gw", period=0.4) as gw:
+        save_test_pairing(
+            state_dir, token=gw.issue_token(), port=gw.port, ca_pem=gw.ca_file.read_text()
+        )
+        options = fast_options(state_dir, pty.path)
+        options.stream.stall_timeout = 0.3
+        async with running(options) as converter:
+            await until(lambda: len(pty.raw_telegrams()) >= 6, what="six slow telegrams")
+            assert converter.stream.machine.reconnects == 0
+            assert converter.stream.machine.stall_limit() >= 3 * 0.35
+    assert len(pty.parsed()) == len(pty.raw_telegrams())

@@ -15,6 +15,12 @@ The calls block; ``x1p1 pair`` is a command, not the daemon's event loop.
 
 Every way a pairing can end has its own sentence and exit code (:class:`PairExit`),
 listed in ``x1p1 pair --help``.
+
+Answers are read tolerantly (:mod:`x1p1.x1.readers`; docs/x1-api.md, "What the converter
+tolerates"): a gateway of another vendor may leave out or add fields, write statuses in
+capitals, redirect within itself, or answer a 429 in plain text. The HTTP exchange is
+one callable (:data:`Transport`), so tests run the client against a scripted gateway
+without sockets (``tests/x1_harness.py``).
 """
 
 from __future__ import annotations

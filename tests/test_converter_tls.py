@@ -4,7 +4,7 @@ Each dialect (``tls_dialects.py``) runs the tests' own X1 gateway on loopback be
 certificates built here. For each, ``x1p1 pair`` (the real command, pinning the vendor's
 root with ``--ca``) succeeds or fails with its sentence and exit code, and an accepted
 pairing relays byte-exact telegrams (read through dsmr_parser) into a pty while the
-converter's state says "connected". docs/x1-api.md, "What the converter tolerates: TLS".
+converter's state says "connected". docs/x1-api.md, "What the converter tolerates", TLS.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ EXPIRED = TLSDialect("expired", key_identifiers=False, expired=True)
 
 @contextlib.asynccontextmanager
 async def dialect_gateway(directory: Path, dialect: TLSDialect) -> AsyncIterator[DialectGateway]:
-    gateway = DialectGateway(directory, period=0.02, auto="approve", dialect=dialect)
+    gateway = DialectGateway(directory, period=0.02, auto="approve", tls=dialect)
     await gateway.start()
     try:
         yield gateway

@@ -204,7 +204,8 @@ class DialectGateway(TestGateway):
 
     __test__ = False
 
-    dialect: TLSDialect = TLSDialect("plain")
+    tls: TLSDialect = TLSDialect("plain")
+    """How its certificates and TLS bend the contract (``dialect`` is the answers')."""
 
     def __post_init__(self) -> None:
-        self.pki = DialectPKI(self.state_dir / "dialect-pki", self.dialect)  # type: ignore[assignment]
+        self._pki = DialectPKI(self.state_dir / "dialect-pki", self.tls)

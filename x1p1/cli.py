@@ -343,12 +343,19 @@ def _tls_name(tls_name: str | None) -> str | None:
 )
 @click.option("--name", help="The name the meter shows [default: x1p1 on <hostname>].")
 @_tls_name_option
+@click.option(
+    "--api-base",
+    metavar="PATH",
+    help="Where the gateway serves the X1 API [default: the config's api_base, the "
+    "--gateway URL's path, the mDNS TXT api=, or /api].",
+)
 @_state_dir_option
 def pair(
     gateway: str | None,
     ca: Path | None,
     name: str | None,
     tls_name: str | None,
+    api_base: str | None,
     state_dir: Path | None,
 ) -> None:
     """Ask the gateway for a P1 token and wait while you approve it on the meter.
@@ -360,26 +367,33 @@ def pair(
     import asyncio
 
     from x1p1.converter import pairing as pairing_module
-    from x1p1.converter.config import GatewayAddress, ca_file_problem
+    from x1p1.converter.config import GatewayAddress, ca_file_problem, load_run_config
     from x1p1.exceptions import ConfigError
 
     try:
         address = GatewayAddress.parse(gateway) if gateway is not None else None
+        config = load_run_config(None, {"api_base": api_base, "state_dir": state_dir})
     except ConfigError as error:
         fail(error, 2)
-    verify_as = _tls_name(tls_name)
+    verify_as = _tls_name(tls_name) or config.tls_name
     problem = ca_file_problem(ca) if ca is not None else None
     if problem is not None:
         fail(f"--ca {str(ca)!r} is not a usable CA file: {problem}", 2)
     name = name if name is not None else pairing_module.default_request_name()
     if not 1 <= len(name) <= 64 or not name.isprintable():
         fail("--name must be 1 to 64 printable characters", 2)
-    directory = _state_dir(state_dir)
+    directory = config.state_dir
     countdown = pairing_module.Countdown(sys.stdout)
     try:
         where = "by mDNS" if address is None else str(address)
         click.echo(f"Looking for the gateway ({where}) ...")
-        endpoint = asyncio.run(pairing_module.resolve_endpoint(address))
+        endpoint = asyncio.run(
+            pairing_module.resolve_endpoint(
+                address,
+                api_base=config.api_base,
+                token_requests_path=config.token_requests_path,
+            )
+        )
         endpoint = endpoint.with_tls_name(verify_as)
         click.echo(f"Asking {endpoint.describe()} for a P1 token named '{name}'.")
         result = pairing_module.pair(
@@ -442,6 +456,12 @@ def unpair(state_dir: Path | None) -> None:
     help="Send only while this input is asserted (P1 §5.7.1) [default: ignore].",
 )
 @click.option("--tcp", metavar="HOST:PORT", help="Also serve raw telegrams to TCP clients.")
+@click.option(
+    "--api-base",
+    metavar="PATH",
+    help="Where the gateway serves the X1 API [default: the config's api_base, the "
+    "--gateway URL's path, the mDNS TXT api=, or /api].",
+)
 @_state_dir_option
 @click.pass_context
 def run(
@@ -453,6 +473,7 @@ def run(
     serial: str | None,
     data_request: str | None,
     tcp: str | None,
+    api_base: str | None,
     state_dir: Path | None,
 ) -> None:
     """Relay legacy P1 from the paired gateway to the serial port, until stopped.
@@ -485,6 +506,7 @@ def run(
         "serial": serial,
         "data_request": data_request,
         "tcp": tcp,
+        "api_base": api_base,
         "state_dir": state_dir,
     }
     try:
@@ -581,7 +603,8 @@ def status(state_dir: Path | None, as_json: bool) -> None:
     \b
     Exit codes:
       0  the converter runs, is connected, and its outputs take telegrams
-      3  it is not running, not paired or not connected
+      3  it is not running, not paired or not connected, or every telegram is dropped
+         as invalid (dropping-invalid)
       4  it is connected but an output is absent or stuck (named on standard error)
     """
     from x1p1.converter.state import output_problems, render_status, status_report

@@ -197,7 +197,7 @@ class BadRequest(X1Error):
     """Malformed parameters or body; the message names the parameter."""
 
     status = 400
-    close_code = 4400
+    close_code: ClassVar[int] = 4400
     code = "bad-request"
 
 
@@ -205,7 +205,7 @@ class Unauthorized(X1Error):
     """No token, or an unknown, expired or revoked one (§7.1)."""
 
     status = 401
-    close_code = 4401
+    close_code: ClassVar[int] = 4401
     code = "unauthorized"
 
 
@@ -213,7 +213,7 @@ class ForbiddenProfile(X1Error):
     """The token lacks a profile the request needs (§5.3, §7.1)."""
 
     status = 403
-    close_code = 4403
+    close_code: ClassVar[int] = 4403
     code = "forbidden-profile"
 
     def __init__(self, message: str, *, missing: list[str]) -> None:
@@ -263,7 +263,7 @@ class RateLimited(X1Error):
     than a token may hold open (x1-api.md, WebSocket)."""
 
     status = 429
-    close_code = 4429
+    close_code: ClassVar[int] = 4429
     code = "rate-limited"
 
     def __init__(self, message: str, *, retry_after: int) -> None:
@@ -278,7 +278,7 @@ class X1Disabled(X1Error):
     """The grid operator switched the X1 interface off (§12.3)."""
 
     status = 503
-    close_code = 4503
+    close_code: ClassVar[int] = 4503
     code = "x1-disabled"
 
 
@@ -293,10 +293,12 @@ class StorageUnavailable(X1Error):
 class APIError(GatewayError):
     """The gateway answered with an X1 error body that maps to no known code."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, sentence: str | None = None
+    ) -> None:
         self.status = status
         self.code = code
-        super().__init__(f"{status} {code}: {message}")
+        super().__init__(sentence or f"{status} {code}: {message}")
 
 
 _BY_CODE: dict[str, type[X1Error]] = {
@@ -337,7 +339,10 @@ def x1_error_from_body(
         ]
         return SeveralWaiting(text, waiting=rows)
     if cls is RateLimited:
-        retry = (headers or {}).get("Retry-After", "60")
-        usable = retry.isascii() and retry.isdigit() and len(retry) <= 9  # not "²"
-        return RateLimited(text, retry_after=int(retry) if usable else 60)
+        from datetime import UTC, datetime
+
+        from x1p1.x1.readers import retry_after  # the one reading of Retry-After
+
+        wait = retry_after((headers or {}).get("Retry-After"), now=datetime.now(UTC), default=60)
+        return RateLimited(text, retry_after=int(60 if wait is None else wait))
     return cls(text)

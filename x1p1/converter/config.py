@@ -29,7 +29,6 @@ converter reuses them.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -41,6 +40,7 @@ from typing import Literal, cast
 from urllib.parse import unquote, urlsplit
 
 from x1p1.exceptions import ConfigError
+from x1p1.x1.endpoints import check_path, split_endpoint
 
 __all__ = [
     "DATA_REQUEST_CHOICES",
@@ -140,10 +140,14 @@ class GatewayAddress:
     host: str
     port: int = DEFAULT_GATEWAY_PORT
     scheme: Literal["https", "wss"] = "https"
+    api_base: str | None = None
+    """The URL's path as the API base (``https://gw/x1/api`` → ``/x1/api``; an endpoint at
+    its end is dropped: ``wss://gw/x1/api/legacy-p1`` → ``/x1/api``); None without one."""
 
     ALLOWED = (
         "give a host name or address with an optional port (X1-interface.local, "
-        "192.168.1.20:8443, [fe80::1%eth0]:443) or a wss:// or https:// URL"
+        "192.168.1.20:8443, [fe80::1%eth0]:443) or a wss:// or https:// URL, "
+        "optionally with the API's path (https://gw/x1/api)"
     )
 
     @classmethod
@@ -178,10 +182,17 @@ class GatewayAddress:
             )
         if scheme not in ("wss", "https"):
             raise _Invalid(f"uses the scheme {parts.scheme!r}")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
+        if parts.query or parts.fragment:
             raise _Invalid(
-                "has a path, query or fragment; give only scheme, host and port", complete=True
+                "has a query or fragment; give scheme, host, port and the API's path",
+                complete=True,
             )
+        api_base: str | None = None
+        if parts.path not in ("", "/"):
+            try:
+                api_base = split_endpoint(check_path(parts.path, "the path"))
+            except ValueError as exc:
+                raise _Invalid(f"has a bad path: {exc}", complete=True) from None
         if "@" in parts.netloc:
             raise _Invalid("has a user name or password in it")
         host, port = _split_host_port(parts.netloc)
@@ -189,6 +200,7 @@ class GatewayAddress:
             _check_host(unquote(host)),  # a zone written %25eth0 in a URL (RFC 6874)
             DEFAULT_GATEWAY_PORT if port is None else _port(port, lowest=1),
             cast(Literal["https", "wss"], scheme),
+            api_base,
         )
 
     @property
@@ -316,6 +328,10 @@ class RunConfig:
     tcp: ListenAddress | None = None  # None: no TCP output
     state_dir: Path = field(default_factory=default_state_dir)
     log_level: str = "info"
+    api_base: str | None = None  # None: TXT api=, a --gateway URL's path, or /api
+    token_requests_path: str | None = None  # None: {api_base}/tokens/requests
+    legacy_p1_path: str | None = None  # None: {api_base}/legacy-p1
+    tcp_clients: int = 16  # --tcp clients served at once; more are refused at once
     source: Path | None = field(default=None, compare=False)
 
 
@@ -466,7 +482,32 @@ def _log_level(value: object, base: Path | None) -> str:
     return text
 
 
+def _endpoint_path(key: str) -> Callable[[object, Path | None], str]:
+    def convert(value: object, base: Path | None) -> str:
+        allowed = "give an absolute path such as /api"
+        text = _text(value, allowed)
+        try:
+            return check_path(text, key)
+        except ValueError as exc:
+            raise _Invalid(f"is not allowed; {allowed} ({exc})") from None
+
+    return convert
+
+
+def _tcp_clients(value: object, base: Path | None) -> int:
+    allowed = "give a whole number of clients from 1 to 1024"
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 5:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+        raise _Invalid(f"is not allowed; {allowed}")
+    return value
+
+
 _CONVERTERS: dict[str, Callable[[object, Path | None], object]] = {
+    "api_base": _endpoint_path("api_base"),
+    "token_requests_path": _endpoint_path("token_requests_path"),
+    "legacy_p1_path": _endpoint_path("legacy_p1_path"),
+    "tcp_clients": _tcp_clients,
     "gateway": _gateway,
     "ca": _ca,
     "tls_name": _tls_name,
@@ -591,6 +632,8 @@ def _read(path: Path) -> tuple[dict[str, object], dict[str, int]]:
 
 
 def _unknown(key: str) -> str:
+    import difflib  # only for this message: the daemon's memory stays lean (performance.md)
+
     close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown key {key!r}{hint}; known keys: {', '.join(KNOWN_KEYS)}"

@@ -32,14 +32,16 @@ import os
 import signal
 import ssl
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from x1p1.converter import systemd
 from x1p1.converter.config import GatewayAddress, ListenAddress, RunConfig
+from x1p1.converter.quiet import CauseLog
 from x1p1.converter.serial_out import SerialLike, SerialOutput, check_serial_path, open_serial
 from x1p1.converter.state import (
     DaemonStatus,
@@ -53,13 +55,17 @@ from x1p1.converter.state import (
     status_path,
 )
 from x1p1.converter.status_socket import StatusServer, socket_path
-from x1p1.converter.stream import Conn, LegacyP1Stream, StreamSettings, StreamTarget
+from x1p1.converter.stream import LegacyP1Stream, StreamSettings, StreamTarget
 from x1p1.converter.tcp_out import TcpOutput
 from x1p1.converter.tls import converter_context
 from x1p1.exceptions import ConfigError, NotPaired, StateError, TelegramError, X1P1Error
 from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.telegram import Telegram
 from x1p1.x1.api import format_time
+from x1p1.x1.connection import Conn
+
+if TYPE_CHECKING:
+    from x1p1.x1.endpoints import ApiPaths
 
 __all__ = ["Converter", "ConverterOptions", "percentiles", "run_converter"]
 
@@ -74,6 +80,9 @@ ERROR_STATES = frozenset(
     {Conn.BACKOFF, Conn.NEEDS_PAIRING, Conn.X1_DISABLED, Conn.CERTIFICATE_ERROR}
 )
 """Connection states that mean something went wrong: ``x1p1 status`` shows the last."""
+DROPPING_INVALID = "dropping-invalid"
+"""What ``x1p1 status`` shows for a connection whose every telegram is dropped as invalid
+(docs/x1-api.md, "What the converter tolerates"): it exits non-zero then."""
 EQUIPMENT_ID = "0-0:96.1.1"
 """The E meter's equipment identifier (P1 §7.1), what mDNS advertises as ``serial``."""
 
@@ -102,6 +111,11 @@ class ConverterOptions:
     status_file: Path | None = None
     status_interval: float | None = None
     env: dict[str, str] | None = None
+    api_base: str | None = None
+    """The API base (``--api-base``, ``api_base``); None: the --gateway URL's, the
+    pairing's, or ``/api``."""
+    legacy_p1_path: str | None = None
+    tcp_clients: int = 16
 
     @classmethod
     def from_run_config(cls, config: RunConfig) -> ConverterOptions:
@@ -113,6 +127,9 @@ class ConverterOptions:
             serial=config.serial or None,
             data_request=config.data_request,
             tcp=config.tcp,
+            api_base=config.api_base,
+            legacy_p1_path=config.legacy_p1_path,
+            tcp_clients=config.tcp_clients,
         )
 
 
@@ -148,6 +165,8 @@ class Converter:
         self.pairing: SavedPairing | None = None
         self.relayed = 0
         self.dropped_invalid = 0
+        self._quiet = CauseLog(log)
+        self.invalid_reasons: Counter[str] = Counter()
         self.last_telegram: float | None = None
         self.started_at = datetime.now(UTC)
         self._state_wall = self.started_at
@@ -177,7 +196,11 @@ class Converter:
                 opener=options.opener,
                 reopen_interval=options.serial_reopen,
             )
-        self.tcp = TcpOutput(options.tcp) if options.tcp is not None else None
+        self.tcp = (
+            TcpOutput(options.tcp, max_clients=options.tcp_clients)
+            if options.tcp is not None
+            else None
+        )
         path = options.status_file or status_path(self.state_dir, options.env)
         interval = options.status_interval
         if interval is None:
@@ -199,9 +222,15 @@ class Converter:
         self.relayed += 1
         self.last_telegram = received
         if self.serial is not None:
-            self.serial.offer(raw, received)
+            try:
+                self.serial.offer(raw, received)
+            except Exception as exc:  # noqa: BLE001 - an output's bug ends no relaying
+                self._unexpected("the serial output", exc)
         if self.tcp is not None:
-            self.tcp.publish(raw)
+            try:
+                self.tcp.publish(raw)
+            except Exception as exc:  # noqa: BLE001
+                self._unexpected("the TCP output", exc)
         if self._first_on_link:
             self._first_on_link = False
             asyncio.get_running_loop().call_soon(self._publish_first)
@@ -211,8 +240,32 @@ class Converter:
         if received >= self._housekeeping_due:
             self._housekeep(received)
 
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """What asyncio reports (such as ``socket.accept() out of system resource`` when
+        file descriptors run out): once a minute per message, with no traceback above
+        debug level, and never the end of anything."""
+        from x1p1.x1.readers import printable
+
+        message = str(context.get("message") or "an error in the event loop")
+        exc = context.get("exception")
+        detail = f": {printable(exc)}" if isinstance(exc, BaseException) else ""
+        self._quiet.log(logging.WARNING, message, "%s%s", printable(message), detail)
+        if isinstance(exc, BaseException):
+            log.debug("%s", message, exc_info=exc)
+
+    def _unexpected(self, where: str, exc: Exception) -> None:
+        """Log an unexpected error once a minute per cause, with its cause; carry on."""
+        from x1p1.x1.readers import printable
+
+        cause = f"{type(exc).__name__} in {where}"
+        self._quiet.log(
+            logging.ERROR, cause, "unexpected %s: %s; carrying on", cause, printable(exc)
+        )
+        log.debug("unexpected error in %s", where, exc_info=exc)
+
     def _on_invalid(self, event: InvalidTelegram) -> None:
         self.dropped_invalid += 1
+        self.invalid_reasons[event.reason.value] += 1
 
     # -- pairing ---------------------------------------------------------------------------
 
@@ -253,7 +306,24 @@ class Converter:
         except ConfigError as exc:
             log.error("%s", exc)
             return None
-        return StreamTarget(tls_name, port, connect, pairing.token, context)
+        return StreamTarget(
+            tls_name, port, connect, pairing.token, context, path=self.paths().legacy_p1
+        )
+
+    def paths(self) -> ApiPaths:
+        """Where the gateway's endpoints are (x1p1/x1/endpoints.py, strongest first)."""
+        from x1p1.x1.endpoints import ApiPaths  # once per connection attempt
+
+        options = self.options
+        base = options.api_base
+        if base is None and options.gateway is not None:
+            base = options.gateway.api_base
+        if base is None and self.pairing is not None:
+            base = self.pairing.api_base
+        default = ApiPaths()
+        return ApiPaths(
+            default.api_base if base is None else base, legacy_p1_path=options.legacy_p1_path
+        )
 
     def _save(self, pairing: SavedPairing) -> None:
         self.pairing = pairing
@@ -306,10 +376,11 @@ class Converter:
         found = await look(pairing)
         if found is None:
             return False
-        if (found.host_name, found.address, found.port) != (
+        if (found.host_name, found.address, found.port, found.api_base) != (
             pairing.host_name,
             pairing.address,
             pairing.port,
+            pairing.api_base,
         ):
             log.info("found the gateway at %s", found.describe())
             self._save(found)
@@ -339,9 +410,16 @@ class Converter:
         if not gateway.addresses:
             return None
         addresses = sorted(gateway.addresses, key=lambda a: ":" in a)
-        return pairing.with_gateway(
+        moved = pairing.with_gateway(
             host_name=gateway.host_name, port=gateway.port, address=addresses[0]
         )
+        from x1p1.x1.endpoints import ApiPaths, check_path
+
+        try:  # the TXT api= it advertises now (x1p1/x1/endpoints.py)
+            api = check_path(gateway.api, "the TXT record api=")
+        except ValueError:
+            return moved
+        return replace(moved, api_base=None if api == ApiPaths().api_base else api)
 
     def _maybe_refresh_expiry(self) -> None:
         """Ask ``GET /api/token`` for the token's expiry (renewed on use, X1 §5.2) after a
@@ -361,14 +439,19 @@ class Converter:
         from x1p1.converter.pairing import GatewayEndpoint, X1Client
 
         endpoint = GatewayEndpoint(target.tls_name, target.port, (target.connect_host,))
-        client = X1Client(endpoint, target.ssl_context, token=target.token, timeout=10.0)
+        client = X1Client(
+            endpoint, target.ssl_context, token=target.token, timeout=10.0, paths=self.paths()
+        )
         try:
             info = await asyncio.to_thread(client.token_info)
         except X1P1Error as exc:
             log.debug("could not read the token's expiry: %s", exc)
             return
+        except Exception as exc:  # noqa: BLE001 - nothing a gateway answers ends the run
+            self._unexpected("the token's expiry check", exc)
+            return
         pairing = self.pairing
-        if pairing is None or pairing.token != target.token:
+        if pairing is None or pairing.token != target.token or info.expires_at is None:
             return
         old = pairing.expires_at
         if old is None or abs((info.expires_at - old).total_seconds()) >= 86400:
@@ -422,18 +505,30 @@ class Converter:
         if serial is not None:
             serial_info = {"port": serial.url, "state": serial.state.value, "error": serial.error}
             data_request["state"] = serial.dr_state.value
+        for reason, count in sorted(self.invalid_reasons.items()):
+            counts["invalid_" + reason.replace("-", "_")] = count
+        connection, message = self.stream.state.value, self.stream.message
+        machine = self.stream.machine
+        if machine.dropping:
+            connection = DROPPING_INVALID
+            reasons = ", ".join(f"{r}: {n}" for r, n in sorted(machine.dropped.items()))
+            message = (
+                f"connected, but every telegram from the gateway is dropped as invalid "
+                f"({reasons}); nothing reaches the P1 line"
+            )
         tcp = None
         if self.tcp is not None:
             tcp = {"listen": self.tcp.address_text, "clients": self.tcp.clients}
             counts["tcp_dropped"] = self.tcp.dropped
+            counts["tcp_refused"] = self.tcp.refused
         return DaemonStatus(
             pid=os.getpid(),
             state_dir=self._state_dir_text,
             started_at=self.started_at,
             updated_at=now_wall,
-            connection=self.stream.state.value,
+            connection=connection,
             connection_since=self._state_wall,
-            message=self.stream.message,
+            message=message,
             gateway=gateway,
             token_expires_at=pairing.expires_at if pairing else None,
             last_telegram_at=last,
@@ -498,6 +593,9 @@ class Converter:
         if self.pairing is not None:
             self._context(self.pairing)  # a bad --ca or saved CA fails now, clearly
         options = self.options
+        loop = asyncio.get_running_loop()
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_exception)
         if self.serial is not None:
             self.serial.start()
         try:
@@ -514,6 +612,7 @@ class Converter:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
         finally:
+            loop.set_exception_handler(previous_handler)
             systemd.stopping(env=options.env)
             await self.status_server.close()
             if self.tcp is not None:
@@ -572,6 +671,8 @@ class Converter:
         if now >= self._next_status:
             self._next_status = now + self.publisher.interval
             self._publish()
+        if self.tcp is not None:
+            self.tcp.summarise(now)
 
 
 def run_converter(config: RunConfig) -> int:

@@ -8,7 +8,7 @@ This module builds that :class:`ssl.SSLContext` with the standard library only, 
 converter needs no ``cryptography``. It opens no socket; it lives in the converter, not
 in the sans-I/O ``x1p1.x1``.
 
-How strict (``docs/x1-api.md``, "What the converter tolerates: TLS"): with the system's
+How strict (``docs/x1-api.md``, "What the converter tolerates", TLS): with the system's
 trust store, ``ssl.VERIFY_X509_STRICT`` holds. A CA the user pins (``--ca``, or the one
 saved by ``x1p1 pair``) is trusted as given: a vendor's internal root without an
 authorityKeyIdentifier or with a non-critical basicConstraints is accepted (as curl

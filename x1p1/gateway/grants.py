@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar, assert_never
 
-from x1p1.exceptions import StateError, StorageUnavailable
+from x1p1.exceptions import ForbiddenProfile, StateError, StorageUnavailable, Unauthorized
 from x1p1.gateway.comlog import ComlogEvent
 from x1p1.gateway.store import Store
 from x1p1.gateway.streams import StreamHub
@@ -196,9 +196,9 @@ def comlog_event(event: Event) -> ComlogEvent | None:
             assert_never(event)
 
 
-CLOSE_REVOKED = 4401
+CLOSE_REVOKED = Unauthorized.close_code
 """A stream's close code when its token or session ends (x1-api.md)."""
-CLOSE_FORBIDDEN = 4403
+CLOSE_FORBIDDEN = ForbiddenProfile.close_code
 """A stream's close code when its token may no longer read it (x1-api.md)."""
 
 _QUIET = frozenset(

@@ -32,7 +32,9 @@ log = logging.getLogger("x1p1.gateway")
 X1_ENABLED = "x1_enabled"
 """Settings key: False while the grid operator has X1 switched off (§12.3)."""
 
-CLOSE_DISABLED = 4503
+CLOSE_DISABLED = X1Disabled.close_code
+"""The close code when the grid operator switches X1 off; the close codes' one home is
+:mod:`x1p1.exceptions`, which the converter reads too."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -199,7 +199,14 @@ def serial_list(as_json: bool) -> None:
 
 @serial.command("udev-rule")
 @click.argument("port", metavar="PORT")
-def serial_udev_rule(port: str) -> None:
+@click.option(
+    "--name",
+    default="x1p1-p1",
+    show_default=True,
+    metavar="NAME",
+    help="The device name to give it: x1p1-p1-2 for a second P1 output ([[output]]).",
+)
+def serial_udev_rule(port: str, name: str) -> None:
     """Print a udev rule that names the USB adapter behind PORT /dev/x1p1-p1.
 
     PORT is a device (/dev/ttyUSB0), a /dev/serial/by-id link or another symlink. The
@@ -210,11 +217,14 @@ def serial_udev_rule(port: str) -> None:
       x1p1 serial udev-rule PORT | sudo tee /etc/udev/rules.d/99-x1p1.rules
       sudo udevadm control --reload
       sudo udevadm trigger --action=add --subsystem-match=tty
+
+    A second adapter, for a second P1 device: `--name x1p1-p1-2`, into
+    /etc/udev/rules.d/99-x1p1-p1-2.rules (the rule's comments say so).
     """
     from x1p1.converter.serial_ports import udev_rule
 
     try:
-        click.echo(udev_rule(port), nl=False)
+        click.echo(udev_rule(port, name=name), nl=False)
     except X1P1Error as error:
         fail(error)
 

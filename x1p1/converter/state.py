@@ -383,6 +383,11 @@ class DaemonStatus:
     serial: Mapping[str, Any]
     data_request: Mapping[str, Any]
     tcp: Mapping[str, Any] | None
+    outputs: tuple[Mapping[str, Any], ...] = ()
+    """Each output (``[[output]]``) with its state and counts; ``serial``,
+    ``data_request`` and ``tcp`` describe the first serial and TCP output."""
+    source: Mapping[str, Any] | None = None
+    """Where telegrams come from: ``mode`` (the config), ``active`` and ``reason``."""
 
     def to_json(self) -> dict[str, Any]:
         def t(moment: datetime | None) -> str | None:
@@ -405,6 +410,8 @@ class DaemonStatus:
             "serial": dict(self.serial),
             "data_request": dict(self.data_request),
             "tcp": dict(self.tcp) if self.tcp is not None else None,
+            "outputs": [dict(o) for o in self.outputs],
+            "source": dict(self.source) if self.source is not None else None,
         }
 
     @classmethod
@@ -434,6 +441,8 @@ class DaemonStatus:
         if started is None or updated is None or since is None:
             raise StateError("started_at, updated_at and connection_since expected")
         tcp = body.get("tcp")
+        outputs = body.get("outputs")
+        source = body.get("source")
         return cls(
             pid=pid,
             state_dir=state_dir,
@@ -450,6 +459,10 @@ class DaemonStatus:
             serial=m("serial"),
             data_request=m("data_request"),
             tcp=tcp if isinstance(tcp, Mapping) else None,
+            outputs=tuple(o for o in outputs if isinstance(o, Mapping))
+            if isinstance(outputs, list)
+            else (),
+            source=source if isinstance(source, Mapping) else None,
         )
 
     def same_content(self, other: DaemonStatus | None) -> bool:
@@ -650,6 +663,12 @@ def render_status(report: Mapping[str, Any], now: datetime | None = None) -> str
     if report.get("message") and report.get("message") != connection:
         connection += f": {report['message']}"
     lines.append(("Connection", connection))
+    source = report.get("source")
+    if isinstance(source, Mapping) and source.get("active"):
+        text = f"{source.get('active')} (source = {source.get('mode')})"
+        if source.get("reason"):
+            text += f": {source['reason']}"
+        lines.append(("Source", text))
     if "counts" in report:
         c = report["counts"]
         lines.append(("Last telegram", _ago(report.get("last_telegram_at"), now)))
@@ -671,15 +690,41 @@ def render_status(report: Mapping[str, Any], now: datetime | None = None) -> str
                     "(WebSocket message to serial port)",
                 )
             )
-        serial = report.get("serial") or {}
-        text = f"{serial.get('port') or 'none'}: {serial.get('state')}"
-        if serial.get("error"):
-            text += f" ({serial['error']})"
-        lines.append(("Serial port", text))
-        dr = report.get("data_request") or {}
-        lines.append(("Data Request", f"{dr.get('mode')}: {dr.get('state')}"))
-        tcp = report.get("tcp")
-        if tcp:
-            lines.append(("TCP", f"{tcp.get('listen')}, {tcp.get('clients')} client(s)"))
+        outputs = report.get("outputs") or []
+        if len(outputs) > 1:
+            for number, output in enumerate(outputs, 1):
+                lines.append((f"Output {number}", _output_line(output)))
+        else:
+            serial = report.get("serial") or {}
+            text = f"{serial.get('port') or 'none'}: {serial.get('state')}"
+            if serial.get("error"):
+                text += f" ({serial['error']})"
+            lines.append(("Serial port", text))
+            dr = report.get("data_request") or {}
+            lines.append(("Data Request", f"{dr.get('mode')}: {dr.get('state')}"))
+            tcp = report.get("tcp")
+            if tcp:
+                lines.append(("TCP", f"{tcp.get('listen')}, {tcp.get('clients')} client(s)"))
     width = max(len(label) for label, _ in lines) + 2
     return "\n".join(f"{label + ':':<{width}}{value}" for label, value in lines)
+
+
+def _output_line(output: Mapping[str, Any]) -> str:
+    """One output of ``x1p1 status``: what, how often, its state and counts."""
+    every = f"every {output.get('interval', 1)} s"
+    if output.get("kind") == "tcp":
+        return (
+            f"tcp {output.get('listen')} ({every}): {output.get('state')}, "
+            f"{output.get('clients', 0)} client(s), {output.get('sent', 0)} sent, "
+            f"{output.get('dropped', 0)} dropped"
+        )
+    dr = output.get("data_request") or {}
+    text = f"{output.get('name')} ({every}): {output.get('state')}"
+    if output.get("error"):
+        text += f" ({output['error']})"
+    if dr.get("mode") not in (None, "ignore"):
+        text += f", Data Request {dr.get('mode')}: {dr.get('state')}"
+    return (
+        f"{text}; {output.get('written', 0)} written, {output.get('stale', 0)} stale, "
+        f"{output.get('not_requested', 0)} not requested"
+    )

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from x1p1.converter import systemd
-from x1p1.converter.config import GatewayAddress, ListenAddress, RunConfig
+from x1p1.converter.config import GatewayAddress, ListenAddress, OutputConfig, RunConfig
+from x1p1.converter.outputs import Outputs
 from x1p1.converter.serial_out import SerialLike, SerialOutput, open_serial
 from x1p1.converter.state import (
     DaemonStatus,
@@ -82,6 +83,8 @@ class ConverterOptions:
     serial: str | None = "/dev/x1p1-p1"
     data_request: str = "ignore"
     tcp: ListenAddress | None = None
+    outputs: tuple[OutputConfig, ...] | None = None
+    """Every output (``[[output]]``); None: ``serial`` with ``data_request``, and ``tcp``."""
     stream: StreamSettings = field(default_factory=StreamSettings)
     opener: Callable[[str, float], SerialLike] = open_serial
     serial_reopen: float = 1.0
@@ -104,7 +107,19 @@ class ConverterOptions:
             serial=config.serial or None,
             data_request=config.data_request,
             tcp=config.tcp,
+            outputs=config.all_outputs(),
         )
+
+    def all_outputs(self) -> tuple[OutputConfig, ...]:
+        """The outputs to run (see ``outputs``)."""
+        if self.outputs is not None:
+            return self.outputs
+        out = []
+        if self.serial:
+            out.append(OutputConfig(serial=self.serial, data_request=self.data_request))  # type: ignore[arg-type]
+        if self.tcp is not None:
+            out.append(OutputConfig(tcp=self.tcp))
+        return tuple(out)
 
 
 def percentiles(samples: tuple[float, ...]) -> dict[str, float]:
@@ -159,15 +174,12 @@ class Converter:
         self._watchdog = False
         self._slack = 0.0
         self._republish: asyncio.TimerHandle | None = None
-        self.serial: SerialOutput | None = None
-        if options.serial:
-            self.serial = SerialOutput(
-                options.serial,
-                options.data_request,
-                opener=options.opener,
-                reopen_interval=options.serial_reopen,
-            )
-        self.tcp = TcpOutput(options.tcp) if options.tcp is not None else None
+        self.outputs = Outputs(
+            options.all_outputs(), opener=options.opener, serial_reopen=options.serial_reopen
+        )
+        self.serial: SerialOutput | None = next(iter(self.outputs.serials), None)
+        """The first serial output (what the flat status fields describe)."""
+        self.tcp: TcpOutput | None = next(iter(self.outputs.tcps), None)
         path = options.status_file or status_path(self.state_dir, options.env)
         interval = options.status_interval
         if interval is None:
@@ -188,10 +200,7 @@ class Converter:
     def _on_telegram(self, raw: bytes, received: float) -> None:
         self.relayed += 1
         self.last_telegram = received
-        if self.serial is not None:
-            self.serial.offer(raw, received)
-        if self.tcp is not None:
-            self.tcp.publish(raw)
+        self.outputs.publish(raw, received)
         if self._first_on_link:
             self._first_on_link = False
             asyncio.get_running_loop().call_soon(self._publish_first)
@@ -410,7 +419,8 @@ class Converter:
             "serial_resets": serial.stats.resets if serial else 0,
         }
         serial_info: dict[str, Any] = {"port": None, "state": "off"}
-        data_request: dict[str, Any] = {"mode": self.options.data_request, "state": "ignored"}
+        mode = serial.data_request if serial is not None else self.options.data_request
+        data_request: dict[str, Any] = {"mode": mode, "state": "ignored"}
         if serial is not None:
             serial_info = {"port": serial.url, "state": serial.state.value, "error": serial.error}
             data_request["state"] = serial.dr_state.value
@@ -434,6 +444,7 @@ class Converter:
             serial=serial_info,
             data_request=data_request,
             tcp=tcp,
+            outputs=tuple(self.outputs.status()),
         )
 
     def _publish_first(self) -> None:
@@ -470,12 +481,10 @@ class Converter:
         if self.pairing is not None:
             self._context(self.pairing)  # a bad --ca or saved CA fails now, clearly
         options = self.options
-        if self.serial is not None:
-            self.serial.start()
+        self.outputs.start_threads()
         try:
             await self.status_server.start()
-            if self.tcp is not None:
-                await self.tcp.start()
+            await self.outputs.start()
             stream_task = asyncio.ensure_future(self.stream.run())
             try:
                 await self._supervise(stream_task)
@@ -490,10 +499,10 @@ class Converter:
         finally:
             systemd.stopping(env=options.env)
             await self.status_server.close()
-            if self.tcp is not None:
-                await self.tcp.close()
-            if self.serial is not None:
-                await asyncio.to_thread(self.serial.stop)
+            await self.outputs.close()
+            await asyncio.gather(
+                *(asyncio.to_thread(serial.stop) for serial in self.outputs.serials)
+            )
             if self._republish is not None:
                 self._republish.cancel()
             self.publisher.interval = 0.0

@@ -243,15 +243,15 @@ def test_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
     path = write(tmp_path, 'serial = "/dev/ttyUSB0"\n\nseriall = "/dev/ttyUSB1"\n')
     assert error_of(path) == (
         f"{path} line 3: unknown key 'seriall' (did you mean 'serial'?); known keys: "
-        "ca, data_request, gateway, log_level, output, serial, source, state_dir, tcp"
+        + ", ".join(sorted(config.KNOWN_KEYS))
     )
+    assert "data_request, gateway" in error_of(path)
 
 
 def test_unknown_key_without_a_near_match(tmp_path: Path) -> None:
     message = error_of(write(tmp_path, "\nbaudrate = 9600\n"))
     assert message.endswith(
-        "line 2: unknown key 'baudrate'; known keys: "
-        "ca, data_request, gateway, log_level, output, serial, source, state_dir, tcp"
+        "line 2: unknown key 'baudrate'; known keys: " + ", ".join(sorted(config.KNOWN_KEYS))
     )
 
 
@@ -328,11 +328,17 @@ def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
     [
         ({"tcp": "nowhere"}, "--tcp 'nowhere' has no port; give HOST:PORT"),
         ({"data_request": "rts"}, "--data-request 'rts' is not allowed; choose ignore, cts"),
-        ({"gateway": "https://gw/api"}, "--gateway 'https://gw/api' has a path, query"),
+        ({"gateway": "https://gw/x/../api"}, "--gateway 'https://gw/x/../api' has a bad path"),
+        ({"gateway": "https://gw/api?x=1"}, "--gateway 'https://gw/api?x=1' has a query"),
+        ({"api_base": "api"}, "--api-base 'api' is not allowed; give an absolute path"),
+        ({"tcp_clients": 0}, "--tcp-clients 0 is not allowed; give a whole number"),
         ({"serial": "COM3"}, "--serial 'COM3' is not allowed; give a device path"),
         ({"log_level": "loud"}, "--log-level 'loud' is not allowed; choose debug"),
         ({"ca": "/no/such/ca.pem"}, "--ca '/no/such/ca.pem' names no readable file"),
-        ({"baud": 9600}, "command line: unknown key 'baud'; known keys: ca, data_request"),
+        (
+            {"baud": 9600},
+            "command line: unknown key 'baud'; known keys: api_base, ca, data_request",
+        ),
     ],
 )
 def test_wrong_override(tmp_path: Path, overrides: dict[str, object], expected: str) -> None:
@@ -388,6 +394,21 @@ def test_gateway_urls() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "api_base"),
+    [
+        ("https://gw", None),
+        ("https://gw/", None),
+        ("https://gw/x1/api", "/x1/api"),
+        ("https://gw/x1/api/", "/x1/api"),
+        ("wss://gw:8443/vendor/api/legacy-p1", "/vendor/api"),
+        ("https://gw/api/tokens/requests", "/api"),
+    ],
+)
+def test_a_gateway_url_may_carry_the_api_base(text: str, api_base: str | None) -> None:
+    assert GatewayAddress.parse(text).api_base == api_base
+
+
+@pytest.mark.parametrize(
     ("text", "reason"),
     [
         ("", "is empty"),
@@ -400,8 +421,9 @@ def test_gateway_urls() -> None:
         ("-gw", "has no valid host name or address"),
         ("http://gw", "uses http://; X1 needs TLS"),
         ("ftp://gw", "uses the scheme 'ftp'"),
-        ("wss://gw/api/legacy-p1", "has a path, query or fragment"),
-        ("wss://gw?x=1", "has a path, query or fragment"),
+        ("wss://gw/api/x?y", "has a query or fragment"),
+        ("wss://gw?x=1", "has a query or fragment"),
+        ("wss://gw/a b", "has a bad path"),
         ("wss://user:pw@gw", "has a user name or password"),
         ("wss://", "has no host"),
         ("https://:8443", "has no host"),

@@ -38,7 +38,9 @@ from x1p1.converter.state import (
     write_atomic,
 )
 from x1p1.converter.status_socket import StatusServer, ask_status, socket_path
-from x1p1.converter.stream import (
+from x1p1.converter.supervisor import Converter
+from x1p1.exceptions import NotPaired, StateError
+from x1p1.x1.connection import (
     BACKOFF_MAX,
     DISCOVER_AFTER,
     FAST_TRIES,
@@ -48,8 +50,6 @@ from x1p1.converter.stream import (
     Ev,
     backoff_delay,
 )
-from x1p1.converter.supervisor import Converter
-from x1p1.exceptions import NotPaired, StateError
 
 # --- the connection table --------------------------------------------------------------
 

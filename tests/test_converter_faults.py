@@ -18,8 +18,8 @@ from p1_pty import PtyPeer, link, until
 from x1_test_gateway import SERIAL, TestGateway, running_gateway
 
 from x1p1.converter.state import SavedPairing
-from x1p1.converter.stream import Conn, Ev
 from x1p1.p1 import TelegramReader, ValidTelegram, dsmr5
+from x1p1.x1.connection import Conn, Ev
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from test_converter_pairing import Meter, pair_args
 
 from x1p1.cli import main
 from x1p1.converter.state import load_pairing
-from x1p1.converter.stream import Conn
+from x1p1.x1.connection import Conn
 
 __all__ = ["gateway"]
 

@@ -34,8 +34,9 @@ from x1p1.converter.pairing import (
 )
 from x1p1.converter.state import install_uuid, load_pairing
 from x1p1.exceptions import CertificateError, PairingExpired
-from x1p1.x1.api import TokenRequestBody, TokenRequestState
+from x1p1.x1.api import TokenRequestBody
 from x1p1.x1.profiles import Profile
+from x1p1.x1.readers import RequestAnswer
 from x1p1.x1.tls import client_ssl_context
 
 __all__ = ["gateway"]  # the fixture
@@ -225,35 +226,36 @@ async def test_test_gateway_approves_too(tmp_path: Path) -> None:
 
 
 class _Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
+    """Monotonic seconds that move only when the client sleeps."""
 
-    def __call__(self) -> datetime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+        self.now += seconds
 
 
 def test_countdown_runs_ten_minutes_then_gives_up(gateway: RunningGateway) -> None:
-    """Our clock runs ahead of the gateway's: the client gives up by its own countdown."""
+    """The client counts the 10 minutes on its own clock, from the moment it asked."""
     clock = _Clock()
     ticks: list[Progress] = []
     endpoint = GatewayEndpoint("127.0.0.1", gateway.port, ("127.0.0.1",))
     client = X1Client(endpoint, client_ssl_context(gateway.ca_path))
     body = TokenRequestBody("t", "0b5c2f0e-1111-4222-8333-444455556666", frozenset({Profile.P1}))
 
-    def synchronise(state: TokenRequestState) -> None:
-        # set our clock from the gateway's answer, however long the request took
-        clock.now = state.expires_at - timedelta(seconds=599.5)
+    def half_a_second_later(answer: RequestAnswer) -> None:
+        clock.now += 0.5
 
     with pytest.raises(PairingExpired):
         wait_for_approval(
             client,
             body,
-            now=clock,
+            clock=clock,
             sleep=clock.sleep,
-            on_request=synchronise,
+            on_request=half_a_second_later,
             on_tick=ticks.append,
             poll_interval=30,
         )

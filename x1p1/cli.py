@@ -288,8 +288,20 @@ def _state_dir(state_dir: Path | None) -> Path:
     help="The gateway's root certificate (PEM) [default: the system's trust store].",
 )
 @click.option("--name", help="The name the meter shows [default: x1p1 on <hostname>].")
+@click.option(
+    "--api-base",
+    metavar="PATH",
+    help="Where the gateway serves the X1 API [default: the config's api_base, the "
+    "--gateway URL's path, the mDNS TXT api=, or /api].",
+)
 @_state_dir_option
-def pair(gateway: str | None, ca: Path | None, name: str | None, state_dir: Path | None) -> None:
+def pair(
+    gateway: str | None,
+    ca: Path | None,
+    name: str | None,
+    api_base: str | None,
+    state_dir: Path | None,
+) -> None:
     """Ask the gateway for a P1 token and wait while you approve it on the meter.
 
     The request shows on the meter's display (X1 §5.1.5); approve it with the meter's
@@ -299,22 +311,29 @@ def pair(gateway: str | None, ca: Path | None, name: str | None, state_dir: Path
     import asyncio
 
     from x1p1.converter import pairing as pairing_module
-    from x1p1.converter.config import GatewayAddress
+    from x1p1.converter.config import GatewayAddress, load_run_config
     from x1p1.exceptions import ConfigError
 
     try:
         address = GatewayAddress.parse(gateway) if gateway is not None else None
+        config = load_run_config(None, {"api_base": api_base, "state_dir": state_dir})
     except ConfigError as error:
         fail(error, 2)
     name = name if name is not None else pairing_module.default_request_name()
     if not 1 <= len(name) <= 64 or not name.isprintable():
         fail("--name must be 1 to 64 printable characters", 2)
-    directory = _state_dir(state_dir)
+    directory = config.state_dir
     countdown = pairing_module.Countdown(sys.stdout)
     try:
         where = "by mDNS" if address is None else str(address)
         click.echo(f"Looking for the gateway ({where}) ...")
-        endpoint = asyncio.run(pairing_module.resolve_endpoint(address))
+        endpoint = asyncio.run(
+            pairing_module.resolve_endpoint(
+                address,
+                api_base=config.api_base,
+                token_requests_path=config.token_requests_path,
+            )
+        )
         click.echo(f"Asking {endpoint.describe()} for a P1 token named '{name}'.")
         result = pairing_module.pair(
             directory,
@@ -375,6 +394,12 @@ def unpair(state_dir: Path | None) -> None:
     help="Send only while this input is asserted (P1 §5.7.1) [default: ignore].",
 )
 @click.option("--tcp", metavar="HOST:PORT", help="Also serve raw telegrams to TCP clients.")
+@click.option(
+    "--api-base",
+    metavar="PATH",
+    help="Where the gateway serves the X1 API [default: the config's api_base, the "
+    "--gateway URL's path, the mDNS TXT api=, or /api].",
+)
 @_state_dir_option
 @click.pass_context
 def run(
@@ -385,6 +410,7 @@ def run(
     serial: str | None,
     data_request: str | None,
     tcp: str | None,
+    api_base: str | None,
     state_dir: Path | None,
 ) -> None:
     """Relay legacy P1 from the paired gateway to the serial port, until stopped.
@@ -412,6 +438,7 @@ def run(
         "serial": serial,
         "data_request": data_request,
         "tcp": tcp,
+        "api_base": api_base,
         "state_dir": state_dir,
     }
     try:

@@ -223,10 +223,12 @@ class X1Disabled(X1Error):
 class APIError(GatewayError):
     """The gateway answered with an X1 error body that maps to no known code."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, sentence: str | None = None
+    ) -> None:
         self.status = status
         self.code = code
-        super().__init__(f"{status} {code}: {message}")
+        super().__init__(sentence or f"{status} {code}: {message}")
 
 
 _BY_CODE: dict[str, type[X1Error]] = {

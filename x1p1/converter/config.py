@@ -56,6 +56,7 @@ from typing import Literal, cast
 from urllib.parse import unquote, urlsplit
 
 from x1p1.exceptions import ConfigError
+from x1p1.x1.endpoints import check_path, split_endpoint
 
 __all__ = [
     "DATA_REQUEST_CHOICES",
@@ -163,10 +164,14 @@ class GatewayAddress:
     host: str
     port: int = DEFAULT_GATEWAY_PORT
     scheme: Literal["https", "wss"] = "https"
+    api_base: str | None = None
+    """The URL's path as the API base (``https://gw/x1/api`` → ``/x1/api``; an endpoint at
+    its end is dropped: ``wss://gw/x1/api/legacy-p1`` → ``/x1/api``); None without one."""
 
     ALLOWED = (
         "give a host name or address with an optional port (X1-interface.local, "
-        "192.168.1.20:8443, [fe80::1%eth0]:443) or a wss:// or https:// URL"
+        "192.168.1.20:8443, [fe80::1%eth0]:443) or a wss:// or https:// URL, "
+        "optionally with the API's path (https://gw/x1/api)"
     )
 
     @classmethod
@@ -201,10 +206,17 @@ class GatewayAddress:
             )
         if scheme not in ("wss", "https"):
             raise _Invalid(f"uses the scheme {parts.scheme!r}")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
+        if parts.query or parts.fragment:
             raise _Invalid(
-                "has a path, query or fragment; give only scheme, host and port", complete=True
+                "has a query or fragment; give scheme, host, port and the API's path",
+                complete=True,
             )
+        api_base: str | None = None
+        if parts.path not in ("", "/"):
+            try:
+                api_base = split_endpoint(check_path(parts.path, "the path"))
+            except ValueError as exc:
+                raise _Invalid(f"has a bad path: {exc}", complete=True) from None
         if "@" in parts.netloc:
             raise _Invalid("has a user name or password in it")
         host, port = _split_host_port(parts.netloc)
@@ -212,6 +224,7 @@ class GatewayAddress:
             _check_host(unquote(host)),  # a zone written %25eth0 in a URL (RFC 6874)
             DEFAULT_GATEWAY_PORT if port is None else _port(port, lowest=1),
             cast(Literal["https", "wss"], scheme),
+            api_base,
         )
 
     @property
@@ -348,6 +361,10 @@ class RunConfig:
     log_level: str = "info"
     data_source: Source = "auto"
     outputs: tuple[OutputConfig, ...] = ()
+    api_base: str | None = None  # None: TXT api=, a --gateway URL's path, or /api
+    token_requests_path: str | None = None  # None: {api_base}/tokens/requests
+    legacy_p1_path: str | None = None  # None: {api_base}/legacy-p1
+    tcp_clients: int = 16  # --tcp clients served at once; more are refused at once
     source: Path | None = field(default=None, compare=False)
 
     def all_outputs(self) -> tuple[OutputConfig, ...]:
@@ -535,7 +552,32 @@ def _outputs(value: object, base: Path | None) -> tuple[OutputConfig, ...]:
     return out
 
 
+def _endpoint_path(key: str) -> Callable[[object, Path | None], str]:
+    def convert(value: object, base: Path | None) -> str:
+        allowed = "give an absolute path such as /api"
+        text = _text(value, allowed)
+        try:
+            return check_path(text, key)
+        except ValueError as exc:
+            raise _Invalid(f"is not allowed; {allowed} ({exc})") from None
+
+    return convert
+
+
+def _tcp_clients(value: object, base: Path | None) -> int:
+    allowed = "give a whole number of clients from 1 to 1024"
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 5:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+        raise _Invalid(f"is not allowed; {allowed}")
+    return value
+
+
 _CONVERTERS: dict[str, Callable[[object, Path | None], object]] = {
+    "api_base": _endpoint_path("api_base"),
+    "token_requests_path": _endpoint_path("token_requests_path"),
+    "legacy_p1_path": _endpoint_path("legacy_p1_path"),
+    "tcp_clients": _tcp_clients,
     "source": _source,
     "output": _outputs,
     "gateway": _gateway,

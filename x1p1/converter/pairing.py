@@ -29,8 +29,8 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -43,8 +43,11 @@ from x1p1.converter.state import (
     save_pairing,
 )
 from x1p1.exceptions import (
+    APIError,
+    BadRequest,
     CertificateError,
     DiscoveryError,
+    ForbiddenProfile,
     GatewayError,
     GatewayUnreachable,
     NotFound,
@@ -54,21 +57,25 @@ from x1p1.exceptions import (
     PairingExpired,
     PairingThrottled,
     RateLimited,
+    RequestNotPending,
     Unauthorized,
     X1Disabled,
     X1Error,
     X1P1Error,
     x1_error_from_body,
 )
-from x1p1.x1.api import (
-    TOKEN,
-    TOKEN_REQUESTS,
-    RequestStatus,
-    TokenInfo,
-    TokenRequestBody,
-    TokenRequestState,
-)
+from x1p1.x1.api import REQUEST_LIFETIME, RequestStatus, TokenRequestBody
+from x1p1.x1.endpoints import ApiPaths, check_path
 from x1p1.x1.profiles import Profile
+from x1p1.x1.readers import (
+    RequestAnswer,
+    TokenAnswer,
+    printable,
+    read_error,
+    read_request_state,
+    read_token_info,
+    retry_after,
+)
 from x1p1.x1.tls import client_ssl_context
 
 __all__ = [
@@ -147,6 +154,8 @@ class GatewayEndpoint:
     port: int
     addresses: tuple[str, ...] = ()
     serial: str | None = None
+    paths: ApiPaths = field(default_factory=ApiPaths)
+    """Where its endpoints are (``api_base``: TXT ``api=`` when found by mDNS)."""
 
     @property
     def connect_hosts(self) -> tuple[str, ...]:
@@ -170,25 +179,46 @@ def _is_address(host: str) -> bool:
 async def resolve_endpoint(
     gateway: GatewayAddress | None,
     timeout: float = 5.0,  # noqa: ASYNC109
+    *,
+    api_base: str | None = None,
+    token_requests_path: str | None = None,
 ) -> GatewayEndpoint:
     """Find the gateway to pair with: ``--gateway`` as given, or the one mDNS finds.
 
     A ``.local`` host name that the system cannot resolve is asked for on mDNS. Raises
-    :class:`~x1p1.exceptions.DiscoveryError` when nothing is found.
+    :class:`~x1p1.exceptions.DiscoveryError` when nothing is found. The API base is
+    ``api_base`` if given, else the ``--gateway`` URL's path, else the TXT ``api=`` of
+    the gateway found by mDNS, else ``/api`` (x1p1/x1/endpoints.py).
     """
     from x1p1.converter import discovery  # zeroconf only when we need it
 
+    def paths(advertised: str | None) -> ApiPaths:
+        base = api_base
+        if base is None and gateway is not None:
+            base = gateway.api_base
+        if base is None and advertised is not None:
+            try:
+                base = check_path(advertised, "the TXT record api=")
+            except ValueError as exc:
+                log.warning("%s; using /api", exc)
+        return ApiPaths(
+            ApiPaths().api_base if base is None else base,
+            token_requests_path=token_requests_path,
+        )
+
     if gateway is None:
         found = await discovery.find_gateway(None, timeout)
-        return GatewayEndpoint(found.host_name, found.port, _ordered(found.addresses), found.serial)
+        return GatewayEndpoint(
+            found.host_name, found.port, _ordered(found.addresses), found.serial, paths(found.api)
+        )
     host = gateway.host
     if _is_address(host):
-        return GatewayEndpoint(host, gateway.port, (host,))
+        return GatewayEndpoint(host, gateway.port, (host,), paths=paths(None))
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, gateway.port, type=socket.SOCK_STREAM)
         addresses = _ordered(str(info[4][0]) for info in infos)
-        return GatewayEndpoint(host, gateway.port, addresses)
+        return GatewayEndpoint(host, gateway.port, addresses, paths=paths(None))
     except OSError:
         if not host.lower().rstrip(".").endswith(".local"):
             raise DiscoveryError(f"cannot resolve the gateway's host name {host}") from None
@@ -200,7 +230,9 @@ async def resolve_endpoint(
     )
     for item in seen:
         if item.host_name.lower() == name.lower() and item.addresses:
-            return GatewayEndpoint(name, gateway.port, _ordered(item.addresses), item.serial)
+            return GatewayEndpoint(
+                name, gateway.port, _ordered(item.addresses), item.serial, paths(item.api)
+            )
     raise DiscoveryError(f"{name} did not answer on mDNS within {timeout:g} s")
 
 
@@ -248,53 +280,57 @@ def certificate_sentence(error: ssl.SSLCertVerificationError, host_name: str) ->
     )
 
 
+Transport = Callable[
+    [str, str, str, bytes | None, dict[str, str]], tuple[int, dict[str, str], bytes]
+]
+"""One HTTP exchange: ``(address, method, path, body, headers)`` to ``(status, headers,
+body)``; raises :class:`OSError` (or ``ssl.SSLCertVerificationError``) when no answer
+came. The default speaks HTTPS; tests pass a scripted gateway (no sockets)."""
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A 2xx answer: its status, its JSON body (None when empty or not JSON), its headers
+    (title-cased names)."""
+
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
 class X1Client:
     """Blocking X1 REST calls to one gateway (x1-api.md). Errors come out as exceptions:
 
     :class:`~x1p1.exceptions.CertificateError`, :class:`GatewayUnreachable`, or the
-    :class:`~x1p1.exceptions.X1Error` subclass that the gateway's error body names.
+    :class:`~x1p1.exceptions.X1Error` subclass that the answer's HTTP status names
+    (:func:`error_for`). Answers are read tolerantly (:mod:`x1p1.x1.readers`); redirects
+    to the same gateway are followed.
     """
 
     def __init__(
         self,
         endpoint: GatewayEndpoint,
-        context: ssl.SSLContext,
+        context: ssl.SSLContext | None,
         *,
         timeout: float = HTTP_TIMEOUT,
         token: str | None = None,
+        paths: ApiPaths | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.context = context
         self.timeout = timeout
         self.token = token
+        self.paths = paths or endpoint.paths
+        self._transport = transport or self._https
         self.answered_by: str | None = None
         """The address that last answered."""
 
-    def call(self, method: str, path: str, body: object | None = None) -> tuple[int, Any]:
-        """One request; returns (status, JSON body) for 2xx, raises for the rest."""
-        last: OSError | None = None
-        hosts = self.endpoint.connect_hosts
-        if self.answered_by in hosts:
-            hosts = (self.answered_by, *(h for h in hosts if h != self.answered_by))
-        for address in hosts:
-            try:
-                status, headers, data = self._once(address, method, path, body)
-            except ssl.SSLCertVerificationError as exc:
-                raise CertificateError(certificate_sentence(exc, self.endpoint.host_name)) from None
-            except (OSError, http.client.HTTPException) as exc:
-                last = exc if isinstance(exc, OSError) else OSError(str(exc))
-                continue
-            self.answered_by = address
-            return self._result(status, headers, data)
-        reason = _os_reason(last)
-        raise GatewayUnreachable(f"the gateway {self.endpoint.describe()} did not answer: {reason}")
-
-    def _once(
-        self, address: str, method: str, path: str, body: object | None
-    ) -> tuple[int, dict[str, str], bytes]:
-        conn = _Connection(
-            self.endpoint.host_name, self.endpoint.port, address, self.context, self.timeout
-        )
+    def call(self, method: str, path: str, body: object | None = None) -> Reply:
+        """One request, following redirects to the same gateway; raises for non-2xx."""
         headers = {"Accept": "application/json", "User-Agent": "x1p1"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -302,55 +338,192 @@ class X1Client:
         if body is not None:
             payload = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        for _ in range(MAX_REDIRECTS + 1):
+            status, answer_headers, data = self._exchange(method, path, payload, headers)
+            if status not in REDIRECTS:
+                return self._result(status, answer_headers, data)
+            location = answer_headers.get("Location", "")
+            target = self._same_gateway(location)
+            if target is None:
+                raise GatewayError(
+                    f"the gateway redirected {path} to {printable(location) or 'nowhere'} "
+                    f"(HTTP {status}); the converter follows redirects only to the same "
+                    "gateway: set api_base or the endpoint's path in the config"
+                )
+            log.info("the gateway redirected %s to %s (HTTP %d)", path, printable(target), status)
+            path = target
+            if status == 303:
+                method, payload = "GET", None
+                headers.pop("Content-Type", None)
+        raise GatewayError(f"the gateway redirected {path} more than {MAX_REDIRECTS} times")
+
+    def _same_gateway(self, location: str) -> str | None:
+        """The path to follow for ``location``, or None if it leaves the gateway."""
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(location.strip())
+            port = parts.port
+        except ValueError:
+            return None
+        if not parts.path.startswith("/") or any(c in location for c in "\r\n"):
+            return None
+        if parts.scheme or parts.netloc:
+            names = {self.endpoint.host_name.lower(), *(a.lower() for a in self.endpoint.addresses)}
+            if parts.scheme.lower() not in ("https", "wss"):
+                return None
+            if (parts.hostname or "").lower() not in names:
+                return None
+            if (port or 443) != self.endpoint.port:
+                return None
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+
+    def _exchange(
+        self, method: str, path: str, payload: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        last: OSError | None = None
+        hosts = self.endpoint.connect_hosts
+        if self.answered_by in hosts:
+            hosts = (self.answered_by, *(h for h in hosts if h != self.answered_by))
+        for address in hosts:
+            try:
+                status, answer_headers, data = self._transport(
+                    address, method, path, payload, dict(headers)
+                )
+            except ssl.SSLCertVerificationError as exc:
+                raise CertificateError(certificate_sentence(exc, self.endpoint.host_name)) from None
+            except (OSError, http.client.HTTPException) as exc:
+                last = exc if isinstance(exc, OSError) else OSError(str(exc))
+                continue
+            self.answered_by = address
+            return status, {k.title(): v for k, v in answer_headers.items()}, data
+        reason = _os_reason(last)
+        raise GatewayUnreachable(f"the gateway {self.endpoint.describe()} did not answer: {reason}")
+
+    def _https(
+        self, address: str, method: str, path: str, payload: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        assert self.context is not None
+        conn = _Connection(
+            self.endpoint.host_name, self.endpoint.port, address, self.context, self.timeout
+        )
         try:
             conn.request(method, path, body=payload, headers=headers)
             response = conn.getresponse()
             data = response.read(_MAX_RESPONSE + 1)
-            return response.status, {k.title(): v for k, v in response.getheaders()}, data
+            return response.status, dict(response.getheaders()), data
         finally:
             conn.close()
 
-    def _result(self, status: int, headers: dict[str, str], data: bytes) -> tuple[int, Any]:
+    def _result(self, status: int, headers: dict[str, str], data: bytes) -> Reply:
+        if len(data) > _MAX_RESPONSE:
+            raise GatewayError(
+                f"the gateway's answer (HTTP {status}) is over {_MAX_RESPONSE // 1024} KiB"
+            )
         try:
-            parsed: Any = json.loads(data) if data else None
-        except ValueError:
+            parsed: Any = json.loads(data) if data.strip() else None
+        except (ValueError, RecursionError):
             parsed = None
         if 200 <= status < 300:
-            if data and parsed is None:
-                raise GatewayError(f"the gateway answered {status} without valid JSON")
-            return status, parsed
-        raise x1_error_from_body(status, parsed, headers)
+            return Reply(status, parsed, headers)
+        text = data.decode("utf-8", "replace") if parsed is None else ""
+        raise error_for(status, parsed, text, headers)
 
     # -- the calls -----------------------------------------------------------------------
 
-    def request_token(self, body: TokenRequestBody) -> TokenRequestState:
-        """``POST /api/tokens/requests`` (§5.1.2)."""
-        _, data = self.call("POST", TOKEN_REQUESTS, body.to_json())
-        return _state(data)
+    def request_token(self, body: TokenRequestBody) -> RequestAnswer:
+        """``POST /api/tokens/requests`` (§5.1.2). The answer must carry a status and a
+        request id (in the body, or as the last part of a ``Location`` header)."""
+        reply = self.call("POST", self.paths.token_requests, body.to_json())
+        answer = _answer(reply.body, "the token request")
+        if answer.request_id is None:
+            location = reply.headers.get("Location", "").rstrip("/")
+            found = location.rpartition("/")[2] if "/" in location else ""
+            if not found:
+                raise GatewayError(
+                    "the gateway's answer to the token request names no request_id, so "
+                    "its state cannot be asked; the gateway does not follow docs/x1-api.md"
+                )
+            answer = replace(answer, request_id=found)
+        return answer
 
-    def request_state(self, request_id: str) -> TokenRequestState:
-        """``GET /api/tokens/requests/{id}`` (§5.1.4–§5.1.6)."""
-        _, data = self.call("GET", f"{TOKEN_REQUESTS}/{request_id}")
-        return _state(data)
+    def request_state(self, request_id: str) -> RequestAnswer:
+        """``GET /api/tokens/requests/{id}`` (§5.1.4–§5.1.6); the id is the one we hold."""
+        reply = self.call("GET", self.paths.token_request(request_id))
+        return replace(_answer(reply.body, "a poll"), request_id=request_id)
 
-    def token_info(self) -> TokenInfo:
-        """``GET /api/token`` with this client's token (§5.2)."""
-        _, data = self.call("GET", TOKEN)
-        try:
-            return TokenInfo.parse(data)
-        except X1Error as exc:
-            raise GatewayError(f"the gateway's token description is malformed: {exc}") from None
+    def token_info(self) -> TokenAnswer:
+        """``GET /api/token`` with this client's token (§5.2): expiry and profiles."""
+        return read_token_info(self.call("GET", self.paths.token).body)
 
     def delete_token(self) -> None:
         """``DELETE /api/token``: the device unpairs itself."""
-        self.call("DELETE", TOKEN)
+        self.call("DELETE", self.paths.token)
 
 
-def _state(data: object) -> TokenRequestState:
-    try:
-        return TokenRequestState.parse(data)
-    except X1Error as exc:
-        raise GatewayError(f"the gateway's answer is malformed: {exc}") from None
+def _answer(body: object, what: str) -> RequestAnswer:
+    answer = read_request_state(body)
+    if answer is None:
+        shape = (
+            "keys " + ", ".join(sorted(printable(k, 32) for k in body)[:12])
+            if isinstance(body, dict)
+            else type(body).__name__
+            if body is not None
+            else "no JSON"
+        )
+        raise GatewayError(f"the gateway's answer to {what} has no status ({shape})")
+    return answer
+
+
+_BY_STATUS: dict[int, type[X1Error]] = {
+    cls.status: cls
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        ForbiddenProfile,
+        NotFound,
+        RequestNotPending,
+        RateLimited,
+        X1Disabled,
+    )
+}
+
+
+def error_for(
+    status: int, body: object, text: str = "", headers: dict[str, str] | None = None
+) -> X1Error | APIError:
+    """The exception for a gateway's non-2xx answer, read tolerantly (docs/x1-api.md,
+    "What the converter tolerates").
+
+    The HTTP status decides the kind (a 429 is throttling whatever its body says); the
+    body, JSON or text, gives only the message (through
+    :func:`~x1p1.x1.readers.printable`). An X1 error code in the body names the kind only
+    when the status is one the contract does not use. ``Retry-After`` goes through
+    :func:`~x1p1.x1.readers.retry_after`.
+    """
+    error = read_error(body, text)
+    cls = _BY_STATUS.get(status)
+    if cls is None:
+        named = x1_error_from_body(status, {"error": error.code, "message": error.message})
+        if not isinstance(named, APIError):
+            cls = type(named)
+    message = error.message or f"HTTP {status} without a message"
+    if cls is None:
+        code = f" ({error.code})" if error.code else ""
+        return APIError(
+            status,
+            error.code or "unknown",
+            message,
+            sentence=(f"the gateway answered HTTP {status}{code}: {message}"),
+        )
+    if cls is RateLimited:
+        wait = retry_after((headers or {}).get("Retry-After"), now=datetime.now(UTC), default=60.0)
+        return RateLimited(message, retry_after=int(wait or 60))
+    if cls is ForbiddenProfile:
+        missing = body.get("missing") if isinstance(body, dict) else None
+        names = [printable(m, 32) for m in missing] if isinstance(missing, list) else []
+        return ForbiddenProfile(message, missing=names)
+    return cls(message)
 
 
 def _os_reason(error: OSError | None) -> str:
@@ -376,64 +549,91 @@ class Progress:
     note: str | None = None
 
 
+APPROVED = RequestStatus.APPROVED.value
+DENIED = frozenset({RequestStatus.DENIED.value, "rejected", "refused"})
+EXPIRED = RequestStatus.EXPIRED.value
+
+
 def wait_for_approval(
     client: X1Client,
     body: TokenRequestBody,
     *,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-    on_request: Callable[[TokenRequestState], None] | None = None,
+    on_request: Callable[[RequestAnswer], None] | None = None,
     on_tick: Callable[[Progress], None] | None = None,
     poll_interval: float | None = None,
-) -> TokenRequestState:
+) -> RequestAnswer:
     """Send the token request and poll until the customer decides (§5.1.4–§5.1.7).
 
-    Returns the approved state (with the token). Raises :class:`PairingDenied`,
+    Returns the approved answer (with the token). Raises :class:`PairingDenied`,
     :class:`PairingExpired`, :class:`PairingThrottled`, :class:`X1Disabled`,
-    :class:`CertificateError` or :class:`GatewayUnreachable`. ``on_tick`` is called about
-    once a second with the time left; ``now`` and ``sleep`` are injectable for tests.
+    :class:`CertificateError` or :class:`GatewayUnreachable`.
+
+    The request's 10 minutes (§5.1.4) are counted from the moment it was sent, on
+    ``clock`` (monotonic seconds): the gateway's ``expires_at`` is never compared with
+    this computer's clock, which may be off by hours before NTP syncs. Statuses are read
+    without regard to case; one the converter does not know keeps it polling. A poll
+    that fails for a while (unreachable, a 5xx, a malformed answer, a 429) is a note on
+    the countdown, not the end. ``on_tick`` is called about once a second.
     """
     interval = POLL_INTERVAL if poll_interval is None else poll_interval
+    started = clock()
     try:
-        state = client.request_token(body)
+        answer = client.request_token(body)
     except RateLimited as exc:
         raise PairingThrottled(
             "the gateway refuses new requests from this device for now: it was denied "
             f"three times within an hour (X1 §5.1.7); try again in {_minutes(exc.retry_after)}",
             retry_after=exc.retry_after,
         ) from None
+    request_id = answer.request_id or ""
     if on_request is not None:
-        on_request(state)
-    expires_at = state.expires_at
-    next_poll = now() + timedelta(seconds=interval)
+        on_request(answer)
+    deadline = started + REQUEST_LIFETIME.total_seconds()
+    next_poll = clock() + interval
     note: str | None = None
     while True:
-        if state.status is RequestStatus.APPROVED:
-            return state
-        if state.status is RequestStatus.DENIED:
+        status = answer.status
+        if status == APPROVED:
+            if answer.token is None:
+                raise PairingError(
+                    "the gateway approved the request but sent no token; run `x1p1 pair` again"
+                )
+            return answer
+        if status in DENIED:
             raise PairingDenied(
                 f"the request '{body.name}' was denied on the meter or in the portal; "
                 "run `x1p1 pair` again to ask once more"
             )
-        if state.status is RequestStatus.EXPIRED:
+        if status == EXPIRED:
             raise _expired(body)
-        moment = now()
-        remaining = (expires_at - moment).total_seconds()
+        moment = clock()
+        remaining = deadline - moment
         if on_tick is not None:
             on_tick(Progress(max(0.0, remaining), note))
         if remaining < -EXPIRY_GRACE:
             raise _expired(body)
         if moment >= next_poll:
-            next_poll = moment + timedelta(seconds=interval)
+            next_poll = moment + interval
             try:
-                state = client.request_state(state.request_id)
-                note = None
-                continue
+                fresh = client.request_state(request_id)
             except NotFound:
                 raise _expired(body) from None
-            except GatewayUnreachable as exc:
+            except RateLimited as exc:
+                next_poll = moment + max(interval, float(exc.retry_after))
+                note = f"the gateway asks to poll less often; next in {exc.retry_after} s"
+            except (GatewayUnreachable, APIError, GatewayError, BadRequest) as exc:
+                if isinstance(exc, CertificateError):
+                    raise
                 note = f"{exc}; still trying"
                 log.debug("poll failed: %s", exc)
+            else:
+                note = None
+                if fresh.status not in (APPROVED, EXPIRED, RequestStatus.PENDING.value, *DENIED):
+                    note = f"the gateway says {printable(fresh.status, 40)!r}; still waiting"
+                answer = replace(fresh, code=fresh.code or answer.code)
+                continue
         sleep(min(1.0, interval))
 
 
@@ -462,7 +662,15 @@ class Countdown:
         self._last_minute: int | None = None
         self._note: str | None = None
 
-    def request(self, state: TokenRequestState) -> None:
+    def request(self, answer: RequestAnswer) -> None:
+        if answer.code is not None:
+            self._write(
+                f"The request now shows on the meter's display with the code {answer.code}: "
+                "check that the display shows that code, then press the meter's button to "
+                "approve it (or approve it in the customer portal); it is valid for 10 "
+                "minutes.\n"
+            )
+            return
         self._write(
             "The request now shows on the meter's display. Press the meter's button to "
             "approve it (or approve it in the customer portal); it is valid for 10 minutes.\n"
@@ -498,32 +706,38 @@ def pair(
     *,
     ca_file: Path | None,
     name: str,
-    on_request: Callable[[TokenRequestState], None] | None = None,
+    on_request: Callable[[RequestAnswer], None] | None = None,
     on_tick: Callable[[Progress], None] | None = None,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    transport: Transport | None = None,
 ) -> SavedPairing:
-    """Ask ``endpoint`` for a P1 token, wait for the customer, save and return the pairing."""
+    """Ask ``endpoint`` for a P1 token, wait for the customer, save and return the pairing.
+
+    The granted profiles (§5.1.6) are read tolerantly: none listed means "as asked",
+    names the converter does not know are logged and left out, and only whether P1 was
+    granted decides.
+    """
     ca_pem: str | None = None
     if ca_file is not None:
         try:
             ca_pem = ca_file.read_text("ascii")
         except (OSError, UnicodeDecodeError) as exc:
             raise X1P1Error(f"cannot read the CA file {ca_file}: {exc}") from None
-    context = client_ssl_context(ca_file)
+    context = client_ssl_context(ca_file) if transport is None else None
     body = TokenRequestBody(name, install_uuid(state_dir), frozenset({Profile.P1}))
-    client = X1Client(endpoint, context)
+    client = X1Client(endpoint, context, transport=transport)
     approved = wait_for_approval(
-        client, body, now=now, sleep=sleep, on_request=on_request, on_tick=on_tick
+        client, body, clock=clock, sleep=sleep, on_request=on_request, on_tick=on_tick
     )
-    if approved.token is None:  # pragma: no cover - TokenRequestState.parse checks it
-        raise PairingError("the gateway approved the request but sent no token")
-    profiles = approved.profiles or frozenset({Profile.P1})
+    assert approved.token is not None  # wait_for_approval checks it
+    profiles = granted_profiles(approved.profiles, body.profiles)
     if Profile.P1 not in profiles:
+        shown = ", ".join(printable(p, 32) for p in approved.profiles or ()) or "none"
         raise PairingError(
-            "the request was approved without the P1 profile (granted: "
-            f"{', '.join(sorted(profiles))}); the converter needs P1 (X1 §5.1.6). Approve "
-            "it with P1 in the portal, or run `x1p1 pair` again"
+            f"the request was approved without the P1 profile (granted: {shown}); the "
+            "converter needs P1 (X1 §5.1.6). Approve it with P1 in the portal, or run "
+            "`x1p1 pair` again"
         )
     client.token = approved.token
     expires_at: datetime | None = None
@@ -531,6 +745,7 @@ def pair(
         expires_at = client.token_info().expires_at
     except (GatewayError, X1Error) as exc:
         log.info("could not read the token's expiry: %s", exc)
+    api_base = endpoint.paths.api_base
     pairing = SavedPairing(
         token=approved.token,
         host_name=endpoint.host_name,
@@ -543,10 +758,29 @@ def pair(
         expires_at=expires_at,
         name=name,
         uuid=body.uuid,
-        paired_at=now(),
+        paired_at=datetime.now(UTC),
+        api_base=api_base if api_base != ApiPaths().api_base else None,
     )
     save_pairing(state_dir, pairing)
     return pairing
+
+
+def granted_profiles(
+    granted: tuple[str, ...] | None, asked: frozenset[Profile]
+) -> frozenset[Profile]:
+    """The known profiles among ``granted`` (None: the gateway did not say, so ``asked``).
+
+    Unknown names are logged, never fatal."""
+    if granted is None:
+        return asked
+    known = {p.value: p for p in Profile}
+    unknown = [name for name in granted if name not in known]
+    if unknown:
+        log.info(
+            "the gateway also granted profiles the converter does not know: %s",
+            ", ".join(printable(name, 32) for name in unknown),
+        )
+    return frozenset(known[name] for name in granted if name in known)
 
 
 def pairing_context(pairing: SavedPairing, ca_file: Path | None = None) -> ssl.SSLContext:
@@ -573,6 +807,7 @@ def unpair(state_dir: Path, *, timeout: float = 5.0) -> tuple[bool, str]:
         pairing.host_name,
         pairing.port,
         tuple(a for a in (pairing.address,) if a),
+        paths=ApiPaths(pairing.api_base) if pairing.api_base is not None else ApiPaths(),
     )
     note: str
     try:

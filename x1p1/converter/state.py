@@ -209,6 +209,9 @@ class SavedPairing:
     name: str
     uuid: str
     paired_at: datetime
+    api_base: str | None = None
+    """The gateway's API base when it is not ``/api`` (TXT ``api=``, ``--api-base``,
+    a ``--gateway`` URL's path; x1p1/x1/endpoints.py)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -219,6 +222,7 @@ class SavedPairing:
                 "port": self.port,
                 "address": self.address,
                 "serial": self.serial,
+                **({"api_base": self.api_base} if self.api_base is not None else {}),
             },
             "ca_pem": self.ca_pem,
             "ca_source": self.ca_source,
@@ -266,6 +270,7 @@ class SavedPairing:
             name=_opt_str(body, "name") or "",
             uuid=_opt_str(body, "uuid") or "",
             paired_at=paired_at,
+            api_base=_api_base(gateway.get("api_base")),
         )
 
     def with_gateway(
@@ -293,6 +298,17 @@ class SavedPairing:
         if self.serial:
             where += f" (serial {self.serial})"
         return where
+
+
+def _api_base(value: object) -> str | None:
+    from x1p1.x1.endpoints import check_path
+
+    if not isinstance(value, str):
+        return None
+    try:
+        return check_path(value, "api_base")
+    except ValueError:
+        return None
 
 
 def load_pairing(state_dir: Path) -> SavedPairing:

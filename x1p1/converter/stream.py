@@ -1,36 +1,33 @@
-"""The legacy-P1 subscription: connection states as a table, and the websockets adapter.
+"""The WebSocket subscriptions' adapter: websockets in, the connection machine's verdicts out.
 
-x1-api.md, WebSocket: ``wss://<host>/api/legacy-p1?interval=1`` sends one complete DSMR
-5.0.2 telegram per text message (X1 §6.2.7, §8.2), with ``Authorization: Bearer`` on the
-handshake (§7.1). Refused handshakes answer 401/403/429/503; a connection is closed with
-4401 when the token is revoked and 4503 when the grid operator switches X1 off (§12.3).
+x1-api.md, WebSocket: ``wss://<host><api_base>/legacy-p1?interval=1`` sends DSMR 5.0.2
+telegrams (X1 §6.2.7, §8.2), with ``Authorization: Bearer`` on the handshake (§7.1).
+Refused handshakes answer 401/403/429/503; a connection is closed with 4401 when the
+token is revoked and 4503 when the grid operator switches X1 off (§12.3).
 
-Everything that decides what the connection does next lives in this file, in
-:data:`TRANSITIONS` (h11's ``_state.py`` habit): the states, the events, the backoff
-(jittered, at most 30 s), re-discovery after repeated failures, the 60 s retry while X1
-is off, and the two states that wait for a new token instead of retrying
-(``needs-pairing`` after 401/4401/403/4403, ``certificate-error`` after a certificate
-or host-name mismatch: fatal, never retried in a loop). :class:`ConnectionMachine` takes
-``now`` as an argument and never sleeps.
-
-:class:`LegacyP1Stream` is the adapter: it opens the WebSocket with the websockets
-library (TLS from :func:`~x1p1.x1.tls.client_ssl_context`, ``server_hostname`` the
-gateway's host name while connecting by address), feeds each message's bytes to the P1
-core's :class:`~x1p1.p1.reader.TelegramReader`, and hands on only telegrams whose CRC
-matched.
+What the connection does next (statuses, close codes, ``Retry-After``, backoff, the
+stall deadline) is decided by the sans-I/O :class:`~x1p1.x1.connection.ConnectionMachine`.
+This file only moves bytes and events: :class:`Subscription` opens the WebSocket with the
+websockets library (TLS from :func:`~x1p1.x1.tls.client_ssl_context`, ``server_hostname``
+the gateway's host name while connecting by address), waits for a message or the
+machine's next deadline (no rescheduled timers), and hands each message to
+:meth:`Subscription.received`. :class:`LegacyP1Stream` feeds the messages to the P1 core's
+:class:`~x1p1.p1.reader.TelegramReader` and hands on only telegrams whose CRC matched.
+A second endpoint (``/api/realtime``) subclasses :class:`Subscription` the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
@@ -43,222 +40,39 @@ from websockets.exceptions import (
 from x1p1 import __version__
 from x1p1.p1.reader import Garbage, InvalidTelegram, TelegramReader, ValidTelegram
 from x1p1.x1.api import LEGACY_P1
+from x1p1.x1.connection import (
+    DISABLED_RETRY,
+    STATE_SENTENCES,
+    WAITING,
+    Conn,
+    ConnectionMachine,
+    Ev,
+    Verdict,
+    classify_close,
+    classify_status,
+)
+from x1p1.x1.readers import printable, retry_after
 
 __all__ = [
-    "TRANSITIONS",
-    "Conn",
-    "ConnectionMachine",
-    "Ev",
     "LegacyP1Stream",
     "StreamSettings",
     "StreamTarget",
-    "backoff_delay",
+    "Subscription",
 ]
 
 log = logging.getLogger(__name__)
 
-
-# --- the state machine ------------------------------------------------------------------
-
-
-class Conn(enum.StrEnum):
-    """Connection states, as ``x1p1 status`` shows them."""
-
-    STARTING = "starting"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    BACKOFF = "reconnecting"
-    """Waiting (jittered backoff) before the next try."""
-    DISCOVERING = "discovering"
-    """Looking for the paired gateway by mDNS (its address may have changed)."""
-    NEEDS_PAIRING = "needs-pairing"
-    """The token was refused (401/4401, 403/4403): waiting for ``x1p1 pair``."""
-    X1_DISABLED = "x1-disabled"
-    """503/4503: the grid operator switched X1 off (X1 §12.3); retried every 60 s."""
-    CERTIFICATE_ERROR = "certificate-error"
-    """The certificate or host name did not verify: waiting for ``x1p1 pair`` (never
-    retried in a loop)."""
-    STOPPED = "stopped"
-
-
-class Ev(enum.StrEnum):
-    """What can happen to the connection."""
-
-    CONNECT = "connect"
-    """Start, or a waiting time is over."""
-    OPENED = "opened"
-    RELAYING = "relaying"
-    """The first valid telegram arrived on this connection: the link is healthy."""
-    FAILED = "failed"
-    """Refused, unreachable, timed out, closed, stalled: worth retrying."""
-    RATE_LIMITED = "rate-limited"
-    UNAUTHORIZED = "unauthorized"
-    DISABLED = "disabled"
-    BAD_CERTIFICATE = "bad-certificate"
-    DISCOVERED = "discovered"
-    NOT_DISCOVERED = "not-discovered"
-    TOKEN_CHANGED = "token-changed"
-    """``token.json`` changed: paired again (or unpaired)."""
-    STOP = "stop"
-
-
-_RETRY = "retry"
-"""A target resolved by :meth:`ConnectionMachine.handle`: backoff, or rediscovery."""
-
-TRANSITIONS: dict[Conn, dict[Ev, Conn | str]] = {
-    Conn.STARTING: {
-        Ev.CONNECT: Conn.CONNECTING,
-        Ev.TOKEN_CHANGED: Conn.CONNECTING,
-        Ev.STOP: Conn.STOPPED,
-    },
-    Conn.CONNECTING: {
-        Ev.OPENED: Conn.CONNECTED,
-        Ev.FAILED: _RETRY,
-        Ev.RATE_LIMITED: Conn.BACKOFF,
-        Ev.UNAUTHORIZED: Conn.NEEDS_PAIRING,
-        Ev.DISABLED: Conn.X1_DISABLED,
-        Ev.BAD_CERTIFICATE: Conn.CERTIFICATE_ERROR,
-        Ev.TOKEN_CHANGED: Conn.CONNECTING,
-        Ev.STOP: Conn.STOPPED,
-    },
-    Conn.CONNECTED: {
-        Ev.RELAYING: Conn.CONNECTED,
-        Ev.FAILED: _RETRY,
-        Ev.RATE_LIMITED: Conn.BACKOFF,
-        Ev.UNAUTHORIZED: Conn.NEEDS_PAIRING,
-        Ev.DISABLED: Conn.X1_DISABLED,
-        Ev.BAD_CERTIFICATE: Conn.CERTIFICATE_ERROR,
-        Ev.TOKEN_CHANGED: Conn.CONNECTING,
-        Ev.STOP: Conn.STOPPED,
-    },
-    Conn.BACKOFF: {
-        Ev.CONNECT: Conn.CONNECTING,
-        Ev.TOKEN_CHANGED: Conn.CONNECTING,
-        Ev.STOP: Conn.STOPPED,
-    },
-    Conn.DISCOVERING: {
-        Ev.DISCOVERED: Conn.CONNECTING,
-        Ev.NOT_DISCOVERED: Conn.BACKOFF,
-        Ev.TOKEN_CHANGED: Conn.CONNECTING,
-        Ev.STOP: Conn.STOPPED,
-    },
-    Conn.NEEDS_PAIRING: {
-        Ev.TOKEN_CHANGED: Conn.CONNECTING,
-        Ev.STOP: Conn.STOPPED,
-    },
-    Conn.X1_DISABLED: {
-        Ev.CONNECT: Conn.CONNECTING,
-        Ev.TOKEN_CHANGED: Conn.CONNECTING,
-        Ev.STOP: Conn.STOPPED,
-    },
-    Conn.CERTIFICATE_ERROR: {
-        Ev.TOKEN_CHANGED: Conn.CONNECTING,
-        Ev.STOP: Conn.STOPPED,
-    },
-    Conn.STOPPED: {},
-}
-
-BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 30.0
-"""No more than 30 s between tries."""
-FAST_TRIES = 10
-"""The first tries of an outage come every 0.5–1 s; only then does the wait double. A
-gateway that restarts is back within seconds, and its next telegram should be on the
-line within 2 s of its return: a doubling wait from the first failure on would
-often still be asleep for seconds when the gateway is back."""
-DISABLED_RETRY = 60.0
-"""While X1 is switched off, try again every 60 s."""
-DISCOVER_AFTER = 3
-"""Look for the gateway by mDNS after this many failures in a row (and every as many)."""
 INVALID_LOG_EVERY = 60.0
 """A gateway sending bad telegrams gets one log line a minute, not one a second."""
-WAITING = frozenset({Conn.BACKOFF, Conn.X1_DISABLED})
-"""States that end by themselves at :attr:`ConnectionMachine.wake_at`."""
 
 
-def backoff_delay(failures: int, rng: Callable[[], float] = random.random) -> float:
-    """The wait after ``failures`` failures in a row, each times 0.5–1: 1 s for the first
-    :data:`FAST_TRIES`, then 2, 4 … 30 s."""
-    base = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** max(0, min(failures, 64) - FAST_TRIES))
-    return float(base * (0.5 + 0.5 * rng()))
-
-
-@dataclass
-class ConnectionMachine:
-    """The connection's state, driven by events and the time they happen (no I/O).
-
-    ``scale`` multiplies every waiting time (tests run the real schedule faster);
-    ``can_discover`` is False when the user fixed the gateway's address.
-    """
-
-    can_discover: bool = True
-    scale: float = 1.0
-    rng: Callable[[], float] = random.random
-    state: Conn = Conn.STARTING
-    since: float = 0.0
-    failures: int = 0
-    """Failures since the link last carried a valid telegram."""
-    wake_at: float | None = None
-    opened: int = 0
-    """Connections opened so far."""
-    history: list[tuple[Conn, Ev, Conn]] = field(default_factory=list, repr=False)
-
-    @property
-    def reconnects(self) -> int:
-        """Connections opened after the first."""
-        return max(0, self.opened - 1)
-
-    def handle(self, event: Ev, now: float, *, retry_after: float | None = None) -> Conn:
-        """Apply ``event`` at ``now``; returns the new state (unchanged if it does not apply).
-
-        ``retry_after`` (seconds) goes with :attr:`Ev.RATE_LIMITED`.
-        """
-        old = self.state
-        target = TRANSITIONS[old].get(event)
-        if target is None:
-            log.debug("connection: %s ignored in state %s", event.value, old.value)
-            return old
-        self.wake_at = None
-        if event is Ev.OPENED:
-            self.opened += 1
-        elif event is Ev.RELAYING:
-            self.failures = 0
-        if target == _RETRY:
-            self.failures += 1
-            if self.can_discover and self.failures % DISCOVER_AFTER == 0:
-                target = Conn.DISCOVERING
-            else:
-                target = Conn.BACKOFF
-        new = Conn(target)
-        if new is Conn.BACKOFF:
-            if event is Ev.RATE_LIMITED:
-                self.failures += 1
-            delay = backoff_delay(self.failures, self.rng)
-            if retry_after is not None:
-                delay = max(delay, retry_after)
-            self.wake_at = now + delay * self.scale
-        elif new is Conn.X1_DISABLED:
-            self.wake_at = now + DISABLED_RETRY * self.scale
-        elif new in (Conn.NEEDS_PAIRING, Conn.CERTIFICATE_ERROR):
-            self.failures = 0
-        if new is not old:
-            self.since = now
-        self.state = new
-        self.history.append((old, event, new))
-        del self.history[:-64]
-        return new
-
-    def due(self, now: float) -> bool:
-        """A waiting state whose time is up: send :attr:`Ev.CONNECT`."""
-        return self.state in WAITING and self.wake_at is not None and now >= self.wake_at
-
-
-# --- the adapter ---------------------------------------------------------------------------
+# --- where and how -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class StreamTarget:
-    """Where to subscribe: connect to ``connect_host``, verify ``tls_name``."""
+    """Where to subscribe: connect to ``connect_host``, verify ``tls_name``, open ``path``
+    (the API base included) with ``interval`` and the ``query`` pairs."""
 
     tls_name: str
     port: int
@@ -266,11 +80,14 @@ class StreamTarget:
     token: str = field(repr=False)
     ssl_context: ssl.SSLContext = field(repr=False)
     interval: int = 1
+    path: str = LEGACY_P1
+    query: tuple[tuple[str, str], ...] = ()
 
     @property
     def uri(self) -> str:
         host = f"[{self.tls_name}]" if ":" in self.tls_name else self.tls_name
-        return f"wss://{host}:{self.port}{LEGACY_P1}?interval={self.interval}"
+        query = urlencode((("interval", str(self.interval)), *self.query))
+        return f"wss://{host}:{self.port}{self.path}?{query}"
 
     def describe(self) -> str:
         where = f"{self.tls_name}:{self.port}"
@@ -285,31 +102,41 @@ class StreamSettings:
 
     open_timeout: float = 10.0
     ping_interval: float | None = 20.0
-    ping_timeout: float | None = 20.0
+    """Pings keep NAT and firewall state alive; they are not the liveness check."""
+    ping_timeout: float | None = None
+    """None: a gateway that never answers pings is not dropped while it sends. Liveness
+    is the machine's stall deadline, which every message pushes back."""
     stall_timeout: float = 15.0
-    """No message for this long (the gateway sends one a second): reconnect."""
+    """The least silence counted as a stall (the machine allows more for a slow pace)."""
     close_timeout: float = 2.0
     scale: float = 1.0
     max_message: int = 64 * 1024
     rng: Callable[[], float] = random.random
 
 
-class LegacyP1Stream:
-    """Subscribes to ``/api/legacy-p1`` and keeps the subscription up, as the table says.
+# --- the adapter ---------------------------------------------------------------------------
+
+
+class Subscription:
+    """Keeps one WebSocket subscription up, as the connection machine decides.
 
     ``target()`` gives where to connect (read again before every try, so a new token or
-    address is used). ``on_telegram(raw, received_at)`` gets each valid telegram and
-    the monotonic time its message arrived; ``on_invalid`` each invalid one;
-    ``on_state(state, message)`` every change of state with a sentence for people.
-    ``rediscover()`` looks for the gateway by mDNS and returns whether it found it.
+    address is used). ``on_state(state, message)`` gets every change of state with a
+    sentence for people. ``rediscover()`` looks for the gateway by mDNS and returns
+    whether it found it. Subclasses say what the messages are: :meth:`received` gets
+    each one with the monotonic time it arrived and tells the machine whether it was
+    useful (:meth:`~x1p1.x1.connection.ConnectionMachine.useful`) or dropped.
     """
+
+    profile = "P1"
+    """The profile the subscription needs (named when a 403 refuses it)."""
+    what = "legacy P1"
+    """What is relayed, for the log."""
 
     def __init__(
         self,
         target: Callable[[], StreamTarget | None],
-        on_telegram: Callable[[bytes, float], None],
         *,
-        on_invalid: Callable[[InvalidTelegram], None] | None = None,
         on_state: Callable[[Conn, str], None] | None = None,
         rediscover: Callable[[], Awaitable[bool]] | None = None,
         settings: StreamSettings | None = None,
@@ -317,11 +144,12 @@ class LegacyP1Stream:
     ) -> None:
         self.settings = settings or StreamSettings()
         self.machine = ConnectionMachine(
-            can_discover=rediscover is not None, scale=self.settings.scale, rng=self.settings.rng
+            can_discover=rediscover is not None,
+            scale=self.settings.scale,
+            rng=self.settings.rng,
+            stall_timeout=self.settings.stall_timeout,
         )
         self._target = target
-        self._on_telegram = on_telegram
-        self._on_invalid = on_invalid
         self._on_state = on_state
         self._rediscover = rediscover
         self._clock = clock
@@ -331,15 +159,27 @@ class LegacyP1Stream:
         self._step: asyncio.Future[None] | None = None
         self._background: set[asyncio.Future[None]] = set()
         self.message = "starting"
-        self.last_message_at: float | None = None
-        self.garbage_bytes = 0
         self._last_failure = ""
-        self._invalid_logged_at = -INVALID_LOG_EVERY
-        self._invalid_unlogged = 0
 
     @property
     def state(self) -> Conn:
         return self.machine.state
+
+    @property
+    def last_message_at(self) -> float | None:
+        return self.machine.last_message_at
+
+    # -- what the messages are (subclasses) ------------------------------------------------
+
+    def begin(self) -> None:
+        """A connection opened: start reading its messages afresh."""
+
+    def received(self, data: bytes, now: float) -> None:
+        """One message's bytes, arrived at ``now``."""
+        raise NotImplementedError
+
+    def end(self) -> None:
+        """The connection is over (closed, cut, stalled)."""
 
     # -- from outside ------------------------------------------------------------------
 
@@ -366,13 +206,17 @@ class LegacyP1Stream:
 
     # -- the loop ------------------------------------------------------------------------
 
-    def _apply(self, event: Ev, message: str, *, retry_after: float | None = None) -> None:
-        old = self.machine.state
-        new = self.machine.handle(event, self._clock(), retry_after=retry_after)
+    def _show(self, old: Conn, message: str) -> None:
+        new = self.machine.state
         if new is not old or message != self.message:
             self.message = message
             if self._on_state is not None:
                 self._on_state(new, message)
+
+    def _apply(self, event: Ev, message: str, *, retry_after: float | None = None) -> None:
+        old = self.machine.state
+        self.machine.handle(event, self._clock(), retry_after=retry_after)
+        self._show(old, message)
 
     def _take_pending(self) -> bool:
         """Apply posted events; True if one changed what to do."""
@@ -398,9 +242,10 @@ class LegacyP1Stream:
             elif state is Conn.DISCOVERING:
                 await self._cancellable(self._discover())
             elif state in WAITING:
-                await self._sleep_until(self.machine.wake_at)
-                if self.machine.due(self._clock()):
-                    self._apply(Ev.CONNECT, f"connecting again ({self._last_failure})")
+                await self._sleep_until(self.machine.deadline())
+                old = self.machine.state
+                if self.machine.expire(self._clock()) is Ev.CONNECT:
+                    self._show(old, f"connecting again ({self._last_failure})")
             else:  # needs-pairing, certificate-error: only a new token gets us out
                 await self._sleep_until(None)
 
@@ -430,7 +275,7 @@ class LegacyP1Stream:
         try:
             found = await self._rediscover()
         except Exception as exc:  # noqa: BLE001 - discovery must never end the stream
-            log.warning("looking for the gateway by mDNS failed: %s", exc)
+            log.warning("looking for the gateway by mDNS failed: %s", printable(exc))
             found = False
         if self._pending:
             return
@@ -465,7 +310,7 @@ class LegacyP1Stream:
                 max_queue=4,
             )
         except InvalidStatus as exc:
-            self._refused(target, exc)
+            self._refused(target, exc.response.status_code, exc.response.headers)
             return
         except ssl.SSLCertVerificationError as exc:
             self._bad_certificate(target, exc)
@@ -478,82 +323,54 @@ class LegacyP1Stream:
             return
         self._ws = ws
         self._apply(Ev.OPENED, f"connected to {target.describe()}")
-        log.info("connected to the gateway %s; relaying legacy P1", target.describe())
+        log.info("connected to the gateway %s; relaying %s", target.describe(), self.what)
         try:
             await self._relay(ws)
         finally:
             self._ws = None
 
     async def _relay(self, ws: ClientConnection) -> None:
-        """Each message through the P1 core's reader; checked telegrams to ``on_telegram``.
+        """Each message to :meth:`received`, until a close or the machine's deadline.
 
-        A connection that stays open but carries nothing for ``stall_timeout`` s (a
-        stalled gateway) is cut. That deadline is pushed back from here, at most every
-        third of it, so a healthy 1 Hz stream costs no timer wake-up of its own: silence
-        is noticed after between ``stall_timeout`` and 4/3 of it.
+        The wait for a message ends at :meth:`ConnectionMachine.deadline`, which every
+        message moves on: a fresh timeout per wait, never a rescheduled one.
         """
-        reader = TelegramReader()
-        on_telegram = self._on_telegram
-        clock = time.monotonic
+        machine = self.machine
+        clock = self._clock
         recv = ws.recv
-        limit = self.settings.stall_timeout
-        loop = asyncio.get_running_loop()
-        self.last_message_at = push_at = clock()
-        relaying = False
+        received = self.received
+        self.begin()
         try:
-            async with asyncio.timeout(limit) as stall:
-                while True:
-                    data = await recv(decode=False)
-                    received = clock()
-                    self.last_message_at = received
-                    reader.receive_data(data)
-                    for event in reader.events_received():
-                        if type(event) is ValidTelegram:
-                            on_telegram(event.raw, received)
-                            if not relaying:
-                                relaying = True
-                                self.machine.handle(Ev.RELAYING, received)
-                        elif type(event) is InvalidTelegram:
-                            self._invalid(event, received)
-                        elif type(event) is Garbage:
-                            self.garbage_bytes += event.size
-                    if received >= push_at and not stall.expired():
-                        # (expired: it fired as this message came, after a silence of
-                        # ``limit`` s or more; the next await raises and we reconnect)
-                        push_at = received + limit / 3
-                        stall.reschedule(loop.time() + limit + limit / 3)
-        except TimeoutError:
-            log.warning(
-                "no telegram from the gateway for %.0f s although the connection is open; "
-                "reconnecting",
-                clock() - (self.last_message_at or 0.0),
-            )
-            ws.transport.abort()
-            self._failed("the gateway stopped sending telegrams")
+            while True:
+                deadline = machine.deadline()
+                if deadline is None:
+                    return
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - clock())):
+                        data = await recv(decode=False)
+                except TimeoutError:
+                    now = clock()
+                    silence = machine.silence(now)
+                    old = machine.state
+                    if machine.expire(now) is Ev.FAILED:
+                        log.warning(
+                            "no message from the gateway for %.0f s although the connection "
+                            "is open; reconnecting",
+                            silence,
+                        )
+                        ws.transport.abort()
+                        self._stalled(old)
+                        return
+                    continue
+                now = clock()
+                machine.message(now)
+                received(data, now)
         except ConnectionClosed as exc:
             if self._pending:
                 return
             self._closed(exc)
         finally:
-            reader.receive_eof()
-            for event in reader.events_received():
-                if type(event) is InvalidTelegram and event.raw:
-                    log.info("discarded a telegram the connection cut short (never written)")
-
-    def _invalid(self, event: InvalidTelegram, now: float) -> None:
-        """Count it; say so at once, then at most once a minute with how many more."""
-        self._invalid_unlogged += 1
-        if now - self._invalid_logged_at >= INVALID_LOG_EVERY:
-            more = self._invalid_unlogged - 1
-            log.warning(
-                "dropped an invalid telegram from the gateway (%s): %s%s; it was not written",
-                event.reason.value,
-                event.message,
-                f" (and {more} more since the last such message)" if more else "",
-            )
-            self._invalid_logged_at, self._invalid_unlogged = now, 0
-        if self._on_invalid is not None:
-            self._on_invalid(event)
+            self.end()
 
     # -- outcomes ------------------------------------------------------------------------
 
@@ -565,40 +382,30 @@ class LegacyP1Stream:
         self._last_failure = sentence
         self._apply(Ev.FAILED, sentence)
 
-    def _refused(self, target: StreamTarget, exc: InvalidStatus) -> None:
-        status = exc.response.status_code
-        if status in (401, 403):
-            why = (
-                "the gateway refused the token (revoked, expired or unknown)"
-                if status == 401
-                else "the token lacks the P1 profile"
-            )
-            log.error(
-                "%s (HTTP %d); stopped relaying: run `x1p1 pair` to pair again, the "
-                "converter picks up the new token by itself",
-                why,
-                status,
-            )
-            self._apply(Ev.UNAUTHORIZED, f"{why}: run `x1p1 pair`")
-        elif status == 503:
-            self._x1_disabled(f"HTTP {status}")
-        elif status == 429:
-            retry = exc.response.headers.get("Retry-After", "")
-            seconds = float(retry) if retry.isdigit() else None
-            log.warning("the gateway asks to slow down (HTTP 429); waiting before trying again")
-            self._apply(Ev.RATE_LIMITED, "rate limited by the gateway", retry_after=seconds)
-        else:
-            self._failed(
-                f"the gateway {target.describe()} refused the subscription (HTTP {status})"
-            )
+    def _stalled(self, old: Conn) -> None:
+        self._last_failure = "the gateway stopped sending telegrams"
+        self._show(old, self._last_failure)
 
-    def _x1_disabled(self, how: str) -> None:
-        log.warning(
-            "X1 is switched off by the grid operator (%s); trying again every %.0f s",
-            how,
-            DISABLED_RETRY,
+    def _verdict(self, verdict: Verdict) -> None:
+        if verdict.event is Ev.FAILED:
+            self._failed(verdict.sentence)
+            return
+        log.log(verdict.level, "%s", verdict.sentence)
+        if verdict.event is Ev.DISABLED:
+            log.warning("trying again every %.0f s while X1 is off", DISABLED_RETRY)
+        self._apply(
+            verdict.event,
+            STATE_SENTENCES.get(verdict.event, verdict.sentence),
+            retry_after=verdict.retry_after,
         )
-        self._apply(Ev.DISABLED, "X1 is switched off by the grid operator")
+
+    def _refused(self, target: StreamTarget, status: int, headers: Mapping[str, str]) -> None:
+        wait = None
+        if status == 429:
+            wait = retry_after(headers.get("Retry-After"), now=datetime.now(UTC), default=None)
+        self._verdict(
+            classify_status(status, profile=self.profile, where=target.describe(), retry_after=wait)
+        )
 
     def _bad_certificate(self, target: StreamTarget, exc: ssl.SSLCertVerificationError) -> None:
         from x1p1.converter.pairing import certificate_sentence
@@ -613,21 +420,74 @@ class LegacyP1Stream:
     def _closed(self, exc: ConnectionClosed) -> None:
         code = exc.rcvd.code if exc.rcvd is not None else None
         reason = exc.rcvd.reason if exc.rcvd is not None else ""
-        if code in (4401, 4403):
-            log.error(
-                "the gateway revoked the token (close %d%s); stopped relaying: run "
-                "`x1p1 pair` to pair again, the converter picks up the new token by itself",
-                code,
-                f": {reason}" if reason else "",
+        self._verdict(classify_close(code, reason))
+
+
+class LegacyP1Stream(Subscription):
+    """Subscribes to ``/api/legacy-p1`` and relays each telegram whose CRC matched.
+
+    ``on_telegram(raw, received_at)`` gets each valid telegram and the monotonic time its
+    message arrived; ``on_invalid`` each invalid one. The rest is :class:`Subscription`.
+    """
+
+    def __init__(
+        self,
+        target: Callable[[], StreamTarget | None],
+        on_telegram: Callable[[bytes, float], None],
+        *,
+        on_invalid: Callable[[InvalidTelegram], None] | None = None,
+        on_state: Callable[[Conn, str], None] | None = None,
+        rediscover: Callable[[], Awaitable[bool]] | None = None,
+        settings: StreamSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            target, on_state=on_state, rediscover=rediscover, settings=settings, clock=clock
+        )
+        self._on_telegram = on_telegram
+        self._on_invalid = on_invalid
+        self._reader = TelegramReader()
+        self.garbage_bytes = 0
+        self._invalid_logged_at = -INVALID_LOG_EVERY
+        self._invalid_unlogged = 0
+
+    def begin(self) -> None:
+        self._reader = TelegramReader()
+
+    def received(self, data: bytes, now: float) -> None:
+        reader = self._reader
+        reader.receive_data(data)
+        for event in reader.events_received():
+            if type(event) is ValidTelegram:
+                self._on_telegram(event.raw, now)
+                self.machine.useful(now)
+            elif type(event) is InvalidTelegram:
+                self.machine.dropped_one(event.reason.value)
+                self._invalid(event, now)
+            elif type(event) is Garbage:
+                self.garbage_bytes += event.size
+
+    def end(self) -> None:
+        reader = self._reader
+        reader.receive_eof()
+        for event in reader.events_received():
+            if type(event) is InvalidTelegram and event.raw:
+                log.info("discarded a telegram the connection cut short (never written)")
+
+    def _invalid(self, event: InvalidTelegram, now: float) -> None:
+        """Count it; say so at once, then at most once a minute with how many more."""
+        self._invalid_unlogged += 1
+        if now - self._invalid_logged_at >= INVALID_LOG_EVERY:
+            more = self._invalid_unlogged - 1
+            log.warning(
+                "dropped an invalid telegram from the gateway (%s): %s%s; it was not written",
+                event.reason.value,
+                printable(event.message),
+                f" (and {more} more since the last such message)" if more else "",
             )
-            self._apply(Ev.UNAUTHORIZED, "the gateway revoked the token: run `x1p1 pair`")
-        elif code == 4503:
-            self._x1_disabled("close 4503")
-        elif code == 4429:
-            self._apply(Ev.RATE_LIMITED, "rate limited by the gateway")
-        else:
-            what = f"close code {code}" if code is not None else "no close frame"
-            self._failed(f"lost the connection to the gateway ({what})")
+            self._invalid_logged_at, self._invalid_unlogged = now, 0
+        if self._on_invalid is not None:
+            self._on_invalid(event)
 
 
 def _reason(exc: BaseException) -> str:
@@ -637,4 +497,4 @@ def _reason(exc: BaseException) -> str:
         return f"TLS handshake failed ({exc.reason or exc})"
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
-    return str(exc) or type(exc).__name__
+    return printable(str(exc) or type(exc).__name__)

@@ -53,11 +53,13 @@ from x1p1.converter.state import (
     status_path,
 )
 from x1p1.converter.status_socket import StatusServer, socket_path
-from x1p1.converter.stream import Conn, LegacyP1Stream, StreamSettings, StreamTarget
+from x1p1.converter.stream import LegacyP1Stream, StreamSettings, StreamTarget
 from x1p1.converter.tcp_out import TcpOutput
 from x1p1.exceptions import ConfigError, NotPaired, StateError, TelegramError, X1P1Error
 from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.telegram import Telegram
+from x1p1.x1.connection import Conn
+from x1p1.x1.endpoints import ApiPaths
 from x1p1.x1.tls import client_ssl_context
 
 __all__ = ["Converter", "ConverterOptions", "percentiles", "run_converter"]
@@ -97,6 +99,11 @@ class ConverterOptions:
     status_file: Path | None = None
     status_interval: float | None = None
     env: dict[str, str] | None = None
+    api_base: str | None = None
+    """The API base (``--api-base``, ``api_base``); None: the --gateway URL's, the
+    pairing's, or ``/api``."""
+    legacy_p1_path: str | None = None
+    tcp_clients: int = 16
 
     @classmethod
     def from_run_config(cls, config: RunConfig) -> ConverterOptions:
@@ -107,6 +114,9 @@ class ConverterOptions:
             serial=config.serial or None,
             data_request=config.data_request,
             tcp=config.tcp,
+            api_base=config.api_base,
+            legacy_p1_path=config.legacy_p1_path,
+            tcp_clients=config.tcp_clients,
             outputs=config.all_outputs(),
         )
 
@@ -256,7 +266,22 @@ class Converter:
         except ConfigError as exc:
             log.error("%s", exc)
             return None
-        return StreamTarget(tls_name, port, connect, pairing.token, context)
+        return StreamTarget(
+            tls_name, port, connect, pairing.token, context, path=self.paths().legacy_p1
+        )
+
+    def paths(self) -> ApiPaths:
+        """Where the gateway's endpoints are (x1p1/x1/endpoints.py, strongest first)."""
+        options = self.options
+        base = options.api_base
+        if base is None and options.gateway is not None:
+            base = options.gateway.api_base
+        if base is None and self.pairing is not None:
+            base = self.pairing.api_base
+        default = ApiPaths()
+        return ApiPaths(
+            default.api_base if base is None else base, legacy_p1_path=options.legacy_p1_path
+        )
 
     def _save(self, pairing: SavedPairing) -> None:
         self.pairing = pairing
@@ -364,14 +389,16 @@ class Converter:
         from x1p1.converter.pairing import GatewayEndpoint, X1Client
 
         endpoint = GatewayEndpoint(target.tls_name, target.port, (target.connect_host,))
-        client = X1Client(endpoint, target.ssl_context, token=target.token, timeout=10.0)
+        client = X1Client(
+            endpoint, target.ssl_context, token=target.token, timeout=10.0, paths=self.paths()
+        )
         try:
             info = await asyncio.to_thread(client.token_info)
         except X1P1Error as exc:
             log.debug("could not read the token's expiry: %s", exc)
             return
         pairing = self.pairing
-        if pairing is None or pairing.token != target.token:
+        if pairing is None or pairing.token != target.token or info.expires_at is None:
             return
         old = pairing.expires_at
         if old is None or abs((info.expires_at - old).total_seconds()) >= 86400:

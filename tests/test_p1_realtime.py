@@ -301,7 +301,7 @@ def test_time_forms() -> None:
         1768478400.0,
     ):
         assert parse_time(form) == noon, form
-    for bad in (None, True, "", "2026-13-15T12:00:00Z", float("inf"), -1, "12:00"):
+    for bad in (None, True, "", "2026-13-15T12:00:00Z", float("inf"), "12:00"):
         assert parse_time(bad) is None, bad
 
 

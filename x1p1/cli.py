@@ -289,6 +289,14 @@ def _state_dir(state_dir: Path | None) -> Path:
 )
 @click.option("--name", help="The name the meter shows [default: x1p1 on <hostname>].")
 @click.option(
+    "--profiles",
+    metavar="P,…",
+    default="P1",
+    show_default=True,
+    help="The profiles to ask for: P1, or E-REALTIME,G-REALTIME,PQ-REALTIME to have "
+    "telegrams built from realtime values (run --source), or any mix.",
+)
+@click.option(
     "--api-base",
     metavar="PATH",
     help="Where the gateway serves the X1 API [default: the config's api_base, the "
@@ -299,10 +307,11 @@ def pair(
     gateway: str | None,
     ca: Path | None,
     name: str | None,
+    profiles: str,
     api_base: str | None,
     state_dir: Path | None,
 ) -> None:
-    """Ask the gateway for a P1 token and wait while you approve it on the meter.
+    """Ask the gateway for a token (P1, or --profiles) and wait while you approve it on the meter.
 
     The request shows on the meter's display (X1 §5.1.5); approve it with the meter's
     button or in the customer portal within 10 minutes. The token is saved (mode 0600)
@@ -319,6 +328,12 @@ def pair(
         config = load_run_config(None, {"api_base": api_base, "state_dir": state_dir})
     except ConfigError as error:
         fail(error, 2)
+    from x1p1.x1.profiles import parse_profiles, sorted_profiles
+
+    try:
+        wanted = parse_profiles(p.strip().upper() for p in profiles.split(",") if p.strip())
+    except X1P1Error as error:
+        fail(f"--profiles {profiles!r}: {str(error).removeprefix('profiles: ')}", 2)
     name = name if name is not None else pairing_module.default_request_name()
     if not 1 <= len(name) <= 64 or not name.isprintable():
         fail("--name must be 1 to 64 printable characters", 2)
@@ -334,7 +349,8 @@ def pair(
                 token_requests_path=config.token_requests_path,
             )
         )
-        click.echo(f"Asking {endpoint.describe()} for a P1 token named '{name}'.")
+        asked = ", ".join(sorted_profiles(wanted))
+        click.echo(f"Asking {endpoint.describe()} for a token ({asked}) named '{name}'.")
         result = pairing_module.pair(
             directory,
             endpoint,
@@ -342,6 +358,7 @@ def pair(
             name=name,
             on_request=countdown.request,
             on_tick=countdown.tick,
+            profiles=wanted,
         )
     except KeyboardInterrupt:
         countdown.close()
@@ -395,6 +412,12 @@ def unpair(state_dir: Path | None) -> None:
 )
 @click.option("--tcp", metavar="HOST:PORT", help="Also serve raw telegrams to TCP clients.")
 @click.option(
+    "--source",
+    type=click.Choice(["auto", "legacy-p1", "realtime"]),
+    help="Relay legacy P1, build telegrams from realtime values, or choose by the token's "
+    "profiles and what the gateway serves [default: the config's source, or auto].",
+)
+@click.option(
     "--api-base",
     metavar="PATH",
     help="Where the gateway serves the X1 API [default: the config's api_base, the "
@@ -410,10 +433,16 @@ def run(
     serial: str | None,
     data_request: str | None,
     tcp: str | None,
+    source: str | None,
     api_base: str | None,
     state_dir: Path | None,
 ) -> None:
     """Relay legacy P1 from the paired gateway to the serial port, until stopped.
+
+    Without legacy P1 (a gateway that lacks it, or a token granted only E-REALTIME,
+    G-REALTIME and PQ-REALTIME) it builds DSMR 5.0.2 telegrams from realtime values
+    (--source; `auto` picks and switches back when legacy P1 returns). Several P1
+    devices: [[output]] tables in the config (docs/config.example.toml).
 
     It rides out faults by itself: a lost connection is retried (backoff up to 30 s,
     then the gateway is looked up by mDNS by its serial); X1 switched off is retried
@@ -438,6 +467,7 @@ def run(
         "serial": serial,
         "data_request": data_request,
         "tcp": tcp,
+        "source": source,
         "api_base": api_base,
         "state_dir": state_dir,
     }

@@ -42,6 +42,7 @@ from x1p1.converter import systemd
 from x1p1.converter.config import GatewayAddress, ListenAddress, OutputConfig, RunConfig
 from x1p1.converter.outputs import Outputs
 from x1p1.converter.serial_out import SerialLike, SerialOutput, open_serial
+from x1p1.converter.source_stream import SourceStream
 from x1p1.converter.state import (
     DaemonStatus,
     SavedPairing,
@@ -53,13 +54,15 @@ from x1p1.converter.state import (
     status_path,
 )
 from x1p1.converter.status_socket import StatusServer, socket_path
-from x1p1.converter.stream import LegacyP1Stream, StreamSettings, StreamTarget
+from x1p1.converter.stream import StreamSettings, StreamTarget
 from x1p1.converter.tcp_out import TcpOutput
 from x1p1.exceptions import ConfigError, NotPaired, StateError, TelegramError, X1P1Error
 from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.telegram import Telegram
 from x1p1.x1.connection import Conn
 from x1p1.x1.endpoints import ApiPaths
+from x1p1.x1.realtime import MeterInfo, parse_meters
+from x1p1.x1.source import Action, Mode, Source, SourceMachine
 from x1p1.x1.tls import client_ssl_context
 
 __all__ = ["Converter", "ConverterOptions", "percentiles", "run_converter"]
@@ -102,6 +105,8 @@ class ConverterOptions:
     api_base: str | None = None
     """The API base (``--api-base``, ``api_base``); None: the --gateway URL's, the
     pairing's, or ``/api``."""
+    source: str = "auto"
+    """Where telegrams come from: auto, legacy-p1 or realtime (x1p1/x1/source.py)."""
     legacy_p1_path: str | None = None
     tcp_clients: int = 16
 
@@ -118,6 +123,7 @@ class ConverterOptions:
             legacy_p1_path=config.legacy_p1_path,
             tcp_clients=config.tcp_clients,
             outputs=config.all_outputs(),
+            source=config.data_source,
         )
 
     def all_outputs(self) -> tuple[OutputConfig, ...]:
@@ -196,9 +202,15 @@ class Converter:
             interval = STATUS_INTERVAL
         self.publisher = StatusPublisher(path, interval)
         self.status_server = StatusServer(socket_path(path), self.status)
-        self.stream = LegacyP1Stream(
+        self.sources = SourceMachine(Mode(options.source), scale=options.stream.scale)
+        self._grant_task: asyncio.Future[None] | None = None
+        self.stream = SourceStream(
             self._target,
             self._on_telegram,
+            sources=self.sources,
+            realtime_path=lambda: self.paths().realtime,
+            fetch_meters=self._fetch_meters,
+            on_forbidden=self._read_grant_soon,
             on_invalid=self._on_invalid,
             on_state=self._on_state,
             rediscover=self._rediscover if options.gateway is None else None,
@@ -235,6 +247,8 @@ class Converter:
             self.pairing = None
             log.error("%s; waiting for a new token", exc)
         self._learn_serial = self.pairing is not None and self.pairing.serial is None
+        granted = self.pairing.profiles if self.pairing is not None else frozenset()
+        self.sources.new_pairing(granted)
 
     def _context(self, pairing: SavedPairing) -> ssl.SSLContext:
         ca = self.options.ca
@@ -324,6 +338,8 @@ class Converter:
             log.info("a new pairing was saved (%s); connecting with it", new.describe())
             self._ssl = None
             self.stream.token_changed()
+        elif old.profiles != new.profiles:
+            self.stream.grant_changed(f"the saved profiles changed: {self.sources.reason}")
 
     async def _rediscover(self) -> bool:
         pairing = self.pairing
@@ -405,6 +421,83 @@ class Converter:
             log.info("the token is valid until %s", info.expires_at.strftime("%Y-%m-%d"))
             self._save(replace(pairing, expires_at=info.expires_at))
 
+    # -- the source: legacy P1 or realtime (x1p1/x1/source.py) ------------------------------
+
+    def _source_due(self, now: float) -> None:
+        """The source machine's deadline, checked in each housekeeping round."""
+        if not self.sources.due(now):
+            return
+        action = self.sources.expire(now)
+        if action is Action.READ_TOKEN:
+            self._start_grant_read()
+        elif action is Action.PROBE_LEGACY:
+            self.stream.grant_changed(f"trying legacy P1 again: {self.sources.reason}")
+
+    def _read_grant_soon(self) -> None:
+        """A refusal asked for the token's profiles: read them now if the source machine
+        allows it (else its deadline brings the housekeeping round to it)."""
+        now = time.monotonic()
+        due = self.sources.read_token_at
+        if due is not None and now >= due:
+            self.sources.read_token_at = None
+            self._start_grant_read()
+
+    def _start_grant_read(self) -> None:
+        if self._grant_task is not None:
+            return
+        target = self._target()
+        if target is None:
+            return
+        task = asyncio.ensure_future(self._read_grant(target))
+        self._grant_task = task
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Future[None]) -> None:
+            self._tasks.discard(finished)
+            self._grant_task = None
+
+        task.add_done_callback(done)
+
+    async def _read_grant(self, target: StreamTarget) -> None:
+        """``GET /api/token``: the profiles the portal grants now (X1 §5.1.6); follow them."""
+        from x1p1.converter.pairing import granted_profiles
+
+        try:
+            info = await asyncio.to_thread(self._client(target).token_info)
+        except X1P1Error as exc:
+            log.warning("could not read the token's profiles: %s", exc)
+            self.sources.token_unread(time.monotonic())
+            return
+        pairing = self.pairing
+        if pairing is None or pairing.token != target.token:
+            return
+        granted = granted_profiles(info.profiles, pairing.profiles)
+        old_grant = self.sources.granted
+        moved = self.sources.token_read(granted, time.monotonic())
+        if granted != pairing.profiles:
+            self._save(replace(pairing, profiles=granted))
+        realtime_grant = granted != old_grant and self.sources.active is Source.REALTIME
+        if moved or realtime_grant or self.stream.state is Conn.NEEDS_PAIRING:
+            if self.sources.active is None:
+                self.sources.token_unread(time.monotonic())  # look again in a minute
+                if not moved:
+                    return
+            self.stream.grant_changed(f"the token's profiles: {self.sources.reason}")
+
+    def _client(self, target: StreamTarget) -> Any:
+        from x1p1.converter.pairing import GatewayEndpoint, X1Client
+
+        endpoint = GatewayEndpoint(target.tls_name, target.port, (target.connect_host,))
+        return X1Client(
+            endpoint, target.ssl_context, token=target.token, timeout=10.0, paths=self.paths()
+        )
+
+    async def _fetch_meters(self, target: StreamTarget) -> tuple[MeterInfo, ...]:
+        """``GET /api/meters`` (X1 §8.1): the meters this token may read."""
+        client = self._client(target)
+        reply = await asyncio.to_thread(client.call, "GET", self.paths().meters)
+        return parse_meters(reply.body)
+
     # -- state -----------------------------------------------------------------------------
 
     def _on_state(self, state: Conn, message: str) -> None:
@@ -472,6 +565,7 @@ class Converter:
             data_request=data_request,
             tcp=tcp,
             outputs=tuple(self.outputs.status()),
+            source=self.sources.status(),
         )
 
     def _publish_first(self) -> None:
@@ -579,6 +673,7 @@ class Converter:
         if now >= self._next_token_check:
             self._next_token_check = now + self.options.token_check
             self._check_token_file()
+        self._source_due(now)
         if now >= self._next_status:
             self._next_status = now + self.publisher.interval
             self._publish()

@@ -22,10 +22,9 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from x1p1.exceptions import BadRequest, GatewayError, TelegramParseError
 from x1p1.p1.dsmr5 import MAX_FAILURE_LOG, PowerFailure
@@ -33,6 +32,7 @@ from x1p1.p1.realtime import GasReadings, RealtimeReadings, Value
 from x1p1.p1.values import parse_timestamp, split_unit
 from x1p1.x1.obis import BY_CODE, OBJECTS, Meter, ObisObject, P1Kind, lookup
 from x1p1.x1.profiles import Profile
+from x1p1.x1.readers import read_time
 
 REALTIME_PROFILES = frozenset({Profile.E_REALTIME, Profile.PQ_REALTIME, Profile.G_REALTIME})
 """The profiles that read ``/api/realtime`` (X1 §5.3)."""
@@ -43,10 +43,6 @@ MAX_MESSAGE = 64 * 1024
 MAX_STRING = 256
 """Characters of a string value kept; a longer one is left out."""
 FAILURE_LOG = "1-0:99.97.0.255"
-
-_TIME = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.\d+)?(Z|z|[+-]\d\d:?\d\d)?\Z"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,27 +132,10 @@ def subscription(granted: Iterable[Profile], meters: Iterable[MeterInfo]) -> Sub
 
 
 def parse_time(value: object) -> datetime | None:
-    """An X1 time, read tolerantly: RFC 3339 with or without fraction or offset (no offset
-    means UTC, as X1 writes every time, docs/x1-api.md) or Unix seconds; None if neither."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        if not math.isfinite(value) or not 0 <= value < 2**33:
-            return None
-        return datetime.fromtimestamp(int(value), UTC)
-    if not isinstance(value, str) or not _TIME.match(value.strip()):
-        return None
-    text = value.strip().replace("z", "Z").replace("t", "T")
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    try:
-        return moment.astimezone(UTC).replace(microsecond=0)
-    except OverflowError:
-        return None
+    """An X1 time in whole seconds, read tolerantly by :func:`x1p1.x1.readers.read_time`
+    (RFC 3339 with or without fraction or offset, or Unix seconds); None if unreadable."""
+    moment = read_time(value)
+    return None if moment is None else moment.replace(microsecond=0)
 
 
 def parse_failure_log(value: object) -> tuple[PowerFailure, ...] | None:

@@ -125,6 +125,9 @@ class SourceStream(LegacyP1Stream):
 
     async def _connect_and_relay(self) -> None:
         sources = self.sources
+        if self._legacy_target() is None:
+            await super()._connect_and_relay()  # says "not paired"
+            return
         if sources.active is None:
             sentence = f"{sources.reason}; waiting for the portal's grant or `x1p1 pair`"
             log.error("%s", sentence)
@@ -132,9 +135,7 @@ class SourceStream(LegacyP1Stream):
             return
         if sources.active is Source.REALTIME:
             base = self._legacy_target()
-            if base is None:
-                await super()._connect_and_relay()  # says "not paired"
-                return
+            assert base is not None
             try:
                 self._meters = await self._fetch_meters(base)
             except ForbiddenProfile:

@@ -276,17 +276,21 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def realtime_feed(count: int) -> tuple[list[bytes], list[list[str]], dict[str, Any]]:
+def realtime_feed(
+    count: int,
+) -> tuple[list[bytes], list[list[str]], dict[str, Any], list[bytes]]:
     """The embedded gateway's own legacy telegrams and realtime messages (gas first, then
-    electricity) for ``count`` seconds, and its ``GET /api/meters`` answer."""
+    electricity) for ``count`` seconds, its ``GET /api/meters`` answer, and the telegrams
+    the converter should build from the messages."""
     from datetime import UTC, datetime, timedelta
 
     from x1p1.gateway import handlers
     from x1p1.gateway.simulation.meter import MeterSimulation
     from x1p1.gateway.streams import Tick
+    from x1p1.p1.realtime import realtime_telegram
     from x1p1.x1.pairing import Token
     from x1p1.x1.profiles import Profile
-    from x1p1.x1.realtime import parse_meters, subscription
+    from x1p1.x1.realtime import RealtimeAssembler, RealtimeMessage, parse_meters, subscription
 
     start = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
     sim = MeterSimulation(seed=1)
@@ -297,12 +301,17 @@ def realtime_feed(count: int) -> tuple[list[bytes], list[list[str]], dict[str, A
     assert sub is not None
     params = dict(part.split("=", 1) for part in sub.query().split("&"))
     selections, _ = handlers.realtime_selection(sim, token, params)
-    telegrams, messages = [], []
+    telegrams, messages, built = [], [], []
+    assembler = RealtimeAssembler(parse_meters(meters))
     for i in range(count):
         tick = Tick(i, start + timedelta(seconds=i), sim)
         telegrams.append(tick.telegram.encode("ascii"))
         messages.append([tick.realtime(selection) for selection in selections])
-    return telegrams, messages, meters
+        for text in messages[-1]:
+            readings = assembler.receive(RealtimeMessage.parse(text))
+            if readings is not None:
+                built.append(realtime_telegram(readings))
+    return telegrams, messages, meters, built
 
 
 async def parent(
@@ -323,11 +332,13 @@ async def parent(
     pki = GatewayPKI.load_or_create(work / "pki")
     messages: list[list[str]] = []
     meters: dict[str, Any] = {}
+    built: list[bytes] = []
     if realtime:
-        telegrams, messages, meters = realtime_feed(count)
+        telegrams, messages, meters, built = realtime_feed(count)
     else:
         telegrams = list(dsmr5.sample_stream(count))
     index = {raw: i for i, raw in enumerate(telegrams)}
+    built_index = {raw: i for i, raw in enumerate(built)}
     clients: dict[ServerConnection, str] = {}
 
     async def handler(ws: ServerConnection) -> None:
@@ -373,7 +384,7 @@ async def parent(
         paired_at=datetime.now(UTC).replace(microsecond=0),
     )
     names = ["daemon", "naive"] + (["realtime"] if realtime else []) + (["three"] if three else [])
-    ends = {name: PtyEnd(name, index) for name in names}
+    ends = {name: PtyEnd(name, built_index if name == "realtime" else index) for name in names}
     second = PtyEnd("three-2", index) if three else None
     for end in [*ends.values(), *([second] if second else [])]:
         end.attach()
@@ -523,6 +534,15 @@ async def parent(
         for name, cpu in d["threads"].items()
     )
     print(f"daemon CPU per telegram by thread: {per_thread}")
+    if realtime:
+        r = results["realtime"]
+        per_thread = ", ".join(
+            f"{name} {cpu / max(1, r['relayed']):.2f}"
+            if name.endswith("wake-ups")
+            else f"{name} {cpu / max(1, r['relayed']) * 1e6:.0f} us"
+            for name, cpu in r["threads"].items()
+        )
+        print(f"realtime CPU per telegram by thread: {per_thread}")
     print(f"daemon resident memory: {d['rss_kb'] / 1024:.1f} MB (target < 45 MB)")
     print(
         f"daemon: {d['written']} written ({d['written_direct']} straight from the event loop), "

@@ -90,6 +90,9 @@ class SourceStream(LegacyP1Stream):
         """Telegrams built from realtime messages."""
         self.bad_messages = 0
         self._bad_logged_at = -BAD_MESSAGE_LOG_EVERY
+        self._repeated = b""
+        """The last message that built nothing (a gas reading): the same bytes again are
+        skipped without parsing."""
 
     @property
     def profile(self) -> str:  # type: ignore[override]
@@ -164,16 +167,20 @@ class SourceStream(LegacyP1Stream):
     def begin(self) -> None:
         super().begin()
         self._assembler = RealtimeAssembler(self._meters)
+        self._repeated = b""
 
     def received(self, data: bytes, now: float) -> None:
         if self.connected_source is not Source.REALTIME:
             super().received(data, now)
             return
+        if data == self._repeated:
+            return  # the same gas reading again (it changes every 5 minutes): known
         assembler = self._assembler
         assert assembler is not None
         try:
             readings = assembler.receive(RealtimeMessage.parse(data))
             if readings is None:
+                self._repeated = data
                 return
             raw = realtime_telegram(readings)
         except GatewayError as exc:

@@ -264,3 +264,23 @@ async def test_only_e_realtime_has_no_gas_and_legacy_mode_waits(
             "switches": 0,
         }
     assert pty.raw_telegrams() == []
+
+
+async def test_portal_takes_gas_away_from_a_realtime_token(
+    gw: RunningGateway, tmp_path: Path, pty: PtyPeer
+) -> None:
+    state_dir = tmp_path / "state"
+    _, token_id = paired(gw, state_dir, ("E-REALTIME", "G-REALTIME"))
+    async with running(fast_options(state_dir, pty.path)) as converter:
+        await until(lambda: len(pty.raw_telegrams()) >= 2, what="built telegrams with gas")
+        assert all(b"*m3)" in raw for raw in pty.raw_telegrams())
+        gw.control.set_profiles(token_id, ["E-REALTIME"])
+        mark = len(pty.raw_telegrams())
+        await until(
+            lambda: any(b"*m3)" not in raw for raw in pty.raw_telegrams()[mark:]),
+            what="telegrams without gas",
+        )
+        assert converter.sources.granted == frozenset({E})
+        assert converter.sources.active is Source.REALTIME
+    last = pty.raw_telegrams()[-1]
+    assert b"24.2.1" not in last and b"1-0:1.8.1(" in last

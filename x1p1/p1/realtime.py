@@ -69,31 +69,30 @@ class RealtimeReadings:
 
 @dataclass(frozen=True, slots=True)
 class _Line:
-    """How one object is written: its six-group code, its kind, the text before and
-    after the value groups, and for ``Fn(x,y)`` the scale, the wrap-around modulus and a
-    ``%`` template of the digits (as :func:`~x1p1.p1.values.fixed` writes them)."""
+    """How one object is written: its six-group code, its kind, its P1 code, and for
+    ``Fn(x,y)`` the scale, the wrap-around modulus and a ``%`` template of the whole
+    line (as :func:`~x1p1.p1.values.fixed` writes the number)."""
 
     code: str
     kind: P1Kind
-    prefix: str
-    suffix: str
+    p1_code: str
     scale: int
     modulus: int
     template: str
+    number_template: str
 
     @classmethod
     def of(cls, code: str, fmt: P1Format) -> _Line:
         p1_code = code.rsplit(".", 1)[0]
         unit = f"*{fmt.unit}" if fmt.unit else ""
         digits = f"%0{fmt.int_digits}d" + (f".%0{fmt.decimals}d" if fmt.decimals else "")
-        scale = 10**fmt.decimals
         return cls(
             code,
             fmt.kind,
-            f"{p1_code}(",
-            ")\r\n",
-            scale,
+            p1_code,
+            10**fmt.decimals,
             10 ** (fmt.int_digits + fmt.decimals),
+            f"{p1_code}({digits}{unit})\r\n",
             digits + unit,
         )
 
@@ -101,8 +100,8 @@ class _Line:
         """:func:`~x1p1.p1.values.fixed` of ``abs(value)``, without its general checks."""
         units = round(abs(value) * self.scale) % self.modulus
         if self.scale == 1:
-            return self.template % units
-        return self.template % divmod(units, self.scale)
+            return self.number_template % units
+        return self.number_template % divmod(units, self.scale)
 
 
 def _plan(meter: Meter, channel: int | None = None) -> tuple[_Line, ...]:
@@ -149,20 +148,23 @@ def realtime_telegram(readings: RealtimeReadings, header: str = REALTIME_HEADER)
         value = values.get(line.code)
         if value is None:
             continue
-        if line.kind is _FIXED and (type(value) is int or type(value) is float):
-            if math.isfinite(value):
-                parts.append(line.prefix + line.number(value) + line.suffix)
+        kind = type(value)
+        if line.kind is _FIXED and (kind is float or kind is int):
+            if math.isfinite(value):  # type: ignore[arg-type]
+                units = round(abs(value) * line.scale) % line.modulus  # type: ignore[arg-type]
+                scale = line.scale
+                parts.append(line.template % (units if scale == 1 else divmod(units, scale)))
             continue
         text = _write(line, value)
         if text is not None:
-            parts.append(line.prefix + text + line.suffix)
+            parts.append(f"{line.p1_code}({text})\r\n")
     for gas in sorted(readings.gas, key=lambda g: g.channel):
         for line in _GAS.get(gas.channel, ()):
             value = gas.values.get(line.code)
             if value is not None:
                 text = _write(line, value, gas.captured)
                 if text is not None:
-                    parts.append(line.prefix + text + line.suffix)
+                    parts.append(f"{line.p1_code}({text})\r\n")
     parts.append("!")
     body = "".join(parts).encode("ascii")
     return body + crc16_hex(body).encode("ascii") + b"\r\n"

@@ -244,12 +244,18 @@ class RealtimeMessage:
         if not isinstance(raw_values, dict):
             raise GatewayError("a realtime message has no values object")
         values: dict[str, Value] = {}
+        resolve = _resolve
         for code, raw in raw_values.items():
-            resolved = _resolve(code)
-            if resolved is not None:
-                value = _value(resolved[1], raw)
-                if value is not None:
-                    values.setdefault(resolved[0], value)
+            resolved = resolve(code)
+            if resolved is None:
+                continue
+            six, kind = resolved
+            if kind == _NUMBER and type(raw) is float and math.isfinite(raw):
+                value: Value | None = raw  # the common case, without a call
+            else:
+                value = _value(kind, raw)
+            if value is not None and six not in values:
+                values[six] = value
         return cls(equipment_id, t, values)
 
 

@@ -284,3 +284,19 @@ async def test_portal_takes_gas_away_from_a_realtime_token(
         assert converter.sources.active is Source.REALTIME
     last = pty.raw_telegrams()[-1]
     assert b"24.2.1" not in last and b"1-0:1.8.1(" in last
+
+
+async def test_404_with_a_stale_saved_grant_asks_the_gateway(
+    gw: RunningGateway, tmp_path: Path, pty: PtyPeer
+) -> None:
+    """The saved pairing knows only P1 (paired before the portal added realtime): the 404
+    makes the converter read GET /api/token, which shows E-REALTIME, and it builds."""
+    state_dir = tmp_path / "state"
+    token = gw.pair(EVERYTHING)
+    save_test_pairing(state_dir, token=token, port=gw.port, ca_pem=gw.ca_path.read_text())
+    options = fast_options(state_dir, pty.path, legacy_p1_path="/api/no-legacy-p1-here")
+    async with running(options) as converter:
+        await until(lambda: len(pty.raw_telegrams()) >= 2, what="built telegrams")
+        assert converter.sources.active is Source.REALTIME
+        assert Profile.E_REALTIME in converter.pairing.profiles  # type: ignore[union-attr]
+    assert set(headers(pty)) == {b"/XPP5X1P1-REALTIME"}

@@ -34,7 +34,7 @@ from x1p1.p1.realtime import realtime_telegram
 from x1p1.x1.connection import Conn, Ev
 from x1p1.x1.readers import printable
 from x1p1.x1.realtime import MeterInfo, RealtimeAssembler, RealtimeMessage, subscription
-from x1p1.x1.source import Source, SourceMachine
+from x1p1.x1.source import Mode, Source, SourceMachine
 
 __all__ = ["SourceStream"]
 
@@ -203,6 +203,7 @@ class SourceStream(LegacyP1Stream):
     # -- refusals and closes ---------------------------------------------------------------
 
     def _forbidden(self, sentence: str) -> None:
+        """Have the token's profiles read again (X1 §5.1.6), saying why."""
         log.warning("%s; reading the token's profiles again (X1 §5.1.6)", sentence)
         self.sources.forbidden(self._clock())
         if self._on_forbidden is not None:
@@ -210,15 +211,18 @@ class SourceStream(LegacyP1Stream):
 
     def _refused(self, target: StreamTarget, status: int, headers: Mapping[str, str]) -> None:
         legacy = self.sources.active is Source.LEGACY_P1
-        if status == NOT_FOUND and legacy and self.sources.legacy_not_found(self._clock()):
-            log.warning(
-                "the gateway %s has no legacy P1 (HTTP 404 on %s); %s",
-                target.describe(),
-                printable(target.path),
-                self.sources.reason,
-            )
-            self._apply(Ev.RETARGET, self.sources.reason)
-            return
+        if status == NOT_FOUND and legacy and self.sources.mode is Mode.AUTO:
+            if self.sources.legacy_not_found(self._clock()):
+                log.warning(
+                    "the gateway %s has no legacy P1 (HTTP 404 on %s); %s",
+                    target.describe(),
+                    printable(target.path),
+                    self.sources.reason,
+                )
+                self._apply(Ev.RETARGET, self.sources.reason)
+                return
+            # the saved grant has no realtime profile: ask what the gateway grants now
+            self._forbidden(f"the gateway {target.describe()} has no legacy P1 (HTTP 404)")
         if status == ForbiddenProfile.status:
             self._forbidden(f"the gateway refused the {self.sources.active} subscription (403)")
         super()._refused(target, status, headers)

@@ -477,12 +477,12 @@ class Converter:
         if granted != pairing.profiles:
             self._save(replace(pairing, profiles=granted))
         realtime_grant = granted != old_grant and self.sources.active is Source.REALTIME
-        if moved or realtime_grant or self.stream.state is Conn.NEEDS_PAIRING:
-            if self.sources.active is None:
-                self.sources.token_unread(time.monotonic())  # look again in a minute
-                if not moved:
-                    return
+        if moved or realtime_grant:
             self.stream.grant_changed(f"the token's profiles: {self.sources.reason}")
+        elif self.stream.state is Conn.NEEDS_PAIRING:
+            # refused, yet the grant reads the same: look again in a minute, and connect
+            # only when it changes (or `x1p1 pair` saves a new token), never in a loop
+            self.sources.token_unread(time.monotonic())
 
     def _client(self, target: StreamTarget) -> Any:
         from x1p1.converter.pairing import GatewayEndpoint, X1Client

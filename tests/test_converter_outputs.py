@@ -195,3 +195,148 @@ async def test_slow_tcp_client_drops_for_itself_only(gateway: TestGateway, tmp_p
             reader_sock.close()
     events = TelegramReader().feed(bytes(got))
     assert all(isinstance(e, ValidTelegram) for e in events)
+
+
+# --- the TCP output survives its clients (docs/x1-api.md, "What the converter tolerates") ---
+
+
+HOLD_CONNECTIONS = """
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[2])):
+    try:
+        held.append(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5))
+    except OSError:
+        pass
+print(len(held), flush=True)
+sys.stdin.read()
+"""
+
+
+async def _hold(port: int, count: int) -> asyncio.subprocess.Process:
+    """Another process (its own descriptors) that opens ``count`` idle connections."""
+    import sys
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HOLD_CONNECTIONS,
+        str(port),
+        str(count),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    await asyncio.wait_for(process.stdout.readline(), 60)
+    return process
+
+
+async def _release(process: asyncio.subprocess.Process) -> None:
+    assert process.stdin is not None
+    process.stdin.close()
+    await process.wait()
+
+
+async def test_clients_past_the_cap_are_refused_at_once(
+    gateway: TestGateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from p1_pty import PtyPeer
+
+    state_dir = tmp_path / "state"
+    pair(gateway, state_dir)
+    pty = PtyPeer().attach()
+    options = fast_options(state_dir, pty.path, tcp=ListenAddress("127.0.0.1", 0), tcp_clients=3)
+    caplog.set_level(logging.DEBUG, logger="x1p1")
+    try:
+        async with running(options) as converter:
+            tcp = converter.tcp
+            assert tcp is not None
+            await until(lambda: tcp.port != 0 and len(pty.raw_telegrams()) >= 3, what="start")
+            holder = await _hold(tcp.port, 60)
+            try:
+                await until(lambda: tcp.refused >= 57, what="57 refused")
+                assert tcp.clients == 3
+                before = len(pty.raw_telegrams())
+                await until(lambda: len(pty.raw_telegrams()) >= before + 20, what="serial")
+                assert converter.status().counts["tcp_refused"] == tcp.refused
+            finally:
+                await _release(holder)
+            assert converter.stream.machine.reconnects == 0
+    finally:
+        pty.close()
+    chatty = [
+        r
+        for r in caplog.records
+        if r.name == "x1p1.converter.tcp_out" and r.levelno >= logging.INFO
+        if "client" in r.getMessage()
+    ]
+    assert chatty == [], [r.getMessage() for r in chatty]  # connects are debug lines
+
+
+async def test_the_hourly_summary(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from x1p1.converter.tcp_out import SUMMARY_EVERY, TcpOutput
+
+    now = [0.0]
+    output = TcpOutput(ListenAddress("127.0.0.1", 0), max_clients=1, clock=lambda: now[0])
+    await output.start()
+    try:
+        import socket
+
+        sockets = [socket.create_connection(("127.0.0.1", output.port)) for _ in range(3)]
+        await until(lambda: output.connects == 1 and output.refused == 2, what="accepts")
+        caplog.set_level(logging.INFO, logger="x1p1.converter.tcp_out")
+
+        def summaries() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "last hour" in r.getMessage()]
+
+        output.summarise(SUMMARY_EVERY - 1)
+        assert summaries() == []
+        output.summarise(SUMMARY_EVERY)
+        [summary] = summaries()
+        assert "1 connected, 2 refused (over 1 at once); 1 connected now" in summary
+        output.summarise(2 * SUMMARY_EVERY)  # a quiet hour says nothing
+        assert len(summaries()) == 1
+        for sock in sockets:
+            sock.close()
+    finally:
+        await output.close()
+
+
+async def test_running_out_of_descriptors_stops_neither_line(
+    gateway: TestGateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a cap above what the process may open, accept() fails (EMFILE): the serial
+    line and the X1 connection carry on, and the cause is logged once, without a
+    traceback."""
+    import resource
+
+    from p1_pty import PtyPeer
+
+    state_dir = tmp_path / "state"
+    pair(gateway, state_dir)
+    pty = PtyPeer().attach()
+    options = fast_options(state_dir, pty.path, tcp=ListenAddress("127.0.0.1", 0), tcp_clients=1024)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    caplog.set_level(logging.WARNING)
+    try:
+        async with running(options) as converter:
+            tcp = converter.tcp
+            assert tcp is not None
+            await until(lambda: tcp.port != 0 and len(pty.raw_telegrams()) >= 3, what="start")
+            in_use = len(os.listdir("/proc/self/fd"))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 20, hard))
+            try:
+                holder = await _hold(tcp.port, 200)
+                try:
+                    before = len(pty.raw_telegrams())
+                    await until(lambda: len(pty.raw_telegrams()) >= before + 50, what="serial")
+                    assert converter.stream.machine.reconnects == 0
+                    assert converter.stream.state.value == "connected"
+                finally:
+                    await _release(holder)
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    finally:
+        pty.close()
+    out_of = [r for r in caplog.records if "out of system resource" in r.getMessage()]
+    assert len(out_of) == 1 and out_of[0].exc_info is None

@@ -187,3 +187,116 @@ def test_whole_message_fast_path_agrees_with_byte_by_byte(
     assert read_all([message]) == read_all([bytes([b]) for b in message])
     small = data.draw(st.integers(64, 2048))
     assert read_all([message], small) == read_all([bytes([b]) for b in message], small)
+
+
+# --- the tolerant reader (docs/x1-api.md, "What the converter tolerates") ----------------
+
+
+def _samples(count: int = 400) -> list[bytes]:
+    from x1p1.p1 import dsmr5
+
+    stream = dsmr5.sample_stream()
+    return [next(stream) for _ in range(count)]
+
+
+SAMPLES = _samples()
+
+
+def _with_letters() -> bytes:
+    """A telegram whose CRC has a letter in it (so lower case differs)."""
+    return next(raw for raw in SAMPLES if any(c in b"ABCDEF" for c in raw[-6:-2]))
+
+
+def read_messages(messages: list[bytes]) -> list[Event]:
+    """Each item is one WebSocket message."""
+    reader = TelegramReader(tolerant=True)
+    events: list[Event] = []
+    for message in messages:
+        reader.receive_data(message)
+        reader.end_of_message()
+        events += reader.events_received()
+    reader.receive_eof()
+    return events + reader.events_received()
+
+
+def _variants(raw: bytes) -> dict[str, bytes]:
+    bang = raw.rindex(b"!")
+    body, crc = raw[: bang + 1], raw[bang + 1 : -2]
+    return {
+        "as sent": raw,
+        "lower-case CRC": body + crc.lower() + b"\r\n",
+        "no CR LF": body + crc,
+        "lower case, no CR LF": body + crc.lower(),
+        "LF only": body + crc + b"\n",
+        "CR only": body + crc + b"\r",
+    }
+
+
+VARIANTS = list(_variants(b"/x!0000\r\n"))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_tolerant_reader_writes_the_crc_line_as_p1_has_it(variant: str) -> None:
+    raw = _with_letters()
+    events = read_messages([_variants(raw)[variant]])
+    assert [type(e) for e in events] == [ValidTelegram], variant
+    assert events[0].raw == raw  # upper case, CR LF; "/" … "!" untouched
+
+
+@pytest.mark.parametrize("variant", ["no CR LF", "lower case, no CR LF"])
+def test_merged_telegrams_without_cr_lf_are_each_supplied(variant: str) -> None:
+    raw = _with_letters()
+    message = _variants(raw)[variant]
+    events = read_messages([message + message + message])
+    assert [e.raw for e in events if isinstance(e, ValidTelegram)] == [raw] * 3
+
+
+def test_a_short_crc_is_written_as_four_digits() -> None:
+    padded = [raw for raw in SAMPLES if raw[raw.rindex(b"!") + 1 :].startswith(b"0")]
+    assert padded
+    for raw in padded:
+        bang = raw.rindex(b"!")
+        short = raw[: bang + 1] + (raw[bang + 1 : -2].lstrip(b"0") or b"0") + b"\r\n"
+        (event,) = read_messages([short])
+        assert isinstance(event, ValidTelegram) and event.raw == raw
+
+
+def test_a_message_split_inside_the_crc_still_waits_for_the_rest() -> None:
+    raw = _with_letters()
+    for cut in range(len(raw) - 6, len(raw)):
+        events = read_messages([raw[:cut], raw[cut:]])
+        assert [e.raw for e in events if isinstance(e, ValidTelegram)] == [raw], cut
+        assert not [e for e in events if isinstance(e, InvalidTelegram)], cut
+
+
+def test_a_bad_crc_stays_bad_when_tolerant() -> None:
+    raw = _with_letters()
+    bang = raw.rindex(b"!")
+    wrong = raw[: bang + 1] + f"{(int(raw[bang + 1 : -2], 16) + 1) % 65536:04x}".encode()
+    (event,) = read_messages([wrong])
+    assert isinstance(event, InvalidTelegram)
+    assert event.reason is InvalidTelegramReason.CRC_MISMATCH
+
+
+def test_the_strict_reader_is_unchanged() -> None:
+    raw = _with_letters()
+    for variant, message in _variants(raw).items():
+        events = read_all([message])
+        valid = [e for e in events if isinstance(e, ValidTelegram)]
+        assert bool(valid) is (variant == "as sent"), variant
+
+
+@given(st.integers(0, len(SAMPLES) - 1), st.data())
+@settings(max_examples=80)
+def test_tolerated_telegrams_are_read_by_dsmr_parser(index: int, data: st.DataObject) -> None:
+    from dsmr_parser import telegram_specifications
+    from dsmr_parser.parsers import TelegramParser
+
+    raw = SAMPLES[index]
+    message = _variants(raw)[data.draw(st.sampled_from(VARIANTS))]
+    cut = data.draw(st.integers(0, len(message) - 1))
+    events = read_messages([message[:cut], message[cut:]] if cut else [message])
+    [telegram] = [e for e in events if isinstance(e, ValidTelegram)]
+    assert telegram.raw == raw
+    parser = TelegramParser(telegram_specifications.V5, apply_checksum_validation=True)
+    parser.parse(telegram.raw.decode("latin-1"))

@@ -498,7 +498,8 @@ def status(state_dir: Path | None, as_json: bool) -> None:
     \b
     Exit codes:
       0  the converter runs and is connected
-      3  it is not running, not paired or not connected
+      3  it is not running, not paired or not connected, or every telegram is dropped
+         as invalid (dropping-invalid)
     """
     from x1p1.converter.state import render_status, status_report
 

@@ -156,7 +156,7 @@ class BadRequest(X1Error):
     """Malformed parameters or body; the message names the parameter."""
 
     status = 400
-    close_code = 4400
+    close_code: ClassVar[int] = 4400
     code = "bad-request"
 
 
@@ -164,7 +164,7 @@ class Unauthorized(X1Error):
     """No token, or an unknown, expired or revoked one (§7.1)."""
 
     status = 401
-    close_code = 4401
+    close_code: ClassVar[int] = 4401
     code = "unauthorized"
 
 
@@ -172,7 +172,7 @@ class ForbiddenProfile(X1Error):
     """The token lacks a profile the request needs (§5.3, §7.1)."""
 
     status = 403
-    close_code = 4403
+    close_code: ClassVar[int] = 4403
     code = "forbidden-profile"
 
     def __init__(self, message: str, *, missing: list[str]) -> None:
@@ -201,7 +201,7 @@ class RateLimited(X1Error):
     """History rate limit (§7.3) or repeated denied requests (§5.1.7)."""
 
     status = 429
-    close_code = 4429
+    close_code: ClassVar[int] = 4429
     code = "rate-limited"
 
     def __init__(self, message: str, *, retry_after: int) -> None:
@@ -216,7 +216,7 @@ class X1Disabled(X1Error):
     """The grid operator switched the X1 interface off (§12.3)."""
 
     status = 503
-    close_code = 4503
+    close_code: ClassVar[int] = 4503
     code = "x1-disabled"
 
 

@@ -44,7 +44,6 @@ converter reuses them.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -500,6 +499,8 @@ def _one_output(table: object, base: Path | None, number: int) -> OutputConfig:
         raise _Invalid(f"{where} must be a table")
     for key in table:
         if key not in OUTPUT_KEYS:
+            import difflib  # only for this message (performance.md: the daemon stays lean)
+
             close = difflib.get_close_matches(key, OUTPUT_KEYS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise _Invalid(
@@ -703,6 +704,8 @@ def _read(path: Path) -> tuple[dict[str, object], dict[str, int]]:
 
 
 def _unknown(key: str) -> str:
+    import difflib  # only for this message: the daemon's memory stays lean (performance.md)
+
     close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown key {key!r}{hint}; known keys: {', '.join(KNOWN_KEYS)}"

@@ -137,6 +137,7 @@ class Outputs:
         *,
         opener: Callable[[str, float], SerialLike] = open_serial,
         serial_reopen: float = 1.0,
+        tcp_clients: int = 16,
     ) -> None:
         self.outputs: list[Output] = []
         for config in configs:
@@ -149,7 +150,8 @@ class Outputs:
                 )
                 self.outputs.append(Output(config, serial=serial))
             elif config.tcp is not None:
-                self.outputs.append(Output(config, tcp=TcpOutput(config.tcp)))
+                tcp = TcpOutput(config.tcp, max_clients=tcp_clients)
+                self.outputs.append(Output(config, tcp=tcp))
 
     def __iter__(self) -> Any:
         return iter(self.outputs)

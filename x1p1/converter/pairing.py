@@ -201,7 +201,7 @@ async def resolve_endpoint(
             try:
                 base = check_path(advertised, "the TXT record api=")
             except ValueError as exc:
-                log.warning("%s; using /api", exc)
+                log.warning("%s; using /api", printable(exc))
         return ApiPaths(
             ApiPaths().api_base if base is None else base,
             token_requests_path=token_requests_path,
@@ -346,10 +346,11 @@ class X1Client:
             location = answer_headers.get("Location", "")
             target = self._same_gateway(location)
             if target is None:
+                where = f"{printable(location)}, another host" if location else "nowhere"
                 raise GatewayError(
-                    f"the gateway redirected {path} to {printable(location) or 'nowhere'} "
-                    f"(HTTP {status}); the converter follows redirects only to the same "
-                    "gateway: set api_base or the endpoint's path in the config"
+                    f"the gateway redirected {path} to {where} (HTTP {status}); the "
+                    "converter follows redirects only within the same gateway: set api_base "
+                    "or the endpoint's path in the config"
                 )
             log.info("the gateway redirected %s to %s (HTTP %d)", path, printable(target), status)
             path = target
@@ -519,7 +520,7 @@ def error_for(
         )
     if cls is RateLimited:
         wait = retry_after((headers or {}).get("Retry-After"), now=datetime.now(UTC), default=60.0)
-        return RateLimited(message, retry_after=int(wait or 60))
+        return RateLimited(message, retry_after=int(60.0 if wait is None else wait))
     if cls is ForbiddenProfile:
         missing = body.get("missing") if isinstance(body, dict) else None
         names = [printable(m, 32) for m in missing] if isinstance(missing, list) else []
@@ -762,7 +763,7 @@ def pair(
         expires_at=expires_at,
         name=name,
         uuid=body.uuid,
-        paired_at=datetime.now(UTC),
+        paired_at=datetime.now(UTC).replace(microsecond=0),
         api_base=api_base if api_base != ApiPaths().api_base else None,
     )
     save_pairing(state_dir, pairing)

@@ -420,7 +420,10 @@ class SerialOutput:
             pass
         self._port = port
         self._fd = _posix_fd(port)
-        self._mailbox.clear()  # what waited while the port was away is old now
+        # What waited while the port was away is old now, but a telegram that came while
+        # it was being opened (the first one after start) is fresh: it goes out.
+        if self._mailbox.drop_older(self.max_age, self._clock()):
+            self.stats.too_old += 1
         self.stats.opened += 1
         if self.stats.opened > 1 or self.state is PortState.ABSENT:
             log.info("serial port %s is back; writing telegrams again", self.url)

@@ -25,8 +25,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 
-from websockets.exceptions import ConnectionClosed
-
 from x1p1.converter.stream import LegacyP1Stream, StreamSettings, StreamTarget
 from x1p1.exceptions import ForbiddenProfile, GatewayError, X1P1Error
 from x1p1.p1.reader import InvalidTelegram
@@ -209,26 +207,22 @@ class SourceStream(LegacyP1Stream):
         if self._on_forbidden is not None:
             self._on_forbidden()
 
-    def _refused(self, target: StreamTarget, status: int, headers: Mapping[str, str]) -> None:
+    def refused(self, status: int, headers: Mapping[str, str], where: str) -> None:
         legacy = self.sources.active is Source.LEGACY_P1
         if status == NOT_FOUND and legacy and self.sources.mode is Mode.AUTO:
             if self.sources.legacy_not_found(self._clock()):
                 log.warning(
-                    "the gateway %s has no legacy P1 (HTTP 404 on %s); %s",
-                    target.describe(),
-                    printable(target.path),
-                    self.sources.reason,
+                    "the gateway %s has no legacy P1 (HTTP 404); %s", where, self.sources.reason
                 )
                 self._apply(Ev.RETARGET, self.sources.reason)
                 return
             # the saved grant has no realtime profile: ask what the gateway grants now
-            self._forbidden(f"the gateway {target.describe()} has no legacy P1 (HTTP 404)")
+            self._forbidden(f"the gateway {where} has no legacy P1 (HTTP 404)")
         if status == ForbiddenProfile.status:
             self._forbidden(f"the gateway refused the {self.sources.active} subscription (403)")
-        super()._refused(target, status, headers)
+        super().refused(status, headers, where)
 
-    def _closed(self, exc: ConnectionClosed) -> None:
-        code = exc.rcvd.code if exc.rcvd is not None else None
+    def closed(self, code: int | None, reason: str) -> None:
         if code == ForbiddenProfile.close_code:
             self._forbidden(f"the gateway closed the {self.sources.active} subscription (4403)")
-        super()._closed(exc)
+        super().closed(code, reason)

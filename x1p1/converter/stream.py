@@ -38,11 +38,13 @@ from websockets.exceptions import (
 )
 
 from x1p1 import __version__
+from x1p1.converter.quiet import CauseLog
 from x1p1.p1.reader import Garbage, InvalidTelegram, TelegramReader, ValidTelegram
 from x1p1.x1.api import LEGACY_P1
 from x1p1.x1.connection import (
     DISABLED_RETRY,
     STATE_SENTENCES,
+    TRANSITIONS,
     WAITING,
     Conn,
     ConnectionMachine,
@@ -51,7 +53,6 @@ from x1p1.x1.connection import (
     classify_close,
     classify_status,
 )
-from x1p1.x1.readers import printable, retry_after
 
 __all__ = [
     "LegacyP1Stream",
@@ -161,6 +162,7 @@ class Subscription:
         self.message = "starting"
         self._last_failure = ""
         self._retarget_message = "connecting anew"
+        self._quiet = CauseLog(log, clock=clock)
 
     @property
     def state(self) -> Conn:
@@ -181,6 +183,11 @@ class Subscription:
 
     def end(self) -> None:
         """The connection is over (closed, cut, stalled)."""
+
+    def feed(self, data: bytes, now: float) -> None:
+        """A message arrived at ``now``: liveness for the machine, then :meth:`received`."""
+        self.machine.message(now)
+        self.received(data, now)
 
     # -- from outside ------------------------------------------------------------------
 
@@ -219,7 +226,13 @@ class Subscription:
         if new is not old or message != self.message:
             self.message = message
             if self._on_state is not None:
-                self._on_state(new, message)
+                try:
+                    self._on_state(new, message)
+                except Exception as exc:  # noqa: BLE001 - a status not shown ends nothing
+                    from x1p1.x1.readers import printable
+
+                    cause = f"{type(exc).__name__} while showing the state"
+                    self._quiet.log(logging.ERROR, cause, "%s: %s", cause, printable(exc))
 
     def _apply(self, event: Ev, message: str, *, retry_after: float | None = None) -> None:
         old = self.machine.state
@@ -285,6 +298,8 @@ class Subscription:
         try:
             found = await self._rediscover()
         except Exception as exc:  # noqa: BLE001 - discovery must never end the stream
+            from x1p1.x1.readers import printable
+
             log.warning("looking for the gateway by mDNS failed: %s", printable(exc))
             found = False
         if self._pending:
@@ -295,6 +310,25 @@ class Subscription:
             self._apply(Ev.NOT_DISCOVERED, f"gateway not found by mDNS ({self._last_failure})")
 
     async def _connect_and_relay(self) -> None:
+        """One connection; whatever goes wrong in it is a reason to reconnect, never the
+        end of ``x1p1 run`` (docs/x1-api.md, "What the converter tolerates")."""
+        try:
+            await self._connect_and_relay_once()
+        except Exception as exc:  # noqa: BLE001 - nothing a gateway sends ends the stream
+            self._unexpected(exc)
+
+    def _unexpected(self, exc: Exception) -> None:
+        from x1p1.x1.readers import printable
+
+        cause = f"{type(exc).__name__} in the {self.what} stream"
+        sentence = f"unexpected {cause}: {printable(exc) or 'no message'}"
+        self._quiet.log(logging.ERROR, cause, "%s; reconnecting", sentence)
+        log.debug("the %s stream's unexpected error", self.what, exc_info=exc)
+        if TRANSITIONS[self.machine.state].get(Ev.FAILED) is not None:
+            self._last_failure = sentence
+            self._apply(Ev.FAILED, sentence)
+
+    async def _connect_and_relay_once(self) -> None:
         target = self._target()
         if target is None:
             self._apply(Ev.UNAUTHORIZED, "not paired: run `x1p1 pair`")
@@ -320,7 +354,8 @@ class Subscription:
                 max_queue=4,
             )
         except InvalidStatus as exc:
-            self._refused(target, exc.response.status_code, exc.response.headers)
+            response = exc.response
+            self.refused(response.status_code, response.headers, target.describe())
             return
         except ssl.SSLCertVerificationError as exc:
             self._bad_certificate(target, exc)
@@ -336,6 +371,9 @@ class Subscription:
         log.info("connected to the gateway %s; relaying %s", target.describe(), self.what)
         try:
             await self._relay(ws)
+        except BaseException:
+            ws.transport.abort()
+            raise
         finally:
             self._ws = None
 
@@ -348,7 +386,7 @@ class Subscription:
         machine = self.machine
         clock = self._clock
         recv = ws.recv
-        received = self.received
+        feed = self.feed
         self.begin()
         try:
             while True:
@@ -372,9 +410,7 @@ class Subscription:
                         self._stalled(old)
                         return
                     continue
-                now = clock()
-                machine.message(now)
-                received(data, now)
+                feed(data, clock())
         except ConnectionClosed as exc:
             if self._pending:
                 return
@@ -385,9 +421,7 @@ class Subscription:
     # -- outcomes ------------------------------------------------------------------------
 
     def _failed(self, sentence: str) -> None:
-        if sentence != self._last_failure or self.machine.failures % 10 == 0:
-            log.warning("%s; trying again", sentence)
-        else:
+        if not self._quiet.log(logging.WARNING, sentence, "%s; trying again", sentence):
             log.debug("%s; trying again", sentence)
         self._last_failure = sentence
         self._apply(Ev.FAILED, sentence)
@@ -400,7 +434,7 @@ class Subscription:
         if verdict.event is Ev.FAILED:
             self._failed(verdict.sentence)
             return
-        log.log(verdict.level, "%s", verdict.sentence)
+        self._quiet.log(verdict.level, verdict.sentence, "%s", verdict.sentence)
         if verdict.event is Ev.DISABLED:
             log.warning("trying again every %.0f s while X1 is off", DISABLED_RETRY)
         self._apply(
@@ -409,13 +443,18 @@ class Subscription:
             retry_after=verdict.retry_after,
         )
 
-    def _refused(self, target: StreamTarget, status: int, headers: Mapping[str, str]) -> None:
+    def refused(self, status: int, headers: Mapping[str, str], where: str) -> None:
+        """The gateway ``where`` refused the handshake with HTTP ``status``."""
+        from x1p1.x1.readers import retry_after
+
         wait = None
         if status == 429:
             wait = retry_after(headers.get("Retry-After"), now=datetime.now(UTC), default=None)
-        self._verdict(
-            classify_status(status, profile=self.profile, where=target.describe(), retry_after=wait)
-        )
+        self._verdict(classify_status(status, profile=self.profile, where=where, retry_after=wait))
+
+    def closed(self, code: int | None, reason: str) -> None:
+        """The gateway closed the connection with ``code`` (None: no close frame)."""
+        self._verdict(classify_close(code, reason))
 
     def _bad_certificate(self, target: StreamTarget, exc: ssl.SSLCertVerificationError) -> None:
         from x1p1.converter.pairing import certificate_sentence
@@ -428,9 +467,12 @@ class Subscription:
         self._apply(Ev.BAD_CERTIFICATE, sentence)
 
     def _closed(self, exc: ConnectionClosed) -> None:
-        code = exc.rcvd.code if exc.rcvd is not None else None
-        reason = exc.rcvd.reason if exc.rcvd is not None else ""
-        self._verdict(classify_close(code, reason))
+        if exc.rcvd is not None:
+            self.closed(exc.rcvd.code, exc.rcvd.reason)
+        elif exc.sent is not None and exc.sent.code == 1009:  # RFC 6455 §7.4.1
+            self.closed(None, f"a message over {self.settings.max_message // 1024} KiB")
+        else:
+            self.closed(None, "")
 
 
 class LegacyP1Stream(Subscription):
@@ -456,17 +498,18 @@ class LegacyP1Stream(Subscription):
         )
         self._on_telegram = on_telegram
         self._on_invalid = on_invalid
-        self._reader = TelegramReader()
+        self._reader = TelegramReader(tolerant=True)
         self.garbage_bytes = 0
         self._invalid_logged_at = -INVALID_LOG_EVERY
         self._invalid_unlogged = 0
 
     def begin(self) -> None:
-        self._reader = TelegramReader()
+        self._reader = TelegramReader(tolerant=True)
 
     def received(self, data: bytes, now: float) -> None:
         reader = self._reader
         reader.receive_data(data)
+        reader.end_of_message()
         for event in reader.events_received():
             if type(event) is ValidTelegram:
                 self._on_telegram(event.raw, now)
@@ -488,6 +531,8 @@ class LegacyP1Stream(Subscription):
         """Count it; say so at once, then at most once a minute with how many more."""
         self._invalid_unlogged += 1
         if now - self._invalid_logged_at >= INVALID_LOG_EVERY:
+            from x1p1.x1.readers import printable
+
             more = self._invalid_unlogged - 1
             log.warning(
                 "dropped an invalid telegram from the gateway (%s): %s%s; it was not written",
@@ -507,4 +552,6 @@ def _reason(exc: BaseException) -> str:
         return f"TLS handshake failed ({exc.reason or exc})"
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
+    from x1p1.x1.readers import printable
+
     return printable(str(exc) or type(exc).__name__)

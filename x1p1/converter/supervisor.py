@@ -32,15 +32,17 @@ import os
 import signal
 import ssl
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from x1p1.converter import systemd
 from x1p1.converter.config import GatewayAddress, ListenAddress, OutputConfig, RunConfig
 from x1p1.converter.outputs import Outputs
+from x1p1.converter.quiet import CauseLog
 from x1p1.converter.serial_out import SerialLike, SerialOutput, open_serial
 from x1p1.converter.source_stream import SourceStream
 from x1p1.converter.state import (
@@ -60,10 +62,12 @@ from x1p1.exceptions import ConfigError, NotPaired, StateError, TelegramError, X
 from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.telegram import Telegram
 from x1p1.x1.connection import Conn
-from x1p1.x1.endpoints import ApiPaths
 from x1p1.x1.realtime import MeterInfo, parse_meters
 from x1p1.x1.source import Action, Mode, Source, SourceMachine
 from x1p1.x1.tls import client_ssl_context
+
+if TYPE_CHECKING:
+    from x1p1.x1.endpoints import ApiPaths
 
 __all__ = ["Converter", "ConverterOptions", "percentiles", "run_converter"]
 
@@ -74,6 +78,9 @@ STATUS_INTERVAL = 60.0
 ``x1p1 status`` asks the running daemon on its socket for the counts of the moment."""
 EXPIRY_CHECK = 12 * 3600.0
 """Seconds between reads of the token's expiry (``GET /api/token``)."""
+DROPPING_INVALID = "dropping-invalid"
+"""What ``x1p1 status`` shows for a connection whose every telegram is dropped as invalid
+(docs/x1-api.md, "What the converter tolerates"): it exits non-zero then."""
 EQUIPMENT_ID = "0-0:96.1.1"
 """The E meter's equipment identifier (P1 §7.1), what mDNS advertises as ``serial``."""
 
@@ -170,6 +177,8 @@ class Converter:
         self.pairing: SavedPairing | None = None
         self.relayed = 0
         self.dropped_invalid = 0
+        self._quiet = CauseLog(log)
+        self.invalid_reasons: Counter[str] = Counter()
         self.last_telegram: float | None = None
         self.started_at = datetime.now(UTC)
         self._state_wall = self.started_at
@@ -191,7 +200,10 @@ class Converter:
         self._slack = 0.0
         self._republish: asyncio.TimerHandle | None = None
         self.outputs = Outputs(
-            options.all_outputs(), opener=options.opener, serial_reopen=options.serial_reopen
+            options.all_outputs(),
+            opener=options.opener,
+            serial_reopen=options.serial_reopen,
+            tcp_clients=options.tcp_clients,
         )
         self.serial: SerialOutput | None = next(iter(self.outputs.serials), None)
         """The first serial output (what the flat status fields describe)."""
@@ -232,8 +244,32 @@ class Converter:
         if received >= self._housekeeping_due:
             self._housekeep(received)
 
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """What asyncio reports (such as ``socket.accept() out of system resource`` when
+        file descriptors run out): once a minute per message, with no traceback above
+        debug level, and never the end of anything."""
+        from x1p1.x1.readers import printable
+
+        message = str(context.get("message") or "an error in the event loop")
+        exc = context.get("exception")
+        detail = f": {printable(exc)}" if isinstance(exc, BaseException) else ""
+        self._quiet.log(logging.WARNING, message, "%s%s", printable(message), detail)
+        if isinstance(exc, BaseException):
+            log.debug("%s", message, exc_info=exc)
+
+    def _unexpected(self, where: str, exc: Exception) -> None:
+        """Log an unexpected error once a minute per cause, with its cause; carry on."""
+        from x1p1.x1.readers import printable
+
+        cause = f"{type(exc).__name__} in {where}"
+        self._quiet.log(
+            logging.ERROR, cause, "unexpected %s: %s; carrying on", cause, printable(exc)
+        )
+        log.debug("unexpected error in %s", where, exc_info=exc)
+
     def _on_invalid(self, event: InvalidTelegram) -> None:
         self.dropped_invalid += 1
+        self.invalid_reasons[event.reason.value] += 1
 
     # -- pairing ---------------------------------------------------------------------------
 
@@ -286,6 +322,8 @@ class Converter:
 
     def paths(self) -> ApiPaths:
         """Where the gateway's endpoints are (x1p1/x1/endpoints.py, strongest first)."""
+        from x1p1.x1.endpoints import ApiPaths  # once per connection attempt
+
         options = self.options
         base = options.api_base
         if base is None and options.gateway is not None:
@@ -412,6 +450,9 @@ class Converter:
             info = await asyncio.to_thread(client.token_info)
         except X1P1Error as exc:
             log.debug("could not read the token's expiry: %s", exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - nothing a gateway answers ends the run
+            self._unexpected("the token's expiry check", exc)
             return
         pairing = self.pairing
         if pairing is None or pairing.token != target.token or info.expires_at is None:
@@ -544,18 +585,30 @@ class Converter:
         if serial is not None:
             serial_info = {"port": serial.url, "state": serial.state.value, "error": serial.error}
             data_request["state"] = serial.dr_state.value
+        for reason, count in sorted(self.invalid_reasons.items()):
+            counts["invalid_" + reason.replace("-", "_")] = count
+        connection, message = self.stream.state.value, self.stream.message
+        machine = self.stream.machine
+        if machine.dropping:
+            connection = DROPPING_INVALID
+            reasons = ", ".join(f"{r}: {n}" for r, n in sorted(machine.dropped.items()))
+            message = (
+                f"connected, but every telegram from the gateway is dropped as invalid "
+                f"({reasons}); nothing reaches the P1 line"
+            )
         tcp = None
         if self.tcp is not None:
             tcp = {"listen": self.tcp.address_text, "clients": self.tcp.clients}
             counts["tcp_dropped"] = self.tcp.dropped
+            counts["tcp_refused"] = self.tcp.refused
         return DaemonStatus(
             pid=os.getpid(),
             state_dir=self._state_dir_text,
             started_at=self.started_at,
             updated_at=now_wall,
-            connection=self.stream.state.value,
+            connection=connection,
             connection_since=self._state_wall,
-            message=self.stream.message,
+            message=message,
             gateway=gateway,
             token_expires_at=pairing.expires_at if pairing else None,
             last_telegram_at=last,
@@ -602,6 +655,9 @@ class Converter:
         if self.pairing is not None:
             self._context(self.pairing)  # a bad --ca or saved CA fails now, clearly
         options = self.options
+        loop = asyncio.get_running_loop()
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_exception)
         self.outputs.start_threads()
         try:
             await self.status_server.start()
@@ -618,6 +674,7 @@ class Converter:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
         finally:
+            loop.set_exception_handler(previous_handler)
             systemd.stopping(env=options.env)
             await self.status_server.close()
             await self.outputs.close()
@@ -677,6 +734,8 @@ class Converter:
         if now >= self._next_status:
             self._next_status = now + self.publisher.interval
             self._publish()
+        if self.tcp is not None:
+            self.tcp.summarise(now)
 
 
 def run_converter(config: RunConfig) -> int:

@@ -10,6 +10,13 @@ client's transport only when that client took the previous one completely (its
 transport's buffer is empty; the kernel's send buffer is kept small). Otherwise the
 telegram is dropped for that client alone, latest wins, and no queue builds. A client
 that has taken nothing for ``idle_drop`` seconds is disconnected.
+
+No host on the network can deny the others service (docs/x1-api.md, "What the converter
+tolerates"): at most ``max_clients`` (config ``tcp_clients``, default 16) are served at
+once, and one more is closed as soon as it is accepted, so idle connections cannot use
+up the daemon's file descriptors, which the serial port and the X1 connection need.
+Connects and disconnects are logged at debug level, with one summary an hour at info,
+so a reader that reconnects for every telegram does not fill the journal.
 """
 
 from __future__ import annotations
@@ -19,13 +26,18 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 
 from x1p1.converter.config import ListenAddress
 
-__all__ = ["TcpOutput"]
+__all__ = ["MAX_CLIENTS", "TcpOutput"]
 
 log = logging.getLogger(__name__)
 
+MAX_CLIENTS = 16
+"""Clients served at once unless the config's ``tcp_clients`` says otherwise."""
+SUMMARY_EVERY = 3600.0
+"""Seconds between the info-level summaries of connects, disconnects and refusals."""
 SEND_BUFFER = 16 * 1024
 """The kernel's send buffer per client: a client that falls behind gets fresh telegrams
 again as soon as it reads, not a backlog of old ones."""
@@ -48,15 +60,31 @@ class _Client(asyncio.Protocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self.owner._clients.add(self)
-        log.info("TCP P1 client %s connected (%d now)", self.peer, len(self.owner._clients))
+        owner = self.owner
+        if len(owner._clients) >= owner.max_clients:
+            owner.refused += 1
+            owner._period_refused += 1
+            log.debug(
+                "TCP P1 client %s refused: %d clients already (tcp_clients)",
+                self.peer,
+                len(owner._clients),
+            )
+            self.transport = None
+            transport.abort()
+            return
+        owner._clients.add(self)
+        owner.connects += 1
+        owner._period_connects += 1
+        log.debug("TCP P1 client %s connected (%d now)", self.peer, len(owner._clients))
 
     def data_received(self, data: bytes) -> None:
         pass  # readers send nothing we need
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self not in self.owner._clients:
+            return  # refused
         self.owner._clients.discard(self)
-        log.info("TCP P1 client %s disconnected (%d left)", self.peer, len(self.owner._clients))
+        log.debug("TCP P1 client %s disconnected (%d left)", self.peer, len(self.owner._clients))
 
     def send(self, raw: bytes, now: float) -> bool:
         transport = self.transport
@@ -82,13 +110,29 @@ class _Client(asyncio.Protocol):
 class TcpOutput:
     """A TCP server that copies each telegram to every connected client."""
 
-    def __init__(self, listen: ListenAddress, *, idle_drop: float = 60.0) -> None:
+    def __init__(
+        self,
+        listen: ListenAddress,
+        *,
+        idle_drop: float = 60.0,
+        max_clients: int = MAX_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.listen = listen
         self.idle_drop = idle_drop
+        self.max_clients = max_clients
+        self._clock = clock
         self._clients: set[_Client] = set()
         self._server: asyncio.Server | None = None
         self.sent = 0
         self.dropped = 0
+        self.connects = 0
+        """Clients served since the start."""
+        self.refused = 0
+        """Clients closed at once because ``max_clients`` were connected."""
+        self._period_connects = 0
+        self._period_refused = 0
+        self._summary_due = clock() + SUMMARY_EVERY
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -117,6 +161,23 @@ class TcpOutput:
     @property
     def clients(self) -> int:
         return len(self._clients)
+
+    def summarise(self, now: float) -> None:
+        """Once an hour: how many clients came and were refused, at info level (only when
+        any did)."""
+        if now < self._summary_due:
+            return
+        self._summary_due = now + SUMMARY_EVERY
+        if self._period_connects or self._period_refused:
+            log.info(
+                "TCP P1 clients in the last hour: %d connected, %d refused (over %d at "
+                "once); %d connected now",
+                self._period_connects,
+                self._period_refused,
+                self.max_clients,
+                len(self._clients),
+            )
+        self._period_connects = self._period_refused = 0
 
     def publish(self, raw: bytes) -> None:
         """Give ``raw`` to every client that took the previous telegram whole."""

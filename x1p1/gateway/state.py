@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from x1p1.exceptions import NotFound, X1Disabled
+from x1p1.exceptions import ForbiddenProfile, NotFound, Unauthorized, X1Disabled
 from x1p1.gateway.store import Store
 from x1p1.gateway.streams import MeterSource, StreamHub
 from x1p1.x1.api import TokenRequestBody, TokenRequestState, format_time
@@ -36,9 +36,10 @@ log = logging.getLogger("x1p1.gateway")
 X1_ENABLED = "x1_enabled"
 """Settings key: False while the grid operator has X1 switched off (§12.3)."""
 
-CLOSE_REVOKED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_DISABLED = 4503
+CLOSE_REVOKED = Unauthorized.close_code
+CLOSE_FORBIDDEN = ForbiddenProfile.close_code
+CLOSE_DISABLED = X1Disabled.close_code
+"""The close codes' one home is :mod:`x1p1.exceptions`, which the converter reads too."""
 
 
 @dataclass(frozen=True, slots=True)

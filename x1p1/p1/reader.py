@@ -11,6 +11,14 @@ bytes in any split (:meth:`~TelegramReader.receive_data`) and hands back events
   with the reason (CRC mismatch, no CRC, too large, cut short by a new ``/``);
 - :class:`Garbage`: the count of bytes outside any telegram, reported once the run ends.
 
+With ``tolerant=True`` (the converter reading a gateway, docs/x1-api.md "What the
+converter tolerates") the reader also takes, outside what the CRC covers: a CRC in lower
+case, or of 1–3 digits (written as four upper-case digits, as P1 §6.2 has it); a CRC
+line ended by LF alone, or not at all when the telegram ends a message
+(:meth:`~TelegramReader.end_of_message`) or a new ``/`` follows its four digits (CR LF is
+supplied). The bytes from ``/`` through ``!`` are never changed, so a valid telegram's
+``raw`` is always one that DSMR 5.0.2 and dsmr_parser accept.
+
 The reader resynchronises on the next ``/``. Its buffer never holds more than
 ``max_size`` bytes (default 8192), so a stream of noise without ``/`` or ``!`` costs
 bounded memory (the cap of websockets' ``read_line(m)``). The events do not depend on how
@@ -35,6 +43,7 @@ _SLASH = b"/"
 _BANG = b"!"
 _LF = b"\n"
 _HEX = frozenset(b"0123456789ABCDEF")
+_ANY_HEX = frozenset(b"0123456789ABCDEFabcdef")
 
 
 class InvalidTelegramReason(enum.StrEnum):
@@ -56,7 +65,8 @@ class ValidTelegram:
 
     raw: bytes
     crc: str
-    """The CRC digits exactly as the telegram carried them."""
+    """The CRC digits exactly as the telegram carried them (``raw`` has them as P1 §6.2
+    writes them: four upper-case digits, then CR LF)."""
 
     @property
     def header(self) -> str:
@@ -119,12 +129,14 @@ class TelegramReader:
     """Sans-I/O framer: feed bytes with :meth:`receive_data`, take :meth:`events_received`.
 
     ``max_size`` caps a telegram (and so the buffer); it is at least 64 bytes.
+    ``tolerant`` takes the CRC line's variants described in the module's docstring.
     """
 
-    def __init__(self, max_size: int = DEFAULT_MAX_SIZE) -> None:
+    def __init__(self, max_size: int = DEFAULT_MAX_SIZE, *, tolerant: bool = False) -> None:
         if max_size < MIN_MAX_SIZE:
             raise ValueError(f"max_size must be at least {MIN_MAX_SIZE} bytes")
         self.max_size = max_size
+        self.tolerant = tolerant
         self._state = _State.SEARCH
         self._buf = bytearray()
         self._bang = 0  # index of "!" in _buf while in CRC state
@@ -151,6 +163,19 @@ class TelegramReader:
                 pos = self._receive_body(data, pos, n)
             else:
                 pos = self._receive_crc(data, pos, n)
+
+    def end_of_message(self) -> None:
+        """A message (a WebSocket frame) ended here. A tolerant reader finishes a telegram
+        whose CRC digits end the message without CR LF: four digits always, fewer only
+        when they match (else more of the CRC may come in the next message)."""
+        if not self.tolerant or self._state is not _State.CRC:
+            return
+        digits = bytes(self._buf[self._bang + 1 :]).rstrip(b"\r")
+        if not 1 <= len(digits) <= 4 or not _ANY_HEX.issuperset(digits):
+            return
+        if len(digits) < 4 and int(digits, 16) != crc16(bytes(self._buf[: self._bang + 1])):
+            return
+        self._finish(bytes(self._buf[: self._bang + 1]) + digits + b"\r\n", self._bang)
 
     def receive_eof(self) -> None:
         """The stream ended: report a telegram left incomplete and trailing garbage."""
@@ -229,7 +254,12 @@ class TelegramReader:
         slash = data.find(_SLASH, pos, limit)
         if slash >= 0:
             self._buf += data[pos:slash]
-            self._emit_invalid(InvalidTelegramReason.MISSING_CRC, crc=self._crc_text())
+            digits = bytes(self._buf[self._bang + 1 :]).rstrip(b"\r")
+            if self.tolerant and len(digits) == 4 and _ANY_HEX.issuperset(digits):
+                # the next telegram follows the CRC without CR LF: supply it
+                self._finish(bytes(self._buf[: self._bang + 1]) + digits + b"\r\n", self._bang)
+            else:
+                self._emit_invalid(InvalidTelegramReason.MISSING_CRC, crc=self._crc_text())
             self._begin()
             return slash + 1
         if lf >= 0:
@@ -251,15 +281,28 @@ class TelegramReader:
 
     def _finish(self, raw: bytes, bang: int) -> None:
         """Judge a complete telegram ``raw`` whose ``!`` is at ``bang``."""
-        digits = raw[bang + 1 : -2]
-        if raw[-2:] != b"\r\n" or not 1 <= len(digits) <= 4 or not _HEX.issuperset(digits):
+        if self.tolerant:
+            digits = raw[bang + 1 :].rstrip(b"\r\n")
+            hex_digits = _ANY_HEX
+            ended = raw[-1:] == _LF and raw[bang + 1 + len(digits) :] in (b"\r\n", b"\n")
+        else:
+            digits = raw[bang + 1 : -2]
+            hex_digits = _HEX
+            ended = raw[-2:] == b"\r\n"
+        if not ended or not 1 <= len(digits) <= 4 or not hex_digits.issuperset(digits):
             crc_text = raw[bang + 1 :].rstrip(b"\r\n").decode("ascii", "replace")
             self._emit_invalid(InvalidTelegramReason.MISSING_CRC, crc_text or None, raw=raw)
             return
         actual = crc16(raw[: bang + 1])
         crc = digits.decode("ascii")
         if int(crc, 16) == actual:
-            self._events.append(ValidTelegram(raw, crc))
+            if self.tolerant and (
+                len(digits) != 4 or raw[-2:] != b"\r\n" or not _HEX.issuperset(digits)
+            ):
+                out = b"%s%04X\r\n" % (raw[: bang + 1], actual)
+                self._events.append(ValidTelegram(out, crc))
+            else:
+                self._events.append(ValidTelegram(raw, crc))
             self._reset()
         else:
             self._emit_invalid(

@@ -34,12 +34,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from x1p1.exceptions import ForbiddenProfile, RateLimited, Unauthorized, X1Disabled
-from x1p1.x1.readers import printable
 
 __all__ = [
     "BACKOFF_MAX",
     "CLOSE_EVENTS",
     "DISCOVER_AFTER",
+    "DROPPING_AFTER",
     "FAST_TRIES",
     "STATUS_EVENTS",
     "TRANSITIONS",
@@ -171,14 +171,10 @@ STATUS_EVENTS: dict[int, Ev] = {
 """A refused handshake's HTTP status (x1-api.md, WebSocket); any other is :attr:`Ev.FAILED`."""
 
 CLOSE_EVENTS: dict[int, Ev] = {
-    code: event
-    for code, event in (
-        (Unauthorized.close_code, Ev.UNAUTHORIZED),
-        (ForbiddenProfile.close_code, Ev.UNAUTHORIZED),
-        (RateLimited.close_code, Ev.RATE_LIMITED),
-        (X1Disabled.close_code, Ev.DISABLED),
-    )
-    if code is not None
+    Unauthorized.close_code: Ev.UNAUTHORIZED,
+    ForbiddenProfile.close_code: Ev.UNAUTHORIZED,
+    RateLimited.close_code: Ev.RATE_LIMITED,
+    X1Disabled.close_code: Ev.DISABLED,
 }
 """A close code (x1-api.md, WebSocket); any other (1000, 1001, 1011, none) is a failure."""
 
@@ -204,6 +200,9 @@ PACE_SAMPLES = 8
 """The pace is the longest of this many latest gaps between messages."""
 PACE_MAX = 600.0
 """Gaps longer than this are not a pace but an outage: the stall limit stops growing."""
+DROPPING_AFTER = 3
+"""This many messages dropped in a row (and none useful since) and the connection is
+reported as dropping everything (``x1p1 status`` exits non-zero)."""
 FIRST_MESSAGE_WAIT = 4.0
 """Before the gateway's pace is known, the first message may take this many
 ``stall_timeout`` s (a gateway that sends at its own 10 or 20 s boundaries)."""
@@ -259,6 +258,8 @@ def classify_status(
 
 def classify_close(code: int | None, reason: str = "") -> Verdict:
     """A connection the gateway closed with ``code`` (None: no close frame)."""
+    from x1p1.x1.readers import printable  # only when a connection ends
+
     event = CLOSE_EVENTS.get(code, Ev.FAILED) if code is not None else Ev.FAILED
     said = f": {printable(reason)}" if reason else ""
     if event is Ev.UNAUTHORIZED:
@@ -271,7 +272,7 @@ def classify_close(code: int | None, reason: str = "") -> Verdict:
         return Verdict(event, f"X1 is switched off by the grid operator (close {code})")
     if event is Ev.RATE_LIMITED:
         return Verdict(event, f"the gateway asks to slow down (close {code}{said})")
-    what = f"close code {code}{said}" if code is not None else "no close frame"
+    what = f"close code {code}{said}" if code is not None else f"no close frame{said}"
     return Verdict(event, f"lost the connection to the gateway ({what})")
 
 
@@ -393,6 +394,11 @@ class ConnectionMachine:
     def dropped_one(self, reason: str) -> None:
         """The message was dropped (``reason``: a short word such as ``crc``)."""
         self.dropped[reason] += 1
+
+    @property
+    def dropping(self) -> bool:
+        """Connected, but every recent message was dropped (:data:`DROPPING_AFTER`)."""
+        return self.state is Conn.CONNECTED and sum(self.dropped.values()) >= DROPPING_AFTER
 
     # -- time --------------------------------------------------------------------------------
 

@@ -349,3 +349,12 @@ def test_subscription_asks_for_what_is_granted() -> None:
     assert subscription({Profile.P1}, meters) is None
     with pytest.raises(GatewayError, match="meters: missing"):
         parse_meters({"nope": []})
+
+
+def test_subscription_takes_one_gas_meter_per_channel() -> None:
+    listed = [{"equipment_id": "E1", "type": "electricity"}] + [
+        {"equipment_id": f"G{n}", "type": "gas", "channel": 1 + n % 2} for n in range(500)
+    ]
+    sub = subscription({E, G}, parse_meters({"meters": listed}))
+    assert sub is not None and sub.equipment_ids == ("G0", "G1", "E1")
+    assert len(sub.query()) < 2000

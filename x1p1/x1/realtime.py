@@ -113,7 +113,11 @@ def subscription(granted: Iterable[Profile], meters: Iterable[MeterInfo]) -> Sub
     ids: list[str] = []
     codes: list[str] = []
     if Profile.G_REALTIME in profiles:
-        for gas in sorted((m for m in listed if m.meter is Meter.GAS), key=lambda m: m.channel):
+        by_channel: dict[int, MeterInfo] = {}
+        for meter in listed:  # one gas meter per M-Bus channel (P1 §7.3): the first listed
+            if meter.meter is Meter.GAS:
+                by_channel.setdefault(meter.channel, meter)
+        for gas in sorted(by_channel.values(), key=lambda m: m.channel):
             wanted = [
                 obj.for_channel(gas.channel)
                 for obj in OBJECTS

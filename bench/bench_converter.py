@@ -8,7 +8,14 @@ streams the same DSMR 5.0.2 telegrams to two child processes at once:
   ticks), writing into a pty;
 - ``naive``: ``websockets`` + ``pyserial`` in a loop, no checks, writing into another pty.
 
-The parent reads both ptys. Printed, nothing asserted:
+With ``--realtime`` a third child runs the converter with ``source = realtime``: it
+subscribes to ``/api/realtime`` (the server answers ``GET /api/meters`` and sends the
+electricity and gas messages the embedded gateway would, for the same seconds) and
+builds each telegram itself (target: at most 1.5x the naive relay's CPU per telegram).
+With ``--three-outputs`` another child relays legacy P1 to three outputs (two ptys and
+a TCP client the parent reads; target: at most 1.2x the one-output daemon).
+
+The parent reads every pty. Printed, nothing asserted:
 
 - CPU per telegram of each child (user + system, from ``getrusage``) and the ratio
   (target: the daemon at most 1.3x the naive relay);
@@ -18,6 +25,7 @@ The parent reads both ptys. Printed, nothing asserted:
 - the daemon's resident memory (target under 45 MB).
 
     .venv/bin/python bench/bench_converter.py [--count N] [--rate HZ] [--status-on-disk]
+                                              [--realtime] [--three-outputs]
 
 By default 120 telegrams at one a second, as a real meter sends them (two minutes): at
 that rate each telegram wakes an idle process, and whatever else the daemon does on a
@@ -129,10 +137,22 @@ class Window:
 # --- the children -----------------------------------------------------------------------
 
 
-async def child_daemon(state_dir: Path, serial: str) -> dict[str, Any]:
+async def child_daemon(
+    state_dir: Path, serial: str, source: str = "auto", extra: str = ""
+) -> dict[str, Any]:
+    from x1p1.converter.config import ListenAddress, OutputConfig
     from x1p1.converter.supervisor import Converter, ConverterOptions
 
-    converter = Converter(ConverterOptions(state_dir=state_dir, serial=serial))
+    options = ConverterOptions(state_dir=state_dir, serial=serial, source=source)
+    if extra:  # more outputs: "PTY,HOST:PORT"
+        pty2, tcp = extra.split(",")
+        host, port = tcp.rsplit(":", 1)
+        options.outputs = (
+            OutputConfig(serial=serial),
+            OutputConfig(serial=pty2),
+            OutputConfig(tcp=ListenAddress(host, int(port))),
+        )
+    converter = Converter(options)
     window = Window()
 
     def stop() -> None:
@@ -202,7 +222,7 @@ async def child_naive(url: str, cafile: str, serial_path: str) -> dict[str, Any]
 def child_main(argv: list[str]) -> None:
     kind = argv[0]
     if kind == "daemon":
-        result = asyncio.run(child_daemon(Path(argv[1]), argv[2]))
+        result = asyncio.run(child_daemon(Path(argv[1]), argv[2], *argv[3:]))
     else:
         result = asyncio.run(child_naive(argv[1], argv[2], argv[3]))
     sys.stdout.write(json.dumps(result) + "\n")
@@ -256,10 +276,54 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def parent(count: int, rate: float, runtime: Path | None) -> None:
+def realtime_feed(
+    count: int,
+) -> tuple[list[bytes], list[list[str]], dict[str, Any], list[bytes]]:
+    """The embedded gateway's own legacy telegrams and realtime messages (gas first, then
+    electricity) for ``count`` seconds, its ``GET /api/meters`` answer, and the telegrams
+    the converter should build from the messages."""
+    from datetime import UTC, datetime, timedelta
+
+    from x1p1.gateway import handlers
+    from x1p1.gateway.simulation.meter import MeterSimulation
+    from x1p1.gateway.streams import Tick
+    from x1p1.p1.realtime import realtime_telegram
+    from x1p1.x1.grants import Grant, GrantKind
+    from x1p1.x1.profiles import Profile
+    from x1p1.x1.realtime import RealtimeAssembler, RealtimeMessage, parse_meters, subscription
+
+    start = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+    sim = MeterSimulation(seed=1)
+    granted = frozenset({Profile.P1, Profile.E_REALTIME, Profile.G_REALTIME, Profile.PQ_REALTIME})
+    token = Grant(
+        "b", GrantKind.TOKEN, "0" * 64, "bench", "u", granted, start, start + timedelta(days=90)
+    )
+    meters = handlers.list_meters(sim, token)
+    sub = subscription(granted, parse_meters(meters))
+    assert sub is not None
+    params = dict(part.split("=", 1) for part in sub.query().split("&"))
+    selections, _ = handlers.realtime_selection(sim, token, params)
+    telegrams, messages, built = [], [], []
+    assembler = RealtimeAssembler(parse_meters(meters))
+    for i in range(count):
+        tick = Tick(i, start + timedelta(seconds=i), sim)
+        telegrams.append(tick.telegram.encode("ascii"))
+        messages.append([tick.realtime(selection) for selection in selections])
+        for text in messages[-1]:
+            readings = assembler.receive(RealtimeMessage.parse(text))
+            if readings is not None:
+                built.append(realtime_telegram(readings))
+    return telegrams, messages, meters, built
+
+
+async def parent(
+    count: int, rate: float, runtime: Path | None, realtime: bool, three: bool
+) -> None:
+    import socket
     from datetime import UTC, datetime
 
     from websockets.asyncio.server import ServerConnection, serve
+    from websockets.http11 import Request, Response
 
     from x1p1.converter.state import SavedPairing, save_pairing
     from x1p1.gateway.pki import GatewayPKI
@@ -268,76 +332,121 @@ async def parent(count: int, rate: float, runtime: Path | None) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="x1p1-bench-converter-"))
     pki = GatewayPKI.load_or_create(work / "pki")
-    telegrams = list(dsmr5.sample_stream(count))
+    messages: list[list[str]] = []
+    meters: dict[str, Any] = {}
+    built: list[bytes] = []
+    if realtime:
+        telegrams, messages, meters, built = realtime_feed(count)
+    else:
+        telegrams = list(dsmr5.sample_stream(count))
     index = {raw: i for i, raw in enumerate(telegrams)}
-    clients: set[ServerConnection] = set()
+    built_index = {raw: i for i, raw in enumerate(built)}
+    clients: dict[ServerConnection, str] = {}
 
     async def handler(ws: ServerConnection) -> None:
-        clients.add(ws)
+        path = ws.request.path if ws.request is not None else ""
+        clients[ws] = "realtime" if path.startswith("/api/realtime") else "legacy"
         try:
             await ws.wait_closed()
         finally:
-            clients.discard(ws)
+            clients.pop(ws, None)
 
-    server = await serve(handler, "127.0.0.1", 0, ssl=pki.server_ssl_context(), compression=None)
-    port = server.sockets[0].getsockname()[1]
-    state_dir = work / "state"
-    save_pairing(
-        state_dir,
-        SavedPairing(
-            token="b" * 43,
-            host_name="X1-interface.local",
-            port=port,
-            address="127.0.0.1",
-            serial=dsmr5.sample_readings(0).equipment_id,
-            ca_pem=pki.root_pem.decode(),
-            ca_source=None,
-            profiles=frozenset({Profile.P1}),
-            expires_at=None,
-            name="bench",
-            uuid="0b5c2f0e-1111-4222-8333-444455556666",
-            paired_at=datetime.now(UTC).replace(microsecond=0),
-        ),
+    def rest(connection: ServerConnection, request: Request) -> Response | None:
+        """``GET /api/meters`` and ``GET /api/token`` for the realtime child."""
+        if request.path.startswith("/api/meters"):
+            return connection.respond(200, json.dumps(meters))
+        if request.path.startswith("/api/token"):
+            answer = {"profiles": ["P1", "E-REALTIME", "G-REALTIME", "PQ-REALTIME"]}
+            return connection.respond(200, json.dumps(answer))
+        return None
+
+    server = await serve(
+        handler,
+        "127.0.0.1",
+        0,
+        ssl=pki.server_ssl_context(),
+        compression=None,
+        process_request=rest,
     )
-    ends = {"daemon": PtyEnd("daemon", index), "naive": PtyEnd("naive", index)}
-    for end in ends.values():
+    port = server.sockets[0].getsockname()[1]
+    pairing = SavedPairing(
+        token="b" * 43,
+        host_name="X1-interface.local",
+        port=port,
+        address="127.0.0.1",
+        serial=None,
+        ca_pem=pki.root_pem.decode(),
+        ca_source=None,
+        profiles=frozenset(
+            {Profile.P1, Profile.E_REALTIME, Profile.G_REALTIME, Profile.PQ_REALTIME}
+        ),
+        expires_at=None,
+        name="bench",
+        uuid="0b5c2f0e-1111-4222-8333-444455556666",
+        paired_at=datetime.now(UTC).replace(microsecond=0),
+    )
+    names = ["daemon", "naive"] + (["realtime"] if realtime else []) + (["three"] if three else [])
+    ends = {name: PtyEnd(name, built_index if name == "realtime" else index) for name in names}
+    second = PtyEnd("three-2", index) if three else None
+    for end in [*ends.values(), *([second] if second else [])]:
         end.attach()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("NOTIFY_SOCKET", None)
     # As under the shipped unit (RuntimeDirectory=x1p1): the status file on a tmpfs.
     # --status-on-disk: in the state directory instead (x1p1 run by hand).
     env.pop("RUNTIME_DIRECTORY", None)
-    if runtime is not None:
-        env["RUNTIME_DIRECTORY"] = str(runtime)
     # X1P1_BENCH_CHILD: another script to run the children with (e.g. one under cProfile).
     me = [sys.executable, os.environ.get("X1P1_BENCH_CHILD", __file__), "--child"]
-    children = {
-        "daemon": await asyncio.create_subprocess_exec(
-            *me,
-            "daemon",
-            str(state_dir),
-            ends["daemon"].path,
-            stdout=asyncio.subprocess.PIPE,
-            env=env,
-        ),
-        "naive": await asyncio.create_subprocess_exec(
-            *me,
-            "naive",
-            f"wss://X1-interface.local:{port}/api/legacy-p1?interval=1",
-            str(pki.root_cert_path),
-            ends["naive"].path,
-            stdout=asyncio.subprocess.PIPE,
-            env=env,
-        ),
-    }
-    for _ in range(600):  # both relays subscribed, within 30 s
-        if len(clients) == 2:
+    tcp_port = 0
+    if three:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            tcp_port = probe.getsockname()[1]
+    children = {}
+    for name in names:
+        child_env = dict(env)
+        if runtime is not None:
+            (runtime / name).mkdir(exist_ok=True)
+            child_env["RUNTIME_DIRECTORY"] = str(runtime / name)
+        if name == "naive":
+            args = [
+                "naive",
+                f"wss://X1-interface.local:{port}/api/legacy-p1?interval=1",
+                str(pki.root_cert_path),
+                ends["naive"].path,
+            ]
+        else:
+            state_dir = work / f"state-{name}"
+            save_pairing(state_dir, pairing)
+            args = ["daemon", str(state_dir), ends[name].path]
+            if name == "realtime":
+                args.append("realtime")
+            elif name == "three":
+                assert second is not None
+                args += ["legacy-p1", f"{second.path},127.0.0.1:{tcp_port}"]
+            else:
+                args.append("legacy-p1")
+        children[name] = await asyncio.create_subprocess_exec(
+            *me, *args, stdout=asyncio.subprocess.PIPE, env=child_env
+        )
+    for _ in range(600):  # every relay subscribed, within 30 s
+        if len(clients) == len(names):
             break
         await asyncio.sleep(0.05)
-    if len(clients) < 2:
+    if len(clients) < len(names):
         for child in children.values():
             child.kill()
-        raise SystemExit(f"only {len(clients)} of 2 relays connected")
+        raise SystemExit(f"only {len(clients)} of {len(names)} relays connected")
+    tcp_data = bytearray()
+    tcp_task = None
+    if three:
+        reader, _ = await asyncio.open_connection("127.0.0.1", tcp_port)
+
+        async def read_tcp() -> None:
+            while chunk := await reader.read(65536):
+                tcp_data.extend(chunk)
+
+        tcp_task = asyncio.ensure_future(read_tcp())
     await asyncio.sleep(1.0)
     for child in children.values():
         child.send_signal(signal.SIGUSR1)
@@ -352,51 +461,69 @@ async def parent(count: int, rate: float, runtime: Path | None) -> None:
             await asyncio.sleep(delay)
         text = raw.decode("ascii")
         sent[i] = time.monotonic()
-        for ws in list(clients):
-            await ws.send(text)
+        for ws, kind in list(clients.items()):
+            if kind == "legacy":
+                await ws.send(text)
+            else:
+                for message in messages[i]:
+                    await ws.send(message)
     await asyncio.sleep(0.5)
     results: dict[str, dict[str, Any]] = {}
     for name, child in children.items():
         child.send_signal(signal.SIGTERM)
         out, _ = await child.communicate()
         results[name] = json.loads(out.decode().strip().splitlines()[-1])
-    for end in ends.values():
+    if tcp_task is not None:
+        tcp_task.cancel()
+    for end in [*ends.values(), *([second] if second else [])]:
         end.close()
     server.close()
     await server.wait_closed()
 
-    d, n = results["daemon"], results["naive"]
-    cpu_d = d["cpu"] / max(1, d["relayed"])
-    cpu_n = n["cpu"] / max(1, n["relayed"])
+    per = {name: r["cpu"] / max(1, r["relayed"]) for name, r in results.items()}
+    d = results["daemon"]
+    cpu_d, cpu_n = per["daemon"], per["naive"]
     if runtime is not None:
         shutil.rmtree(runtime, ignore_errors=True)
     print(f"telegrams sent: {count} at {rate:g}/s, {len(telegrams[0])} bytes each")
     where = f"{runtime} (tmpfs, as under systemd)" if runtime else "the state directory"
     print(f"daemon status file: in {where}")
-    print(f"{'':24}{'daemon':>14}{'naive':>14}")
-    print(f"{'relayed':24}{d['relayed']:>14}{n['relayed']:>14}")
-    print(f"{'at the pty':24}{len(ends['daemon'].arrived):>14}{len(ends['naive'].arrived):>14}")
-    print(f"{'invalid at the pty':24}{ends['daemon'].invalid:>14}{ends['naive'].invalid:>14}")
-    print(f"{'CPU per telegram (us)':24}{cpu_d * 1e6:>14.1f}{cpu_n * 1e6:>14.1f}")
+    print("".join([f"{'':24}", *(f"{name:>14}" for name in names)]))
+
+    def row(label: str, values: list[str]) -> None:
+        print("".join([f"{label:24}", *(f"{v:>14}" for v in values)]))
+
+    row("relayed", [str(results[x]["relayed"]) for x in names])
+    row("at the pty", [str(len(ends[x].arrived)) for x in names])
+    row("invalid at the pty", [str(ends[x].invalid) for x in names])
+    row("CPU per telegram (us)", [f"{per[x] * 1e6:.1f}" for x in names])
     for i, label in enumerate(("  of it user (us)", "  of it system (us)")):
-        per_d = d["split"][i] / max(1, d["relayed"]) * 1e6
-        per_n = n["split"][i] / max(1, n["relayed"]) * 1e6
-        print(f"{label:24}{per_d:>14.1f}{per_n:>14.1f}")
+        row(
+            label,
+            [f"{results[x]['split'][i] / max(1, results[x]['relayed']) * 1e6:.1f}" for x in names],
+        )
     for i, label in ((2, "wake-ups per telegram"), (3, "preempted per telegram")):
-        per_d = d["split"][i] / max(1, d["relayed"])
-        per_n = n["split"][i] / max(1, n["relayed"])
-        print(f"{label:24}{per_d:>14.2f}{per_n:>14.2f}")
+        row(label, [f"{results[x]['split'][i] / max(1, results[x]['relayed']):.2f}" for x in names])
     e2e = {}
-    for name, end in ends.items():
+    for name in names:
+        end = ends[name]
         e2e[name] = [(end.arrived[i] - sent[i]) * 1000 for i in end.arrived]
     for q in (0.5, 0.99):
-        label = f"end to end p{int(q * 100)} (ms)"
-        print(f"{label:24}{pct(e2e['daemon'], q):>14.3f}{pct(e2e['naive'], q):>14.3f}")
-    print(f"{'RSS (MB)':24}{d['rss_kb'] / 1024:>14.1f}{n['rss_kb'] / 1024:>14.1f}")
-    print(f"{'peak RSS (MB)':24}{d['hwm_kb'] / 1024:>14.1f}{n['hwm_kb'] / 1024:>14.1f}")
+        row(f"end to end p{int(q * 100)} (ms)", [f"{pct(e2e[x], q):.3f}" for x in names])
+    row("RSS (MB)", [f"{results[x]['rss_kb'] / 1024:.1f}" for x in names])
+    row("peak RSS (MB)", [f"{results[x]['hwm_kb'] / 1024:.1f}" for x in names])
     lat = d["latency_ms"]
     print()
     print(f"CPU ratio daemon/naive: {cpu_d / cpu_n:.2f}x (target <= 1.3x)")
+    if realtime:
+        print(f"CPU ratio realtime/naive: {per['realtime'] / cpu_n:.2f}x (target <= 1.5x)")
+    if three:
+        assert second is not None
+        tcp_count = len(_framed(bytes(tcp_data)))
+        print(
+            f"CPU ratio three outputs/one: {per['three'] / cpu_d:.2f}x (target <= 1.2x); "
+            f"second pty {len(second.arrived)}, TCP client {tcp_count} telegrams"
+        )
     print(
         f"daemon: WebSocket message -> handed to the port: p50 {pct(lat, 0.5):.3f} ms, "
         f"p99 {pct(lat, 0.99):.3f} ms, max {max(lat) if lat else float('nan'):.3f} ms "
@@ -409,13 +536,29 @@ async def parent(count: int, rate: float, runtime: Path | None) -> None:
         for name, cpu in d["threads"].items()
     )
     print(f"daemon CPU per telegram by thread: {per_thread}")
+    if realtime:
+        r = results["realtime"]
+        per_thread = ", ".join(
+            f"{name} {cpu / max(1, r['relayed']):.2f}"
+            if name.endswith("wake-ups")
+            else f"{name} {cpu / max(1, r['relayed']) * 1e6:.0f} us"
+            for name, cpu in r["threads"].items()
+        )
+        print(f"realtime CPU per telegram by thread: {per_thread}")
     print(f"daemon resident memory: {d['rss_kb'] / 1024:.1f} MB (target < 45 MB)")
     print(
         f"daemon: {d['written']} written ({d['written_direct']} straight from the event loop), "
         f"{d['stale']} stale dropped, {d['invalid']} invalid"
     )
-    if d["modules"]:
-        print(f"WARNING: the daemon imported {d['modules']}")
+    for name in names:
+        if name != "naive" and results[name]["modules"]:
+            print(f"WARNING: {name} imported {results[name]['modules']}")
+
+
+def _framed(data: bytes) -> list[bytes]:
+    from x1p1.p1 import TelegramReader, ValidTelegram
+
+    return [e.raw for e in TelegramReader().feed(data) if isinstance(e, ValidTelegram)]
 
 
 def main() -> None:
@@ -426,6 +569,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=120)
     parser.add_argument("--rate", type=float, default=1.0, help="telegrams a second")
     parser.add_argument(
+        "--realtime", action="store_true", help="also a converter with source = realtime"
+    )
+    parser.add_argument(
+        "--three-outputs", action="store_true", help="also a converter with three outputs"
+    )
+    parser.add_argument(
         "--status-on-disk",
         action="store_true",
         help="the daemon's status file in its state directory, not on a tmpfs",
@@ -434,7 +583,7 @@ def main() -> None:
     runtime = None
     if not args.status_on_disk and Path("/dev/shm").is_dir():
         runtime = Path(tempfile.mkdtemp(prefix="x1p1-bench-run-", dir="/dev/shm"))
-    asyncio.run(parent(args.count, args.rate, runtime))
+    asyncio.run(parent(args.count, args.rate, runtime, args.realtime, args.three_outputs))
 
 
 if __name__ == "__main__":

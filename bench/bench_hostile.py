@@ -30,7 +30,8 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
-from x1p1.x1.tls import client_ssl_context
+
+from x1p1.converter.tls import client_ssl_context
 
 
 def http_json(url: str, ctx: Any, body: Any = None, token: str | None = None) -> Any:

@@ -43,6 +43,7 @@ def save_test_pairing(
     host_name: str = "X1-interface.local",
     address: str | None = "127.0.0.1",
     serial: str | None = None,
+    profiles: frozenset[Profile] = frozenset({Profile.P1}),
 ) -> SavedPairing:
     """What `x1p1 pair` would have saved."""
     pairing = SavedPairing(
@@ -53,7 +54,7 @@ def save_test_pairing(
         serial=serial,
         ca_pem=ca_pem,
         ca_source=None,
-        profiles=frozenset({Profile.P1}),
+        profiles=profiles,
         expires_at=None,
         name="x1p1 test",
         uuid=TEST_UUID,

@@ -73,7 +73,8 @@ def test_example_config_loads(tmp_path: Path) -> None:
 def test_example_config_documents_every_key() -> None:
     text = EXAMPLE.read_text()
     for key in config.KNOWN_KEYS:
-        assert f"\n{key} = " in text or f"\n#{key} = " in text, key
+        table = key == "output" and f"\n#[[{key}]]" in text
+        assert f"\n{key} = " in text or f"\n#{key} = " in text or table, key
 
 
 def test_every_key_from_the_file(tmp_path: Path) -> None:
@@ -516,3 +517,72 @@ def test_serial_none_means_only_the_tcp_output(tmp_path: Path) -> None:
     assert "nothing to write to" in error_of(alone)
     assert "nothing to write to" in error_of(None, {"serial": "none"})
     assert "or none (only the TCP output)" in error_of(None, {"serial": "ttyUSB0"})
+
+
+# --- source and [[output]] tables -----------------------------------------------------------
+
+TWO_OUTPUTS = """
+source = "realtime"
+
+[[output]]
+serial = "/dev/x1p1-p1"
+data_request = "cts"
+
+[[output]]
+serial = "/dev/x1p1-p1-2"
+interval = 10
+
+[[output]]
+tcp = "0.0.0.0:2001"
+"""
+
+
+def test_outputs_and_source_from_the_file(tmp_path: Path) -> None:
+    cfg = load_run_config(write(tmp_path, TWO_OUTPUTS), env={})
+    assert cfg.data_source == "realtime"
+    assert cfg.all_outputs() == (
+        config.OutputConfig(serial="/dev/x1p1-p1", data_request="cts"),
+        config.OutputConfig(serial="/dev/x1p1-p1-2", interval=10),
+        config.OutputConfig(tcp=config.ListenAddress("0.0.0.0", 2001)),
+    )
+
+
+def test_flat_keys_are_one_output_each(tmp_path: Path) -> None:
+    cfg = load_run_config(None, {"tcp": "127.0.0.1:2001", "serial": "/dev/ttyUSB0"}, env={})
+    assert cfg.data_source == "auto"
+    assert [o.name for o in cfg.all_outputs()] == ["/dev/ttyUSB0", "tcp 127.0.0.1:2001"]
+
+
+def test_command_line_outputs_replace_the_files(tmp_path: Path) -> None:
+    cfg = load_run_config(write(tmp_path, TWO_OUTPUTS), {"serial": "/dev/ttyACM0"}, env={})
+    assert [o.name for o in cfg.all_outputs()] == ["/dev/ttyACM0"]
+    cfg = load_run_config(write(tmp_path, TWO_OUTPUTS), {"source": "legacy-p1"}, env={})
+    assert cfg.data_source == "legacy-p1" and len(cfg.all_outputs()) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "sentence"),
+    [
+        ('source = "p1"', "line 1: source = 'p1' is not allowed; choose auto, legacy-p1 or"),
+        (
+            '[[output]]\nserial = "/dev/a"\ninterval = 0',
+            "line 1: in [[output]] number 1, interval = 0 is not allowed; give whole seconds",
+        ),
+        ('[[output]]\nserial = "/dev/a"\ntcp = ":2001"', "needs exactly one of serial or tcp"),
+        ('[[output]]\ndata_request = "cts"', "needs exactly one of serial or tcp"),
+        ('[[output]]\ntcp = ":2001"\ndata_request = "cts"', "data_request is for a serial"),
+        ('[[output]]\nserial = "/dev/a"\nbaud = 9600', "unknown key 'baud'"),
+        ('[[output]]\nserial = "/dev/a"\n[[output]]\nserial = "/dev/a"', "named by two"),
+        ('[[output]]\nserial = "none"', "serial = 'none' is no output"),
+        ('[[output]]\nserial = "/dev/a"\ndata_request = "rts"', "data_request = 'rts' is not"),
+        ('serial = "/dev/a"\n[[output]]\nserial = "/dev/b"', "not both"),
+        ("output = 3", "write each output as an [[output]] table"),
+        ('[[output]]\nserial = "/dev/a"\n' * 9, "at most 8"),
+    ],
+)
+def test_bad_outputs_get_one_sentence(tmp_path: Path, text: str, sentence: str) -> None:
+    assert sentence in error_of(write(tmp_path, text))
+
+
+def test_bad_source_on_the_command_line() -> None:
+    assert "--source 'x' is not allowed" in error_of(None, {"source": "x"})

@@ -183,12 +183,13 @@ FAILS_WITH: dict[str, tuple[Dialect, str | None, type[X1P1Error], PairExit, str]
         PairExit.DENIED,
         "was denied",
     ),
-    "approved without P1": (
-        Dialect(answer=lambda b: {**b, "profiles": ["E-REALTIME"]} if "profiles" in b else b),
+    "approved without P1 or a realtime profile": (
+        # E-REALTIME alone would pair: the converter builds telegrams (docs/realtime.md)
+        Dialect(answer=lambda b: {**b, "profiles": ["E-HISTORIC"]} if "profiles" in b else b),
         "approve",
         PairingError,
         PairExit.ERROR,
-        "without the P1 profile (granted: E-REALTIME)",
+        "without the P1 profile (granted: E-HISTORIC)",
     ),
     "an answer without a status": (
         Dialect(answer=without("status")),

@@ -312,3 +312,23 @@ def test_unpair_when_the_gateway_is_gone(tmp_path: Path) -> None:
 def test_unpair_when_not_paired(tmp_path: Path) -> None:
     result = invoke(["unpair", "--state-dir", str(tmp_path)])
     assert result.exit_code == 0 and "nothing to do" in result.output
+
+
+def test_pair_for_realtime_profiles(gateway: RunningGateway, tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    profiles = "e-realtime, G-REALTIME,PQ-REALTIME"
+    with Meter(gateway, "approve"):
+        result = invoke(pair_args(gateway, state_dir, "--profiles", profiles))
+    assert result.exit_code == PairExit.APPROVED, result.output
+    assert "a token (E-REALTIME, PQ-REALTIME, G-REALTIME)" in result.output
+    saved = load_pairing(state_dir)
+    assert saved.profiles == frozenset(
+        {Profile.E_REALTIME, Profile.G_REALTIME, Profile.PQ_REALTIME}
+    )
+
+
+def test_pair_refuses_an_unknown_profile_in_one_sentence(tmp_path: Path) -> None:
+    result = invoke(["pair", "--profiles", "P1,E-FORECAST", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--profiles 'P1,E-FORECAST': 'E-FORECAST' is not a profile; known: P1" in (result.output)
+    assert "Traceback" not in result.output

@@ -567,3 +567,14 @@ def test_rule_for_a_missing_port_is_refused(tree: FakeTree) -> None:
     result = x1p1(tree, "serial", "udev-rule", "/dev/ttyUSB9")
     assert result.returncode == 1
     assert "x1p1: /dev/ttyUSB9: no such port" in result.stderr
+
+
+def test_rule_for_a_second_adapter(dev: Path) -> None:
+    for name in ("x1p1-p1-2", "/dev/x1p1-p1-2"):
+        text = udev_rule(str(dev / "ttyUSB0"), ListSource([ftdi(dev)]), name=name)
+        assert 'SYMLINK+="x1p1-p1-2"' in rule_line(text)
+        assert "# /etc/udev/rules.d/99-x1p1-p1-2.rules: /dev/x1p1-p1-2 for" in text
+        assert "--name x1p1-p1-2 | sudo tee /etc/udev/rules.d/99-x1p1-p1-2.rules" in text
+    for bad in ("../etc", "a b", "", "x" * 65, 'p1"', "-p1"):
+        with pytest.raises(SerialPortError, match="cannot name a device"):
+            udev_rule(str(dev / "ttyUSB0"), ListSource([ftdi(dev)]), name=bad)

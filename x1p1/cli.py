@@ -243,7 +243,14 @@ def serial_list(as_json: bool) -> None:
 
 @serial.command("udev-rule")
 @click.argument("port", metavar="PORT")
-def serial_udev_rule(port: str) -> None:
+@click.option(
+    "--name",
+    default="x1p1-p1",
+    show_default=True,
+    metavar="NAME",
+    help="The device name to give it: x1p1-p1-2 for a second P1 output ([[output]]).",
+)
+def serial_udev_rule(port: str, name: str) -> None:
     """Print a udev rule that names the USB adapter behind PORT /dev/x1p1-p1.
 
     PORT is a device (/dev/ttyUSB0), a /dev/serial/by-id link or another symlink. The
@@ -254,11 +261,14 @@ def serial_udev_rule(port: str) -> None:
       x1p1 serial udev-rule PORT | sudo tee /etc/udev/rules.d/99-x1p1.rules
       sudo udevadm control --reload
       sudo udevadm trigger --action=add --subsystem-match=tty
+
+    A second adapter, for a second P1 device: `--name x1p1-p1-2`, into
+    /etc/udev/rules.d/99-x1p1-p1-2.rules (the rule's comments say so).
     """
     from x1p1.converter.serial_ports import udev_rule
 
     try:
-        click.echo(udev_rule(port), nl=False)
+        click.echo(udev_rule(port, name=name), nl=False)
     except X1P1Error as error:
         fail(error)
 
@@ -344,6 +354,14 @@ def _tls_name(tls_name: str | None) -> str | None:
 @click.option("--name", help="The name the meter shows [default: x1p1 on <hostname>].")
 @_tls_name_option
 @click.option(
+    "--profiles",
+    metavar="P,…",
+    default="P1",
+    show_default=True,
+    help="The profiles to ask for: P1, or E-REALTIME,G-REALTIME,PQ-REALTIME to have "
+    "telegrams built from realtime values (run --source), or any mix.",
+)
+@click.option(
     "--api-base",
     metavar="PATH",
     help="Where the gateway serves the X1 API [default: the config's api_base, the "
@@ -355,10 +373,11 @@ def pair(
     ca: Path | None,
     name: str | None,
     tls_name: str | None,
+    profiles: str,
     api_base: str | None,
     state_dir: Path | None,
 ) -> None:
-    """Ask the gateway for a P1 token and wait while you approve it on the meter.
+    """Ask the gateway for a token (P1, or --profiles) and wait while you approve it on the meter.
 
     The request shows on the meter's display (X1 §5.1.5); approve it with the meter's
     button or in the customer portal within 10 minutes. The token is saved (mode 0600)
@@ -379,6 +398,12 @@ def pair(
     problem = ca_file_problem(ca) if ca is not None else None
     if problem is not None:
         fail(f"--ca {str(ca)!r} is not a usable CA file: {problem}", 2)
+    from x1p1.x1.profiles import parse_profiles, sorted_profiles
+
+    try:
+        wanted = parse_profiles(p.strip().upper() for p in profiles.split(",") if p.strip())
+    except X1P1Error as error:
+        fail(f"--profiles {profiles!r}: {str(error).removeprefix('profiles: ')}", 2)
     name = name if name is not None else pairing_module.default_request_name()
     if not 1 <= len(name) <= 64 or not name.isprintable():
         fail("--name must be 1 to 64 printable characters", 2)
@@ -395,7 +420,8 @@ def pair(
             )
         )
         endpoint = endpoint.with_tls_name(verify_as)
-        click.echo(f"Asking {endpoint.describe()} for a P1 token named '{name}'.")
+        asked = ", ".join(sorted_profiles(wanted))
+        click.echo(f"Asking {endpoint.describe()} for a token ({asked}) named '{name}'.")
         result = pairing_module.pair(
             directory,
             endpoint,
@@ -403,6 +429,7 @@ def pair(
             name=name,
             on_request=countdown.request,
             on_tick=countdown.tick,
+            profiles=wanted,
         )
     except KeyboardInterrupt:
         countdown.close()
@@ -457,6 +484,12 @@ def unpair(state_dir: Path | None) -> None:
 )
 @click.option("--tcp", metavar="HOST:PORT", help="Also serve raw telegrams to TCP clients.")
 @click.option(
+    "--source",
+    type=click.Choice(["auto", "legacy-p1", "realtime"]),
+    help="Relay legacy P1, build telegrams from realtime values, or choose by the token's "
+    "profiles and what the gateway serves [default: the config's source, or auto].",
+)
+@click.option(
     "--api-base",
     metavar="PATH",
     help="Where the gateway serves the X1 API [default: the config's api_base, the "
@@ -473,10 +506,16 @@ def run(
     serial: str | None,
     data_request: str | None,
     tcp: str | None,
+    source: str | None,
     api_base: str | None,
     state_dir: Path | None,
 ) -> None:
     """Relay legacy P1 from the paired gateway to the serial port, until stopped.
+
+    Without legacy P1 (a gateway that lacks it, or a token granted only E-REALTIME,
+    G-REALTIME and PQ-REALTIME) it builds DSMR 5.0.2 telegrams from realtime values
+    (--source; `auto` picks and switches back when legacy P1 returns). Several P1
+    devices: [[output]] tables in the config (docs/config.example.toml).
 
     It rides out faults by itself: a lost connection is retried (backoff up to 30 s,
     then the gateway is looked up by mDNS by its serial); X1 switched off is retried
@@ -506,6 +545,7 @@ def run(
         "serial": serial,
         "data_request": data_request,
         "tcp": tcp,
+        "source": source,
         "api_base": api_base,
         "state_dir": state_dir,
     }

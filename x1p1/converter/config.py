@@ -11,6 +11,22 @@ file of flat keys (``docs/config.example.toml``)::
     tcp = "0.0.0.0:2001"                # serve raw telegrams over TCP too
     state_dir = "/var/lib/x1p1"
     log_level = "info"                  # debug | info | warning | error
+    source = "auto"                     # auto | legacy-p1 | realtime
+
+Several P1 outputs are ``[[output]]`` tables instead of ``serial`` and ``tcp`` (each one
+output; ``interval`` in whole seconds, default 1, 10 for devices of the DSMR 4 era)::
+
+    [[output]]
+    serial = "/dev/x1p1-p1"
+    data_request = "cts"
+    [[output]]
+    serial = "/dev/x1p1-p1-2"
+    interval = 10
+    [[output]]
+    tcp = "0.0.0.0:2001"
+
+``--serial`` and ``--tcp`` on the command line are shorthand for one output each; given,
+they replace the file's outputs.
 
 Where a value comes from, strongest first: the command line (``overrides``; None means
 "not given"), the file, then the defaults. The file is ``--config FILE``, else
@@ -44,6 +60,10 @@ from x1p1.x1.endpoints import check_path, split_endpoint
 
 __all__ = [
     "DATA_REQUEST_CHOICES",
+    "MAX_OUTPUTS",
+    "SOURCE_CHOICES",
+    "OutputConfig",
+    "Source",
     "DEFAULT_CONFIG_PATH",
     "DEFAULT_GATEWAY_PORT",
     "DEFAULT_SERIAL",
@@ -67,6 +87,12 @@ DEFAULT_GATEWAY_PORT = 443  # HTTPS and WSS on one port (x1-api.md)
 DataRequest = Literal["ignore", "cts", "dsr"]
 DATA_REQUEST_CHOICES: tuple[DataRequest, ...] = ("ignore", "cts", "dsr")
 LOG_LEVELS = ("debug", "info", "warning", "error")  # the names x1p1.logs.LEVELS knows
+Source = Literal["auto", "legacy-p1", "realtime"]
+SOURCE_CHOICES: tuple[Source, ...] = ("auto", "legacy-p1", "realtime")
+MAX_OUTPUTS = 8
+"""``[[output]]`` tables a config may hold (each serial output is a thread and a port)."""
+MAX_INTERVAL = 3600
+OUTPUT_KEYS = ("data_request", "interval", "serial", "tcp")
 
 
 class _Invalid(Exception):
@@ -314,10 +340,29 @@ def config_path(path: Path | None = None, env: Mapping[str, str] | None = None) 
 
 
 @dataclass(frozen=True)
+class OutputConfig:
+    """One P1 output: a serial port (with its own Data Request) or a TCP server, and the
+    seconds between the telegrams it gets (1: every one, P1 §6; 10: a DSMR 4 device)."""
+
+    serial: str | None = None
+    tcp: ListenAddress | None = None
+    data_request: DataRequest = "ignore"
+    interval: int = 1
+
+    @property
+    def name(self) -> str:
+        """What status and logs call it: the port, or ``tcp HOST:PORT``."""
+        return self.serial if self.serial else f"tcp {self.tcp}"
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything ``x1p1 run`` needs to know before it starts.
 
-    ``source`` is the config file that was read, if any (for messages).
+    ``source`` is the config file that was read, if any (for messages); ``data_source``
+    is the key ``source`` (where telegrams come from); ``outputs`` the ``[[output]]``
+    tables (key ``output``), empty when the flat ``serial``, ``data_request`` and ``tcp``
+    keys describe them: :meth:`all_outputs` gives the outputs either way.
     """
 
     gateway: GatewayAddress | None = None  # None: find it (mDNS, or the paired one)
@@ -328,14 +373,34 @@ class RunConfig:
     tcp: ListenAddress | None = None  # None: no TCP output
     state_dir: Path = field(default_factory=default_state_dir)
     log_level: str = "info"
+    data_source: Source = "auto"
+    outputs: tuple[OutputConfig, ...] = ()
     api_base: str | None = None  # None: TXT api=, a --gateway URL's path, or /api
     token_requests_path: str | None = None  # None: {api_base}/tokens/requests
     legacy_p1_path: str | None = None  # None: {api_base}/legacy-p1
     tcp_clients: int = 16  # --tcp clients served at once; more are refused at once
     source: Path | None = field(default=None, compare=False)
 
+    def all_outputs(self) -> tuple[OutputConfig, ...]:
+        """The outputs to run: the ``[[output]]`` tables, else ``serial`` and ``tcp``."""
+        if self.outputs:
+            return self.outputs
+        out = []
+        if self.serial:
+            out.append(OutputConfig(serial=self.serial, data_request=self.data_request))
+        if self.tcp is not None:
+            out.append(OutputConfig(tcp=self.tcp))
+        return tuple(out)
 
-KNOWN_KEYS = tuple(sorted(f.name for f in fields(RunConfig) if f.name != "source"))
+
+_FIELDS = {"source": "data_source", "output": "outputs"}
+"""Config keys whose field has another name (``source`` names the file that was read)."""
+KNOWN_KEYS = tuple(
+    sorted(
+        {f.name for f in fields(RunConfig) if f.name not in ("source", *_FIELDS.values())}
+        | set(_FIELDS)
+    )
+)
 
 
 def _show(value: object) -> str:
@@ -482,6 +547,82 @@ def _log_level(value: object, base: Path | None) -> str:
     return text
 
 
+def _source(value: object, base: Path | None) -> Source:
+    allowed = f"choose {_choices(SOURCE_CHOICES)}"
+    text = _text(value, allowed)
+    if text not in SOURCE_CHOICES:
+        raise _Invalid(f"is not allowed; {allowed}")
+    return text
+
+
+def _interval(value: object) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INTERVAL:
+        raise _Invalid(f"is not allowed; give whole seconds from 1 to {MAX_INTERVAL}")
+    return value
+
+
+def _one_output(table: object, base: Path | None, number: int) -> OutputConfig:
+    where = f"[[output]] number {number}"
+    if not isinstance(table, dict):
+        raise _Invalid(f"{where} must be a table")
+    for key in table:
+        if key not in OUTPUT_KEYS:
+            import difflib  # only for this message (performance.md: the daemon stays lean)
+
+            close = difflib.get_close_matches(key, OUTPUT_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise _Invalid(
+                f"{where} has an unknown key {key!r}{hint}; known keys: {', '.join(OUTPUT_KEYS)}"
+            )
+    has_serial, has_tcp = "serial" in table, "tcp" in table
+    if has_serial == has_tcp:
+        raise _Invalid(f"{where} needs exactly one of serial or tcp")
+    values: dict[str, object] = {}
+    for key, convert in (
+        ("serial", _serial),
+        ("tcp", _tcp),
+        ("data_request", _data_request),
+    ):
+        if key in table:
+            try:
+                values[key] = convert(table[key], base)
+            except _Invalid as invalid:
+                raise _Invalid(f"in {where}, {key} = {_show(table[key])} {invalid.text}") from None
+    if values.get("serial") == "":
+        raise _Invalid(f"in {where}, serial = 'none' is no output: leave it out")
+    if has_tcp and "data_request" in table:
+        raise _Invalid(f"in {where}, data_request is for a serial output")
+    if "interval" in table:
+        try:
+            values["interval"] = _interval(table["interval"])
+        except _Invalid as invalid:
+            raise _Invalid(
+                f"in {where}, interval = {_show(table['interval'])} {invalid.text}"
+            ) from None
+    return OutputConfig(**values)  # type: ignore[arg-type]
+
+
+def _outputs(value: object, base: Path | None) -> tuple[OutputConfig, ...]:
+    if isinstance(value, tuple) and all(isinstance(v, OutputConfig) for v in value):
+        return value
+    if not isinstance(value, list) or not value:
+        raise _Invalid("write each output as an [[output]] table")
+    if len(value) > MAX_OUTPUTS:
+        raise _Invalid(f"at most {MAX_OUTPUTS} [[output]] tables")
+    out = tuple(_one_output(table, base, n) for n, table in enumerate(value, 1))
+    seen: set[str] = set()
+    for output in out:
+        key = output.serial or f"tcp:{output.tcp.bind_host if output.tcp else ''}:" + (
+            str(output.tcp.port) if output.tcp else ""
+        )
+        if key in seen and not key.endswith(":0"):
+            raise _Invalid(f"{output.name} is named by two [[output]] tables")
+        seen.add(key)
+    return out
+
+
 def _endpoint_path(key: str) -> Callable[[object, Path | None], str]:
     def convert(value: object, base: Path | None) -> str:
         allowed = "give an absolute path such as /api"
@@ -508,6 +649,8 @@ _CONVERTERS: dict[str, Callable[[object, Path | None], object]] = {
     "token_requests_path": _endpoint_path("token_requests_path"),
     "legacy_p1_path": _endpoint_path("legacy_p1_path"),
     "tcp_clients": _tcp_clients,
+    "source": _source,
+    "output": _outputs,
     "gateway": _gateway,
     "ca": _ca,
     "tls_name": _tls_name,
@@ -654,9 +797,13 @@ def load_run_config(
     :class:`~x1p1.exceptions.ConfigError` for the first mistake.
     """
     values: dict[str, object] = {}
+    file_keys: set[str] = set()
     source = config_path(path, env)
+    given = {k for k, v in (overrides or {}).items() if v is not None}
+    cli_outputs = bool(given & {"serial", "tcp"})
     if source is not None:
         table, lines = _read(source)
+        file_keys = set(table)
         base = source.parent
         for key, value in table.items():
             line = lines.get(key)
@@ -666,6 +813,8 @@ def load_run_config(
             try:
                 values[key] = _CONVERTERS[key](value, base)
             except _Invalid as invalid:
+                if key == "output":  # a list of tables: say which one, not the whole list
+                    raise ConfigError(invalid.text, where=where) from None
                 raise ConfigError(f"{key} = {_show(value)} {invalid.text}", where=where) from None
     for key, value in (overrides or {}).items():
         if value is None:
@@ -679,6 +828,15 @@ def load_run_config(
             raise ConfigError(f"{option} {_show(value)} {invalid.text}") from None
     if "state_dir" not in values:
         values["state_dir"] = default_state_dir(env)
-    if values.get("serial") == "" and values.get("tcp") is None:
+    if "output" in file_keys and file_keys & {"serial", "tcp", "data_request"}:
+        raise ConfigError(
+            "give the outputs either as serial, data_request and tcp, or as [[output]] "
+            "tables, not both",
+            where=str(source),
+        )
+    if cli_outputs:
+        values.pop("output", None)  # --serial and --tcp replace the file's outputs
+    if values.get("serial") == "" and values.get("tcp") is None and "output" not in values:
         raise ConfigError("serial = none leaves nothing to write to: give tcp = HOST:PORT too")
-    return RunConfig(source=source, **values)  # type: ignore[arg-type]
+    fields_ = {_FIELDS.get(key, key): value for key, value in values.items()}
+    return RunConfig(source=source, **fields_)  # type: ignore[arg-type]

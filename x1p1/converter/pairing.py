@@ -85,6 +85,7 @@ from x1p1.x1.readers import (
     read_token_info,
     retry_after,
 )
+from x1p1.x1.realtime import BUILD_PROFILES
 
 __all__ = [
     "Countdown",
@@ -734,12 +735,15 @@ def pair(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     transport: Transport | None = None,
+    profiles: frozenset[Profile] = frozenset({Profile.P1}),
 ) -> SavedPairing:
-    """Ask ``endpoint`` for a P1 token, wait for the customer, save and return the pairing.
+    """Ask ``endpoint`` for a token with ``profiles`` (default P1), wait for the
+    customer, save and return the pairing.
 
     The granted profiles (§5.1.6) are read tolerantly: none listed means "as asked",
-    names the converter does not know are logged and left out, and only whether P1 was
-    granted decides.
+    names the converter does not know are logged and left out, and only whether the
+    grant can feed the P1 line decides: P1, or E-REALTIME or PQ-REALTIME (from which the
+    converter builds telegrams, x1p1/x1/source.py).
     """
     ca_pem: str | None = None
     if ca_file is not None:
@@ -748,19 +752,19 @@ def pair(
         except (OSError, UnicodeDecodeError) as exc:
             raise X1P1Error(f"cannot read the CA file {ca_file}: {exc}") from None
     context = converter_context(ca_file) if transport is None else None
-    body = TokenRequestBody(name, install_uuid(state_dir), frozenset({Profile.P1}))
+    body = TokenRequestBody(name, install_uuid(state_dir), profiles)
     client = X1Client(endpoint, context, transport=transport)
     approved = wait_for_approval(
         client, body, clock=clock, sleep=sleep, on_request=on_request, on_tick=on_tick
     )
     assert approved.token is not None  # wait_for_approval checks it
-    profiles = granted_profiles(approved.profiles, body.profiles)
-    if Profile.P1 not in profiles:
+    granted = granted_profiles(approved.profiles, body.profiles)
+    if Profile.P1 not in granted and not granted & BUILD_PROFILES:
         shown = ", ".join(printable(p, 32) for p in approved.profiles or ()) or "none"
         raise PairingError(
             f"the request was approved without the P1 profile (granted: {shown}); the "
-            "converter needs P1 (X1 §5.1.6). Approve it with P1 in the portal, or run "
-            "`x1p1 pair` again"
+            "converter needs P1, or E-REALTIME to build telegrams itself (X1 §5.1.6). "
+            "Approve it with one of them in the portal, or run `x1p1 pair` again"
         )
     client.token = approved.token
     expires_at: datetime | None = None
@@ -777,7 +781,7 @@ def pair(
         serial=endpoint.serial,
         ca_pem=ca_pem,
         ca_source=str(ca_file.resolve()) if ca_file is not None else None,
-        profiles=profiles,
+        profiles=granted,
         expires_at=expires_at,
         name=name,
         uuid=body.uuid,

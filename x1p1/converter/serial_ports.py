@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 LINK_NAME = "x1p1-p1"  # udev makes /dev/x1p1-p1; config.DEFAULT_SERIAL names it
+SECOND_LINK_NAME = "x1p1-p1-2"
+"""The name the docs give a second P1 output's adapter (``[[output]]``)."""
+_LINK = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 BY_ID = "/dev/serial/by-id/"
 
 
@@ -229,14 +232,29 @@ def _value(text: str) -> str:
     return _UNSAFE.sub("?", text)
 
 
-def udev_rule(port: str, source: DeviceSource | None = None) -> str:
+def link_name(name: str) -> str:
+    """The udev link for ``name`` (``x1p1-p1-2`` or ``/dev/x1p1-p1-2``); a
+    :class:`~x1p1.exceptions.SerialPortError` says why a name cannot be one."""
+    bare = name.strip().removeprefix("/dev/")
+    if not _LINK.match(bare):
+        raise SerialPortError(
+            f"{name!r} cannot name a device: use letters, digits, '.', '_' and '-' "
+            "(up to 64), such as x1p1-p1-2"
+        )
+    return bare
+
+
+def udev_rule(port: str, source: DeviceSource | None = None, *, name: str = LINK_NAME) -> str:
     """A ready udev rule (text with comments) that names the adapter behind ``port``
-    ``/dev/x1p1-p1``, matching its USB vendor, product and serial number.
+    ``/dev/x1p1-p1`` (or ``/dev/NAME``, for a second P1 output, docs/config.example.toml),
+    matching its USB vendor, product and serial number.
 
     ``port`` may be a device node (/dev/ttyUSB0), a /dev/serial/by-id link, any other
     symlink, or a bare name (ttyUSB0). Raises :class:`~x1p1.exceptions.SerialPortError`
     for a port that does not exist, that udev does not know, or that is no USB device.
     """
+    link = link_name(name)
+    rules = "99-x1p1.rules" if link == LINK_NAME else f"99-{link}.rules"
     ttys = list((source or PyudevSource()).tty_devices())
     tty = _find(port, ttys)
     usb = tty.usb
@@ -272,7 +290,7 @@ def udev_rule(port: str, source: DeviceSource | None = None) -> str:
             f"# The adapter has {len(siblings)} ports; this rule names interface "
             f"{info.interface} ({tty.device_node})."
         )
-    actions = [f'SYMLINK+="{LINK_NAME}"', 'MODE="0660"', 'GROUP="dialout"', 'TAG+="systemd"']
+    actions = [f'SYMLINK+="{link}"', 'MODE="0660"', 'GROUP="dialout"', 'TAG+="systemd"']
     described = ", ".join(
         part
         for part in (
@@ -283,9 +301,10 @@ def udev_rule(port: str, source: DeviceSource | None = None) -> str:
         )
         if part
     )
+    named = "" if link == LINK_NAME else f" --name {link}"
     lines = [
-        f"# /etc/udev/rules.d/99-x1p1.rules: /dev/{LINK_NAME} for the P1 output adapter.",
-        f"# Written by `x1p1 serial udev-rule {port}`.",
+        f"# /etc/udev/rules.d/{rules}: /dev/{link} for the P1 output adapter.",
+        f"# Written by `x1p1 serial udev-rule {port}{named}`.",
         f"# Adapter: {described}",
     ]
     if info.by_id:
@@ -293,10 +312,10 @@ def udev_rule(port: str, source: DeviceSource | None = None) -> str:
     lines += notes
     lines += [
         "# Install:",
-        f"#   x1p1 serial udev-rule {port} | sudo tee /etc/udev/rules.d/99-x1p1.rules",
+        f"#   x1p1 serial udev-rule {port}{named} | sudo tee /etc/udev/rules.d/{rules}",
         "#   sudo udevadm control --reload && sudo udevadm trigger --action=add "
         "--subsystem-match=tty",
-        f"# Then /dev/{LINK_NAME} points at this adapter in whichever socket (see "
+        f"# Then /dev/{link} points at this adapter in whichever socket (see "
         "udev/99-x1p1.rules.template).",
         ", ".join(matches + actions),
     ]

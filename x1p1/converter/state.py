@@ -498,6 +498,11 @@ class DaemonStatus:
     tcp: Mapping[str, Any] | None
     last_error: Mapping[str, Any] | None = None
     """The last thing that went wrong: ``{"at": time, "message": one sentence}``."""
+    outputs: tuple[Mapping[str, Any], ...] = ()
+    """Each output (``[[output]]``) with its state and counts; ``serial``,
+    ``data_request`` and ``tcp`` describe the first serial and TCP output."""
+    source: Mapping[str, Any] | None = None
+    """Where telegrams come from: ``mode`` (the config), ``active`` and ``reason``."""
 
     def to_json(self) -> dict[str, Any]:
         def t(moment: datetime | None) -> str | None:
@@ -521,6 +526,8 @@ class DaemonStatus:
             "data_request": dict(self.data_request),
             "tcp": dict(self.tcp) if self.tcp is not None else None,
             "last_error": dict(self.last_error) if self.last_error is not None else None,
+            "outputs": [dict(o) for o in self.outputs],
+            "source": dict(self.source) if self.source is not None else None,
         }
 
     @classmethod
@@ -551,6 +558,8 @@ class DaemonStatus:
             raise StateError("started_at, updated_at and connection_since expected")
         tcp = body.get("tcp")
         last_error = body.get("last_error")
+        outputs = body.get("outputs")
+        source = body.get("source")
         return cls(
             pid=pid,
             state_dir=state_dir,
@@ -568,6 +577,10 @@ class DaemonStatus:
             data_request=m("data_request"),
             tcp=tcp if isinstance(tcp, Mapping) else None,
             last_error=last_error if isinstance(last_error, Mapping) else None,
+            outputs=tuple(o for o in outputs if isinstance(o, Mapping))
+            if isinstance(outputs, list)
+            else (),
+            source=source if isinstance(source, Mapping) else None,
         )
 
     def same_content(self, other: DaemonStatus | None) -> bool:
@@ -776,8 +789,10 @@ def output_problems(report: Mapping[str, Any]) -> list[str]:
     serial port unplugged, never there, or not taking data), for ``x1p1 status``."""
     if not report.get("running"):
         return []
-    outputs = [report.get("serial") or {}]
-    outputs += [o for o in report.get("outputs") or [] if isinstance(o, Mapping)]
+    # every output ([[output]]); a daemon of an older version reports only its "serial"
+    outputs = [o for o in report.get("outputs") or [] if isinstance(o, Mapping)]
+    if not outputs:
+        outputs = [report.get("serial") or {}]
     problems = []
     for output in outputs:
         state = output.get("state")
@@ -785,9 +800,8 @@ def output_problems(report: Mapping[str, Any]) -> list[str]:
             continue
         error = f" ({output['error']})" if output.get("error") else ""
         wait = "waits for it" if state == "absent" else "keeps trying"
-        problems.append(
-            f"the P1 output {output.get('port')} is {state}{error}; the converter {wait}"
-        )
+        name = output.get("name") or output.get("port")
+        problems.append(f"the P1 output {name} is {state}{error}; the converter {wait}")
     return problems
 
 
@@ -831,6 +845,12 @@ def render_status(report: Mapping[str, Any], now: datetime | None = None) -> str
     last_error = report.get("last_error")
     if isinstance(last_error, Mapping) and last_error.get("message"):
         lines.append(("Last error", f"{_ago(last_error.get('at'), now)}: {last_error['message']}"))
+    source = report.get("source")
+    if isinstance(source, Mapping) and source.get("active"):
+        text = f"{source.get('active')} (source = {source.get('mode')})"
+        if source.get("reason"):
+            text += f": {source['reason']}"
+        lines.append(("Source", text))
     if "counts" in report:
         c = report["counts"]
         lines.append(("Last telegram", _ago(report.get("last_telegram_at"), now)))
@@ -852,15 +872,41 @@ def render_status(report: Mapping[str, Any], now: datetime | None = None) -> str
                     "(WebSocket message to serial port)",
                 )
             )
-        serial = report.get("serial") or {}
-        text = f"{serial.get('port') or 'none'}: {serial.get('state')}"
-        if serial.get("error"):
-            text += f" ({serial['error']})"
-        lines.append(("Serial port", text))
-        dr = report.get("data_request") or {}
-        lines.append(("Data Request", f"{dr.get('mode')}: {dr.get('state')}"))
-        tcp = report.get("tcp")
-        if tcp:
-            lines.append(("TCP", f"{tcp.get('listen')}, {tcp.get('clients')} client(s)"))
+        outputs = report.get("outputs") or []
+        if len(outputs) > 1:
+            for number, output in enumerate(outputs, 1):
+                lines.append((f"Output {number}", _output_line(output)))
+        else:
+            serial = report.get("serial") or {}
+            text = f"{serial.get('port') or 'none'}: {serial.get('state')}"
+            if serial.get("error"):
+                text += f" ({serial['error']})"
+            lines.append(("Serial port", text))
+            dr = report.get("data_request") or {}
+            lines.append(("Data Request", f"{dr.get('mode')}: {dr.get('state')}"))
+            tcp = report.get("tcp")
+            if tcp:
+                lines.append(("TCP", f"{tcp.get('listen')}, {tcp.get('clients')} client(s)"))
     width = max(len(label) for label, _ in lines) + 2
     return "\n".join(f"{label + ':':<{width}}{value}" for label, value in lines)
+
+
+def _output_line(output: Mapping[str, Any]) -> str:
+    """One output of ``x1p1 status``: what, how often, its state and counts."""
+    every = f"every {output.get('interval', 1)} s"
+    if output.get("kind") == "tcp":
+        return (
+            f"tcp {output.get('listen')} ({every}): {output.get('state')}, "
+            f"{output.get('clients', 0)} client(s), {output.get('sent', 0)} sent, "
+            f"{output.get('dropped', 0)} dropped"
+        )
+    dr = output.get("data_request") or {}
+    text = f"{output.get('name')} ({every}): {output.get('state')}"
+    if output.get("error"):
+        text += f" ({output['error']})"
+    if dr.get("mode") not in (None, "ignore"):
+        text += f", Data Request {dr.get('mode')}: {dr.get('state')}"
+    return (
+        f"{text}; {output.get('written', 0)} written, {output.get('stale', 0)} stale, "
+        f"{output.get('not_requested', 0)} not requested"
+    )

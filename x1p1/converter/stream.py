@@ -162,6 +162,7 @@ class Subscription:
         self._background: set[asyncio.Future[None]] = set()
         self.message = "starting"
         self._last_failure = ""
+        self._retarget_message = "connecting anew"
         self._quiet = CauseLog(log, clock=clock)
 
     @property
@@ -198,12 +199,19 @@ class Subscription:
     def stop(self) -> None:
         self._post(Ev.STOP)
 
+    def retarget(self, message: str) -> None:
+        """What to subscribe to changed (x1p1/x1/source.py): connect anew, saying why."""
+        self._retarget_message = message
+        self._post(Ev.RETARGET)
+
     def _post(self, event: Ev) -> None:
         self._pending.append(event)
         self._wake.set()
         ws = self._ws
         if ws is not None:  # relaying: close the connection politely
-            reason = "converter stopping" if event is Ev.STOP else "new token"
+            reason = {Ev.STOP: "converter stopping", Ev.RETARGET: "switching source"}.get(
+                event, "new token"
+            )
             self._keep(asyncio.ensure_future(ws.close(1001, reason)))
         elif self._step is not None:  # connecting or discovering: give up on it now
             self._step.cancel()
@@ -239,6 +247,8 @@ class Subscription:
             event = self._pending.pop(0)
             if event is Ev.STOP:
                 self._apply(Ev.STOP, "stopped")
+            elif event is Ev.RETARGET:
+                self._apply(event, self._retarget_message)
             else:
                 self._apply(event, "paired again: connecting with the new token")
             acted = True

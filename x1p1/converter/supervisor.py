@@ -40,9 +40,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from x1p1.converter import systemd
-from x1p1.converter.config import GatewayAddress, ListenAddress, RunConfig
+from x1p1.converter.config import GatewayAddress, ListenAddress, OutputConfig, RunConfig
+from x1p1.converter.outputs import Outputs
 from x1p1.converter.quiet import CauseLog
 from x1p1.converter.serial_out import SerialLike, SerialOutput, check_serial_path, open_serial
+from x1p1.converter.source_stream import SourceStream
 from x1p1.converter.state import (
     DaemonStatus,
     SavedPairing,
@@ -55,7 +57,7 @@ from x1p1.converter.state import (
     status_path,
 )
 from x1p1.converter.status_socket import StatusServer, socket_path
-from x1p1.converter.stream import LegacyP1Stream, StreamSettings, StreamTarget
+from x1p1.converter.stream import StreamSettings, StreamTarget
 from x1p1.converter.tcp_out import TcpOutput
 from x1p1.converter.tls import converter_context
 from x1p1.exceptions import ConfigError, NotPaired, StateError, TelegramError, X1P1Error
@@ -63,6 +65,8 @@ from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.telegram import Telegram
 from x1p1.x1.api import format_time
 from x1p1.x1.connection import Conn
+from x1p1.x1.realtime import MeterInfo, parse_meters
+from x1p1.x1.source import Action, Mode, Source, SourceMachine
 
 if TYPE_CHECKING:
     from x1p1.x1.endpoints import ApiPaths
@@ -99,6 +103,8 @@ class ConverterOptions:
     serial: str | None = "/dev/x1p1-p1"
     data_request: str = "ignore"
     tcp: ListenAddress | None = None
+    outputs: tuple[OutputConfig, ...] | None = None
+    """Every output (``[[output]]``); None: ``serial`` with ``data_request``, and ``tcp``."""
     stream: StreamSettings = field(default_factory=StreamSettings)
     opener: Callable[[str, float], SerialLike] = open_serial
     serial_reopen: float = 1.0
@@ -114,6 +120,8 @@ class ConverterOptions:
     api_base: str | None = None
     """The API base (``--api-base``, ``api_base``); None: the --gateway URL's, the
     pairing's, or ``/api``."""
+    source: str = "auto"
+    """Where telegrams come from: auto, legacy-p1 or realtime (x1p1/x1/source.py)."""
     legacy_p1_path: str | None = None
     tcp_clients: int = 16
 
@@ -130,7 +138,20 @@ class ConverterOptions:
             api_base=config.api_base,
             legacy_p1_path=config.legacy_p1_path,
             tcp_clients=config.tcp_clients,
+            outputs=config.all_outputs(),
+            source=config.data_source,
         )
+
+    def all_outputs(self) -> tuple[OutputConfig, ...]:
+        """The outputs to run (see ``outputs``)."""
+        if self.outputs is not None:
+            return self.outputs
+        out = []
+        if self.serial:
+            out.append(OutputConfig(serial=self.serial, data_request=self.data_request))  # type: ignore[arg-type]
+        if self.tcp is not None:
+            out.append(OutputConfig(tcp=self.tcp))
+        return tuple(out)
 
 
 def percentiles(samples: tuple[float, ...]) -> dict[str, float]:
@@ -188,28 +209,30 @@ class Converter:
         self._watchdog = False
         self._slack = 0.0
         self._republish: asyncio.TimerHandle | None = None
-        self.serial: SerialOutput | None = None
-        if options.serial:
-            self.serial = SerialOutput(
-                options.serial,
-                options.data_request,
-                opener=options.opener,
-                reopen_interval=options.serial_reopen,
-            )
-        self.tcp = (
-            TcpOutput(options.tcp, max_clients=options.tcp_clients)
-            if options.tcp is not None
-            else None
+        self.outputs = Outputs(
+            options.all_outputs(),
+            opener=options.opener,
+            serial_reopen=options.serial_reopen,
+            tcp_clients=options.tcp_clients,
         )
+        self.serial: SerialOutput | None = next(iter(self.outputs.serials), None)
+        """The first serial output (what the flat status fields describe)."""
+        self.tcp: TcpOutput | None = next(iter(self.outputs.tcps), None)
         path = options.status_file or status_path(self.state_dir, options.env)
         interval = options.status_interval
         if interval is None:
             interval = STATUS_INTERVAL
         self.publisher = StatusPublisher(path, interval)
         self.status_server = StatusServer(socket_path(path), self.status)
-        self.stream = LegacyP1Stream(
+        self.sources = SourceMachine(Mode(options.source), scale=options.stream.scale)
+        self._grant_task: asyncio.Future[None] | None = None
+        self.stream = SourceStream(
             self._target,
             self._on_telegram,
+            sources=self.sources,
+            realtime_path=lambda: self.paths().realtime,
+            fetch_meters=self._fetch_meters,
+            on_forbidden=self._read_grant_soon,
             on_invalid=self._on_invalid,
             on_state=self._on_state,
             rediscover=self._rediscover if options.gateway is None else None,
@@ -221,16 +244,7 @@ class Converter:
     def _on_telegram(self, raw: bytes, received: float) -> None:
         self.relayed += 1
         self.last_telegram = received
-        if self.serial is not None:
-            try:
-                self.serial.offer(raw, received)
-            except Exception as exc:  # noqa: BLE001 - an output's bug ends no relaying
-                self._unexpected("the serial output", exc)
-        if self.tcp is not None:
-            try:
-                self.tcp.publish(raw)
-            except Exception as exc:  # noqa: BLE001
-                self._unexpected("the TCP output", exc)
+        self.outputs.publish(raw, received)
         if self._first_on_link:
             self._first_on_link = False
             asyncio.get_running_loop().call_soon(self._publish_first)
@@ -279,6 +293,8 @@ class Converter:
             self.pairing = None
             log.error("%s; waiting for a new token", exc)
         self._learn_serial = self.pairing is not None and self.pairing.serial is None
+        granted = self.pairing.profiles if self.pairing is not None else frozenset()
+        self.sources.new_pairing(granted)
 
     def _context(self, pairing: SavedPairing) -> ssl.SSLContext:
         ca = self.options.ca
@@ -366,6 +382,8 @@ class Converter:
             log.info("a new pairing was saved (%s); connecting with it", new.describe())
             self._ssl = None
             self.stream.token_changed()
+        elif old.profiles != new.profiles:
+            self.stream.grant_changed(f"the saved profiles changed: {self.sources.reason}")
 
     async def _rediscover(self) -> bool:
         pairing = self.pairing
@@ -458,6 +476,83 @@ class Converter:
             log.info("the token is valid until %s", info.expires_at.strftime("%Y-%m-%d"))
             self._save(replace(pairing, expires_at=info.expires_at))
 
+    # -- the source: legacy P1 or realtime (x1p1/x1/source.py) ------------------------------
+
+    def _source_due(self, now: float) -> None:
+        """The source machine's deadline, checked in each housekeeping round."""
+        if not self.sources.due(now):
+            return
+        action = self.sources.expire(now)
+        if action is Action.READ_TOKEN:
+            self._start_grant_read()
+        elif action is Action.PROBE_LEGACY:
+            self.stream.grant_changed(f"trying legacy P1 again: {self.sources.reason}")
+
+    def _read_grant_soon(self) -> None:
+        """A refusal asked for the token's profiles: read them now if the source machine
+        allows it (else its deadline brings the housekeeping round to it)."""
+        now = time.monotonic()
+        due = self.sources.read_token_at
+        if due is not None and now >= due:
+            self.sources.read_token_at = None
+            self._start_grant_read()
+
+    def _start_grant_read(self) -> None:
+        if self._grant_task is not None:
+            return
+        target = self._target()
+        if target is None:
+            return
+        task = asyncio.ensure_future(self._read_grant(target))
+        self._grant_task = task
+        self._tasks.add(task)
+
+        def done(finished: asyncio.Future[None]) -> None:
+            self._tasks.discard(finished)
+            self._grant_task = None
+
+        task.add_done_callback(done)
+
+    async def _read_grant(self, target: StreamTarget) -> None:
+        """``GET /api/token``: the profiles the portal grants now (X1 §5.1.6); follow them."""
+        from x1p1.converter.pairing import granted_profiles
+
+        try:
+            info = await asyncio.to_thread(self._client(target).token_info)
+        except X1P1Error as exc:
+            log.warning("could not read the token's profiles: %s", exc)
+            self.sources.token_unread(time.monotonic())
+            return
+        pairing = self.pairing
+        if pairing is None or pairing.token != target.token:
+            return
+        granted = granted_profiles(info.profiles, pairing.profiles)
+        old_grant = self.sources.granted
+        moved = self.sources.token_read(granted, time.monotonic())
+        if granted != pairing.profiles:
+            self._save(replace(pairing, profiles=granted))
+        realtime_grant = granted != old_grant and self.sources.active is Source.REALTIME
+        if moved or realtime_grant:
+            self.stream.grant_changed(f"the token's profiles: {self.sources.reason}")
+        elif self.stream.state is Conn.NEEDS_PAIRING:
+            # refused, yet the grant reads the same: look again in a minute, and connect
+            # only when it changes (or `x1p1 pair` saves a new token), never in a loop
+            self.sources.token_unread(time.monotonic())
+
+    def _client(self, target: StreamTarget) -> Any:
+        from x1p1.converter.pairing import GatewayEndpoint, X1Client
+
+        endpoint = GatewayEndpoint(target.tls_name, target.port, (target.connect_host,))
+        return X1Client(
+            endpoint, target.ssl_context, token=target.token, timeout=10.0, paths=self.paths()
+        )
+
+    async def _fetch_meters(self, target: StreamTarget) -> tuple[MeterInfo, ...]:
+        """``GET /api/meters`` (X1 §8.1): the meters this token may read."""
+        client = self._client(target)
+        reply = await asyncio.to_thread(client.call, "GET", self.paths().meters)
+        return parse_meters(reply.body)
+
     # -- state -----------------------------------------------------------------------------
 
     def _on_state(self, state: Conn, message: str) -> None:
@@ -501,7 +596,8 @@ class Converter:
             "serial_resets": serial.stats.resets if serial else 0,
         }
         serial_info: dict[str, Any] = {"port": None, "state": "off"}
-        data_request: dict[str, Any] = {"mode": self.options.data_request, "state": "ignored"}
+        mode = serial.data_request if serial is not None else self.options.data_request
+        data_request: dict[str, Any] = {"mode": mode, "state": "ignored"}
         if serial is not None:
             serial_info = {"port": serial.url, "state": serial.state.value, "error": serial.error}
             data_request["state"] = serial.dr_state.value
@@ -538,6 +634,8 @@ class Converter:
             data_request=data_request,
             tcp=tcp,
             last_error=self._last_error,
+            outputs=tuple(self.outputs.status()),
+            source=self.sources.status(),
         )
 
     def _publish_first(self) -> None:
@@ -571,20 +669,19 @@ class Converter:
 
         Refused at once, in one sentence, before anything is relayed: a state directory
         that cannot be written or that another ``x1p1 run`` holds, a ``--serial`` path
-        that is no serial device, a ``--tcp`` port that cannot be listened on.
+        that is no serial device, a TCP output's port that cannot be listened on (each
+        output is checked).
         """
         prepare_state_dir(self.state_dir)
         lock = StateDirLock(self.state_dir)
         lock.acquire()
         try:
-            if self.serial is not None:
-                check_serial_path(self.serial.url)
-            if self.tcp is not None:
-                await self.tcp.start()
+            for serial in self.outputs.serials:
+                check_serial_path(serial.url)
+            await self.outputs.start()
             return await self._run()
         finally:
-            if self.tcp is not None:
-                await self.tcp.close()
+            await self.outputs.close()
             lock.release()
 
     async def _run(self) -> int:
@@ -596,8 +693,7 @@ class Converter:
         loop = asyncio.get_running_loop()
         previous_handler = loop.get_exception_handler()
         loop.set_exception_handler(self._loop_exception)
-        if self.serial is not None:
-            self.serial.start()
+        self.outputs.start_threads()
         try:
             await self.status_server.start()
             stream_task = asyncio.ensure_future(self.stream.run())
@@ -615,10 +711,9 @@ class Converter:
             loop.set_exception_handler(previous_handler)
             systemd.stopping(env=options.env)
             await self.status_server.close()
-            if self.tcp is not None:
-                await self.tcp.close()
-            if self.serial is not None:
-                await asyncio.to_thread(self.serial.stop)
+            await asyncio.gather(
+                *(asyncio.to_thread(serial.stop) for serial in self.outputs.serials)
+            )
             if self._republish is not None:
                 self._republish.cancel()
             self.publisher.interval = 0.0
@@ -668,6 +763,7 @@ class Converter:
         if now >= self._next_token_check:
             self._next_token_check = now + self.options.token_check
             self._check_token_file()
+        self._source_due(now)
         if now >= self._next_status:
             self._next_status = now + self.publisher.interval
             self._publish()

@@ -176,6 +176,11 @@ class TcpOutput:
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     @property
+    def serving(self) -> bool:
+        """Whether the server listens (between :meth:`start` and :meth:`close`)."""
+        return self._server is not None
+
+    @property
     def clients(self) -> int:
         return len(self._clients)
 

@@ -22,6 +22,8 @@ from x1p1.p1.values import fixed, hex_string, timestamp
 
 DEFAULT_HEADER = "XPP5X1P1-GATEWAY"
 """``/XXX5Ident``: three letters of a manufacturer, ``5`` (115200 baud), identification."""
+MAX_FAILURE_LOG = 10
+"""Entries of the power-failure event log a telegram holds (P1 §7.1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +125,12 @@ def _phased(
 
 
 def failure_log_values(log: tuple[PowerFailure, ...]) -> tuple[str, ...]:
-    """``(n)(0-0:96.7.19)(TST)(duration*s)…``: the power-failure event log (P1 §7.1)."""
-    values = [str(len(log)), "0-0:96.7.19"]
-    for entry in log[:10]:
+    """``(n)(0-0:96.7.19)(TST)(duration*s)…``: the power-failure event log (P1 §7.1),
+    at most :data:`MAX_FAILURE_LOG` entries; ``n`` counts the entries written."""
+    kept = log[:MAX_FAILURE_LOG]
+    values = [str(len(kept)), "0-0:96.7.19"]
+    for entry in kept:
         values += [timestamp(entry.end), fixed(entry.duration_s, 10, 0, "s")]
-    if not log:
-        values = ["0", "0-0:96.7.19"]
     return tuple(values)
 
 

@@ -93,6 +93,8 @@ class Ev(enum.StrEnum):
     NOT_DISCOVERED = "not-discovered"
     TOKEN_CHANGED = "token-changed"
     """``token.json`` changed: paired again (or unpaired)."""
+    RETARGET = "retarget"
+    """What to subscribe to changed (another source, x1p1/x1/source.py): connect anew."""
     STOP = "stop"
 
 
@@ -103,6 +105,7 @@ TRANSITIONS: dict[Conn, dict[Ev, Conn | str]] = {
     Conn.STARTING: {
         Ev.CONNECT: Conn.CONNECTING,
         Ev.TOKEN_CHANGED: Conn.CONNECTING,
+        Ev.RETARGET: Conn.CONNECTING,
         Ev.STOP: Conn.STOPPED,
     },
     Conn.CONNECTING: {
@@ -113,6 +116,7 @@ TRANSITIONS: dict[Conn, dict[Ev, Conn | str]] = {
         Ev.DISABLED: Conn.X1_DISABLED,
         Ev.BAD_CERTIFICATE: Conn.CERTIFICATE_ERROR,
         Ev.TOKEN_CHANGED: Conn.CONNECTING,
+        Ev.RETARGET: Conn.CONNECTING,
         Ev.STOP: Conn.STOPPED,
     },
     Conn.CONNECTED: {
@@ -123,30 +127,36 @@ TRANSITIONS: dict[Conn, dict[Ev, Conn | str]] = {
         Ev.DISABLED: Conn.X1_DISABLED,
         Ev.BAD_CERTIFICATE: Conn.CERTIFICATE_ERROR,
         Ev.TOKEN_CHANGED: Conn.CONNECTING,
+        Ev.RETARGET: Conn.CONNECTING,
         Ev.STOP: Conn.STOPPED,
     },
     Conn.BACKOFF: {
         Ev.CONNECT: Conn.CONNECTING,
         Ev.TOKEN_CHANGED: Conn.CONNECTING,
+        Ev.RETARGET: Conn.CONNECTING,
         Ev.STOP: Conn.STOPPED,
     },
     Conn.DISCOVERING: {
         Ev.DISCOVERED: Conn.CONNECTING,
         Ev.NOT_DISCOVERED: Conn.BACKOFF,
         Ev.TOKEN_CHANGED: Conn.CONNECTING,
+        Ev.RETARGET: Conn.CONNECTING,
         Ev.STOP: Conn.STOPPED,
     },
     Conn.NEEDS_PAIRING: {
         Ev.TOKEN_CHANGED: Conn.CONNECTING,
+        Ev.RETARGET: Conn.CONNECTING,
         Ev.STOP: Conn.STOPPED,
     },
     Conn.X1_DISABLED: {
         Ev.CONNECT: Conn.CONNECTING,
         Ev.TOKEN_CHANGED: Conn.CONNECTING,
+        Ev.RETARGET: Conn.CONNECTING,
         Ev.STOP: Conn.STOPPED,
     },
     Conn.CERTIFICATE_ERROR: {
         Ev.TOKEN_CHANGED: Conn.CONNECTING,
+        Ev.RETARGET: Conn.CONNECTING,
         Ev.STOP: Conn.STOPPED,
     },
     Conn.STOPPED: {},

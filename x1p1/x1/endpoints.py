@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from x1p1.x1.api import API_PREFIX, LEGACY_P1, REALTIME, TOKEN, TOKEN_REQUESTS
+from x1p1.x1.api import API_PREFIX, LEGACY_P1, METERS, REALTIME, TOKEN, TOKEN_REQUESTS
 
 __all__ = ["ApiPaths", "check_path", "split_endpoint"]
 
@@ -89,3 +89,7 @@ class ApiPaths:
     @property
     def realtime(self) -> str:
         return self._below(REALTIME)
+
+    @property
+    def meters(self) -> str:
+        return self._below(METERS)

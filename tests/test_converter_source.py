@@ -1,0 +1,302 @@
+"""Where telegrams come from: legacy P1 or built from realtime values (x1p1/x1/source.py).
+
+The decision table and the machine's deadlines are tested with ``now`` passed in. The
+switching runs end to end against the embedded gateway (real TLS on loopback), with the
+converter writing into a pty that dsmr_parser reads:
+
+- a gateway without legacy P1: the converter's ``legacy_p1_path`` names a path the
+  gateway does not serve, so the handshake gets the gateway's own 404, as from a gateway
+  that lacks the endpoint;
+- P1 taken away in the portal while running (the gateway closes with 4403) and granted
+  back (found by re-reading ``GET /api/token``);
+- built vs served over the network: the converter's built telegrams and the gateway's
+  own legacy-P1 telegrams of the same seconds agree value by value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from converter_support import fast_options, running, save_test_pairing
+from dsmr_parser import telegram_specifications
+from dsmr_parser.clients.telegram_buffer import TelegramBuffer
+from dsmr_parser.parsers import TelegramParser
+from gateway_fixture import RunningGateway, running_gateway
+from p1_pty import PtyPeer, until
+
+from x1p1.converter.state import render_status, status_report
+from x1p1.x1.connection import Conn
+from x1p1.x1.profiles import Profile
+from x1p1.x1.source import (
+    GRANT_POLL,
+    GRANT_REREAD_MIN,
+    LEGACY_PROBE,
+    Action,
+    Mode,
+    Source,
+    SourceMachine,
+    choose,
+)
+
+P1, E, G, PQ = Profile.P1, Profile.E_REALTIME, Profile.G_REALTIME, Profile.PQ_REALTIME
+EVERYTHING = ("P1", "E-REALTIME", "G-REALTIME", "PQ-REALTIME")
+PARSER = TelegramParser(telegram_specifications.V5, apply_checksum_validation=True)
+
+
+# --- the decision table, and the machine with now passed in ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "granted", "missing", "expected"),
+    [
+        (Mode.AUTO, {P1}, False, Source.LEGACY_P1),
+        (Mode.AUTO, {P1, E}, False, Source.LEGACY_P1),
+        (Mode.AUTO, {P1, E}, True, Source.REALTIME),
+        (Mode.AUTO, {P1}, True, Source.LEGACY_P1),
+        (Mode.AUTO, {E, G}, False, Source.REALTIME),
+        (Mode.AUTO, {PQ}, False, Source.REALTIME),
+        (Mode.AUTO, {G}, False, None),
+        (Mode.AUTO, set(), False, None),
+        (Mode.LEGACY_P1, {P1, E}, True, Source.LEGACY_P1),
+        (Mode.LEGACY_P1, {E}, False, None),
+        (Mode.REALTIME, {P1, E}, False, Source.REALTIME),
+        (Mode.REALTIME, {P1}, False, None),
+    ],
+)
+def test_choose(mode: Mode, granted: set[Profile], missing: bool, expected: Source | None) -> None:
+    source, reason = choose(mode, frozenset(granted), missing)
+    assert source is expected
+    assert reason and "\n" not in reason
+
+
+def test_404_moves_to_realtime_and_legacy_is_tried_again() -> None:
+    machine = SourceMachine(Mode.AUTO, frozenset({P1, E}))
+    assert machine.active is Source.LEGACY_P1 and machine.deadline() is None
+    assert machine.legacy_not_found(100.0)
+    assert machine.active is Source.REALTIME
+    assert "HTTP 404" in machine.reason
+    assert machine.deadline() == 100.0 + LEGACY_PROBE
+    assert machine.expire(100.0 + LEGACY_PROBE - 1) is None
+    assert machine.expire(100.0 + LEGACY_PROBE) is Action.PROBE_LEGACY
+    assert machine.active is Source.LEGACY_P1 and machine.switches == 2
+
+
+def test_404_without_a_realtime_profile_keeps_legacy() -> None:
+    machine = SourceMachine(Mode.AUTO, frozenset({P1}))
+    assert not machine.legacy_not_found(0.0)
+    assert machine.active is Source.LEGACY_P1
+    fixed = SourceMachine(Mode.LEGACY_P1, frozenset({P1, E}))
+    assert not fixed.legacy_not_found(0.0) and fixed.deadline() is None
+
+
+def test_forbidden_reads_the_token_at_once_but_not_in_a_loop() -> None:
+    machine = SourceMachine(Mode.AUTO, frozenset({P1, E, G}))
+    machine.forbidden(10.0)
+    assert machine.expire(10.0) is Action.READ_TOKEN
+    assert machine.token_read({E, G}, 10.5)  # P1 gone: realtime
+    assert machine.active is Source.REALTIME
+    # realtime stands in for P1: the grant is read again every minute
+    assert machine.deadline() == 10.5 + GRANT_POLL
+    machine.forbidden(11.0)  # a refusal right after a read waits the minimum
+    assert machine.deadline() == 10.5 + GRANT_REREAD_MIN
+    assert machine.expire(10.5 + GRANT_REREAD_MIN) is Action.READ_TOKEN
+    assert machine.token_read({P1, E, G}, 20.0)  # P1 granted back
+    assert machine.active is Source.LEGACY_P1 and machine.deadline() is None
+
+
+def test_nothing_usable_polls_the_grant() -> None:
+    machine = SourceMachine(Mode.AUTO, frozenset({P1}))
+    assert machine.token_read({G}, 5.0)
+    assert machine.active is None and machine.deadline() == 5.0 + GRANT_POLL
+    machine.token_unread(70.0)
+    assert machine.deadline() == 70.0 + GRANT_POLL
+    assert machine.status()["active"] is None and machine.status()["mode"] == "auto"
+
+
+# --- end to end with the embedded gateway ---------------------------------------------------
+
+
+@pytest.fixture
+def gw(tmp_path: Path) -> Iterator[RunningGateway]:
+    with running_gateway(tmp_path / "gw") as gateway:
+        yield gateway
+
+
+@pytest.fixture
+async def pty() -> AsyncIterator[PtyPeer]:
+    peer = PtyPeer().attach()
+    yield peer
+    peer.close()
+
+
+def paired(gw: RunningGateway, state_dir: Path, profiles: tuple[str, ...]) -> tuple[str, str]:
+    """A token with these profiles, saved as `x1p1 pair` would; (token, token id)."""
+    token = gw.pair(profiles)
+    save_test_pairing(
+        state_dir,
+        token=token,
+        port=gw.port,
+        ca_pem=gw.ca_path.read_text(),
+        profiles=frozenset(Profile(p) for p in profiles),
+    )
+    token_id = next(
+        t["token_id"] for t in gw.control.tokens() if set(t["profiles"]) == set(profiles)
+    )
+    return token, str(token_id)
+
+
+def telegrams(pty: PtyPeer) -> list[tuple[bytes, dict[str, Any]]]:
+    """Every telegram on the line: raw, and dsmr_parser's values (CRC checked)."""
+    out = []
+    for raw in pty.raw_telegrams():
+        buffer = TelegramBuffer()
+        buffer.append(raw.decode("ascii"))
+        (text,) = buffer.get_all()
+        out.append((raw, json.loads(PARSER.parse(text, throw_ex=True).to_json())))
+    return out
+
+
+def headers(pty: PtyPeer) -> list[bytes]:
+    return [raw.split(b"\r\n", 1)[0] for raw in pty.raw_telegrams()]
+
+
+async def test_a_gateway_without_legacy_p1_gets_built_telegrams(
+    gw: RunningGateway, tmp_path: Path, pty: PtyPeer
+) -> None:
+    state_dir = tmp_path / "state"
+    paired(gw, state_dir, EVERYTHING)
+    reference = gw.pair(("P1",))
+    served: list[bytes] = []
+
+    async def collect() -> None:
+        async with gw.ws("/api/legacy-p1?interval=1", token=reference) as ws:
+            async for message in ws:
+                served.append(message.encode() if isinstance(message, str) else message)
+
+    options = fast_options(state_dir, pty.path, legacy_p1_path="/api/no-legacy-p1-here")
+    collector = asyncio.create_task(collect())
+    try:
+        async with running(options) as converter:
+            await until(lambda: len(pty.raw_telegrams()) >= 4, what="four built telegrams")
+            status = converter.status()
+    finally:
+        collector.cancel()
+    assert status.source is not None
+    assert status.source["active"] == "realtime" and "HTTP 404" in status.source["reason"]
+    assert set(headers(pty)) == {b"/XPP5X1P1-REALTIME"}
+    by_time = {}
+    for raw in served:
+        buffer = TelegramBuffer()
+        buffer.append(raw.decode("ascii"))
+        (text,) = buffer.get_all()
+        values = json.loads(PARSER.parse(text, throw_ex=True).to_json())
+        by_time[values["P1_MESSAGE_TIMESTAMP"]["value"]] = values
+    compared = 0
+    for _, mine in telegrams(pty):
+        theirs = by_time.get(mine["P1_MESSAGE_TIMESTAMP"]["value"])
+        if theirs is None:
+            continue  # the reference subscription started a second later
+        compared += 1
+        assert set(theirs) - set(mine) == {"TEXT_MESSAGE"}
+        for name, value in mine.items():
+            assert value == theirs[name], name
+    assert compared >= 2
+
+
+async def test_portal_takes_p1_away_and_grants_it_back(
+    gw: RunningGateway, tmp_path: Path, pty: PtyPeer
+) -> None:
+    state_dir = tmp_path / "state"
+    _, token_id = paired(gw, state_dir, EVERYTHING)
+    async with running(fast_options(state_dir, pty.path)) as converter:
+        await until(lambda: len(pty.raw_telegrams()) >= 2, what="legacy telegrams")
+        assert set(headers(pty)) == {b"/XPP5X1P1-GATEWAY"}
+        assert converter.sources.active is Source.LEGACY_P1
+        # The portal drops P1: the gateway closes with 4403, the converter re-reads the
+        # token and builds telegrams from the realtime profiles, without a restart.
+        gw.control.set_profiles(token_id, ["E-REALTIME", "G-REALTIME", "PQ-REALTIME"])
+        await until(lambda: b"/XPP5X1P1-REALTIME" in headers(pty), what="built telegrams")
+        assert converter.sources.active is Source.REALTIME
+        assert "lacks the P1 profile" in converter.sources.reason
+        count = len(pty.raw_telegrams())
+        await until(lambda: len(pty.raw_telegrams()) >= count + 2, what="more built ones")
+        assert converter.stream.state is Conn.CONNECTED
+        report = render_status(status_report(state_dir))
+        assert "Source:" in report and "realtime (source = auto)" in report
+        # P1 granted back: the realtime stream stays open (still allowed), the grant is
+        # read again within GRANT_POLL and the converter returns to legacy P1.
+        gw.control.set_profiles(token_id, list(EVERYTHING))
+        mark = len(pty.raw_telegrams())
+        await until(lambda: b"/XPP5X1P1-GATEWAY" in headers(pty)[mark:], what="legacy P1 again")
+        assert converter.sources.active is Source.LEGACY_P1
+        assert converter.sources.switches >= 2
+    for _, values in telegrams(pty):
+        assert values["P1_MESSAGE_HEADER"]["value"] == "50"
+
+
+async def test_only_e_realtime_has_no_gas_and_legacy_mode_waits(
+    gw: RunningGateway, tmp_path: Path, pty: PtyPeer
+) -> None:
+    state_dir = tmp_path / "state"
+    paired(gw, state_dir, ("E-REALTIME",))
+    async with running(fast_options(state_dir, pty.path)) as converter:
+        await until(lambda: len(pty.raw_telegrams()) >= 3, what="built telegrams")
+        assert converter.sources.active is Source.REALTIME
+    for raw, values in telegrams(pty):
+        assert "MBUS_DEVICES" not in values and b"m3" not in raw
+        assert "POWER_EVENT_FAILURE_LOG" not in values
+        assert values["ELECTRICITY_USED_TARIFF_1"]["value"] > 0
+    # source = legacy-p1 with such a token: no relaying, one sentence why
+    pty.data.clear()
+    async with running(fast_options(state_dir, pty.path, source="legacy-p1")) as converter:
+        await until(lambda: converter.stream.state is Conn.NEEDS_PAIRING, what="waiting")
+        assert "lacks the P1 profile" in converter.stream.message
+        assert converter.status().source == {
+            "mode": "legacy-p1",
+            "active": None,
+            "reason": "source = legacy-p1 but the token lacks the P1 profile",
+            "granted": ["E-REALTIME"],
+            "switches": 0,
+        }
+    assert pty.raw_telegrams() == []
+
+
+async def test_portal_takes_gas_away_from_a_realtime_token(
+    gw: RunningGateway, tmp_path: Path, pty: PtyPeer
+) -> None:
+    state_dir = tmp_path / "state"
+    _, token_id = paired(gw, state_dir, ("E-REALTIME", "G-REALTIME"))
+    async with running(fast_options(state_dir, pty.path)) as converter:
+        await until(lambda: len(pty.raw_telegrams()) >= 2, what="built telegrams with gas")
+        assert all(b"*m3)" in raw for raw in pty.raw_telegrams())
+        gw.control.set_profiles(token_id, ["E-REALTIME"])
+        mark = len(pty.raw_telegrams())
+        await until(
+            lambda: any(b"*m3)" not in raw for raw in pty.raw_telegrams()[mark:]),
+            what="telegrams without gas",
+        )
+        assert converter.sources.granted == frozenset({E})
+        assert converter.sources.active is Source.REALTIME
+    last = pty.raw_telegrams()[-1]
+    assert b"24.2.1" not in last and b"1-0:1.8.1(" in last
+
+
+async def test_404_with_a_stale_saved_grant_asks_the_gateway(
+    gw: RunningGateway, tmp_path: Path, pty: PtyPeer
+) -> None:
+    """The saved pairing knows only P1 (paired before the portal added realtime): the 404
+    makes the converter read GET /api/token, which shows E-REALTIME, and it builds."""
+    state_dir = tmp_path / "state"
+    token = gw.pair(EVERYTHING)
+    save_test_pairing(state_dir, token=token, port=gw.port, ca_pem=gw.ca_path.read_text())
+    options = fast_options(state_dir, pty.path, legacy_p1_path="/api/no-legacy-p1-here")
+    async with running(options) as converter:
+        await until(lambda: len(pty.raw_telegrams()) >= 2, what="built telegrams")
+        assert converter.sources.active is Source.REALTIME
+        assert Profile.E_REALTIME in converter.pairing.profiles  # type: ignore[union-attr]
+    assert set(headers(pty)) == {b"/XPP5X1P1-REALTIME"}

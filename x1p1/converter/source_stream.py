@@ -1,0 +1,228 @@
+"""The subscription that follows the source: legacy P1, or telegrams built from realtime.
+
+:class:`SourceStream` is the :class:`~x1p1.converter.stream.LegacyP1Stream` adapter with
+a second endpoint. Which one it opens is decided by the sans-I/O
+:class:`~x1p1.x1.source.SourceMachine` (docs/config.example.toml, ``source``); this file
+only does what it says:
+
+- legacy P1 (``/api/legacy-p1``): telegrams are relayed byte for byte, as before;
+- realtime (``/api/realtime``, docs/x1-api.md, WebSocket): before each connection the
+  meters the token may read come from ``GET /api/meters`` (§8.1), the subscription asks
+  for every realtime object of the granted profiles (:func:`x1p1.x1.realtime.subscription`),
+  and each electricity message becomes one DSMR 5.0.2 telegram
+  (:func:`x1p1.p1.realtime.realtime_telegram`) that goes the same way as a relayed one.
+
+In ``auto``, a 404 on the legacy handshake moves to realtime at once (when the token has
+a realtime profile); a 403 or a close 4403 means the grant changed in the portal
+(§5.1.6): the supervisor re-reads ``GET /api/token`` (``on_forbidden``) and calls
+:meth:`SourceStream.grant_changed`, which connects anew to what the new grant allows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+
+from x1p1.converter.stream import LegacyP1Stream, StreamSettings, StreamTarget
+from x1p1.exceptions import ForbiddenProfile, GatewayError, X1P1Error
+from x1p1.p1.reader import InvalidTelegram
+from x1p1.p1.realtime import realtime_telegram
+from x1p1.x1.connection import Conn, Ev
+from x1p1.x1.readers import printable
+from x1p1.x1.realtime import MeterInfo, RealtimeAssembler, RealtimeMessage, subscription
+from x1p1.x1.source import Mode, Source, SourceMachine
+
+__all__ = ["SourceStream"]
+
+log = logging.getLogger(__name__)
+
+BAD_MESSAGE_LOG_EVERY = 60.0
+"""A gateway sending unusable realtime messages gets one log line a minute."""
+NOT_FOUND = 404
+
+
+class SourceStream(LegacyP1Stream):
+    """Keeps the subscription the :class:`SourceMachine` chooses up (see the module).
+
+    ``target()`` gives the legacy-P1 target (token, address, TLS); ``realtime_path()``
+    the realtime endpoint's path; ``fetch_meters(target)`` asks ``GET /api/meters``;
+    ``on_forbidden()`` asks the supervisor to re-read the token's profiles.
+    """
+
+    def __init__(
+        self,
+        target: Callable[[], StreamTarget | None],
+        on_telegram: Callable[[bytes, float], None],
+        *,
+        sources: SourceMachine,
+        realtime_path: Callable[[], str],
+        fetch_meters: Callable[[StreamTarget], Awaitable[tuple[MeterInfo, ...]]],
+        on_forbidden: Callable[[], None] | None = None,
+        on_invalid: Callable[[InvalidTelegram], None] | None = None,
+        on_state: Callable[[Conn, str], None] | None = None,
+        rediscover: Callable[[], Awaitable[bool]] | None = None,
+        settings: StreamSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            self._source_target,
+            on_telegram,
+            on_invalid=on_invalid,
+            on_state=on_state,
+            rediscover=rediscover,
+            settings=settings,
+            clock=clock,
+        )
+        self.sources = sources
+        self._legacy_target = target
+        self._realtime_path = realtime_path
+        self._fetch_meters = fetch_meters
+        self._on_forbidden = on_forbidden
+        self._meters: tuple[MeterInfo, ...] = ()
+        self._assembler: RealtimeAssembler | None = None
+        self.connected_source: Source | None = None
+        """The endpoint of the open connection (None: none open)."""
+        self.built = 0
+        """Telegrams built from realtime messages."""
+        self.bad_messages = 0
+        self._bad_logged_at = -BAD_MESSAGE_LOG_EVERY
+        self._repeated = b""
+        """The last message that built nothing (a gas reading): the same bytes again are
+        skipped without parsing."""
+
+    @property
+    def profile(self) -> str:  # type: ignore[override]
+        """The profile a 403 names: P1, or the realtime ones."""
+        if self.sources.active is Source.REALTIME:
+            return "E-REALTIME"
+        return "P1"
+
+    @property
+    def what(self) -> str:  # type: ignore[override]
+        if self.sources.active is Source.REALTIME:
+            return "telegrams built from realtime values"
+        return "legacy P1"
+
+    # -- from the supervisor -----------------------------------------------------------
+
+    def grant_changed(self, message: str) -> None:
+        """The source machine moved (or the realtime grant changed): connect anew."""
+        log.info("%s", message)
+        self.retarget(message)
+
+    # -- where to connect ------------------------------------------------------------------
+
+    def _source_target(self) -> StreamTarget | None:
+        base = self._legacy_target()
+        if base is None or self.sources.active is not Source.REALTIME:
+            return base
+        sub = subscription(self.sources.granted, self._meters)
+        if sub is None:
+            return None
+        query = (("equipment_id", ",".join(sub.equipment_ids)), ("obis", ",".join(sub.codes)))
+        return replace(base, path=self._realtime_path(), query=query)
+
+    async def _connect_and_relay(self) -> None:
+        sources = self.sources
+        if self._legacy_target() is None:
+            await super()._connect_and_relay()  # says "not paired"
+            return
+        if sources.active is None:
+            sentence = f"{sources.reason}; waiting for the portal's grant or `x1p1 pair`"
+            log.error("%s", sentence)
+            self._apply(Ev.UNAUTHORIZED, sentence)
+            return
+        if sources.active is Source.REALTIME:
+            base = self._legacy_target()
+            assert base is not None
+            try:
+                self._meters = await self._fetch_meters(base)
+            except ForbiddenProfile:
+                self._forbidden("the gateway refused GET /api/meters (HTTP 403)")
+                self._apply(Ev.UNAUTHORIZED, "the token's profiles changed: reading them again")
+                return
+            except X1P1Error as exc:
+                self._failed(f"cannot list the gateway's meters: {printable(exc)}")
+                return
+            if subscription(sources.granted, self._meters) is None:
+                sentence = (
+                    "the gateway lists no electricity meter this token may read, so no "
+                    "telegram can be built; waiting for the portal's grant or `x1p1 pair`"
+                )
+                log.error("%s", sentence)
+                self._apply(Ev.UNAUTHORIZED, sentence)
+                return
+        self.connected_source = sources.active
+        try:
+            await super()._connect_and_relay()
+        finally:
+            self.connected_source = None
+
+    # -- the messages ----------------------------------------------------------------------
+
+    def begin(self) -> None:
+        super().begin()
+        self._assembler = RealtimeAssembler(self._meters)
+        self._repeated = b""
+
+    def received(self, data: bytes, now: float) -> None:
+        if self.connected_source is not Source.REALTIME:
+            super().received(data, now)
+            return
+        if data == self._repeated:
+            return  # the same gas reading again (it changes every 5 minutes): known
+        assembler = self._assembler
+        assert assembler is not None
+        try:
+            readings = assembler.receive(RealtimeMessage.parse(data))
+            if readings is None:
+                self._repeated = data
+                return
+            raw = realtime_telegram(readings)
+        except GatewayError as exc:
+            self._bad_message(printable(str(exc)), now)
+            return
+        except Exception as exc:  # a message this code did not foresee: drop it, say so
+            self._bad_message(f"{type(exc).__name__}: {printable(str(exc))}", now)
+            return
+        self.built += 1
+        self._on_telegram(raw, now)
+        self.machine.useful(now)
+
+    def _bad_message(self, why: str, now: float) -> None:
+        self.bad_messages += 1
+        self.machine.dropped_one("realtime-message")
+        if now - self._bad_logged_at >= BAD_MESSAGE_LOG_EVERY:
+            self._bad_logged_at = now
+            log.warning("dropped a realtime message from the gateway: %s", why)
+
+    # -- refusals and closes ---------------------------------------------------------------
+
+    def _forbidden(self, sentence: str) -> None:
+        """Have the token's profiles read again (X1 §5.1.6), saying why."""
+        log.warning("%s; reading the token's profiles again (X1 §5.1.6)", sentence)
+        self.sources.forbidden(self._clock())
+        if self._on_forbidden is not None:
+            self._on_forbidden()
+
+    def refused(self, status: int, headers: Mapping[str, str], where: str) -> None:
+        legacy = self.sources.active is Source.LEGACY_P1
+        if status == NOT_FOUND and legacy and self.sources.mode is Mode.AUTO:
+            if self.sources.legacy_not_found(self._clock()):
+                log.warning(
+                    "the gateway %s has no legacy P1 (HTTP 404); %s", where, self.sources.reason
+                )
+                self._apply(Ev.RETARGET, self.sources.reason)
+                return
+            # the saved grant has no realtime profile: ask what the gateway grants now
+            self._forbidden(f"the gateway {where} has no legacy P1 (HTTP 404)")
+        if status == ForbiddenProfile.status:
+            self._forbidden(f"the gateway refused the {self.sources.active} subscription (403)")
+        super().refused(status, headers, where)
+
+    def closed(self, code: int | None, reason: str) -> None:
+        if code == ForbiddenProfile.close_code:
+            self._forbidden(f"the gateway closed the {self.sources.active} subscription (4403)")
+        super().closed(code, reason)

@@ -304,9 +304,10 @@ def test_an_error_answer_is_read_whatever_its_shape() -> None:
 
 
 def test_every_reader_of_retry_after_is_the_one() -> None:
-    from x1p1.exceptions import RateLimited, x1_error_from_body
+    from x1p1.exceptions import RateLimited
+    from x1p1.x1.readers import x1_error_from_body
 
     body = {"error": "rate-limited", "message": "slow down"}
     for header, seconds in (("²", 60), ("30", 30), ("99999999999", 3600), ("", 60)):
-        error = x1_error_from_body(429, body, {"Retry-After": header})
+        error = x1_error_from_body(429, body, {"Retry-After": header}, now=datetime.now(UTC))
         assert isinstance(error, RateLimited) and error.retry_after == seconds, header

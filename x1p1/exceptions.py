@@ -41,7 +41,7 @@
 :class:`X1Error` subclasses carry their HTTP status, WebSocket close code and error code
 as class attributes (the status hint of h11's ``_util.py``), so the gateway maps any of
 them to a response in one place and the client maps an error body back to the same
-class with :func:`x1_error_from_body`.
+class with :func:`x1p1.x1.readers.x1_error_from_body` (through :data:`BY_CODE`).
 """
 
 from __future__ import annotations
@@ -301,7 +301,7 @@ class APIError(GatewayError):
         super().__init__(sentence or f"{status} {code}: {message}")
 
 
-_BY_CODE: dict[str, type[X1Error]] = {
+BY_CODE: dict[str, type[X1Error]] = {
     cls.code: cls
     for cls in (
         BadRequest,
@@ -315,34 +315,5 @@ _BY_CODE: dict[str, type[X1Error]] = {
         StorageUnavailable,
     )
 }
-
-
-def x1_error_from_body(
-    status: int, body: object, headers: dict[str, str] | None = None
-) -> X1Error | APIError:
-    """Map an error response from a gateway back to its exception (client side)."""
-    code = body.get("error") if isinstance(body, dict) else None
-    message = body.get("message") if isinstance(body, dict) else None
-    text = message if isinstance(message, str) else f"HTTP {status}"
-    cls = _BY_CODE.get(code) if isinstance(code, str) else None
-    if cls is None:
-        return APIError(status, code if isinstance(code, str) else "unknown", text)
-    if cls is ForbiddenProfile:
-        missing = body.get("missing") if isinstance(body, dict) else None
-        return ForbiddenProfile(text, missing=[str(m) for m in missing or []])
-    if cls is SeveralWaiting:
-        waiting = body.get("waiting") if isinstance(body, dict) else None
-        rows = [
-            (str(w.get("request_id")), str(w.get("code")), str(w.get("kind")), str(w.get("name")))
-            for w in (waiting if isinstance(waiting, list) else [])
-            if isinstance(w, dict)
-        ]
-        return SeveralWaiting(text, waiting=rows)
-    if cls is RateLimited:
-        from datetime import UTC, datetime
-
-        from x1p1.x1.readers import retry_after  # the one reading of Retry-After
-
-        wait = retry_after((headers or {}).get("Retry-After"), now=datetime.now(UTC), default=60)
-        return RateLimited(text, retry_after=int(60 if wait is None else wait))
-    return cls(text)
+"""Each X1 error code (x1-api.md, Errors) and its class, for reading a gateway's error
+body back (:func:`x1p1.x1.readers.x1_error_from_body`)."""

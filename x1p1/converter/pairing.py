@@ -71,7 +71,6 @@ from x1p1.exceptions import (
     X1Disabled,
     X1Error,
     X1P1Error,
-    x1_error_from_body,
 )
 from x1p1.x1.api import REQUEST_LIFETIME, RequestStatus, TokenRequestBody
 from x1p1.x1.endpoints import ApiPaths, check_path
@@ -84,6 +83,7 @@ from x1p1.x1.readers import (
     read_request_state,
     read_token_info,
     retry_after,
+    x1_error_from_body,
 )
 from x1p1.x1.realtime import BUILD_PROFILES
 
@@ -528,7 +528,8 @@ def error_for(
     error = read_error(body, text)
     cls = _BY_STATUS.get(status)
     if cls is None:
-        named = x1_error_from_body(status, {"error": error.code, "message": error.message})
+        body = {"error": error.code, "message": error.message}
+        named = x1_error_from_body(status, body, now=datetime.now(UTC))
         if not isinstance(named, APIError):
             cls = type(named)
     message = error.message or f"HTTP {status} without a message"

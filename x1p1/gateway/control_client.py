@@ -15,11 +15,13 @@ import json
 import os
 import socket
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from x1p1.exceptions import ControlError, X1Error, x1_error_from_body
+from x1p1.exceptions import ControlError, X1Error
+from x1p1.x1.readers import x1_error_from_body
 
 SOCKET_NAME = "control.sock"
 _STATUS = {
@@ -140,7 +142,9 @@ class ControlClient:
         code = str(answer.get("error", "unknown"))
         message = str(answer.get("message", "the command failed"))
         if code in _STATUS:
-            error = x1_error_from_body(_STATUS[code], answer, {"Retry-After": "60"})
+            error = x1_error_from_body(
+                _STATUS[code], answer, {"Retry-After": "60"}, now=datetime.now(UTC)
+            )
             if isinstance(error, X1Error):
                 raise error
         raise ControlError(f"{code}: {message}")

@@ -26,6 +26,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from x1p1.exceptions import (
+    BY_CODE,
+    APIError,
+    ForbiddenProfile,
+    RateLimited,
+    SeveralWaiting,
+    X1Error,
+)
+
 __all__ = [
     "RETRY_AFTER_MAX",
     "TEXT_MAX",
@@ -39,6 +48,7 @@ __all__ = [
     "read_time",
     "read_token_info",
     "retry_after",
+    "x1_error_from_body",
 ]
 
 RETRY_AFTER_MAX = 3600.0
@@ -279,3 +289,32 @@ def read_token_info(body: object) -> TokenAnswer:
         else None
     )
     return TokenAnswer(read_time(body.get("expires_at")), profiles)
+
+
+def x1_error_from_body(
+    status: int, body: object, headers: Mapping[str, str] | None = None, *, now: datetime
+) -> X1Error | APIError:
+    """Map an error response from a gateway back to its exception (client side): the
+    X1 error code names the class (x1-api.md, Errors); ``Retry-After`` is read by
+    :func:`retry_after` at ``now``."""
+    code = body.get("error") if isinstance(body, dict) else None
+    message = body.get("message") if isinstance(body, dict) else None
+    text = message if isinstance(message, str) else f"HTTP {status}"
+    cls = BY_CODE.get(code) if isinstance(code, str) else None
+    if cls is None:
+        return APIError(status, code if isinstance(code, str) else "unknown", text)
+    if cls is ForbiddenProfile:
+        missing = body.get("missing") if isinstance(body, dict) else None
+        return ForbiddenProfile(text, missing=[str(m) for m in missing or []])
+    if cls is SeveralWaiting:
+        waiting = body.get("waiting") if isinstance(body, dict) else None
+        rows = [
+            (str(w.get("request_id")), str(w.get("code")), str(w.get("kind")), str(w.get("name")))
+            for w in (waiting if isinstance(waiting, list) else [])
+            if isinstance(w, dict)
+        ]
+        return SeveralWaiting(text, waiting=rows)
+    if cls is RateLimited:
+        wait = retry_after((headers or {}).get("Retry-After"), now=now, default=60)
+        return RateLimited(text, retry_after=int(60 if wait is None else wait))
+    return cls(text)

@@ -456,6 +456,9 @@ class GatewayGrants:
         self.ledger = ledger or Ledger()
         self._failing_logged: float | None = None
         """When a failing write was last logged (monotonic): at most once a minute."""
+        self.on_change: Callable[[], None] | None = None
+        """Called after every change that reached the disk: the housekeeping loop
+        (:mod:`x1p1.gateway.app`) then asks :meth:`next_deadline` again."""
         try:
             store.migrate(COMPONENT, GRANTS_MIGRATIONS)
             self.ledger.restore(*load(store.conn))
@@ -505,6 +508,8 @@ class GatewayGrants:
             self._failing_logged = None
             log.warning("the gateway database takes changes again")
         self._after(changes)
+        if self.on_change is not None:
+            self.on_change()
 
     def _after(self, changes: list[Change]) -> None:
         """Side effects of changes that are on disk: close streams, tell listeners."""
@@ -653,15 +658,12 @@ class GatewayGrants:
     # --- housekeeping ------------------------------------------------------------------------
 
     def maintain(self) -> None:
-        """Expire and prune; an open stream is use of its grant, so streaming devices and
-        browsers watching the live page are renewed (§5.2) and never expire mid-stream."""
+        """The ledger's housekeeping (:meth:`~x1p1.x1.grants.Ledger.maintain`) at the
+        gateway's ``now``: expire, prune, and renew the grants with an open stream (their
+        use, §5.2), so streaming devices and browsers watching the live page never
+        expire mid-stream."""
+        self._run(lambda: self.ledger.maintain(self.now(), self.hub.token_ids()))
 
-        def run() -> None:
-            now = self.now()
-            live = self.hub.token_ids()
-            for grant in self.ledger.grants(now):
-                if grant.token_id in live:
-                    self.ledger.touch(grant.grant_id, now)
-            self.ledger.prune(now)
-
-        self._run(run)
+    def next_deadline(self) -> datetime | None:
+        """When :meth:`maintain` next has something to do; None: nothing until a change."""
+        return self.ledger.next_deadline(self.now(), self.hub.token_ids())

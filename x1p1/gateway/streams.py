@@ -257,6 +257,9 @@ class StreamHub:
         self._background: set[asyncio.Task[None]] = set()
         self.ticks = 0
         self.last_tick: Tick | None = None
+        self.on_subscribe: Callable[[], None] | None = None
+        """Called for every new subscriber: an open stream renews its grant (§5.2), a
+        deadline of the housekeeping loop (:mod:`x1p1.gateway.app`)."""
 
     # --- subscribers ---------------------------------------------------------------------
 
@@ -281,6 +284,8 @@ class StreamHub:
         self._subscribers.add(subscriber)
         self._has_subscribers.set()
         self._idle.clear()
+        if self.on_subscribe is not None:
+            self.on_subscribe()
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:

@@ -529,7 +529,9 @@ class Gateway:
         """The one housekeeping loop (timers are data, docs/architecture.md): run the
         ledger's maintenance with ``now``, then wait for the earlier of what the ledger
         says is next due and a change (:meth:`wake`). Nothing wakes it while nothing is
-        due; nothing is rescheduled."""
+        due; nothing is rescheduled. The wait is measured on the monotonic clock; if the
+        wall clock jumps meanwhile, the ledger still expires what is due on every read
+        (the API, the portal, the meter's buttons), and the next change wakes the loop."""
         assert self.state is not None and self._wake is not None
         while True:
             self.housekeeping_rounds += 1

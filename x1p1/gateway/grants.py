@@ -16,6 +16,12 @@ disagree. :meth:`GatewayGrants.block_history` runs the history block (§12.1) an
 revocations it causes in one transaction, so that a kill at any instant leaves all of
 them done or none.
 
+Housekeeping (expiry, the renewal of grants with an open stream, pruning) is
+:meth:`GatewayGrants.maintain`; :meth:`GatewayGrants.next_deadline` says when it is next
+due, and :attr:`GatewayGrants.on_change` tells the gateway's one housekeeping loop
+(:mod:`x1p1.gateway.app`) that a change may have moved that moment (timers are data,
+docs/architecture.md).
+
 The meter's display and buttons (§5.1.5, §9.2.2) are :meth:`GatewayGrants.display`,
 :meth:`GatewayGrants.approve` and :meth:`GatewayGrants.deny`; the control socket
 (:mod:`x1p1.gateway.control`) registers each command once and calls them.

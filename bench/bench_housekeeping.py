@@ -9,7 +9,7 @@ seconds, then:
    lets them all expire unanswered, and prints how late each expiry reached the
    gateway's listeners (the comlog) after its deadline, and the rounds it took.
 
-The timers-are-data rule (docs/architecture.md) says: one round per deadline or change,
+The timers-are-data rule (architecture.md, habit 12) says: one round per deadline or change,
 none while nothing is due. Asserts nothing.
 
     .venv/bin/python bench/bench_housekeeping.py [--requests N] [--lifetime S] [--idle S]

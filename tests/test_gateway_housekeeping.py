@@ -1,4 +1,4 @@
-"""The gateway's housekeeping loop: timers are data (docs/architecture.md).
+"""The gateway's housekeeping loop: timers are data (architecture.md, habit 12).
 
 The ledger (:mod:`x1p1.x1.grants`) says when it next has something to do; the gateway
 (:meth:`x1p1.gateway.app.Gateway._housekeep`) waits for that moment or a change and then

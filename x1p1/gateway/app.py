@@ -526,7 +526,7 @@ class Gateway:
         return max(0.0, min(waits)) if waits else None
 
     async def _housekeep(self) -> None:
-        """The one housekeeping loop (timers are data, docs/architecture.md): run the
+        """The one housekeeping loop (timers are data, architecture.md, habit 12): run the
         ledger's maintenance with ``now``, then wait for the earlier of what the ledger
         says is next due and a change (:meth:`wake`). Nothing wakes it while nothing is
         due; nothing is rescheduled. The wait is measured on the monotonic clock; if the

@@ -20,7 +20,7 @@ Housekeeping (expiry, the renewal of grants with an open stream, pruning) is
 :meth:`GatewayGrants.maintain`; :meth:`GatewayGrants.next_deadline` says when it is next
 due, and :attr:`GatewayGrants.on_change` tells the gateway's one housekeeping loop
 (:mod:`x1p1.gateway.app`) that a change may have moved that moment (timers are data,
-docs/architecture.md).
+architecture.md, habit 12).
 
 The meter's display and buttons (§5.1.5, §9.2.2) are :meth:`GatewayGrants.display`,
 :meth:`GatewayGrants.approve` and :meth:`GatewayGrants.deny`; the control socket

@@ -804,7 +804,7 @@ class Ledger:
     def next_deadline(self, now: datetime, live: Collection[str] = frozenset()) -> datetime | None:
         """The first moment at which :meth:`maintain` changes something, or None when
         nothing will (timers are data: the adapter waits for that moment or a change,
-        docs/architecture.md). ``live`` as for :meth:`maintain`. Due are: a request's 10
+        architecture.md, habit 12). ``live`` as for :meth:`maintain`. Due are: a request's 10
         minutes (an approved login's too), the end of a clear token's life in memory, a
         grant's 90 days, the renewal of a live grant due for persisting
         (:data:`RENEW_PERSIST_EVERY`), and the pruning of decided requests and ended

@@ -65,6 +65,9 @@ The rules around the tables are tables too (:data:`LIFETIME`, :data:`MAX_PENDING
   (REISSUE). One authentication path, :meth:`Ledger.authenticate`, serves the API's
   bearer tokens and the portal's cookies.
 - **Ids** are hex (never a leading ``-``, which a command line takes for an option).
+- **Time.** :meth:`Ledger.maintain` does what is due at ``now`` (expiry, the renewal of
+  grants in use by an open stream, pruning); :meth:`Ledger.next_deadline` says when that
+  next is, so that the adapter waits for that moment or a change, never on a round.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from typing import TypeVar
 import pytest
 from gateway_fixture import RunningGateway, default_meters, gateway, running_gateway
 
+from x1p1.gateway import app as app_module
 from x1p1.gateway.grants import GatewayGrants
 from x1p1.gateway.state import GatewayEvent
 from x1p1.gateway.store import Store
@@ -155,3 +156,29 @@ def test_closed_connections_hand_memory_back_at_most_once_a_minute(
     )
     assert 50 < waited <= 60  # the first close handed memory back; the next waits a minute
     assert gateway.call(lambda g: g.housekeeping_rounds) - rounds == 2  # not one per close
+
+
+async def test_an_open_stream_makes_its_hourly_renewal_due(
+    gateway: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open stream is use of its token (§5.2): its renewal is persisted hourly, so the
+    loop waits at most an hour while it streams, and a day (the pruning) without it."""
+    assert gateway.clock is not None
+    # memory handed back at every closed connection: only the ledger's deadlines are left
+    monkeypatch.setattr(app_module, "RELEASE_MEMORY_EVERY", 0.0)
+    token = gateway.pair(["P1"])
+    gateway.clock.advance(timedelta(minutes=12))  # the approved request stops answering
+    waited = _until(
+        lambda: t if (t := _timeout(gateway)) is not None and t > 3600 else None,
+        10,
+        "the pruning deadline",
+    )
+    assert waited > 23 * 3600
+    async with gateway.ws("/api/legacy-p1", token=token) as ws:
+        await ws.recv()
+        waited = _until(
+            lambda: t if (t := _timeout(gateway)) is not None and t < 3600 else None,
+            10,
+            "the renewal deadline",
+        )
+        assert 40 * 60 < waited < 48 * 60  # an hour after pairing, 12 minutes ago

@@ -80,6 +80,8 @@ class OffsetClock:
     def __init__(self) -> None:
         self.offset = timedelta(0)
         self._lock = threading.Lock()
+        self.on_advance: Callable[[], None] | None = None
+        """Called after the clock moved (the gateway's housekeeping looks again)."""
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self.offset
@@ -89,6 +91,8 @@ class OffsetClock:
         step = delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
         with self._lock:
             self.offset += step
+        if self.on_advance is not None:
+            self.on_advance()
 
 
 class SampleMeters:
@@ -312,7 +316,6 @@ def running_gateway(state_dir: Path, **config: Any) -> Iterator[RunningGateway]:
         "port": 0,
         "mdns": False,
         "now": clock.now,
-        "maintain_every": 1.0,
     }
     settings.update(config)
     settings.setdefault("meters", default_meters())
@@ -342,6 +345,13 @@ def running_gateway(state_dir: Path, **config: Any) -> Iterator[RunningGateway]:
     if "error" in box:
         thread.join(10)
         raise box["error"]
+    loop = box["loop"]
+
+    def wake() -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(gw.wake)
+
+    clock.on_advance = wake
     control = ControlClient(gw.state_dir)
     handle = RunningGateway(
         port=gw.port,

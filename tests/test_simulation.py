@@ -3,6 +3,7 @@ accept."""
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,14 +14,16 @@ from dsmr_parser.parsers import TelegramParser
 from hypothesis import given
 from hypothesis import strategies as st
 
+from x1p1.gateway.history import historic_values
 from x1p1.gateway.simulation import EPOCH_DATE, MeterSimulation, SimClock, rand
 from x1p1.gateway.simulation.days import EPOCH, day, day_index, tariff, to_unix
 from x1p1.gateway.simulation.electricity import ElectricityModel
 from x1p1.gateway.simulation.solar import flicker
+from x1p1.gateway.streams import MeterSelection, Tick
 from x1p1.p1.telegram import Telegram
 from x1p1.p1.values import NL, parse_timestamp
 from x1p1.x1.api import parse_time
-from x1p1.x1.obis import OBJECTS, Meter
+from x1p1.x1.obis import OBJECTS, Meter, lookup
 from x1p1.x1.profiles import Profile
 
 V5 = TelegramParser(telegram_specifications.V5, apply_checksum_validation=True)
@@ -432,6 +435,37 @@ def test_power_quality_changes_now_and_then(sim: MeterSimulation) -> None:
 
 
 # --- gas ----------------------------------------------------------------------------------------
+
+
+class NoGasReadingYet(MeterSimulation):
+    """A gas meter on M-Bus that has not delivered its first 5-minute reading yet."""
+
+    def _gas(self, t: int) -> tuple[int, int] | None:
+        return None
+
+
+def test_a_gas_meter_without_a_reading_is_left_out_never_zero() -> None:
+    """No reading: the realtime values, the stream's G-REALTIME message and the history
+    leave the reading out, and the P1 telegram writes it empty (P1 §7.3); none invents
+    0 m3. The meter itself (its type and id) is still there."""
+    sim = NoGasReadingYet(1)
+    at = datetime(2026, 3, 2, 9, 0, 7, tzinfo=UTC)
+    values = sim.realtime_values(at)
+    assert "0-1:24.2.1.255" not in values
+    assert values["0-1:96.1.0.255"] == sim.gas_id and values["0-1:24.1.0.255"] == 3
+    assert sim.gas_reading(at) is None
+    assert "\r\n0-1:24.2.1()\r\n" in sim.telegram(at).decode("ascii")
+    assert "0-1:24.2.1.255" not in sim.registers(at)
+    assert historic_values(Meter.GAS, sim.registers(at)) == {}  # no history row
+    codes = ("0-1:24.2.1.255", "0-1:96.1.0.255")
+    selection = MeterSelection(sim.gas_id, Meter.GAS, tuple(lookup(c) for c in codes))
+    message = json.loads(Tick(0, at, sim).realtime(selection))
+    assert message["values"] == {"0-1:96.1.0.255": sim.gas_id}
+    assert parse_time(message["t"], "t") == at  # the tick's time: no capture to carry
+    # with a reading, the same code carries it and its own capture time
+    message = json.loads(Tick(0, at, MeterSimulation(1)).realtime(selection))
+    assert message["values"]["0-1:24.2.1.255"] > 0
+    assert parse_time(message["t"], "t") == datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 def test_gas_reading_holds_for_five_minutes(sim: MeterSimulation) -> None:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import uuid as uuid_module
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -26,8 +28,10 @@ from x1p1.x1.grants import (
     DENIED_VISIBLE,
     ELEVATION_LIFETIME,
     GRANT_TABLES,
+    KEEP_DECIDED,
     MAX_PENDING,
     PER_ADDRESS,
+    RENEW_PERSIST_EVERY,
     REQUEST_TABLES,
     Event,
     GrantEvent,
@@ -610,11 +614,92 @@ def test_next_deadline_is_the_earliest_expiry() -> None:
     request = ledger.request_device(body(), HOME, T0)
     assert ledger.next_deadline(T0) == request.expires_at
     ledger.approve(None, T0 + timedelta(minutes=1))
-    # the clear token is forgotten when the approved request stops answering
-    assert ledger.next_deadline(T0) == T0 + timedelta(minutes=10) + ANSWER_GRACE
+    # the clear token is forgotten once the approved request stops answering
+    tick = timedelta(microseconds=1)
+    assert ledger.next_deadline(T0) == T0 + timedelta(minutes=10) + ANSWER_GRACE + tick
     ledger.expire_due(T0 + timedelta(minutes=12))
     grant = ledger.grants(T0)[0]
-    assert ledger.next_deadline(T0 + timedelta(minutes=12)) == grant.expires_at
+    later = T0 + timedelta(minutes=12)
+    # the decided request is pruned after a day, before the grant's 90 days are over
+    assert ledger.next_deadline(later) == T0 + KEEP_DECIDED + tick
+    ledger.maintain(T0 + KEEP_DECIDED + tick)
+    assert ledger.next_deadline(later) == grant.expires_at
+
+
+def test_a_request_expires_at_its_deadline_and_not_a_tick_before() -> None:
+    ledger = Ledger()
+    request = ledger.request_device(body(), HOME, T0)
+    ledger.take_changes()
+    deadline = ledger.next_deadline(T0)
+    assert deadline == T0 + timedelta(minutes=10)
+    ledger.maintain(deadline - timedelta(microseconds=1))
+    assert ledger.take_changes() == [] and ledger.request(request.request_id).state is R.PENDING
+    ledger.maintain(deadline)
+    assert events(ledger) == ["request-expired"]
+    assert ledger.request(request.request_id).state is R.EXPIRED
+
+
+def test_nothing_is_due_while_nothing_waits_or_lives() -> None:
+    ledger = Ledger()
+    ledger.maintain(T0)
+    assert ledger.next_deadline(T0) is None
+    request = ledger.request_device(body(), HOME, T0)
+    ledger.deny(request.request_id, T0)
+    ledger.maintain(T0 + timedelta(days=2))  # pruned: nothing is left
+    assert ledger.take_changes()[-1].event is Event.REQUEST_DROPPED
+    assert ledger.next_deadline(T0 + timedelta(days=2)) is None
+
+
+def test_a_live_grant_is_due_for_its_renewal_every_hour() -> None:
+    ledger = Ledger()
+    _, token_id = paired(ledger)
+    ledger.maintain(T0 + timedelta(minutes=12))  # the request stops answering
+    ledger.take_changes()
+    live = {token_id}
+    grant = ledger.grant(token_id)
+    assert ledger.next_deadline(T0, live) == T0 + RENEW_PERSIST_EVERY
+    assert ledger.next_deadline(T0) == T0 + KEEP_DECIDED + timedelta(microseconds=1)
+    ledger.maintain(T0 + timedelta(minutes=30), live)  # renewed in memory, not yet persisted
+    assert ledger.take_changes() == []
+    ledger.maintain(T0 + RENEW_PERSIST_EVERY, live)
+    assert events(ledger) == ["token-renewed"]
+    renewed = ledger.grant(token_id)
+    assert renewed.expires_at == T0 + RENEW_PERSIST_EVERY + timedelta(days=90)
+    assert renewed.expires_at > grant.expires_at
+    assert ledger.next_deadline(T0, live) == T0 + 2 * RENEW_PERSIST_EVERY
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_maintenance_at_each_deadline_moves_it_later(seed: int) -> None:
+    """An adapter that runs :meth:`Ledger.maintain` at :meth:`Ledger.next_deadline` never
+    spins: after it, the next deadline is later (or there is none)."""
+    ledger = Ledger(random_bytes=_seeded(seed))
+    ledger.request_device(body(), HOME, T0)
+    _, token_id = paired(ledger, T0 + timedelta(minutes=1), address="192.168.1.21")
+    login, _ = ledger.start_login(UA, HOME, T0 + timedelta(minutes=2))
+    ledger.approve(login.request_id, T0 + timedelta(minutes=3))
+    other = ledger.request_device(body(), "192.168.1.22", T0 + timedelta(minutes=4))
+    ledger.deny(other.request_id, T0 + timedelta(minutes=5))
+    live = {token_id} if seed % 2 else set()
+    now, rounds = T0 + timedelta(minutes=5), 0
+    while (deadline := ledger.next_deadline(now, live)) is not None and rounds < 200:
+        assert deadline > now or rounds == 0
+        now = max(now, deadline)
+        ledger.maintain(now, live)
+        after = ledger.next_deadline(now, live)
+        assert after is None or after > now, (rounds, now, after)
+        rounds += 1
+        if now > T0 + timedelta(days=200):
+            break
+    if live:
+        assert ledger.grant(token_id).state is GrantState.ACTIVE  # renewed, hour by hour
+    else:
+        assert ledger.next_deadline(now, live) is None  # everything ended and was pruned
+
+
+def _seeded(seed: int) -> Callable[[int], bytes]:
+    rng = random.Random(seed)
+    return lambda n: rng.randbytes(n)
 
 
 def test_ids_are_hex_and_never_look_like_an_option() -> None:

@@ -77,7 +77,11 @@ IDLE_TIMEOUT = 60.0
 finishing its headers, slowloris-style) before the gateway closes it; aiohttp's own
 default is an hour. A TLS handshake gets asyncio's 60 s too. Open WebSockets are not idle."""
 RELEASE_MEMORY_EVERY = 60.0
-"""Seconds between hand-backs of freed memory to the system (:func:`release_memory`)."""
+"""Freed memory is handed back to the system (:func:`release_memory`) at most this often
+(seconds), and only after a connection closed."""
+MAINTAIN_RETRY = 5.0
+"""Seconds before housekeeping that the database refused is tried again (unless a change
+comes first)."""
 
 
 def default_state_dir(env: dict[str, str] | None = None) -> Path:
@@ -112,8 +116,6 @@ class GatewayConfig:
     """Wall clock → the meters' clock (default: a SimClock at ``speed`` from start)."""
     mdns_addresses: Sequence[str] | None = None
     """IPv4 addresses to advertise (default: every non-loopback one, or ``host``)."""
-    maintain_every: float = 5.0
-    """Seconds between housekeeping rounds (expiry, renewal of streaming tokens)."""
     extra_routes: Sequence[Route] = ()
     per_address: int = PER_ADDRESS
     """Connections one client address may hold at once (:mod:`x1p1.gateway.listener`)."""
@@ -223,6 +225,16 @@ class Gateway:
         self.connections: ConnectionLimits | None = None
         """Open connections by client address, once listening."""
         self._housekeeping: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        """Set by a change the housekeeping loop must see (see :meth:`_housekeep`)."""
+        self._release_due: float | None = None
+        """When freed memory is next handed back (monotonic), once a connection closed."""
+        self._released = -math.inf
+        """When freed memory was last handed back (monotonic)."""
+        self.last_timeout: float | None = None
+        """What the housekeeping loop last waited for at most (seconds; None: a change)."""
+        self.housekeeping_rounds = 0
+        """How often the housekeeping loop ran (bench/bench_housekeeping.py counts them)."""
         self._advertiser: Any = None
         self.comlog: Comlog | None = None
         """The comlog (§2.2), on the gateway's database, once started."""
@@ -357,6 +369,7 @@ class Gateway:
         await self._runner.setup()
         nofile = raise_nofile_limit()
         self.connections = ConnectionLimits(config.per_address, total_for(nofile, config.total))
+        self.connections.on_release = self._connection_closed
         try:
             sockets = listening_sockets(config.host or None, config.port, self.connections)
         except OSError as exc:
@@ -379,6 +392,9 @@ class Gateway:
         await self._control.start()
         self._hub.start()
         await self.history.start()
+        self._wake = asyncio.Event()
+        self.state.grants.on_change = self.wake
+        self._hub.on_subscribe = self.wake
         self._housekeeping = asyncio.create_task(self._housekeep(), name="x1p1-housekeeping")
         if config.auto_approve and not _loopback(config.host):
             log.warning("--auto-approve: any device on the network gets a token unasked")
@@ -479,20 +495,65 @@ class Gateway:
         )
         self._ssl.load_cert_chain(self._pki.leaf_cert_path, self._pki.leaf_key_path)
 
+    def wake(self) -> None:
+        """Make the housekeeping loop look at its deadlines again (a change it may not
+        know of: a new request, an approval, a new stream, a moved test clock). Call it on
+        the gateway's event loop."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def _connection_closed(self) -> None:
+        """A connection closed: hand freed memory back once the minute since the last
+        time has passed (one wake per minute at most, none while nothing closes)."""
+        if self._release_due is None:
+            self._release_due = max(time.monotonic(), self._released + RELEASE_MEMORY_EVERY)
+            self.wake()
+
+    def housekeeping_timeout(self, failed: bool = False) -> float | None:
+        """Seconds until the housekeeping loop has something to do: the earlier of the
+        ledger's next deadline (:meth:`~x1p1.x1.grants.Ledger.next_deadline`) and the
+        next hand-back of memory; None when nothing is due (it then waits for a change
+        alone). After a refused write, at least :data:`MAINTAIN_RETRY`."""
+        assert self.state is not None
+        waits: list[float] = []
+        deadline = self.state.grants.next_deadline()
+        if deadline is not None:
+            waits.append((deadline - self.config.now()).total_seconds())
+            if failed:
+                waits[-1] = max(waits[-1], MAINTAIN_RETRY)
+        if self._release_due is not None:
+            waits.append(self._release_due - time.monotonic())
+        return max(0.0, min(waits)) if waits else None
+
     async def _housekeep(self) -> None:
-        released = time.monotonic()
+        """The one housekeeping loop (timers are data, architecture.md, habit 12): run the
+        ledger's maintenance with ``now``, then wait for the earlier of what the ledger
+        says is next due and a change (:meth:`wake`). Nothing wakes it while nothing is
+        due; nothing is rescheduled. The wait is measured on the monotonic clock; if the
+        wall clock jumps meanwhile, the ledger still expires what is due on every read
+        (the API, the portal, the meter's buttons), and the next change wakes the loop."""
+        assert self.state is not None and self._wake is not None
         while True:
-            await asyncio.sleep(self.config.maintain_every)
+            self.housekeeping_rounds += 1
+            failed = False
             try:
-                assert self.state is not None
                 self.state.grants.maintain()
             except StorageUnavailable:
-                pass  # logged by the ledger, at most once a minute; tried again next round
+                failed = True  # logged by the ledger, at most once a minute
             except Exception:
+                failed = True
                 log.exception("housekeeping failed")
-            if time.monotonic() - released >= RELEASE_MEMORY_EVERY:
-                released = time.monotonic()
+            if self._release_due is not None and time.monotonic() >= self._release_due:
+                self._release_due = None
+                self._released = time.monotonic()
                 release_memory()
+            self._wake.clear()
+            self.last_timeout = self.housekeeping_timeout(failed)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
+            # that comes as the event is set (a connection closing at stop)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.last_timeout):
+                    await self._wake.wait()
 
     async def stop(self) -> None:
         """Stop every part that was started (safe to call twice)."""

@@ -16,6 +16,12 @@ disagree. :meth:`GatewayGrants.block_history` runs the history block (§12.1) an
 revocations it causes in one transaction, so that a kill at any instant leaves all of
 them done or none.
 
+Housekeeping (expiry, the renewal of grants with an open stream, pruning) is
+:meth:`GatewayGrants.maintain`; :meth:`GatewayGrants.next_deadline` says when it is next
+due, and :attr:`GatewayGrants.on_change` tells the gateway's one housekeeping loop
+(:mod:`x1p1.gateway.app`) that a change may have moved that moment (timers are data,
+architecture.md, habit 12).
+
 The meter's display and buttons (§5.1.5, §9.2.2) are :meth:`GatewayGrants.display`,
 :meth:`GatewayGrants.approve` and :meth:`GatewayGrants.deny`; the control socket
 (:mod:`x1p1.gateway.control`) registers each command once and calls them.
@@ -456,6 +462,9 @@ class GatewayGrants:
         self.ledger = ledger or Ledger()
         self._failing_logged: float | None = None
         """When a failing write was last logged (monotonic): at most once a minute."""
+        self.on_change: Callable[[], None] | None = None
+        """Called after every change that reached the disk: the housekeeping loop
+        (:mod:`x1p1.gateway.app`) then asks :meth:`next_deadline` again."""
         try:
             store.migrate(COMPONENT, GRANTS_MIGRATIONS)
             self.ledger.restore(*load(store.conn))
@@ -505,6 +514,8 @@ class GatewayGrants:
             self._failing_logged = None
             log.warning("the gateway database takes changes again")
         self._after(changes)
+        if self.on_change is not None:
+            self.on_change()
 
     def _after(self, changes: list[Change]) -> None:
         """Side effects of changes that are on disk: close streams, tell listeners."""
@@ -653,15 +664,12 @@ class GatewayGrants:
     # --- housekeeping ------------------------------------------------------------------------
 
     def maintain(self) -> None:
-        """Expire and prune; an open stream is use of its grant, so streaming devices and
-        browsers watching the live page are renewed (§5.2) and never expire mid-stream."""
+        """The ledger's housekeeping (:meth:`~x1p1.x1.grants.Ledger.maintain`) at the
+        gateway's ``now``: expire, prune, and renew the grants with an open stream (their
+        use, §5.2), so streaming devices and browsers watching the live page never
+        expire mid-stream."""
+        self._run(lambda: self.ledger.maintain(self.now(), self.hub.token_ids()))
 
-        def run() -> None:
-            now = self.now()
-            live = self.hub.token_ids()
-            for grant in self.ledger.grants(now):
-                if grant.token_id in live:
-                    self.ledger.touch(grant.grant_id, now)
-            self.ledger.prune(now)
-
-        self._run(run)
+    def next_deadline(self) -> datetime | None:
+        """When :meth:`maintain` next has something to do; None: nothing until a change."""
+        return self.ledger.next_deadline(self.now(), self.hub.token_ids())

@@ -75,6 +75,8 @@ class ConnectionLimits:
         self._count = 0
         self.refused = 0
         """Connections refused since start (either cap)."""
+        self.on_release: Callable[[], None] | None = None
+        """Called after a connection closed."""
 
     def __len__(self) -> int:
         return self._count
@@ -103,6 +105,8 @@ class ConnectionLimits:
         self._count -= 1
         if not self._open[address]:
             del self._open[address]
+        if self.on_release is not None:
+            self.on_release()
 
 
 def _peer(address: object) -> str:

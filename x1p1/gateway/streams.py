@@ -61,8 +61,9 @@ class MeterSource(Protocol):
         """Every value at ``at``, by six-group OBIS code (gas codes with the channel)."""
         ...
 
-    def gas_reading(self, at: datetime) -> tuple[datetime, float]:
-        """The gas meter's last 5-minute reading at ``at``: (capture time, m3)."""
+    def gas_reading(self, at: datetime) -> tuple[datetime, float] | None:
+        """The gas meter's last 5-minute reading at ``at``: (capture time, m3); None while
+        it has none yet (the reading is then left out of every message, never 0)."""
         ...
 
 
@@ -98,6 +99,7 @@ class Tick:
         self._telegram: str | None = None
         self._values: Mapping[str, object] | None = None
         self._gas: tuple[datetime, float] | None = None
+        self._gas_read = False
         self._json: dict[tuple[str, tuple[str, ...]], str] = {}
 
     def prepare(self, telegram: bool, realtime: bool) -> None:
@@ -124,9 +126,11 @@ class Tick:
         return self._values
 
     @property
-    def gas(self) -> tuple[datetime, float]:
-        if self._gas is None:
+    def gas(self) -> tuple[datetime, float] | None:
+        """The gas meter's latest reading (capture time, m3), or None while it has none."""
+        if not self._gas_read:
             self._gas = self.meters.gas_reading(self.at)
+            self._gas_read = True
         return self._gas
 
     def realtime(self, selection: MeterSelection) -> str:
@@ -138,7 +142,7 @@ class Tick:
             return cached
         values: dict[str, object] = {}
         stamp = self.at
-        if selection.meter is Meter.GAS:
+        if selection.meter is Meter.GAS and self.gas is not None:
             stamp = self.gas[0]  # gas values carry their own 5-minute capture time
         for ref in selection.refs:
             value = self._value(ref)
@@ -171,7 +175,7 @@ class Tick:
         """Gas values the meters do not list among their realtime values (Table 6)."""
         suffix = code.split(":", 1)[1]
         if suffix == "24.2.1.255":
-            return self.gas[1]
+            return None if self.gas is None else self.gas[1]
         if suffix == "96.1.0.255":
             return self.meters.gas_id
         if suffix == "24.1.0.255":
@@ -257,6 +261,9 @@ class StreamHub:
         self._background: set[asyncio.Task[None]] = set()
         self.ticks = 0
         self.last_tick: Tick | None = None
+        self.on_subscribe: Callable[[], None] | None = None
+        """Called for every new subscriber: an open stream renews its grant (§5.2), a
+        deadline of the housekeeping loop (:mod:`x1p1.gateway.app`)."""
 
     # --- subscribers ---------------------------------------------------------------------
 
@@ -281,6 +288,8 @@ class StreamHub:
         self._subscribers.add(subscriber)
         self._has_subscribers.set()
         self._idle.clear()
+        if self.on_subscribe is not None:
+            self.on_subscribe()
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:

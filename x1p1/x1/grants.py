@@ -65,6 +65,9 @@ The rules around the tables are tables too (:data:`LIFETIME`, :data:`MAX_PENDING
   (REISSUE). One authentication path, :meth:`Ledger.authenticate`, serves the API's
   bearer tokens and the portal's cookies.
 - **Ids** are hex (never a leading ``-``, which a command line takes for an option).
+- **Time.** :meth:`Ledger.maintain` does what is due at ``now`` (expiry, the renewal of
+  grants in use by an open stream, pruning); :meth:`Ledger.next_deadline` says when that
+  next is, so that the adapter waits for that moment or a change, never on a round.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ import math
 import re
 import secrets
 import uuid as uuid_module
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -273,6 +276,9 @@ USER_AGENT_MAX = 256
 METER = "meter"
 """``decided_by`` of a request decided with the meter's buttons."""
 
+_TICK = timedelta(microseconds=1)
+"""The resolution of :class:`datetime`: a rule that acts once ``now`` is past a moment
+(``now > moment``) is due at ``moment + _TICK``."""
 _TOKEN_FORMAT = re.compile(r"[A-Za-z0-9_-]{43}\Z")
 _CSRF_LABEL = b"x1p1 portal csrf v1"
 _SESSION_UUIDS = uuid_module.UUID("6f1c3a52-8e5b-4d0e-9a57-3c1e0b2a7d41")
@@ -788,9 +794,26 @@ class Ledger:
             if grant.state is GrantState.ACTIVE and now >= grant.expires_at:
                 self._move_grant(grant, GrantEvent.EXPIRE, grant.expires_at, "90 days unused")
 
-    def next_deadline(self, now: datetime) -> datetime | None:
-        """When the ledger next changes by itself (a request's or a grant's expiry, or the
-        end of a clear token's life in memory): the adapter runs :meth:`expire_due` then."""
+    def maintain(self, now: datetime, live: Collection[str] = frozenset()) -> None:
+        """The ledger's housekeeping at ``now``: expire what is due, renew the grants
+        whose ``token_id`` is in ``live`` (an open stream is use, §5.2: a streaming
+        device never expires mid-stream), drop what :data:`KEEP_DECIDED` has passed."""
+        self.expire_due(now)
+        for grant in list(self._grants.values()):
+            if grant.state is GrantState.ACTIVE and grant.token_id in live:
+                self.touch(grant.grant_id, now)
+        self.prune(now)
+
+    def next_deadline(self, now: datetime, live: Collection[str] = frozenset()) -> datetime | None:
+        """The first moment at which :meth:`maintain` changes something, or None when
+        nothing will (timers are data: the adapter waits for that moment or a change,
+        architecture.md, habit 12). ``live`` as for :meth:`maintain`. Due are: a request's 10
+        minutes (an approved login's too), the end of a clear token's life in memory, a
+        grant's 90 days, the renewal of a live grant due for persisting
+        (:data:`RENEW_PERSIST_EVERY`), and the pruning of decided requests and ended
+        grants. Admin access ends by itself (:meth:`Grant.elevated` reads ``now``):
+        nothing is due then. After ``maintain(t, live)`` this is None or later than
+        ``t``, so an adapter that runs the one at the other never spins."""
         moments: list[datetime] = []
         for request in self._requests.values():
             if request.state is RequestState.PENDING or (
@@ -798,8 +821,17 @@ class Ledger:
             ):
                 moments.append(request.expires_at)
             if request.request_id in self._secrets:
-                moments.append(request.answers_until)
-        moments += [g.expires_at for g in self._grants.values() if g.state is GrantState.ACTIVE]
+                moments.append(request.answers_until + _TICK)
+            if request.state is not RequestState.PENDING:
+                moments.append(request.created_at + KEEP_DECIDED + _TICK)
+        for grant in self._grants.values():
+            if grant.state is GrantState.ACTIVE:
+                moments.append(grant.expires_at)
+                if grant.token_id in live:
+                    renewed = grant.renewed_at
+                    moments.append(now if renewed is None else renewed + RENEW_PERSIST_EVERY)
+            elif grant.ended_at is not None:
+                moments.append(grant.ended_at + KEEP_DECIDED + _TICK)
         return min(moments, default=None)
 
     def prune(self, now: datetime) -> None:

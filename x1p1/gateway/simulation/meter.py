@@ -100,14 +100,21 @@ class MeterSimulation:
 
     # --- the parts ------------------------------------------------------------------------
 
+    def _gas(self, t: int) -> tuple[int, int] | None:
+        """(capture time, litres) of the gas meter's latest 5-minute reading at ``t``, or
+        None while it has none yet: the one source of the telegram's, the realtime
+        messages' and the history's gas value, so that the three agree."""
+        return self.gas.reading(t)
+
     def _registers(self, t: int) -> dict[str, float]:
         wh = [j // 3600 for j in self.electricity.energy(t)]
         pq = self.quality.counters(t)
-        _, litres = self.gas.reading(t)
         values: dict[str, float] = {c: v / 1000 for c, v in zip(E_REGISTERS, wh, strict=True)}
         counts = (pq.power_failures, pq.long_power_failures, *pq.sags, *pq.swells)
         values.update(zip(PQ_COUNTERS, counts, strict=True))
-        values[self._gas_code] = litres / 1000
+        gas = self._gas(t)
+        if gas is not None:  # no reading: the history leaves the gas meter out (§12.2)
+            values[self._gas_code] = gas[1] / 1000
         return values
 
     def _voltages(self, t: int, watts: tuple[int, int, int]) -> tuple[float, float, float]:
@@ -146,7 +153,7 @@ class MeterSimulation:
         watts = self.electricity.power(t)
         volts = self._voltages(t, watts)
         pq = self.quality.counters(t)
-        capture, litres = self.gas.reading(t)
+        gas = self._gas(t)
         imports = tuple(max(p, 0) for p in watts)
         exports = tuple(max(-p, 0) for p in watts)
         return Readings(
@@ -173,8 +180,8 @@ class MeterSimulation:
                     self.gas_channel,
                     GAS_DEVICE_TYPE,
                     self.gas_id,
-                    from_unix(capture),
-                    litres / 1000,
+                    None if gas is None else from_unix(gas[0]),
+                    None if gas is None else gas[1] / 1000,
                 ),
             ),
         )
@@ -220,14 +227,16 @@ class MeterSimulation:
         gas = r.mbus[0]
         values[f"0-{n}:24.1.0.255"] = GAS_DEVICE_TYPE
         values[f"0-{n}:96.1.0.255"] = self.gas_id
-        values[f"0-{n}:24.2.1.255"] = gas.value if gas.value is not None else 0.0
+        if gas.value is not None:  # no reading yet: left out, never an invented 0 (§6.1)
+            values[f"0-{n}:24.2.1.255"] = gas.value
         return values
 
-    def gas_reading(self, at: datetime) -> tuple[datetime, float]:
-        """(capture time, m3) of the latest 5-minute gas reading at or before ``at``."""
+    def gas_reading(self, at: datetime) -> tuple[datetime, float] | None:
+        """(capture time, m3) of the latest 5-minute gas reading at or before ``at``;
+        None while the gas meter has none yet."""
         with self._lock:
-            capture, litres = self.gas.reading(to_unix(at))
-        return from_unix(capture), litres / 1000
+            gas = self._gas(to_unix(at))
+        return None if gas is None else (from_unix(gas[0]), gas[1] / 1000)
 
     def registers(self, at: datetime) -> dict[str, float]:
         """Every historic object's value at ``at``: E registers (kWh), PQ counters (ints),

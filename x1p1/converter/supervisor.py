@@ -81,7 +81,13 @@ STATUS_INTERVAL = 60.0
 EXPIRY_CHECK = 12 * 3600.0
 """Seconds between reads of the token's expiry (``GET /api/token``)."""
 ERROR_STATES = frozenset(
-    {Conn.BACKOFF, Conn.NEEDS_PAIRING, Conn.X1_DISABLED, Conn.CERTIFICATE_ERROR}
+    {
+        Conn.BACKOFF,
+        Conn.NEEDS_PAIRING,
+        Conn.X1_DISABLED,
+        Conn.CERTIFICATE_ERROR,
+        Conn.TLS_VERSION,
+    }
 )
 """Connection states that mean something went wrong: ``x1p1 status`` shows the last."""
 DROPPING_INVALID = "dropping-invalid"

@@ -38,6 +38,7 @@ from x1p1.converter.doctor import (
 from x1p1.converter.state import load_pairing
 from x1p1.converter.tls import TLS_VERSION_SENTENCE
 from x1p1.p1 import TelegramReader, ValidTelegram, dsmr5
+from x1p1.x1.readers import printable
 
 __all__ = ["gateway", "segment_factory"]
 
@@ -382,8 +383,10 @@ def test_redactor() -> None:
     r.serial("4530303434303037333132333435363137")  # the telegram's hex form
     text = r.apply("tok-abcdef E0044007312345617 4530303434303037333132333435363137 2026-12-06")
     assert text == "<token> …5617 …3137 2026-12-06"
-    assert r.clean("a\nb\x1b[31m") == "a\\x0ab\\x1b[31m"
-    assert len(r.clean("x" * 1000)) == 300
+    # the one sanitizer's escapes (x1p1.x1.readers.printable), capped at 300 characters
+    assert r.clean("a\nb\x1b[31m\u202e") == "a\\nb\\x1b[31m\\u202e"
+    assert r.clean("a\nb") == printable("a\nb")
+    assert len(r.clean("x" * 1000)) == 300 and r.clean("x" * 1000).endswith("…")
 
 
 def test_certificate_info_reads_a_dialect_chain(tmp_path: Path) -> None:

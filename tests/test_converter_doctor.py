@@ -571,7 +571,7 @@ async def test_the_txt_api_record_is_the_base(
             service_name="X1 gateway._dsmr-x1-interface._tcp.local.",
         )
 
-        async def browse(timeout: float, **_: Any) -> list[discovery.DiscoveredGateway]:
+        async def browse(*_: Any, **__: Any) -> list[discovery.DiscoveredGateway]:
             return [seen]
 
         monkeypatch.setattr(discovery, "discover", browse)

@@ -521,7 +521,8 @@ def run(
     then the gateway is looked up by mDNS by its serial); X1 switched off is retried
     every 60 s; a missing serial port is waited for. A refused token or a certificate
     that does not verify stops relaying, is never retried in a loop, and relaying
-    resumes once `x1p1 pair` saves a new pairing. `x1p1 status` shows where it is.
+    resumes once `x1p1 pair` saves a new pairing. A gateway that speaks only TLS 1.2 is
+    tried again every 60 s. `x1p1 status` shows where it is.
 
     \b
     Exit codes:

@@ -623,3 +623,34 @@ def test_a_realtime_grant_is_not_blocked_in_auto(gateway: RunningGateway, tmp_pa
     assert legacy.exit_code == 1, legacy.stdout
     (source,) = findings(legacy)["source"]
     assert source["verdict"] == "blocks relaying" and source["fix"] == "source"
+
+
+def test_no_legacy_p1_with_a_realtime_grant(gateway: RunningGateway, tmp_path: Path) -> None:
+    """A gateway without legacy P1 (404 on its path, here moved with ``legacy_p1_path``) and
+    a token with P1 and E-REALTIME: ``auto`` builds from realtime (docs/realtime.md), so the
+    404 is not blocking, and realtime is what must work."""
+    from x1p1.x1.profiles import Profile
+
+    token = gateway.pair(("P1", "E-REALTIME"))
+    state_dir = tmp_path / "state"
+    save_test_pairing(
+        state_dir,
+        token=token,
+        port=gateway.port,
+        ca_pem=gateway.ca_path.read_text(),
+        profiles=frozenset({Profile.P1, Profile.E_REALTIME}),
+    )
+    config = tmp_path / "config.toml"
+    config.write_text('legacy_p1_path = "/api/no-legacy-p1"\n')
+    args = ["doctor", "--gateway", f"127.0.0.1:{gateway.port}", "--state-dir", str(state_dir)]
+    result = CliRunner().invoke(main, [*args, "--json"], env={"X1P1_CONFIG": str(config)})
+    assert result.exit_code == 0, result.stdout
+    topics = findings(result)
+    (legacy,) = topics["legacy-P1"]
+    assert legacy["verdict"] == "info"
+    assert legacy["text"].startswith("GET /api/no-legacy-p1?interval=1: refused (404")
+    assert 'source = "auto" builds telegrams from realtime values instead' in legacy["text"]
+    (realtime,) = [f for f in topics["realtime"] if f["text"].startswith("a message")]
+    assert realtime["verdict"] == "ok"
+    assert "blocks relaying" not in result.stdout
+    assert_no_secret(result.stdout, token, gateway.electricity_id)

@@ -325,6 +325,8 @@ class _Examination:
         self.paths = ApiPaths()
         self.granted: frozenset[Profile] | None = None
         """The token's profiles, as ``GET /api/token`` (or else the saved pairing) says."""
+        self.legacy_refused = False
+        """Legacy P1 was refused (403, 404) where realtime values can stand in."""
 
     def add(self, topic: str, verdict: Verdict, text: str, fix: str | None = None) -> None:
         self.findings.append(Finding(topic, verdict, text, fix))
@@ -838,14 +840,19 @@ class _Examination:
     def realtime_source(self) -> bool:
         """Whether ``x1p1 run`` would build telegrams from realtime values, not relay P1."""
         granted = self.granted
-        if self.options.source == "realtime":
+        if self.options.source == "realtime" or self.legacy_refused:
             return True
         return (
-            self.options.source == "auto"
-            and granted is not None
-            and Profile.P1 not in granted
-            and bool(granted & BUILD_PROFILES)
+            self._realtime_stands_in() and granted is not None and Profile.P1 not in granted
         )
+
+    def _realtime_stands_in(self) -> bool:
+        """``source = "auto"`` with E-REALTIME or PQ-REALTIME granted: without legacy P1
+        (not granted, refused, or not served) the converter builds telegrams itself."""
+        granted = self.granted if self.granted is not None else frozenset()
+        if self.granted is None and self.pairing is not None:
+            granted = self.pairing.profiles
+        return self.options.source == "auto" and bool(granted & BUILD_PROFILES)
 
     def _token_request(self) -> None:
         body = {
@@ -985,6 +992,14 @@ class _Examination:
             if topic == "realtime" and status == 403 and not blocks:
                 text += "; the token has no *-REALTIME profile, which legacy P1 does not need"
                 self.add(topic, Verdict.INFO, text)
+                return None
+            if topic == "legacy-P1" and status in (403, 404) and self._realtime_stands_in():
+                self.legacy_refused = True
+                text += (
+                    '; source = "auto" builds telegrams from realtime values instead '
+                    "(docs/realtime.md)"
+                )
+                self.add(topic, Verdict.INFO, self.redact.clean(text))
                 return None
             fix = "x1p1 pair" if status in (401, 403) else None
             self.add(

@@ -82,6 +82,8 @@ _MAX_BODY = 64 * 1024
 _MAX_MESSAGE = 64 * 1024
 """The converter's own cap on a stream message (``StreamSettings.max_message``)."""
 _TEXT_CAP = 300
+_LINE_CAP = 2000
+"""A finding's whole line (our words around cleaned gateway text) is capped here."""
 _SKEW_OK = 60.0
 _REALTIME_OBIS = obis.lookup("1-0:1.7.0").obj.code
 """Power delivered (X1 Table 4), from the registry: in ``E-REALTIME``; the realtime probe
@@ -336,7 +338,11 @@ class _Examination:
         gateway = self.options.gateway
         label = self.where.label if self.where else gateway.netloc if gateway else "no gateway"
         label = r.apply(r.clean(label))
-        findings = tuple(Finding(f.topic, f.verdict, r.apply(f.text), f.fix) for f in self.findings)
+        findings = tuple(
+            # gateway text was cleaned where it came in; this pass keeps every line one line
+            Finding(f.topic, f.verdict, printable(r.apply(f.text), _LINE_CAP), f.fix)
+            for f in self.findings
+        )
         return DoctorReport(label, findings)
 
     # -- the saved pairing ----------------------------------------------------------------
@@ -618,7 +624,7 @@ class _Examination:
             try:
                 infos.append(CertificateInfo.parse(der))
             except GatewayError as exc:
-                self.add("chain", Verdict.INFO, str(exc))
+                self.add("chain", Verdict.INFO, self.redact.clean(str(exc)))
         labels = [f"chain[{i}]" for i in range(len(infos))]
         if infos and not infos[-1].self_issued:
             for root in self._pinned_roots():
@@ -842,9 +848,7 @@ class _Examination:
         granted = self.granted
         if self.options.source == "realtime" or self.legacy_refused:
             return True
-        return (
-            self._realtime_stands_in() and granted is not None and Profile.P1 not in granted
-        )
+        return self._realtime_stands_in() and granted is not None and Profile.P1 not in granted
 
     def _realtime_stands_in(self) -> bool:
         """``source = "auto"`` with E-REALTIME or PQ-REALTIME granted: without legacy P1

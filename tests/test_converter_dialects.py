@@ -317,6 +317,35 @@ def test_the_token_request_path_can_be_overridden(tmp_path: Path) -> None:
     assert ApiPaths("/x").token == "/x/token"
 
 
+def test_one_resolution_of_the_api_base() -> None:
+    """pair, run and doctor take the base in one order (x1p1/x1/endpoints.py)."""
+    from x1p1.x1.endpoints import ApiPaths
+
+    every = {"api_base": "/a", "url_base": "/u", "saved_base": "/s", "advertised": "/t"}
+    order = ["api_base", "url_base", "saved_base", "advertised"]
+    for i, strongest in enumerate(order):
+        given = {k: every[k] for k in order[i:]}
+        assert ApiPaths.resolve(**given).api_base == every[strongest]  # type: ignore[arg-type]
+    assert ApiPaths.resolve().api_base == "/api"
+    assert ApiPaths.resolve(advertised="no path").api_base == "/api"  # TXT junk is ignored
+    assert ApiPaths.resolve(url_base="").api_base == ""  # https://gw/ means the root
+    moved = ApiPaths.resolve(token_requests_path="/r", legacy_p1_path="/p")
+    assert (moved.token_requests, moved.legacy_p1) == ("/r", "/p")
+
+
+def test_tls_name_keeps_the_endpoints() -> None:
+    """``x1p1 pair --tls-name`` with a prefix still calls the prefix."""
+    from x1p1.x1.endpoints import ApiPaths
+
+    endpoint = pairing.GatewayEndpoint(
+        "127.0.0.1", 443, ("127.0.0.1",), SERIAL, paths=ApiPaths("/vendor/x1/api")
+    )
+    named = endpoint.with_tls_name("meter-7.vendor.example")
+    assert named.host_name == "meter-7.vendor.example"
+    assert named.paths == endpoint.paths and named.connect_hosts == ("127.0.0.1",)
+    assert named.serial == SERIAL
+
+
 # --- framing (in memory) ---------------------------------------------------------------------
 
 

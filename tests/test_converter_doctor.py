@@ -38,6 +38,7 @@ from x1p1.converter.doctor import (
 from x1p1.converter.state import load_pairing
 from x1p1.converter.tls import TLS_VERSION_SENTENCE
 from x1p1.p1 import TelegramReader, ValidTelegram, dsmr5
+from x1p1.x1.readers import printable
 
 __all__ = ["gateway", "segment_factory"]
 
@@ -382,8 +383,10 @@ def test_redactor() -> None:
     r.serial("4530303434303037333132333435363137")  # the telegram's hex form
     text = r.apply("tok-abcdef E0044007312345617 4530303434303037333132333435363137 2026-12-06")
     assert text == "<token> …5617 …3137 2026-12-06"
-    assert r.clean("a\nb\x1b[31m") == "a\\x0ab\\x1b[31m"
-    assert len(r.clean("x" * 1000)) == 300
+    # the one sanitizer's escapes (x1p1.x1.readers.printable), capped at 300 characters
+    assert r.clean("a\nb\x1b[31m\u202e") == "a\\nb\\x1b[31m\\u202e"
+    assert r.clean("a\nb") == printable("a\nb")
+    assert len(r.clean("x" * 1000)) == 300 and r.clean("x" * 1000).endswith("…")
 
 
 def test_certificate_info_reads_a_dialect_chain(tmp_path: Path) -> None:
@@ -458,3 +461,196 @@ def test_doctor_by_mdns_on_a_network(segment_factory: Any, tmp_path: Path) -> No
     assert by_topic["certificate"]["text"].startswith("verifies for X1-interface.local")
     assert by_topic["framing"]["verdict"] == "ok"
     assert_no_secret(result.stdout, pairing.token, pairing.serial)
+
+
+# -- the endpoints pair and run use (x1p1/x1/endpoints.py) ------------------------------------
+
+PREFIX = "/vendor/x1/api"
+
+
+async def doctor_with(*args: str, config: Path | None = None) -> Result:
+    env = {"X1P1_CONFIG": str(config) if config is not None else None}
+    return await asyncio.to_thread(CliRunner().invoke, main, ["doctor", *args], env=env)
+
+
+async def test_a_path_prefix_as_pair_and_run_find_it(tmp_path: Path) -> None:
+    """The base from --api-base, a --gateway URL's path, or the saved pairing: the doctor
+    calls what pair and run call; without any of them the wrong base blocks, fix api_base."""
+    from x1_test_gateway import Dialect, running_gateway
+
+    async with running_gateway(
+        tmp_path / "gw", auto="approve", dialect=Dialect(api_base=PREFIX)
+    ) as gw:
+        at, ca = f"127.0.0.1:{gw.port}", str(gw.ca_file)
+        empty = str(tmp_path / "empty")
+        lost = await doctor_with("--gateway", at, "--ca", ca, "--state-dir", empty, "--json")
+        given = await doctor_with(
+            "--gateway", at, "--ca", ca, "--api-base", PREFIX, "--state-dir", empty, "--json"
+        )
+        url = f"https://{at}{PREFIX}"
+        by_url = await doctor_with("--gateway", url, "--ca", ca, "--state-dir", empty, "--json")
+        state_dir = tmp_path / "state"
+        paired = await asyncio.to_thread(
+            CliRunner().invoke,
+            main,
+            ["pair", "--gateway", url, "--ca", ca, "--state-dir", str(state_dir)],
+        )
+        assert paired.exit_code == 0, paired.output
+        assert load_pairing(state_dir).api_base == PREFIX
+        saved = await doctor_with("--gateway", at, "--state-dir", str(state_dir), "--json")
+        assert len(gw.requests) == 1  # pairing's: the doctor made none
+    assert lost.exit_code == 1, lost.stdout
+    (probe,) = findings(lost)["GET /api/token (no token)"]
+    assert probe["text"].startswith("404")
+    blocked = [f for f in findings(lost)["endpoints"] if f["verdict"] == "blocks relaying"]
+    assert blocked and blocked[0]["fix"] == "api_base"
+    for result in (given, by_url):
+        assert result.exit_code == 0, result.stdout
+        topics = findings(result)
+        assert topics["endpoints"][0]["text"] == f"API base {PREFIX}"
+        assert topics[f"GET {PREFIX}/token (no token)"][0]["verdict"] == "ok"
+    assert saved.exit_code == 0, saved.stdout
+    topics = findings(saved)
+    assert topics["endpoints"][0]["text"] == f"API base {PREFIX}"
+    assert topics[f"GET {PREFIX}/token"][0]["verdict"] == "ok"
+    assert verdict(saved, "legacy-P1") == "ok" and verdict(saved, "framing") == "ok"
+    token = load_pairing(state_dir).token
+    assert_no_secret(saved.stdout, token)
+
+
+async def test_the_config_paths_are_the_ones_called(tmp_path: Path) -> None:
+    """``api_base``, ``token_requests_path`` and ``legacy_p1_path`` from the config file."""
+    from x1_test_gateway import Dialect, running_gateway
+
+    state_dir = tmp_path / "state"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'api_base = "{PREFIX}"\n'
+        f'token_requests_path = "{PREFIX}/tokens/requests"\n'
+        'legacy_p1_path = "/elsewhere/legacy-p1"\n'
+    )
+    async with running_gateway(
+        tmp_path / "gw", auto="approve", dialect=Dialect(api_base=PREFIX)
+    ) as gw:
+        at, ca = f"127.0.0.1:{gw.port}", str(gw.ca_file)
+        save_test_pairing(
+            state_dir, token=gw.issue_token(), port=gw.port, ca_pem=gw.ca_file.read_text()
+        )
+        result = await doctor_with(
+            "--gateway", at, "--ca", ca, "--state-dir", str(state_dir), "--json", config=config
+        )
+    assert result.exit_code == 1, result.stdout
+    topics = findings(result)
+    assert topics["endpoints"][0]["text"] == (
+        f"API base {PREFIX}; token requests at {PREFIX}/tokens/requests; "
+        "legacy P1 at /elsewhere/legacy-p1"
+    )
+    assert topics[f"GET {PREFIX}/token"][0]["verdict"] == "ok"
+    (legacy,) = topics["legacy-P1"]
+    assert legacy["verdict"] == "blocks relaying"
+    assert legacy["text"].startswith("GET /elsewhere/legacy-p1?interval=1: refused (404")
+
+
+async def test_the_txt_api_record_is_the_base(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by mDNS (X1 §4.3.3), the TXT ``api=`` is the base, as ``x1p1 pair`` takes it."""
+    from x1_test_gateway import Dialect, running_gateway
+
+    from x1p1.converter import discovery
+
+    async with running_gateway(
+        tmp_path / "gw", auto="approve", dialect=Dialect(api_base=PREFIX)
+    ) as gw:
+        seen = discovery.DiscoveredGateway(
+            "X1-interface.local",
+            ("127.0.0.1",),
+            gw.port,
+            serial=SERIAL,
+            api=PREFIX,
+            service_name="X1 gateway._dsmr-x1-interface._tcp.local.",
+        )
+
+        async def browse(*_: Any, **__: Any) -> list[discovery.DiscoveredGateway]:
+            return [seen]
+
+        monkeypatch.setattr(discovery, "discover", browse)
+        result = await doctor_with("--ca", str(gw.ca_file), "--state-dir", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.stdout
+    topics = findings(result)
+    assert f"TXT api={PREFIX}" in topics["mdns"][0]["text"]
+    assert topics["endpoints"][0]["text"] == f"API base {PREFIX}"
+    assert topics[f"GET {PREFIX}/token (no token)"][0]["verdict"] == "ok"
+    assert_no_secret(result.stdout)
+
+
+# -- a token without P1: the realtime source (docs/realtime.md) -------------------------------
+
+
+def test_a_realtime_grant_is_not_blocked_in_auto(gateway: RunningGateway, tmp_path: Path) -> None:
+    """Without P1 but with E-REALTIME, ``source = "auto"`` builds telegrams from realtime
+    values: the doctor says so and does not call it blocking; ``legacy-p1`` does block."""
+    from x1p1.x1.profiles import Profile
+
+    token = gateway.pair(("E-REALTIME",))
+    state_dir = tmp_path / "state"
+    save_test_pairing(
+        state_dir,
+        token=token,
+        port=gateway.port,
+        ca_pem=gateway.ca_path.read_text(),
+        profiles=frozenset({Profile.E_REALTIME}),
+    )
+    args = ["doctor", "--gateway", f"127.0.0.1:{gateway.port}", "--state-dir", str(state_dir)]
+    auto = CliRunner().invoke(main, [*args, "--json"], env={"X1P1_CONFIG": None})
+    assert auto.exit_code == 0, auto.stdout
+    topics = findings(auto)
+    assert topics["token"][0]["verdict"] == "info"
+    assert "lacks the P1 profile but carries E-REALTIME" in topics["token"][0]["text"]
+    (source,) = topics["source"]
+    assert source["verdict"] == "info"
+    assert source["text"].startswith('source = "auto" builds telegrams from realtime values')
+    assert "docs/realtime.md" in source["text"]
+    assert topics["legacy-P1"][0]["text"].startswith("not opened")
+    (realtime,) = [f for f in topics["realtime"] if f["text"].startswith("a message")]
+    assert realtime["verdict"] == "ok"
+    assert "blocks relaying" not in auto.stdout
+    assert_no_secret(auto.stdout, token, gateway.electricity_id)
+
+    config = tmp_path / "config.toml"
+    config.write_text('source = "legacy-p1"\n')
+    legacy = CliRunner().invoke(main, [*args, "--json"], env={"X1P1_CONFIG": str(config)})
+    assert legacy.exit_code == 1, legacy.stdout
+    (source,) = findings(legacy)["source"]
+    assert source["verdict"] == "blocks relaying" and source["fix"] == "source"
+
+
+def test_no_legacy_p1_with_a_realtime_grant(gateway: RunningGateway, tmp_path: Path) -> None:
+    """A gateway without legacy P1 (404 on its path, here moved with ``legacy_p1_path``) and
+    a token with P1 and E-REALTIME: ``auto`` builds from realtime (docs/realtime.md), so the
+    404 is not blocking, and realtime is what must work."""
+    from x1p1.x1.profiles import Profile
+
+    token = gateway.pair(("P1", "E-REALTIME"))
+    state_dir = tmp_path / "state"
+    save_test_pairing(
+        state_dir,
+        token=token,
+        port=gateway.port,
+        ca_pem=gateway.ca_path.read_text(),
+        profiles=frozenset({Profile.P1, Profile.E_REALTIME}),
+    )
+    config = tmp_path / "config.toml"
+    config.write_text('legacy_p1_path = "/api/no-legacy-p1"\n')
+    args = ["doctor", "--gateway", f"127.0.0.1:{gateway.port}", "--state-dir", str(state_dir)]
+    result = CliRunner().invoke(main, [*args, "--json"], env={"X1P1_CONFIG": str(config)})
+    assert result.exit_code == 0, result.stdout
+    topics = findings(result)
+    (legacy,) = topics["legacy-P1"]
+    assert legacy["verdict"] == "info"
+    assert legacy["text"].startswith("GET /api/no-legacy-p1?interval=1: refused (404")
+    assert 'source = "auto" builds telegrams from realtime values instead' in legacy["text"]
+    (realtime,) = [f for f in topics["realtime"] if f["text"].startswith("a message")]
+    assert realtime["verdict"] == "ok"
+    assert "blocks relaying" not in result.stdout
+    assert_no_secret(result.stdout, token, gateway.electricity_id)

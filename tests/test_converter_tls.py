@@ -146,6 +146,43 @@ async def test_tls12_only_gateway_is_refused_in_one_sentence(tmp_path: Path) -> 
     assert "Traceback" not in result.output
 
 
+async def test_run_says_tls12_only_in_status_and_does_not_spin(tmp_path: Path) -> None:
+    """``x1p1 run`` against a TLS-1.2-only gateway (X1 §4.1.4): one sentence as the last
+    error in ``x1p1 status``, and the next try no sooner than the slowest backoff."""
+    from converter_support import save_test_pairing
+
+    from x1p1.converter.stream import StreamSettings
+    from x1p1.x1.connection import BACKOFF_MAX, TLS_VERSION_RETRY
+
+    state_dir = tmp_path / "state"
+    async with dialect_gateway(tmp_path / "gw", TLS12) as gateway:
+        save_test_pairing(
+            state_dir,
+            token="t" * 43,
+            port=gateway.port,
+            ca_pem=gateway.ca_file.read_text(),
+        )
+        options = fast_options(state_dir, None, env={})
+        options.stream = StreamSettings(scale=1.0, open_timeout=5.0)  # the real schedule
+        async with running(options) as converter:
+            stream = converter.stream
+            await until(lambda: stream.state is Conn.TLS_VERSION, what="the TLS verdict")
+            now = asyncio.get_running_loop().time()
+            wake = stream.machine.deadline()
+            assert wake is not None and wake - now >= TLS_VERSION_RETRY - 1.0 >= BACKOFF_MAX
+            await until(lambda: converter.status().last_error is not None, what="last error")
+            result = await asyncio.to_thread(
+                CliRunner().invoke, main, ["status", "--state-dir", str(state_dir)]
+            )
+            tries = [new for _, _, new in stream.machine.history if new is Conn.CONNECTING]
+        assert gateway.requests == {}
+    assert len(tries) == 1
+    assert result.exit_code == 3, result.output
+    last = next(line for line in result.output.splitlines() if line.startswith("Last error"))
+    assert last.endswith(TLS_VERSION_SENTENCE), last
+    assert "Traceback" not in result.output
+
+
 async def test_expired_certificate_stays_refused_with_a_pinned_ca(tmp_path: Path) -> None:
     """The pinned CA drops the X.509-strict extras, never the validity check."""
     async with dialect_gateway(tmp_path / "gw", EXPIRED) as gateway:

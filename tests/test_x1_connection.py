@@ -18,10 +18,14 @@ from x1p1.x1.connection import (
     PACE_MAX,
     STALL_PACES,
     STATUS_EVENTS,
+    TLS_VERSION_RETRY,
+    TLS_VERSION_SENTENCE,
     Conn,
     ConnectionMachine,
     Ev,
+    backoff_delay,
     classify_close,
+    classify_handshake,
     classify_status,
 )
 from x1p1.x1.readers import (
@@ -109,6 +113,32 @@ def test_a_429_waits_for_its_retry_after_through_the_machine() -> None:
         429, profile="P1", where="gw", retry_after=retry_after("120", now=NOW, default=None)
     )
     assert m.verdict(verdict, 10.0) is Conn.BACKOFF and m.wake_at == 130.0
+
+
+def test_a_gateway_without_tls_13_waits_no_less_than_the_slowest_backoff() -> None:
+    """X1 §4.1.4: the adapter found a TLS-1.2-only gateway; the machine says it in one
+    sentence and tries again only after the longest backoff, whatever the failures."""
+    m = ConnectionMachine(rng=lambda: 1.0, can_discover=True)
+    m.handle(Ev.CONNECT, 0.0)
+    verdict = classify_handshake("tls-version", where="gw:443")
+    assert verdict.event is Ev.OLD_TLS and verdict.sentence == TLS_VERSION_SENTENCE
+    now = 0.0
+    for _ in range(50):  # never a loop, never a rediscovery storm
+        assert m.verdict(verdict, now) is Conn.TLS_VERSION
+        assert m.deadline() == now + TLS_VERSION_RETRY
+        assert TLS_VERSION_RETRY >= max(backoff_delay(n, lambda: 1.0) for n in range(100))
+        assert m.expire(now + TLS_VERSION_RETRY - 0.001) is None
+        now += TLS_VERSION_RETRY
+        assert m.expire(now) is Ev.CONNECT and m.state is Conn.CONNECTING
+
+
+def test_any_other_failed_handshake_is_a_plain_failure() -> None:
+    detail = "TLS handshake failed (WRONG_VERSION_NUMBER\n)"
+    verdict = classify_handshake("failed", where="gw:443", detail=detail)
+    assert verdict.event is Ev.FAILED
+    assert verdict.sentence == (
+        "cannot reach the gateway gw:443: TLS handshake failed (WRONG_VERSION_NUMBER\\n)"
+    )
 
 
 # --- deadlines and pace ---------------------------------------------------------------------

@@ -521,7 +521,8 @@ def run(
     then the gateway is looked up by mDNS by its serial); X1 switched off is retried
     every 60 s; a missing serial port is waited for. A refused token or a certificate
     that does not verify stops relaying, is never retried in a loop, and relaying
-    resumes once `x1p1 pair` saves a new pairing. `x1p1 status` shows where it is.
+    resumes once `x1p1 pair` saves a new pairing. A gateway that speaks only TLS 1.2 is
+    tried again every 60 s. `x1p1 status` shows where it is.
 
     \b
     Exit codes:
@@ -583,6 +584,12 @@ def run(
     help="Also make a token request (it shows on the meter: deny it there).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--api-base",
+    metavar="PATH",
+    help="Where the gateway serves the X1 API [default: the config's api_base, the "
+    "--gateway URL's path, the saved pairing's, the mDNS TXT api=, or /api].",
+)
 def doctor(
     gateway: str | None,
     ca: Path | None,
@@ -590,16 +597,19 @@ def doctor(
     state_dir: Path | None,
     request: bool,
     as_json: bool,
+    api_base: str | None,
 ) -> None:
     """Examine a gateway and report, one line per item, whether relaying would work.
 
     Shows the mDNS records and addresses, the TLS version, cipher and certificate chain
     (with the X.509-strict checks it fails), the clock skew, each endpoint's status and
     the shape of its JSON answers (keys and types, never values) and, with a saved
-    token, a framing verdict on the legacy-P1 telegrams. Each line says ok, tolerated or
-    blocks relaying, with the config key that fixes it. No token, reading or full serial
-    number is shown: paste the report into a bug report as it is. No token request is
-    made unless --request is given.
+    token, a framing verdict on the legacy-P1 telegrams. It calls the endpoints `x1p1
+    pair` and `x1p1 run` call (--api-base, the config's api_base, token_requests_path and
+    legacy_p1_path, a --gateway URL's path, the mDNS TXT api=). Each line says ok,
+    tolerated or blocks relaying, with the config key that fixes it. No token, reading
+    or full serial number is shown: paste the report into a bug report as it is. No
+    token request is made unless --request is given.
 
     \b
     Exit codes:
@@ -613,7 +623,13 @@ def doctor(
     from x1p1.converter.doctor import DoctorOptions, examine
     from x1p1.exceptions import ConfigError
 
-    overrides = {"gateway": gateway, "ca": ca, "tls_name": tls_name, "state_dir": state_dir}
+    overrides = {
+        "gateway": gateway,
+        "ca": ca,
+        "tls_name": tls_name,
+        "state_dir": state_dir,
+        "api_base": api_base,
+    }
     try:
         config = load_run_config(None, overrides)
     except ConfigError as error:
@@ -624,6 +640,10 @@ def doctor(
         ca=config.ca,
         tls_name=config.tls_name,
         request=request,
+        api_base=config.api_base,
+        token_requests_path=config.token_requests_path,
+        legacy_p1_path=config.legacy_p1_path,
+        source=config.data_source,
     )
     report = asyncio.run(examine(options))
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.render())

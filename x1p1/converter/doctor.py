@@ -19,9 +19,16 @@ form, size, interval) and the realtime stream (§8.2). A token request (§5.1.2)
 the customer's meter, so it is made only when asked (``--request``), with a uuid of its
 own so that denying it costs this installation nothing (§5.1.7).
 
+The endpoints are the ones ``x1p1 pair`` and ``x1p1 run`` call: the API base from
+``--api-base`` (the config's ``api_base``), a ``--gateway`` URL's path, the saved
+pairing's base, or the mDNS TXT ``api=``, and the ``token_requests_path`` and
+``legacy_p1_path`` overrides (:meth:`x1p1.x1.endpoints.ApiPaths.resolve`, the one
+resolution; docs/config.example.toml).
+
 What the report never holds: a token, a request id, a reading, or a serial number (an
 equipment id) beyond its last 4 characters. Every text from the gateway passes
-:meth:`Redactor.clean`, which escapes control characters and caps the length.
+:meth:`Redactor.clean`, that is the one sanitizer :func:`x1p1.x1.readers.printable`
+(control characters escaped, the length capped), and the redaction of secrets.
 
 :class:`DoctorReport` is the value object: it renders text and JSON and parses its JSON.
 :func:`examine` does the I/O.
@@ -56,7 +63,10 @@ from x1p1.converter.tls import (
 from x1p1.exceptions import ConfigError, GatewayError, NotPaired, X1P1Error
 from x1p1.p1.reader import InvalidTelegram, TelegramReader, ValidTelegram
 from x1p1.x1 import obis
-from x1p1.x1.api import LEGACY_P1, METERS, REALTIME, TOKEN, TOKEN_REQUESTS
+from x1p1.x1.endpoints import ApiPaths
+from x1p1.x1.profiles import Profile
+from x1p1.x1.readers import printable
+from x1p1.x1.realtime import BUILD_PROFILES
 
 __all__ = [
     "DoctorOptions",
@@ -72,6 +82,8 @@ _MAX_BODY = 64 * 1024
 _MAX_MESSAGE = 64 * 1024
 """The converter's own cap on a stream message (``StreamSettings.max_message``)."""
 _TEXT_CAP = 300
+_LINE_CAP = 2000
+"""A finding's whole line (our words around cleaned gateway text) is capped here."""
 _SKEW_OK = 60.0
 _REALTIME_OBIS = obis.lookup("1-0:1.7.0").obj.code
 """Power delivered (X1 Table 4), from the registry: in ``E-REALTIME``; the realtime probe
@@ -176,7 +188,6 @@ class DoctorReport:
 
 # --- keeping secrets out ------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SERIAL_LIKE = re.compile(r"(?<![\w…])(?=(?:[A-Z]*[0-9]){6})[0-9A-Z]{8,}(?!\w)")
 
 
@@ -208,9 +219,10 @@ class Redactor:
                 self._secrets[decoded] = f"…{decoded[-4:]}"
 
     def clean(self, text: str) -> str:
-        """One line of gateway text: control characters escaped, at most 300 characters."""
-        text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-        return text if len(text) <= _TEXT_CAP else text[: _TEXT_CAP - 1] + "…"
+        """One line of gateway text, through the one sanitizer
+        (:func:`~x1p1.x1.readers.printable`): control characters escaped, at most 300
+        characters (the last one ``…`` when cut)."""
+        return printable(text, _TEXT_CAP - 1)
 
     def apply(self, text: str) -> str:
         """``text`` with every known secret masked, and anything that looks like an
@@ -266,6 +278,23 @@ class DoctorOptions:
     mdns_timeout: float = 3.0
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     request_name: str = "x1p1 doctor test: deny it"
+    api_base: str | None = None
+    """``--api-base``, the config's ``api_base`` (None: as ``pair`` and ``run`` find it)."""
+    token_requests_path: str | None = None
+    legacy_p1_path: str | None = None
+    source: str = "auto"
+    """The config's ``source``: whether realtime values may stand in for legacy P1."""
+
+    def paths(self, *, saved_base: str | None = None, advertised: str | None = None) -> ApiPaths:
+        """The endpoints, resolved as ``x1p1 pair`` and ``x1p1 run`` resolve them."""
+        return ApiPaths.resolve(
+            api_base=self.api_base,
+            url_base=self.gateway.api_base if self.gateway is not None else None,
+            saved_base=saved_base,
+            advertised=advertised,
+            token_requests_path=self.token_requests_path,
+            legacy_p1_path=self.legacy_p1_path,
+        )
 
 
 @dataclass
@@ -295,6 +324,11 @@ class _Examination:
         self.where: _Where | None = None
         self.pinned = False
         self.skew_seen = False
+        self.paths = ApiPaths()
+        self.granted: frozenset[Profile] | None = None
+        """The token's profiles, as ``GET /api/token`` (or else the saved pairing) says."""
+        self.legacy_refused = False
+        """Legacy P1 was refused (403, 404) where realtime values can stand in."""
 
     def add(self, topic: str, verdict: Verdict, text: str, fix: str | None = None) -> None:
         self.findings.append(Finding(topic, verdict, text, fix))
@@ -304,7 +338,11 @@ class _Examination:
         gateway = self.options.gateway
         label = self.where.label if self.where else gateway.netloc if gateway else "no gateway"
         label = r.apply(r.clean(label))
-        findings = tuple(Finding(f.topic, f.verdict, r.apply(f.text), f.fix) for f in self.findings)
+        findings = tuple(
+            # gateway text was cleaned where it came in; this pass keeps every line one line
+            Finding(f.topic, f.verdict, printable(r.apply(f.text), _LINE_CAP), f.fix)
+            for f in self.findings
+        )
         return DoctorReport(label, findings)
 
     # -- the saved pairing ----------------------------------------------------------------
@@ -341,32 +379,45 @@ class _Examination:
         if o.gateway is not None:
             self.add("mdns", Verdict.INFO, "not asked: --gateway names the gateway")
             host, port = o.gateway.host, o.gateway.port
+            saved = p.api_base if p is not None else None
             if _is_address(host):
                 name = o.tls_name or (p.host_name if p is not None else host)
                 self.where = _Where(name, port, (host,), o.gateway.netloc)
+                self._use(o.paths(saved_base=saved))
             else:
                 from x1p1.converter.pairing import resolve_endpoint
 
                 try:  # the system's resolver, then mDNS for a .local name, as `pair` does
-                    endpoint = await resolve_endpoint(o.gateway, o.mdns_timeout)
+                    endpoint = await resolve_endpoint(
+                        o.gateway,
+                        o.mdns_timeout,
+                        api_base=o.api_base,
+                        token_requests_path=o.token_requests_path,
+                        saved_base=saved,
+                        legacy_p1_path=o.legacy_p1_path,
+                    )
                 except X1P1Error as exc:
                     self.add("address", Verdict.BLOCKS, self.redact.clean(str(exc)), "gateway")
                     return False
                 self.redact.serial(endpoint.serial)
                 addresses = endpoint.connect_hosts
                 self.where = _Where(o.tls_name or host, port, addresses, o.gateway.netloc)
+                self._use(endpoint.paths)
             return True
         found = await self._browse()
         if p is not None:
             addresses = (p.address,) if p.address else ()
+            advertised: str | None = None
             for g in found:
                 if g.host_name.lower() == p.host_name.lower() or (
                     p.serial and g.serial == p.serial
                 ):
                     addresses = tuple(dict.fromkeys((*addresses, *g.addresses)))
+                    advertised = advertised or g.api
             if not addresses:
                 addresses = (p.host_name,)
             self.where = _Where(o.tls_name or p.host_name, p.port, addresses, p.describe())
+            self._use(o.paths(saved_base=p.api_base, advertised=advertised))
             return True
         if not found:
             self.add(
@@ -379,7 +430,18 @@ class _Examination:
         g = found[0]
         label = f"{g.host_name}:{g.port}"
         self.where = _Where(o.tls_name or g.host_name, g.port, _ipv4_first(g.addresses), label)
+        self._use(o.paths(advertised=g.api))
         return True
+
+    def _use(self, paths: ApiPaths) -> None:
+        """The endpoints to try, in one line of the report."""
+        self.paths = paths
+        text = f"API base {paths.api_base or '/'}"
+        if paths.token_requests_path is not None:
+            text += f"; token requests at {paths.token_requests_path}"
+        if paths.legacy_p1_path is not None:
+            text += f"; legacy P1 at {paths.legacy_p1_path}"
+        self.add("endpoints", Verdict.INFO, self.redact.clean(text))
 
     async def _browse(self) -> list[Any]:
         from x1p1.converter import discovery
@@ -401,6 +463,9 @@ class _Examination:
             how = "service" if g.service_name else "host name only (no service record)"
             addresses = ", ".join(g.addresses) or "no address"
             verdict = Verdict.OK if g.service_name and g.addresses else Verdict.TOLERATED
+            if g.api is not None and ApiPaths.advertised_base(g.api) is None:
+                verdict = Verdict.TOLERATED
+                txt += " (api= is not a path: ignored)"
             self.add(
                 "mdns",
                 verdict,
@@ -559,7 +624,7 @@ class _Examination:
             try:
                 infos.append(CertificateInfo.parse(der))
             except GatewayError as exc:
-                self.add("chain", Verdict.INFO, str(exc))
+                self.add("chain", Verdict.INFO, self.redact.clean(str(exc)))
         labels = [f"chain[{i}]" for i in range(len(infos))]
         if infos and not infos[-1].self_issued:
             for root in self._pinned_roots():
@@ -702,20 +767,24 @@ class _Examination:
 
     def rest(self) -> list[str]:
         """The REST endpoints; returns the electricity meters' equipment ids (for realtime)."""
-        self.endpoint("GET", TOKEN, shown=f"{TOKEN} (no token)", expect=(401,))
+        paths = self.paths
+        probe = self.endpoint("GET", paths.token, shown=f"{paths.token} (no token)", expect=(401,))
+        if probe is not None and probe.status == 404:
+            self.add(
+                "endpoints",
+                Verdict.BLOCKS,
+                f"nothing answers at {paths.token}: the gateway serves its API elsewhere",
+                "api_base",
+            )
         if self.options.request:
             self._token_request()
         p = self.pairing
         if p is None:
             return []
-        reply = self.endpoint("GET", TOKEN, token=p.token, blocks=True, fix="x1p1 pair")
-        if reply is not None and reply.status == 200 and isinstance(reply.body, dict):
-            profiles = reply.body.get("profiles")
-            if isinstance(profiles, list) and "P1" not in profiles:
-                self.add("token", Verdict.BLOCKS, "the token lacks the P1 profile", "x1p1 pair")
-            elif isinstance(profiles, list):
-                self.add("token", Verdict.OK, "the saved token is valid and carries P1")
-        meters = self.endpoint("GET", METERS, token=p.token)
+        reply = self.endpoint("GET", paths.token, token=p.token, blocks=True, fix="x1p1 pair")
+        if reply is not None and reply.status == 200:
+            self._grant(p, reply.body)
+        meters = self.endpoint("GET", paths.meters, token=p.token)
         ids: list[str] = []
         if meters is not None and isinstance(meters.body, dict):
             for meter in meters.body.get("meters") or []:
@@ -725,14 +794,79 @@ class _Examination:
                         ids.append(meter["equipment_id"])
         return ids
 
+    def _grant(self, p: SavedPairing, body: object) -> None:
+        """What the token's profiles (X1 §5.1.6) mean for relaying, with the config's
+        ``source`` (docs/realtime.md): P1 is relayed; without it E-REALTIME or PQ-REALTIME
+        lets ``source = "auto"`` (or ``"realtime"``) build the telegrams."""
+        from x1p1.converter.pairing import granted_profiles
+        from x1p1.x1.readers import read_token_info
+
+        listed = read_token_info(body).profiles
+        granted = granted_profiles(listed, p.profiles)
+        self.granted = granted
+        source = self.options.source
+        builds = sorted(x.value for x in granted & BUILD_PROFILES)
+        if Profile.P1 in granted:
+            self.add("token", Verdict.OK, "the saved token is valid and carries P1")
+        elif builds:
+            self.add(
+                "token",
+                Verdict.INFO,
+                f"the saved token is valid; it lacks the P1 profile but carries "
+                f"{', '.join(builds)}",
+            )
+        else:
+            self.add(
+                "token",
+                Verdict.BLOCKS,
+                "the token lacks the P1 profile, and E-REALTIME or PQ-REALTIME, from which "
+                "telegrams could be built",
+                "x1p1 pair",
+            )
+            return
+        if source == "legacy-p1" and Profile.P1 not in granted:
+            self.add(
+                "source",
+                Verdict.BLOCKS,
+                'source = "legacy-p1" relays only legacy P1, which the token lacks; '
+                '"auto" would build telegrams from realtime values (docs/realtime.md)',
+                "source",
+            )
+        elif self.realtime_source:
+            self.add(
+                "source",
+                Verdict.INFO if builds else Verdict.BLOCKS,
+                f'source = "{source}" builds telegrams from realtime values '
+                f"({', '.join(builds) or 'none granted'}; docs/realtime.md)"
+                + ("" if Profile.P1 in granted else ", as the token lacks P1"),
+                None if builds else "x1p1 pair",
+            )
+
+    @property
+    def realtime_source(self) -> bool:
+        """Whether ``x1p1 run`` would build telegrams from realtime values, not relay P1."""
+        granted = self.granted
+        if self.options.source == "realtime" or self.legacy_refused:
+            return True
+        return self._realtime_stands_in() and granted is not None and Profile.P1 not in granted
+
+    def _realtime_stands_in(self) -> bool:
+        """``source = "auto"`` with E-REALTIME or PQ-REALTIME granted: without legacy P1
+        (not granted, refused, or not served) the converter builds telegrams itself."""
+        granted = self.granted if self.granted is not None else frozenset()
+        if self.granted is None and self.pairing is not None:
+            granted = self.pairing.profiles
+        return self.options.source == "auto" and bool(granted & BUILD_PROFILES)
+
     def _token_request(self) -> None:
         body = {
             "name": self.options.request_name,
             "uuid": str(uuid_module.uuid4()),
             "profiles": ["P1"],
         }
+        paths = self.paths
         reply = self.endpoint(
-            "POST", TOKEN_REQUESTS, body=body, expect=(200, 201, 202), blocks=True, fix=None
+            "POST", paths.token_requests, body=body, expect=(200, 201, 202), blocks=True, fix=None
         )
         if reply is None or not isinstance(reply.body, dict):
             return
@@ -743,7 +877,9 @@ class _Examination:
         token = reply.body.get("token")
         self.redact.secret(token if isinstance(token, str) else None, "<token>")
         self.endpoint(
-            "GET", f"{TOKEN_REQUESTS}/{request_id}", shown=f"{TOKEN_REQUESTS}/<request id>"
+            "GET",
+            paths.token_request(request_id),
+            shown=f"{paths.token_requests}/<request id>",
         )
         self.add(
             "request",
@@ -756,7 +892,14 @@ class _Examination:
 
     async def legacy_p1(self) -> None:
         assert self.pairing is not None
-        ws = await self._open(f"{LEGACY_P1}?interval=1", "legacy-P1", blocks=True)
+        if self.realtime_source:
+            self.add(
+                "legacy-P1",
+                Verdict.INFO,
+                "not opened: the converter builds telegrams from realtime values",
+            )
+            return
+        ws = await self._open(f"{self.paths.legacy_p1}?interval=1", "legacy-P1", blocks=True)
         if ws is None:
             return
         framing = _Framing()
@@ -791,11 +934,14 @@ class _Examination:
             self.add(topic, verdict, text, None)
 
     async def realtime(self, ids: list[str]) -> None:
+        needed = self.realtime_source
+        missing = Verdict.BLOCKS if needed else Verdict.INFO
         if not ids:
-            self.add("realtime", Verdict.INFO, "not opened: no electricity meter listed")
+            self.add("realtime", missing, "not opened: no electricity meter listed")
             return
-        path = f"{REALTIME}?equipment_id={ids[0]}&obis={_REALTIME_OBIS}&interval=1"
-        ws = await self._open(path, "realtime", blocks=False, shown=f"{REALTIME}?equipment_id=…")
+        base = self.paths.realtime
+        path = f"{base}?equipment_id={ids[0]}&obis={_REALTIME_OBIS}&interval=1"
+        ws = await self._open(path, "realtime", blocks=needed, shown=f"{base}?equipment_id=…")
         if ws is None:
             return
         from websockets.exceptions import ConnectionClosed
@@ -810,7 +956,7 @@ class _Examination:
             self.add("realtime", verdict, self.redact.clean(f"a message {shape}"))
         except (TimeoutError, ConnectionClosed) as exc:
             what = "no message" if isinstance(exc, TimeoutError) else "closed"
-            self.add("realtime", Verdict.INFO, f"{what} within {self.options.timeout:g} s")
+            self.add("realtime", missing, f"{what} within {self.options.timeout:g} s")
         finally:
             await ws.close()
 
@@ -847,9 +993,17 @@ class _Examination:
             except ValueError:
                 shape = "not JSON"
             text = f"GET {shown or path}: refused ({status}; answer {shape})"
-            if topic == "realtime" and status == 403:
+            if topic == "realtime" and status == 403 and not blocks:
                 text += "; the token has no *-REALTIME profile, which legacy P1 does not need"
                 self.add(topic, Verdict.INFO, text)
+                return None
+            if topic == "legacy-P1" and status in (403, 404) and self._realtime_stands_in():
+                self.legacy_refused = True
+                text += (
+                    '; source = "auto" builds telegrams from realtime values instead '
+                    "(docs/realtime.md)"
+                )
+                self.add(topic, Verdict.INFO, self.redact.clean(text))
                 return None
             fix = "x1p1 pair" if status in (401, 403) else None
             self.add(

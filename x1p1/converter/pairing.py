@@ -73,7 +73,7 @@ from x1p1.exceptions import (
     X1P1Error,
 )
 from x1p1.x1.api import REQUEST_LIFETIME, RequestStatus, TokenRequestBody
-from x1p1.x1.endpoints import ApiPaths, check_path
+from x1p1.x1.endpoints import ApiPaths
 from x1p1.x1.profiles import Profile
 from x1p1.x1.readers import (
     RequestAnswer,
@@ -176,7 +176,7 @@ class GatewayEndpoint:
         connect to the addresses found, never to the name."""
         if tls_name is None or tls_name == self.host_name:
             return self
-        return GatewayEndpoint(tls_name, self.port, self.connect_hosts, self.serial)
+        return replace(self, host_name=tls_name, addresses=self.connect_hosts)
 
     def describe(self) -> str:
         text = f"{self.host_name}:{self.port}"
@@ -199,28 +199,29 @@ async def resolve_endpoint(
     *,
     api_base: str | None = None,
     token_requests_path: str | None = None,
+    saved_base: str | None = None,
+    legacy_p1_path: str | None = None,
 ) -> GatewayEndpoint:
     """Find the gateway to pair with: ``--gateway`` as given, or the one mDNS finds.
 
     A ``.local`` host name that the system cannot resolve is asked for on mDNS. Raises
     :class:`~x1p1.exceptions.DiscoveryError` when nothing is found. The API base is
-    ``api_base`` if given, else the ``--gateway`` URL's path, else the TXT ``api=`` of
-    the gateway found by mDNS, else ``/api`` (x1p1/x1/endpoints.py).
+    ``api_base`` if given, else the ``--gateway`` URL's path, else ``saved_base`` (a
+    saved pairing's), else the TXT ``api=`` of the gateway found by mDNS, else ``/api``
+    (:meth:`~x1p1.x1.endpoints.ApiPaths.resolve`).
     """
     from x1p1.converter import discovery  # zeroconf only when we need it
 
     def paths(advertised: str | None) -> ApiPaths:
-        base = api_base
-        if base is None and gateway is not None:
-            base = gateway.api_base
-        if base is None and advertised is not None:
-            try:
-                base = check_path(advertised, "the TXT record api=")
-            except ValueError as exc:
-                log.warning("%s; using /api", printable(exc))
-        return ApiPaths(
-            ApiPaths().api_base if base is None else base,
+        if advertised is not None and ApiPaths.advertised_base(advertised) is None:
+            log.warning("the TXT record api=%s is not a path; ignored", printable(advertised, 64))
+        return ApiPaths.resolve(
+            api_base=api_base,
+            url_base=gateway.api_base if gateway is not None else None,
+            saved_base=saved_base,
+            advertised=advertised,
             token_requests_path=token_requests_path,
+            legacy_p1_path=legacy_p1_path,
         )
 
     if gateway is None:

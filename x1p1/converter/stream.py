@@ -45,6 +45,7 @@ from x1p1.x1.api import LEGACY_P1
 from x1p1.x1.connection import (
     DISABLED_RETRY,
     STATE_SENTENCES,
+    TLS_VERSION_RETRY,
     TRANSITIONS,
     WAITING,
     Conn,
@@ -52,6 +53,7 @@ from x1p1.x1.connection import (
     Ev,
     Verdict,
     classify_close,
+    classify_handshake,
     classify_status,
 )
 
@@ -361,7 +363,10 @@ class Subscription:
         except ssl.SSLCertVerificationError as exc:
             self._bad_certificate(target, exc)
             return
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ssl.SSLError) as exc:
+        except (ssl.SSLError, ConnectionResetError, ConnectionAbortedError) as exc:
+            await self._handshake_failed(target, exc)
+            return
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             self._failed(f"cannot reach the gateway {target.describe()}: {_reason(exc)}")
             return
         if self._pending:
@@ -438,6 +443,14 @@ class Subscription:
         self._quiet.log(verdict.level, verdict.sentence, "%s", verdict.sentence)
         if verdict.event is Ev.DISABLED:
             log.warning("trying again every %.0f s while X1 is off", DISABLED_RETRY)
+        elif verdict.event is Ev.OLD_TLS:
+            self._last_failure = "the gateway does not speak TLS 1.3"
+            self._quiet.log(
+                logging.INFO,
+                "tls-version retry",
+                "trying again every %.0f s, in case the gateway's firmware was updated",
+                TLS_VERSION_RETRY * self.settings.scale,
+            )
         self._apply(
             verdict.event,
             STATE_SENTENCES.get(verdict.event, verdict.sentence),
@@ -466,6 +479,27 @@ class Subscription:
             sentence,
         )
         self._apply(Ev.BAD_CERTIFICATE, sentence)
+
+    async def _handshake_failed(self, target: StreamTarget, exc: OSError) -> None:
+        """Tell a gateway that speaks only an older TLS from a broken handshake or a reset
+        (a second handshake, offered TLS 1.2 at most, in a thread); the machine decides
+        the rest."""
+        from x1p1.converter.tls import speaks_only_legacy_tls
+
+        old = await asyncio.to_thread(
+            speaks_only_legacy_tls,
+            exc,
+            target.connect_host,
+            target.port,
+            target.tls_name,
+            self.settings.open_timeout,
+        )
+        verdict = classify_handshake(
+            "tls-version" if old else "failed",
+            where=target.describe(),
+            detail=_reason(exc),
+        )
+        self._verdict(verdict)
 
     def _closed(self, exc: ConnectionClosed) -> None:
         if exc.rcvd is not None:

@@ -81,7 +81,13 @@ STATUS_INTERVAL = 60.0
 EXPIRY_CHECK = 12 * 3600.0
 """Seconds between reads of the token's expiry (``GET /api/token``)."""
 ERROR_STATES = frozenset(
-    {Conn.BACKOFF, Conn.NEEDS_PAIRING, Conn.X1_DISABLED, Conn.CERTIFICATE_ERROR}
+    {
+        Conn.BACKOFF,
+        Conn.NEEDS_PAIRING,
+        Conn.X1_DISABLED,
+        Conn.CERTIFICATE_ERROR,
+        Conn.TLS_VERSION,
+    }
 )
 """Connection states that mean something went wrong: ``x1p1 status`` shows the last."""
 DROPPING_INVALID = "dropping-invalid"
@@ -331,14 +337,11 @@ class Converter:
         from x1p1.x1.endpoints import ApiPaths  # once per connection attempt
 
         options = self.options
-        base = options.api_base
-        if base is None and options.gateway is not None:
-            base = options.gateway.api_base
-        if base is None and self.pairing is not None:
-            base = self.pairing.api_base
-        default = ApiPaths()
-        return ApiPaths(
-            default.api_base if base is None else base, legacy_p1_path=options.legacy_p1_path
+        return ApiPaths.resolve(
+            api_base=options.api_base,
+            url_base=options.gateway.api_base if options.gateway is not None else None,
+            saved_base=self.pairing.api_base if self.pairing is not None else None,
+            legacy_p1_path=options.legacy_p1_path,
         )
 
     def _save(self, pairing: SavedPairing) -> None:
@@ -431,11 +434,10 @@ class Converter:
         moved = pairing.with_gateway(
             host_name=gateway.host_name, port=gateway.port, address=addresses[0]
         )
-        from x1p1.x1.endpoints import ApiPaths, check_path
+        from x1p1.x1.endpoints import ApiPaths
 
-        try:  # the TXT api= it advertises now (x1p1/x1/endpoints.py)
-            api = check_path(gateway.api, "the TXT record api=")
-        except ValueError:
+        api = ApiPaths.advertised_base(gateway.api)  # the TXT api= it advertises now
+        if api is None:
             return moved
         return replace(moved, api_base=None if api == ApiPaths().api_base else api)
 

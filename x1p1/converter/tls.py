@@ -24,6 +24,7 @@ import ssl
 from pathlib import Path
 
 from x1p1.exceptions import ConfigError
+from x1p1.x1.connection import TLS_VERSION_SENTENCE
 
 __all__ = [
     "TLS_VERSION_SENTENCE",
@@ -33,13 +34,6 @@ __all__ = [
     "legacy_version",
     "speaks_only_legacy_tls",
 ]
-
-TLS_VERSION_SENTENCE = (
-    "the gateway does not speak TLS 1.3, which X1 §4.1.4 requires (it offered an older "
-    "version); the converter does not go below TLS 1.3, so ask the meter's supplier for a "
-    "firmware update"
-)
-"""What ``x1p1 pair``, ``x1p1 run`` and ``x1p1 doctor`` say about a TLS-1.2-only gateway."""
 
 _VERSION_REASONS = frozenset(
     {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE"}
@@ -75,8 +69,14 @@ def legacy_version(
 def speaks_only_legacy_tls(
     error: BaseException, address: str, port: int, server_hostname: str, timeout: float = 5.0
 ) -> bool:
-    """Whether ``error`` (a failed TLS 1.3 handshake) came from a TLS-1.2-only gateway."""
-    if isinstance(error, ssl.SSLCertVerificationError) or not isinstance(error, ssl.SSLError):
+    """Whether ``error`` (a failed TLS 1.3 handshake) came from a TLS-1.2-only gateway.
+
+    A server may answer a TLS-1.3-only hello with an alert (``ssl.SSLError``) or by
+    resetting the connection; either is confirmed with :func:`legacy_version`.
+    """
+    if isinstance(error, ssl.SSLCertVerificationError) or not isinstance(
+        error, ssl.SSLError | ConnectionResetError | ConnectionAbortedError
+    ):
         return False
     if is_version_refusal(error):
         return True

@@ -14,6 +14,10 @@ Everything that decides what a WebSocket subscription (x1-api.md, WebSocket;
   :func:`x1p1.x1.readers.retry_after`), and the two states that wait for a new token
   instead of retrying (``needs-pairing`` after 401/4401/403/4403,
   ``certificate-error``: never retried in a loop);
+* :data:`HANDSHAKE_EVENTS`: how a failed TLS handshake is classified once the adapter
+  has told what it was: a gateway that speaks only TLS 1.2 or older (X1 §4.1.4 requires
+  1.3) is ``tls-version``, said in one sentence (:data:`TLS_VERSION_SENTENCE`) and tried
+  again only every :data:`TLS_VERSION_RETRY` s, never in a loop;
 * the stall deadline, which follows the pace the gateway actually keeps: telegrams (or
   any message) count as liveness, so a gateway that never answers pings is not dropped
   while it sends.
@@ -38,6 +42,9 @@ from x1p1.exceptions import ForbiddenProfile, RateLimited, Unauthorized, X1Disab
 __all__ = [
     "BACKOFF_MAX",
     "CLOSE_EVENTS",
+    "HANDSHAKE_EVENTS",
+    "TLS_VERSION_RETRY",
+    "TLS_VERSION_SENTENCE",
     "DISCOVER_AFTER",
     "DROPPING_AFTER",
     "FAST_TRIES",
@@ -49,6 +56,7 @@ __all__ = [
     "Verdict",
     "backoff_delay",
     "classify_close",
+    "classify_handshake",
     "classify_status",
 ]
 
@@ -72,6 +80,9 @@ class Conn(enum.StrEnum):
     CERTIFICATE_ERROR = "certificate-error"
     """The certificate or host name did not verify: waiting for ``x1p1 pair`` (never
     retried in a loop)."""
+    TLS_VERSION = "tls-version"
+    """The gateway speaks only TLS 1.2 or older (X1 §4.1.4 requires 1.3): tried again every
+    :data:`TLS_VERSION_RETRY` s, in case its firmware was updated."""
     STOPPED = "stopped"
 
 
@@ -89,6 +100,8 @@ class Ev(enum.StrEnum):
     UNAUTHORIZED = "unauthorized"
     DISABLED = "disabled"
     BAD_CERTIFICATE = "bad-certificate"
+    OLD_TLS = "old-tls"
+    """The handshake failed because the gateway offers no TLS 1.3 (X1 §4.1.4)."""
     DISCOVERED = "discovered"
     NOT_DISCOVERED = "not-discovered"
     TOKEN_CHANGED = "token-changed"
@@ -115,6 +128,7 @@ TRANSITIONS: dict[Conn, dict[Ev, Conn | str]] = {
         Ev.UNAUTHORIZED: Conn.NEEDS_PAIRING,
         Ev.DISABLED: Conn.X1_DISABLED,
         Ev.BAD_CERTIFICATE: Conn.CERTIFICATE_ERROR,
+        Ev.OLD_TLS: Conn.TLS_VERSION,
         Ev.TOKEN_CHANGED: Conn.CONNECTING,
         Ev.RETARGET: Conn.CONNECTING,
         Ev.STOP: Conn.STOPPED,
@@ -159,6 +173,12 @@ TRANSITIONS: dict[Conn, dict[Ev, Conn | str]] = {
         Ev.RETARGET: Conn.CONNECTING,
         Ev.STOP: Conn.STOPPED,
     },
+    Conn.TLS_VERSION: {
+        Ev.CONNECT: Conn.CONNECTING,
+        Ev.TOKEN_CHANGED: Conn.CONNECTING,
+        Ev.RETARGET: Conn.CONNECTING,
+        Ev.STOP: Conn.STOPPED,
+    },
     Conn.STOPPED: {},
 }
 
@@ -178,6 +198,22 @@ CLOSE_EVENTS: dict[int, Ev] = {
 }
 """A close code (x1-api.md, WebSocket); any other (1000, 1001, 1011, none) is a failure."""
 
+TLS_VERSION_SENTENCE = (
+    "the gateway does not speak TLS 1.3, which X1 §4.1.4 requires (it offered an older "
+    "version); the converter does not go below TLS 1.3, so ask the meter's supplier for a "
+    "firmware update"
+)
+"""What ``x1p1 pair``, ``x1p1 run`` (and ``x1p1 status``) and ``x1p1 doctor`` say about a
+TLS-1.2-only gateway."""
+
+HANDSHAKE_EVENTS: dict[str, Ev] = {
+    "tls-version": Ev.OLD_TLS,
+}
+"""A failed TLS handshake, as the adapter found it (``tls-version``: the gateway refused
+TLS 1.3 with an alert, or settles on an older version when offered one); any other
+failure is :attr:`Ev.FAILED`. A certificate that does not verify is
+:attr:`Ev.BAD_CERTIFICATE`, which the adapter applies with the certificate's sentence."""
+
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
 """No more than 30 s between tries."""
@@ -188,9 +224,12 @@ line within 2 s of its return: a doubling wait from the first failure on would
 often still be asleep for seconds when the gateway is back."""
 DISABLED_RETRY = 60.0
 """While X1 is switched off, try again every 60 s."""
+TLS_VERSION_RETRY = 2 * BACKOFF_MAX
+"""A gateway that speaks only an older TLS is tried again every 60 s (twice the slowest
+backoff): it changes only with a firmware update, and a loop would gain nothing."""
 DISCOVER_AFTER = 3
 """Look for the gateway by mDNS after this many failures in a row (and every as many)."""
-WAITING = frozenset({Conn.BACKOFF, Conn.X1_DISABLED})
+WAITING = frozenset({Conn.BACKOFF, Conn.X1_DISABLED, Conn.TLS_VERSION})
 """States that end by themselves at :attr:`ConnectionMachine.wake_at`."""
 
 STALL_PACES = 3.0
@@ -274,6 +313,18 @@ def classify_close(code: int | None, reason: str = "") -> Verdict:
         return Verdict(event, f"the gateway asks to slow down (close {code}{said})")
     what = f"close code {code}{said}" if code is not None else f"no close frame{said}"
     return Verdict(event, f"lost the connection to the gateway ({what})")
+
+
+def classify_handshake(kind: str, *, where: str, detail: str = "") -> Verdict:
+    """A connection to the gateway ``where`` that failed in the TLS handshake as ``kind`` (a
+    key of :data:`HANDSHAKE_EVENTS`, or anything else for a plain failure); ``detail`` is
+    the adapter's words for a plain failure (``TLS handshake failed (…)``)."""
+    from x1p1.x1.readers import printable  # only when a handshake fails
+
+    event = HANDSHAKE_EVENTS.get(kind, Ev.FAILED)
+    if event is Ev.OLD_TLS:
+        return Verdict(event, TLS_VERSION_SENTENCE, logging.ERROR)
+    return Verdict(event, f"cannot reach the gateway {where}: {printable(detail) or 'no reason'}")
 
 
 STATE_SENTENCES: dict[Ev, str] = {
@@ -360,6 +411,8 @@ class ConnectionMachine:
             self.wake_at = now + delay * self.scale
         elif new is Conn.X1_DISABLED:
             self.wake_at = now + DISABLED_RETRY * self.scale
+        elif new is Conn.TLS_VERSION:
+            self.wake_at = now + TLS_VERSION_RETRY * self.scale
         elif new in (Conn.NEEDS_PAIRING, Conn.CERTIFICATE_ERROR):
             self.failures = 0
         if new is not old:

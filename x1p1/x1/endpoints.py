@@ -66,6 +66,42 @@ class ApiPaths:
     legacy_p1_path: str | None = None
     """Overrides ``{api_base}/legacy-p1``."""
 
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        api_base: str | None = None,
+        url_base: str | None = None,
+        saved_base: str | None = None,
+        advertised: str | None = None,
+        token_requests_path: str | None = None,
+        legacy_p1_path: str | None = None,
+    ) -> ApiPaths:
+        """The paths ``x1p1 pair``, ``x1p1 run`` and ``x1p1 doctor`` all use; the base is
+        the first given of (strongest first) ``api_base`` (``--api-base``, the config's
+        ``api_base``), ``url_base`` (the path of a ``--gateway`` URL), ``saved_base`` (the
+        base saved when pairing), ``advertised`` (the mDNS TXT ``api=``, X1 §4.3.3;
+        ignored when it is not a path: see :meth:`advertised_base`), and ``/api``.
+        The first three are already checked (:func:`check_path`)."""
+        base = next((b for b in (api_base, url_base, saved_base) if b is not None), None)
+        if base is None:
+            base = cls.advertised_base(advertised)
+        return cls(
+            API_PREFIX if base is None else base,
+            token_requests_path=token_requests_path,
+            legacy_p1_path=legacy_p1_path,
+        )
+
+    @staticmethod
+    def advertised_base(advertised: str | None) -> str | None:
+        """The TXT ``api=`` as a base, or None when absent or not a path."""
+        if advertised is None:
+            return None
+        try:
+            return check_path(advertised, "the TXT record api=")
+        except ValueError:
+            return None
+
     def _below(self, path: str) -> str:
         return self.api_base + path.removeprefix(API_PREFIX)
 

@@ -38,6 +38,7 @@ from x1p1.converter.discovery import (
     discover,
     find_gateway,
     host_name_candidate,
+    mdns_host_names,
 )
 from x1p1.exceptions import ConfigError, DiscoveryError, MdnsError
 from x1p1.gateway.mdns import MdnsAdvertiser, _Prober, _sort_key
@@ -125,6 +126,28 @@ def poll(
 
 
 # -- units ------------------------------------------------------------------------------
+
+
+def test_only_local_names_are_asked_of_mdns() -> None:
+    names = ["X1-interface.local", "X1-interface-2.local.", "127.0.0.1", "::1", "gw.example.nl"]
+    assert mdns_host_names(names) == ["X1-interface.local", "X1-interface-2.local."]
+
+
+def test_discover_by_an_address_asks_mdns_nothing_and_leaves_no_failed_task() -> None:
+    """A pairing made by address (no serial) is looked up by name; an address is no mDNS
+    name, so nothing is asked and no task fails unseen (zeroconf refuses such a name)."""
+    failures: list[dict[str, Any]] = []
+
+    async def look() -> list[Any]:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: failures.append(ctx))
+        zc = AsyncZeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+        try:
+            return await discover(0.3, zc, host_names=["127.0.0.1"])
+        finally:
+            await zc.async_close()
+
+    assert asyncio.run(look()) == []
+    assert failures == []
 
 
 def test_host_name_candidates_follow_the_standard() -> None:

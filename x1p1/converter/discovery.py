@@ -45,6 +45,7 @@ __all__ = [
     "discover",
     "find_gateway",
     "host_name_candidate",
+    "mdns_host_names",
 ]
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,13 @@ class _Discovery:
                 await task
 
 
+def mdns_host_names(names: Sequence[str]) -> list[str]:
+    """The names of ``names`` that mDNS can answer for: host names in ``.local`` (RFC 6762
+    §3), a trailing dot allowed. An address or a name in another domain is left out; the
+    resolver, not mDNS, knows those."""
+    return [n for n in names if n.rstrip(".").lower().endswith(".local") and " " not in n]
+
+
 async def discover(
     timeout: float = 3.0,  # noqa: ASYNC109 (a listening window, not a cancel scope)
     zc: AsyncZeroconf | None = None,
@@ -232,6 +240,7 @@ async def discover(
         raise ValueError("timeout must be positive")
     if host_names is None:
         host_names = [host_name_candidate(DEFAULT_BASE_NAME, i) for i in range(HOST_NAME_TRIES)]
+    host_names = mdns_host_names(host_names)
     loop = asyncio.get_running_loop()
     own = zc is None
     try:

@@ -416,6 +416,8 @@ class Converter:
                 gateway = await discovery.find_gateway(pairing.serial, timeout)
             else:
                 name = pairing.host_name
+                if not discovery.mdns_host_names([name]):
+                    return None  # an address, or a name the resolver knows: not mDNS's
                 found = await discovery.discover(
                     timeout,
                     host_names=[name],

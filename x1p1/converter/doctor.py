@@ -57,6 +57,7 @@ from x1p1.converter.config import GatewayAddress
 from x1p1.converter.state import SavedPairing, load_pairing
 from x1p1.converter.tls import (
     TLS_VERSION_SENTENCE,
+    AddressedHTTPS,
     converter_context,
     legacy_version,
 )
@@ -668,7 +669,7 @@ class _Examination:
     def http(self, method: str, path: str, token: str | None = None, body: object = None) -> _Reply:
         assert self.where is not None and self.address is not None and self.context is not None
         w = self.where
-        conn = _Connection(w.tls_name, w.port, self.address, self.context, self.options.timeout)
+        conn = AddressedHTTPS(w.tls_name, w.port, self.address, self.context, self.options.timeout)
         headers = {"Accept": "application/json", "User-Agent": "x1p1-doctor"}
         payload = None
         if token:
@@ -1147,24 +1148,6 @@ class _Framing:
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-class _Connection(http.client.HTTPSConnection):
-    """HTTPS to ``address`` while the TLS name and ``Host`` are the gateway's name."""
-
-    def __init__(
-        self, tls_name: str, port: int, address: str, context: ssl.SSLContext, timeout: float
-    ) -> None:
-        super().__init__(tls_name, port, context=context, timeout=timeout)
-        self._address, self._tls_name, self._ctx = address, tls_name, context
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        try:
-            self.sock = self._ctx.wrap_socket(sock, server_hostname=self._tls_name)
-        except BaseException:
-            sock.close()
-            raise
 
 
 def _peer_chain(tls: ssl.SSLSocket) -> list[bytes]:

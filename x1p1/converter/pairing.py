@@ -49,7 +49,12 @@ from x1p1.converter.state import (
     load_pairing,
     save_pairing,
 )
-from x1p1.converter.tls import TLS_VERSION_SENTENCE, converter_context, speaks_only_legacy_tls
+from x1p1.converter.tls import (
+    TLS_VERSION_SENTENCE,
+    AddressedHTTPS,
+    converter_context,
+    speaks_only_legacy_tls,
+)
 from x1p1.exceptions import (
     APIError,
     BadRequest,
@@ -263,26 +268,6 @@ def _ordered(addresses: Sequence[str] | Any) -> tuple[str, ...]:
 # --- HTTP ---------------------------------------------------------------------------------
 
 
-class _Connection(http.client.HTTPSConnection):
-    """HTTPS to ``address`` while the TLS name and ``Host`` are the gateway's host name."""
-
-    def __init__(
-        self, tls_name: str, port: int, address: str, context: ssl.SSLContext, timeout: float
-    ) -> None:
-        super().__init__(tls_name, port, context=context, timeout=timeout)
-        self._address = address
-        self._tls_name = tls_name
-        self._ctx = context
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        try:
-            self.sock = self._ctx.wrap_socket(sock, server_hostname=self._tls_name)
-        except BaseException:
-            sock.close()
-            raise
-
-
 def certificate_sentence(error: ssl.SSLCertVerificationError, host_name: str) -> str:
     """What a certificate failure means, in words."""
     detail = error.verify_message or str(error)
@@ -429,7 +414,7 @@ class X1Client:
         self, address: str, method: str, path: str, payload: bytes | None, headers: dict[str, str]
     ) -> tuple[int, dict[str, str], bytes]:
         assert self.context is not None
-        conn = _Connection(
+        conn = AddressedHTTPS(
             self.endpoint.host_name, self.endpoint.port, address, self.context, self.timeout
         )
         try:

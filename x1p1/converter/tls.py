@@ -19,6 +19,7 @@ validity and the host name are verified all the same.
 
 from __future__ import annotations
 
+import http.client
 import socket
 import ssl
 from pathlib import Path
@@ -28,6 +29,7 @@ from x1p1.x1.connection import TLS_VERSION_SENTENCE
 
 __all__ = [
     "TLS_VERSION_SENTENCE",
+    "AddressedHTTPS",
     "client_ssl_context",
     "converter_context",
     "is_version_refusal",
@@ -134,3 +136,23 @@ def converter_context(ca_file: Path | None, ca_pem: str | None = None) -> ssl.SS
     if ca_pem:
         return client_ssl_context(None, ca_pem, strict=False)
     return client_ssl_context(None)
+
+
+class AddressedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to ``address`` while the TLS server name and ``Host`` are ``tls_name``: the
+    gateway's host name, or ``--tls-name`` (docs/x1-api.md, "What the converter
+    tolerates", TLS), so a gateway found by address is still verified for its name."""
+
+    def __init__(
+        self, tls_name: str, port: int, address: str, context: ssl.SSLContext, timeout: float
+    ) -> None:
+        super().__init__(tls_name, port, context=context, timeout=timeout)
+        self._address, self._tls_name, self._ctx = address, tls_name, context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        try:
+            self.sock = self._ctx.wrap_socket(sock, server_hostname=self._tls_name)
+        except BaseException:
+            sock.close()
+            raise

@@ -72,7 +72,13 @@ def cli(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_install_writes_unit_config_state_and_links(tmp_path: Path) -> None:
+def test_install_writes_unit_config_state_and_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from x1p1.converter import serial_ports
+
+    # a machine without USB serial adapters, whatever this one has plugged in
+    monkeypatch.setattr(serial_ports, "PyudevSource", lambda: ListSource([]))
     code, output = cli("install", "--root", str(tmp_path), "--tcp", "127.0.0.1:2001")
     assert code == 0, output
     unit = at(tmp_path, installer.UNIT)
@@ -92,7 +98,7 @@ def test_install_writes_unit_config_state_and_links(tmp_path: Path) -> None:
     wants = at(tmp_path, "/etc/systemd/system/multi-user.target.wants/x1p1.service")
     assert os.readlink(wants) == "/etc/systemd/system/x1p1.service"
     assert os.readlink(at(tmp_path, "/usr/local/bin/x1p1")) == str(PROGRAM)
-    assert not at(tmp_path, installer.RULE).exists()  # no USB adapter on this machine
+    assert not at(tmp_path, installer.RULE).exists()  # no USB adapter: no rule
     manifest = json.loads(at(tmp_path, installer.MANIFEST).read_text())
     assert set(manifest["files"]) == {str(installer.UNIT), str(installer.CONFIG)}
     assert "skipped    udevadm, systemctl" in output

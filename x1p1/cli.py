@@ -317,7 +317,6 @@ def _state_dir(state_dir: Path | None) -> Path:
         return load_run_config().state_dir
     except ConfigError as error:
         fail(error, 2)
-        raise  # not reached
 
 
 _tls_name_option = click.option(
@@ -919,7 +918,6 @@ def _ask(state_dir: Path | None, call: Callable[[Any], Any]) -> Any:
             return call(control)
     except X1P1Error as error:
         fail(error)
-        raise  # fail() exits; this keeps type checkers sure
 
 
 _KIND_WORDS = {"device": "device token", "login": "portal login", "elevation": "admin access"}

@@ -464,3 +464,37 @@ def test_a_port_that_is_no_tty_is_said_in_words_not_as_a_tuple() -> None:
     assert _sentence(error) == "not a serial device (no tty)"
     assert _sentence(termios.error(errno.EINVAL, "Invalid argument")) == "Invalid argument"
     assert _sentence(OSError(errno.ENOTTY, "Inappropriate ioctl")) == "not a serial device (no tty)"
+
+
+# --- a --serial that is missing ------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["elsewhere", "/dve/ttyUSB0", "/dev/../x1p1-nope/ttyUSB0"])
+def test_missing_serial_path_outside_dev_is_refused(tmp_path: Path, where: str) -> None:
+    """Nothing is ever plugged in there: refused, not waited for. (A relative path is
+    refused by the config already, x1p1/converter/config.py.)"""
+    path = str(tmp_path / "nope" / "ttyUSB0") if where == "elsewhere" else where
+    result = x1p1(tmp_path, *run_args(tmp_path / "s", "--serial", path))
+    one_sentence(
+        result,
+        11,
+        f"--serial {path} does not exist, and only a device under /dev is waited for; give "
+        "the P1 adapter's device (x1p1 serial list shows them) or none for the TCP output "
+        "only",
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/dev/x1p1-test-not-plugged-in",
+        "/dev/serial/by-id/usb-FTDI-not-plugged-in",
+        "socket://127.0.0.1:9",
+        "loop://",
+        "rfc2217://127.0.0.1:9",
+    ],
+)
+def test_missing_device_under_dev_and_urls_are_taken(path: str) -> None:
+    from x1p1.converter.serial_out import check_serial_path
+
+    check_serial_path(path)  # waited for (or opened as a URL): no NotASerialDevice

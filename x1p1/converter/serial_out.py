@@ -97,6 +97,8 @@ TTY_DRIVERS = "/proc/tty/drivers"
 """The kernel's tty drivers and their device numbers: what is a serial device here."""
 SYS_CHAR = "/sys/dev/char"
 """sysfs's character devices by ``major:minor``; ``subsystem`` names a device's class."""
+DEV_DIR = "/dev"
+"""Where a serial device appears when plugged in: the only place a missing one is waited for."""
 
 
 def _tty_majors(drivers: str) -> set[int] | None:
@@ -128,13 +130,15 @@ def _is_tty(rdev: int, drivers: str, sys_char: str) -> bool | None:
 
 
 def check_serial_path(path: str, *, drivers: str = TTY_DRIVERS, sys_char: str = SYS_CHAR) -> None:
-    """Refuse a ``--serial`` path that exists but is no serial device.
+    """Refuse a ``--serial`` path that is no serial device, or never will be one.
 
     A regular file, a directory or ``/dev/null`` would be "waited for" for ever, so they
-    raise :class:`~x1p1.exceptions.NotASerialDevice` in one sentence. A path that does not
-    exist (yet: an adapter not plugged in, a udev name) and a pyserial URL pass: the
-    converter waits for the device. A character device counts as serial when sysfs puts
-    it in the tty class, or its major number belongs to one of the kernel's tty drivers
+    raise :class:`~x1p1.exceptions.NotASerialDevice` in one sentence. So does a missing
+    path outside ``/dev`` (a typo, ``/tmp/nope/ttyUSB0``): no adapter ever appears there.
+    A missing path under ``/dev`` (an adapter not plugged in yet, a udev name) and a
+    pyserial URL (``socket://``, ``loop://``, ``rfc2217://``) pass: the converter waits
+    for the device. A character device counts as serial when sysfs puts it in the tty
+    class, or its major number belongs to one of the kernel's tty drivers
     (``/proc/tty/drivers``); the device is not opened, so no modem line moves. Call it
     once per serial output.
     """
@@ -143,7 +147,13 @@ def check_serial_path(path: str, *, drivers: str = TTY_DRIVERS, sys_char: str = 
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return
+        if os.path.abspath(path).startswith(DEV_DIR + "/"):
+            return
+        raise NotASerialDevice(
+            f"--serial {path} does not exist, and only a device under {DEV_DIR} is waited "
+            "for; give the P1 adapter's device (x1p1 serial list shows them) or none for "
+            "the TCP output only"
+        ) from None
     except OSError as exc:
         raise NotASerialDevice(
             f"--serial {path} cannot be looked at ({exc.strerror or exc}); give the P1 "

@@ -8,6 +8,7 @@ Each runs the real ``x1p1`` program in a child process, as a user would.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -464,6 +465,114 @@ def test_a_port_that_is_no_tty_is_said_in_words_not_as_a_tuple() -> None:
     assert _sentence(error) == "not a serial device (no tty)"
     assert _sentence(termios.error(errno.EINVAL, "Invalid argument")) == "Invalid argument"
     assert _sentence(OSError(errno.ENOTTY, "Inappropriate ioctl")) == "not a serial device (no tty)"
+
+
+# --- the state directory of another user: status, pair, unpair -------------------------
+
+NOBODY = 65534
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root (setpriv)"
+)
+
+
+def _root_owned_state(public_tmp: Path, layout: str) -> Path:
+    """A paired state directory of root's that user nobody cannot use: ``0700`` itself,
+    ``0755`` but not writable, or inside a ``0700`` directory (systemd's
+    /var/lib/private under DynamicUser=, x1p1/data/x1p1.service)."""
+    if layout == "inside-0700":
+        private = public_tmp / "private"
+        private.mkdir(mode=0o700)
+        state = private / "x1p1"
+    else:
+        state = public_tmp / "x1p1"
+    state.mkdir(mode=0o700)
+    save_test_pairing(state, token="t" * 43, port=443, ca_pem=None)
+    os.chmod(state, 0o755 if layout == "0755" else 0o700)
+    return state
+
+
+def _write_sentence(state: Path) -> str:
+    return (
+        f"cannot write in the state directory {state}: permission denied (run as its "
+        "owner, or with sudo); give a writable --state-dir (or state_dir in the config file)"
+    )
+
+
+@needs_root
+@pytest.mark.parametrize("layout", ["0700", "inside-0700"])
+def test_status_on_a_state_directory_it_may_not_read(public_tmp: Path, layout: str) -> None:
+    state = _root_owned_state(public_tmp, layout)
+    result = x1p1(public_tmp, "status", "--state-dir", str(state), user=NOBODY)
+    one_sentence(
+        result,
+        12,
+        f"cannot read the state directory {state}: permission denied (run as its owner, "
+        "or with sudo)",
+    )
+    assert result.stdout == ""
+
+
+@needs_root
+@pytest.mark.parametrize("layout", ["0700", "0755", "inside-0700"])
+def test_pair_checks_the_state_directory_before_asking(public_tmp: Path, layout: str) -> None:
+    state = _root_owned_state(public_tmp, layout)
+    (state / "token.json").unlink()
+    result = x1p1(
+        public_tmp, "pair", "--gateway", "127.0.0.1:9", "--state-dir", str(state), user=NOBODY
+    )
+    one_sentence(result, 12, _write_sentence(state))
+    assert result.stdout == ""  # neither "Looking for" nor "Asking … for a token"
+    assert state.stat().st_mode & 0o777 == (0o755 if layout == "0755" else 0o700)
+
+
+@needs_root
+@pytest.mark.parametrize("layout", ["0700", "0755", "inside-0700"])
+def test_unpair_on_a_state_directory_it_may_not_write(public_tmp: Path, layout: str) -> None:
+    state = _root_owned_state(public_tmp, layout)
+    result = x1p1(public_tmp, "unpair", "--state-dir", str(state), user=NOBODY)
+    one_sentence(result, 12, _write_sentence(state))
+    assert (state / "token.json").exists()
+
+
+@needs_root
+def test_a_state_file_that_cannot_be_written_is_one_sentence(public_tmp: Path) -> None:
+    """write_atomic, reached through the uuid a token request carries: no traceback from
+    the temporary file, no errno."""
+    state = public_tmp / "x1p1"
+    state.mkdir(mode=0o755)
+    script = (
+        "import sys; from pathlib import Path; from x1p1.converter.state import install_uuid; "
+        "from x1p1.exceptions import StateDirError\n"
+        "try:\n install_uuid(Path(sys.argv[1]))\n"
+        "except StateDirError as e:\n print(e)"
+    )
+    command = [sys.executable, "-c", script, str(state)]
+    result = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(public_tmp),
+    )
+    assert (result.stdout, result.stderr) == (_write_sentence(state) + "\n", "")
+
+
+@needs_root
+def test_unreadable_token_file_is_one_sentence(public_tmp: Path) -> None:
+    state = public_tmp / "x1p1"
+    state.mkdir(mode=0o755)
+    save_test_pairing(state, token="t" * 43, port=443, ca_pem=None)
+    result = x1p1(public_tmp, "status", "--state-dir", str(state), "--json", user=NOBODY)
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert json.loads(result.stdout)["pairing_error"] == (
+        f"cannot read {state}/token.json: permission denied (run as its owner, or with sudo)"
+    )
+
+
+def test_pair_and_unpair_list_the_state_directory_exit_code() -> None:
+    for command in ("pair", "unpair", "status"):
+        text = CliRunner().invoke(main, [command, "--help"]).output
+        assert any(line.split()[:1] == ["12"] for line in text.splitlines()), command
 
 
 # --- a --serial that is missing ------------------------------------------------------

@@ -287,14 +287,17 @@ Exit codes:
   7  TLS failed: the certificate did not verify (--ca, --tls-name), or the
      gateway offers no TLS 1.3
   8  X1 is switched off by the grid operator
+  12 the state directory cannot be written (read-only, no permission: sudo)
   130 interrupted (Ctrl-C)"""
 
 
-def _dir_option(help_text: str) -> Callable[[Any], Any]:
-    """A ``--state-dir DIR`` option with its own help text."""
+def _dir_option(help_text: str, *, readable: bool = True) -> Callable[[Any], Any]:
+    """A ``--state-dir DIR`` option with its own help text; ``readable=False`` leaves a
+    directory this user may not read to the command (the converter's: its one sentence
+    and exit code, x1p1/converter/state.py), not click's usage error."""
     return click.option(
         "--state-dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(file_okay=False, readable=readable, path_type=Path),
         default=None,
         help=help_text,
     )
@@ -302,7 +305,8 @@ def _dir_option(help_text: str) -> Callable[[Any], Any]:
 
 _state_dir_option = _dir_option(
     "Where the token and status live [default: the config file's state_dir, "
-    "$X1P1_STATE_DIR, systemd's $STATE_DIRECTORY, or ~/.local/state/x1p1]."
+    "$X1P1_STATE_DIR, systemd's $STATE_DIRECTORY, or ~/.local/state/x1p1].",
+    readable=False,
 )
 
 
@@ -386,6 +390,7 @@ def pair(
 
     from x1p1.converter import pairing as pairing_module
     from x1p1.converter.config import GatewayAddress, ca_file_problem, load_run_config
+    from x1p1.converter.state import prepare_state_dir
     from x1p1.exceptions import ConfigError
 
     try:
@@ -407,6 +412,10 @@ def pair(
     if not 1 <= len(name) <= 64 or not name.isprintable():
         fail("--name must be 1 to 64 printable characters", 2)
     directory = config.state_dir
+    try:  # before the gateway is asked: a token that cannot be saved is lost on the meter
+        prepare_state_dir(directory)
+    except StateDirError as error:
+        fail(error, pairing_module.PairExit.STATE_DIR)
     countdown = pairing_module.Countdown(sys.stdout)
     try:
         where = "by mDNS" if address is None else str(address)
@@ -444,14 +453,26 @@ def pair(
     click.echo(f"The token is saved in {directory}. Now start the converter: x1p1 run")
 
 
-@main.command()
+@main.command(
+    epilog="""\b
+Exit codes:
+  0  unpaired, or there was nothing to do
+  1  error (a clear message on standard error)
+  2  bad config file
+  12 the state directory cannot be written (read-only, no permission: sudo)"""
+)
 @_state_dir_option
 def unpair(state_dir: Path | None) -> None:
     """Revoke the token on the gateway and forget it here (works when the gateway is gone)."""
     from x1p1.converter.pairing import unpair as run_unpair
+    from x1p1.converter.state import check_state_dir
 
+    directory = _state_dir(state_dir)
     try:
-        _, sentence = run_unpair(_state_dir(state_dir))
+        check_state_dir(directory, write=True)
+        _, sentence = run_unpair(directory)
+    except StateDirError as error:
+        fail(error, RUN_EXIT[StateDirError])
     except X1P1Error as error:
         fail(error)
     click.echo(sentence)
@@ -665,10 +686,14 @@ def status(state_dir: Path | None, as_json: bool) -> None:
       3  it is not running, not paired or not connected, or every telegram is dropped
          as invalid (dropping-invalid)
       4  it is connected but an output is absent or stuck (named on standard error)
+      12 the state directory cannot be read (the service's: run it with sudo)
     """
     from x1p1.converter.state import output_problems, render_status, status_report
 
-    report = status_report(_state_dir(state_dir))
+    try:
+        report = status_report(_state_dir(state_dir))
+    except StateDirError as error:
+        fail(error, RUN_EXIT[StateDirError])
     click.echo(json.dumps(report, indent=2) if as_json else render_status(report))
     problems = output_problems(report)
     if report.get("status_error"):

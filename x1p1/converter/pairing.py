@@ -127,6 +127,8 @@ class PairExit(enum.IntEnum):
     UNREACHABLE = 6
     CERTIFICATE = 7
     X1_DISABLED = 8
+    STATE_DIR = 12
+    """The state directory cannot be written: ``x1p1 run``'s exit code for it too."""
     INTERRUPTED = 130
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "StatusPublisher",
     "TokenFileWatch",
     "ask_status",
+    "check_state_dir",
     "find_status",
     "forget_pairing",
     "install_uuid",
@@ -85,34 +86,54 @@ _FORMAT = 1
 
 
 def ensure_dir(directory: Path) -> Path:
-    """Create ``directory`` (mode 0700) if needed; StateError says why it cannot be."""
+    """Create ``directory`` (mode 0700) if needed; StateDirError says why it cannot be."""
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StateError(f"cannot create the state directory {directory}: {exc}") from None
+        raise StateDirError(_state_dir_sentence(directory, exc)) from None
     return directory
 
 
-def _state_dir_sentence(directory: Path, exc: OSError) -> str:
+def _why(exc: OSError) -> str:
+    """What an ``OSError`` on a state file or directory means, in words (no errno)."""
     if exc.errno == errno.EROFS:
-        why = "it is on a read-only file system"
-    elif exc.errno in (errno.EACCES, errno.EPERM):
-        why = "permission denied (run as its owner, or with sudo)"
-    elif exc.errno == errno.ENOTDIR:
-        why = "a file is in the way (not a directory)"
-    elif exc.errno == errno.ENOSPC:
-        why = "the disk is full"
-    else:
-        why = exc.strerror or str(exc)
+        return "it is on a read-only file system"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied (run as its owner, or with sudo)"
+    if exc.errno == errno.ENOTDIR:
+        return "a file is in the way (not a directory)"
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    return exc.strerror or str(exc)
+
+
+def _state_dir_sentence(directory: Path, exc: OSError, *, write: bool = True) -> str:
+    """The one sentence for a state directory this user cannot use (README,
+    "Troubleshooting"): writing (``run``, ``pair``, ``unpair``) or reading (``status``)."""
+    if not write:
+        return f"cannot read the state directory {directory}: {_why(exc)}"
     return (
-        f"cannot write in the state directory {directory}: {why}; give a writable "
+        f"cannot write in the state directory {directory}: {_why(exc)}; give a writable "
         "--state-dir (or state_dir in the config file)"
     )
 
 
+def _file_sentence(action: str, path: Path, exc: OSError) -> str:
+    return f"cannot {action} {path}: {_why(exc)}"
+
+
+def _probe_write(directory: Path) -> None:
+    """Write and remove a file in ``directory``: the only sure test (a read-only mount,
+    an ACL, root squash on NFS all escape ``os.access``)."""
+    fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=directory)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def prepare_state_dir(directory: Path) -> Path:
-    """The state directory, ready for ``x1p1 run``: made if missing, mode 0700 (an
-    existing one with wider rights is narrowed: the token is a secret), and writable.
+    """The state directory, ready for ``x1p1 run`` and ``x1p1 pair``: made if missing,
+    mode 0700 (an existing one with wider rights is narrowed: the token is a secret),
+    and writable.
 
     :class:`~x1p1.exceptions.StateDirError` in one sentence when it cannot be made or
     written (a read-only file system, no permission), tried by writing a file there.
@@ -128,12 +149,37 @@ def prepare_state_dir(directory: Path) -> Path:
                 mode,
                 mode & 0o700,
             )
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=directory)
-        os.close(fd)
-        os.unlink(probe)
+        _probe_write(directory)
     except OSError as exc:
         raise StateDirError(_state_dir_sentence(directory, exc)) from None
     return directory
+
+
+def check_state_dir(directory: Path, *, write: bool) -> None:
+    """Whether this user can use an existing state directory, without changing it (for
+    ``x1p1 status``, reading, and ``x1p1 unpair``, writing); a missing one passes.
+
+    :class:`~x1p1.exceptions.StateDirError` in the sentence ``x1p1 run`` gives (or its
+    reading form), never an errno: a plain user asking about the service's directory
+    (``/var/lib/x1p1``, mode 0700) is told to use sudo.
+    """
+    try:
+        if not directory.is_dir():
+            if directory.exists():
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory")
+            return
+        with os.scandir(directory):
+            pass
+        os.stat(directory / TOKEN_FILE)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise StateDirError(_state_dir_sentence(directory, exc, write=write)) from None
+    if write:
+        try:
+            _probe_write(directory)
+        except OSError as exc:
+            raise StateDirError(_state_dir_sentence(directory, exc)) from None
 
 
 class StateDirLock:
@@ -183,7 +229,10 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = 
     if not durable:
         _write_replace(path, data, mode)
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise StateDirError(_state_dir_sentence(directory, exc)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
@@ -195,7 +244,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = 
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise StateError(f"cannot write {path}: {exc}") from None
+        raise StateError(_file_sentence("write", path, exc)) from None
     with contextlib.suppress(OSError):
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -215,7 +264,7 @@ def _write_replace(path: Path, data: bytes, mode: int) -> None:
             os.close(fd)
         os.replace(tmp, path)
     except OSError as exc:
-        raise StateError(f"cannot write {path}: {exc}") from None
+        raise StateError(_file_sentence("write", path, exc)) from None
 
 
 def _same_owner_as(directory: Path, fd: int) -> None:
@@ -234,8 +283,10 @@ def _read_json(path: Path) -> Any:
         text = path.read_text("utf-8")
     except FileNotFoundError:
         raise
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StateError(f"cannot read {path}: {exc}") from None
+    except OSError as exc:
+        raise StateError(_file_sentence("read", path, exc)) from None
+    except UnicodeDecodeError:
+        raise StateError(f"{path} is not text (not UTF-8); run `x1p1 pair` again") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -256,8 +307,10 @@ def install_uuid(state_dir: Path) -> str:
         text = path.read_text("ascii").strip()
     except FileNotFoundError:
         text = ""
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StateError(f"cannot read {path}: {exc}") from None
+    except OSError as exc:
+        raise StateError(_file_sentence("read", path, exc)) from None
+    except UnicodeDecodeError:
+        raise StateError(f"{path} holds no uuid (not ASCII); remove it to make a new one") from None
     if text:
         try:
             return str(uuid_module.UUID(text))
@@ -436,7 +489,7 @@ def forget_pairing(state_dir: Path) -> bool:
     except FileNotFoundError:
         return False
     except OSError as exc:
-        raise StateError(f"cannot remove {state_dir / TOKEN_FILE}: {exc}") from None
+        raise StateError(_file_sentence("remove", state_dir / TOKEN_FILE, exc)) from None
     return True
 
 
@@ -633,7 +686,11 @@ def _not_permitted(state_dir: Path, env: Mapping[str, str] | None = None) -> Pat
     mode 0600, asked by another user): the first one, or None."""
     for path in _status_files(state_dir, env):
         for candidate, access in ((socket_path(path), os.W_OK), (path, os.R_OK)):
-            if candidate.exists() and not os.access(candidate, access):
+            try:
+                there = candidate.exists()
+            except OSError:  # in a directory this user may not look into
+                return candidate
+            if there and not os.access(candidate, access):
                 return candidate
     return None
 
@@ -731,7 +788,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 def status_report(state_dir: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """``x1p1 status --json``: the pairing and what the running daemon last published."""
+    """``x1p1 status --json``: the pairing and what the running daemon last published.
+
+    :class:`~x1p1.exceptions.StateDirError` when this user may not read ``state_dir``
+    (the service's, asked without sudo): one sentence, rather than a guess.
+    """
+    check_state_dir(state_dir, write=False)
     report: dict[str, Any] = {"state_dir": str(state_dir), "paired": False}
     try:
         pairing = load_pairing(state_dir)

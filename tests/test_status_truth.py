@@ -75,3 +75,52 @@ def test_last_error_round_trips_and_is_optional() -> None:
     body = status.to_json()
     del body["last_error"]  # a status file of an older converter
     assert DaemonStatus.parse(body).last_error is None
+
+
+def test_a_stopped_converter_leaves_its_last_state_and_error(tmp_path: Path) -> None:
+    """What ``RuntimeDirectoryPreserve=yes`` keeps (x1p1/data/x1p1.service): the real
+    ``x1p1 run`` under a ``$RUNTIME_DIRECTORY`` writes its status on the way out, and
+    ``x1p1 status`` shows that, with the last error, as not running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    program = str(Path(sys.executable).parent / "x1p1")
+    state, runtime = tmp_path / "state", tmp_path / "run"
+    runtime.mkdir()
+    save_test_pairing(state, token="t" * 43, port=closed_port(), ca_pem=None)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("X1P1_", "STATE_DIR"))}
+    (tmp_path / "empty.toml").touch()
+    env.update(X1P1_CONFIG=str(tmp_path / "empty.toml"), RUNTIME_DIRECTORY=str(runtime))
+    run = [program, "run", "--state-dir", str(state), "--serial", "none"]
+    daemon = subprocess.Popen(
+        [*run, "--tcp", "127.0.0.1:0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while "cannot reach the gateway" not in _file(runtime / "status.json"):
+            assert daemon.poll() is None and time.monotonic() < deadline, "no error published"
+            time.sleep(0.05)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+    assert not (runtime / "status.sock").exists()  # nobody answers any more
+    status = [program, "status", "--state-dir", str(state)]
+    result = subprocess.run(status, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3, result.stderr
+    lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
+    assert lines["Converter"].strip() == "not running"
+    assert "the converter stopped" in lines["Connection"]
+    assert "cannot reach the gateway" in lines["Last error"]
+
+
+def _file(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""

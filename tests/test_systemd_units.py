@@ -143,6 +143,8 @@ def test_converter_unit_settings() -> None:
     assert values(unit, "SupplementaryGroups") == ["dialout"]
     assert values(unit, "StateDirectory") == ["x1p1"]
     assert values(unit, "RuntimeDirectory") == ["x1p1"]
+    # the last status.json outlives the service, for `x1p1 status` (README)
+    assert values(unit, "RuntimeDirectoryPreserve") == ["yes"]
     assert values(unit, "ProtectSystem") == ["strict"]
     assert values(unit, "ProtectHome") == ["yes"]
     assert values(unit, "PrivateTmp") == ["yes"]

@@ -17,9 +17,10 @@ In the state directory (``x1p1 pair``/``run``/``status``/``unpair`` ``--state-di
     drops the lock when the process ends, however it ends (SIGKILL too).
 ``status.json``
     What the daemon reports for ``x1p1 status`` (:class:`DaemonStatus`). It goes to
-    systemd's ``$RUNTIME_DIRECTORY`` (a tmpfs) when there is one, else to the state
-    directory; :class:`StatusPublisher` writes it on a change of state at once, its
-    counters at most once a minute, never once per telegram. While the daemon runs,
+    systemd's ``$RUNTIME_DIRECTORY`` (a tmpfs, kept after the service stops:
+    ``RuntimeDirectoryPreserve=yes`` in x1p1/data/x1p1.service) when there is one, else
+    to the state directory; :class:`StatusPublisher` writes it on a change of state at
+    once, its counters at most once a minute, never once per telegram. While it runs,
     ``x1p1 status`` asks it on ``status.sock`` beside the file instead, for counts as of
     that moment (:mod:`x1p1.converter.status_socket`).
 

@@ -128,6 +128,11 @@ def _timestamp(moment: datetime) -> str:
     return timestamp(moment)
 
 
+_LOG_TEXT: list[object] = [None, ""]
+"""The last power-failure log written and its text (it changes only at a long power
+failure, P1 §7.1; hashing its ten entries for the cache each second cost more)."""
+
+
 @functools.lru_cache(maxsize=16)
 def _failure_log(log: tuple[PowerFailure, ...]) -> str:
     return ")(".join(failure_log_values(log))
@@ -180,7 +185,12 @@ def _write(line: _Line, value: Value, captured: datetime | None = None) -> str |
     the value does not fit its format."""
     kind = line.kind
     if kind is P1Kind.LOG:
-        return _failure_log(value) if isinstance(value, tuple) else None
+        if not isinstance(value, tuple):
+            return None
+        memo = _LOG_TEXT
+        if value is not memo[0]:  # the reader gives the same log object while it holds
+            memo[0], memo[1] = value, _failure_log(value)
+        return memo[1]  # type: ignore[return-value]
     if kind is P1Kind.HEX:
         if not isinstance(value, str):
             return None

@@ -75,7 +75,7 @@ from x1p1.exceptions import (
 )
 from x1p1.x1.api import REQUEST_LIFETIME, RequestStatus, TokenRequestBody
 from x1p1.x1.endpoints import ApiPaths, check_path
-from x1p1.x1.profiles import Profile
+from x1p1.x1.profiles import BUILD_PROFILES, Profile
 from x1p1.x1.readers import (
     RequestAnswer,
     TokenAnswer,
@@ -85,7 +85,6 @@ from x1p1.x1.readers import (
     read_token_info,
     retry_after,
 )
-from x1p1.x1.realtime import BUILD_PROFILES
 
 __all__ = [
     "Countdown",

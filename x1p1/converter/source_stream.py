@@ -30,25 +30,24 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from x1p1.converter.stream import LegacyP1Stream, StreamSettings, StreamTarget, Subscription
 from x1p1.exceptions import ForbiddenProfile, GatewayError, X1P1Error
 from x1p1.p1.reader import InvalidTelegram
-from x1p1.p1.realtime import realtime_telegram
 from x1p1.x1.connection import Conn, Ev
 from x1p1.x1.gas_feed import GAS_INTERVAL, GasEv, GasFeed
 from x1p1.x1.readers import printable
-from x1p1.x1.realtime import (
-    MeterInfo,
-    RealtimeAssembler,
-    RealtimeMessage,
-    gas_subscription,
-    subscription,
-)
-from x1p1.x1.realtime import (
-    Subscription as RealtimeSubscription,
-)
 from x1p1.x1.source import Mode, Source, SourceMachine
+
+if TYPE_CHECKING:
+    from x1p1.p1.realtime import RealtimeReadings
+    from x1p1.x1.realtime import MeterInfo, RealtimeAssembler, RealtimeMessage
+    from x1p1.x1.realtime import Subscription as RealtimeSubscription
+
+# The realtime reader and builder (x1p1/x1/realtime.py, x1p1/p1/realtime.py, and the OBIS
+# registry they need) are imported when the source first is realtime: a converter that
+# relays legacy P1 never needs them and stays smaller (docs/performance.md).
 
 __all__ = ["GasStream", "SourceStream"]
 
@@ -112,6 +111,8 @@ class SourceStream(LegacyP1Stream):
         self._repeated = b""
         """The last message that built nothing (a gas reading): the same bytes again are
         skipped without parsing."""
+        self._parse: Callable[[bytes], RealtimeMessage] | None = None
+        self._build: Callable[[RealtimeReadings], bytes] | None = None
 
     @property
     def profile(self) -> str:  # type: ignore[override]
@@ -139,6 +140,8 @@ class SourceStream(LegacyP1Stream):
         base = self._legacy_target()
         if base is None or self.sources.active is not Source.REALTIME:
             return base
+        from x1p1.x1.realtime import subscription
+
         sub = subscription(self.sources.granted, self._meters)
         if sub is None:
             return None
@@ -156,6 +159,8 @@ class SourceStream(LegacyP1Stream):
             self._apply(Ev.UNAUTHORIZED, sentence)
             return
         if sources.active is Source.REALTIME:
+            from x1p1.x1.realtime import subscription
+
             base = self._legacy_target()
             assert base is not None
             try:
@@ -189,6 +194,10 @@ class SourceStream(LegacyP1Stream):
     def _start_gas(self) -> asyncio.Task[None] | None:
         """Join messages afresh if the meters or the grant changed; start the gas
         subscription when there is gas to read (x1p1/x1/gas_feed.py)."""
+        from x1p1.p1.realtime import realtime_telegram
+        from x1p1.x1.realtime import RealtimeAssembler, RealtimeMessage, gas_subscription
+
+        self._parse, self._build = RealtimeMessage.parse, realtime_telegram
         gas = gas_subscription(self.sources.granted, self._meters)
         key = (self._meters, gas)
         if self._assembler is None or self._assembled_for != key:
@@ -229,10 +238,11 @@ class SourceStream(LegacyP1Stream):
         """One message of the gas subscription: keep its readings for the telegrams."""
         assembler = self._assembler
         gas = self._gas_sub
-        if assembler is None or gas is None:
+        parse = self._parse
+        if assembler is None or gas is None or parse is None:
             return
         try:
-            message = RealtimeMessage.parse(data)
+            message = parse(data)
             if message.equipment_id not in gas.equipment_ids:
                 return
             assembler.receive(message)
@@ -252,8 +262,6 @@ class SourceStream(LegacyP1Stream):
 
     def begin(self) -> None:
         super().begin()
-        if self._assembler is None:
-            self._assembler = RealtimeAssembler(self._meters)
         self._repeated = b""
 
     def received(self, data: bytes, now: float) -> None:
@@ -262,16 +270,16 @@ class SourceStream(LegacyP1Stream):
             return
         if data == self._repeated:
             return  # the same gas reading again (it changes every 5 minutes): known
-        assembler = self._assembler
-        assert assembler is not None
+        assembler, parse, build = self._assembler, self._parse, self._build
+        assert assembler is not None and parse is not None and build is not None
         try:
-            readings = assembler.receive(RealtimeMessage.parse(data))
+            readings = assembler.receive(parse(data))
             if readings is None:
                 self._repeated = data
                 return
             if not self.gas.builds(now):
                 return  # the first gas reading is on its way (x1p1/x1/gas_feed.py)
-            raw = realtime_telegram(readings)
+            raw = build(readings)
         except GatewayError as exc:
             self._bad_message(printable(str(exc)), now)
             return

@@ -65,11 +65,11 @@ from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.telegram import Telegram
 from x1p1.x1.api import format_time
 from x1p1.x1.connection import Conn
-from x1p1.x1.realtime import MeterInfo, parse_meters
 from x1p1.x1.source import Action, Mode, Source, SourceMachine
 
 if TYPE_CHECKING:
     from x1p1.x1.endpoints import ApiPaths
+    from x1p1.x1.realtime import MeterInfo
 
 __all__ = ["Converter", "ConverterOptions", "percentiles", "run_converter"]
 
@@ -549,6 +549,8 @@ class Converter:
 
     async def _fetch_meters(self, target: StreamTarget) -> tuple[MeterInfo, ...]:
         """``GET /api/meters`` (X1 §8.1): the meters this token may read."""
+        from x1p1.x1.realtime import parse_meters
+
         client = self._client(target)
         reply = await asyncio.to_thread(client.call, "GET", self.paths().meters)
         return parse_meters(reply.body)

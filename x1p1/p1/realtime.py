@@ -119,6 +119,11 @@ _FIXED = P1Kind.FIXED
 _FIXED_LINES = frozenset({"1-3:0.2.8.255", "0-0:1.0.0.255"})
 _ELECTRICITY = _plan(Meter.ELECTRICITY)
 _GAS = {channel: _plan(Meter.GAS, channel) for channel in range(1, 5)}
+_ELECTRICITY_ROWS = tuple(
+    (line.code, line.kind is _FIXED, line.scale, line.modulus, line.template, line)
+    for line in _ELECTRICITY
+)
+"""The plan unpacked into plain tuples: one telegram a second reads every line of it."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -148,21 +153,22 @@ def realtime_telegram(readings: RealtimeReadings, header: str = REALTIME_HEADER)
         raise TelegramParseError("the identification line must be ASCII without CR or LF")
     parts = [f"/{header}\r\n\r\n1-3:0.2.8({VERSION})\r\n"]
     parts.append(f"0-0:1.0.0({_timestamp(readings.timestamp)})\r\n")
-    values = readings.electricity
-    for line in _ELECTRICITY:
-        value = values.get(line.code)
+    get = readings.electricity.get
+    append = parts.append
+    isfinite = math.isfinite
+    for code, fixed, scale, modulus, template, line in _ELECTRICITY_ROWS:
+        value = get(code)
         if value is None:
             continue
         kind = type(value)
-        if line.kind is _FIXED and (kind is float or kind is int):
-            if math.isfinite(value):  # type: ignore[arg-type]
-                units = round(abs(value) * line.scale) % line.modulus  # type: ignore[arg-type]
-                scale = line.scale
-                parts.append(line.template % (units if scale == 1 else divmod(units, scale)))
+        if fixed and (kind is float or kind is int):
+            if isfinite(value):  # type: ignore[arg-type]
+                units = round(abs(value) * scale) % modulus  # type: ignore[arg-type]
+                append(template % (units if scale == 1 else divmod(units, scale)))
             continue
         text = _write(line, value)
         if text is not None:
-            parts.append(f"{line.p1_code}({text})\r\n")
+            append(f"{line.p1_code}({text})\r\n")
     for gas in sorted(readings.gas, key=lambda g: g.channel):
         for line in _GAS.get(gas.channel, ()):
             value = gas.values.get(line.code)

@@ -33,13 +33,26 @@ from x1p1.p1.dsmr5 import MAX_FAILURE_LOG, PowerFailure
 from x1p1.p1.realtime import GasReadings, RealtimeReadings, Value
 from x1p1.p1.values import parse_timestamp, split_unit
 from x1p1.x1.obis import BY_CODE, OBJECTS, Meter, ObisObject, P1Kind, lookup
-from x1p1.x1.profiles import Profile
+from x1p1.x1.profiles import BUILD_PROFILES, REALTIME_PROFILES, Profile
 from x1p1.x1.readers import read_time
 
-REALTIME_PROFILES = frozenset({Profile.E_REALTIME, Profile.PQ_REALTIME, Profile.G_REALTIME})
-"""The profiles that read ``/api/realtime`` (X1 §5.3)."""
-BUILD_PROFILES = frozenset({Profile.E_REALTIME, Profile.PQ_REALTIME})
-"""A telegram is built on each electricity message: one of these must be granted."""
+__all__ = [
+    "BUILD_PROFILES",
+    "FAILURE_LOG",
+    "MAX_MESSAGE",
+    "MAX_STRING",
+    "REALTIME_PROFILES",
+    "MeterInfo",
+    "RealtimeAssembler",
+    "RealtimeMessage",
+    "Subscription",
+    "gas_subscription",
+    "parse_failure_log",
+    "parse_meters",
+    "parse_time",
+    "realtime_codes",
+    "subscription",
+]
 MAX_MESSAGE = 64 * 1024
 """Bytes of one realtime message the converter reads; a longer one is refused whole."""
 MAX_STRING = 256

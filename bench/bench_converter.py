@@ -190,8 +190,19 @@ async def child_daemon(
         "latency_ms": [x * 1000 for x in latencies],
         "rss_kb": rss,
         "hwm_kb": hwm,
-        "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("aiohttp", "cryptography")),
+        "modules": sorted(m for m in sys.modules if unneeded(m, source)),
     }
+
+
+REALTIME_ONLY = ("x1p1.x1.realtime", "x1p1.p1.realtime", "x1p1.x1.obis", "x1p1.p1.dsmr5")
+"""Modules a converter relaying legacy P1 never needs (imported when the source is realtime)."""
+
+
+def unneeded(module: str, source: str) -> bool:
+    """Whether a converter with this source should not have imported ``module``."""
+    if module.split(".")[0] in ("aiohttp", "cryptography"):
+        return True
+    return source == "legacy-p1" and module in REALTIME_ONLY
 
 
 async def child_naive(url: str, cafile: str, serial_path: str) -> dict[str, Any]:

@@ -210,8 +210,12 @@ class SourceStream(LegacyP1Stream):
             return None
         held = self._assembler.has_gas
         self.gas.handle(GasEv.START_HELD if held else GasEv.START_EMPTY, now)
+        # its own messages, at least one a GAS_INTERVAL, keep NAT and firewall state alive:
+        # no pings (each would wake the converter twice); liveness is the stall deadline
         settings = replace(
-            self.settings, stall_timeout=max(self.settings.stall_timeout, 2.0 * GAS_INTERVAL)
+            self.settings,
+            stall_timeout=max(self.settings.stall_timeout, 2.0 * GAS_INTERVAL),
+            ping_interval=None,
         )
         stream = GasStream(self, settings=settings, clock=self._clock)
         self._gas_stream = stream

@@ -200,6 +200,7 @@ class Converter:
         self._learn_serial = False
         self._expiry_checked: float | None = None
         self._first_on_link = False
+        self._memory_released = False
         self._tasks: set[asyncio.Future[None]] = set()
         self._period = options.tick
         self._housekeeping_due = float("inf")  # set when the run starts
@@ -644,6 +645,11 @@ class Converter:
         """The first telegram on a new connection: worth showing at once."""
         self.publisher.force_next()
         self._publish()
+        if not self._memory_released:  # start-up is over: hand back what it freed
+            self._memory_released = True
+            from x1p1.converter.memory import release_free_memory
+
+            release_free_memory()
 
     def _publish(self) -> None:
         try:

@@ -496,16 +496,6 @@ async def parent(
         for child in children.values():
             child.kill()
         raise SystemExit(f"only {len(clients)} of {len(names)} relays connected")
-    tcp_data = bytearray()
-    tcp_task = None
-    if three:
-        reader, _ = await asyncio.open_connection("127.0.0.1", tcp_port)
-
-        async def read_tcp() -> None:
-            while chunk := await reader.read(65536):
-                tcp_data.extend(chunk)
-
-        tcp_task = asyncio.ensure_future(read_tcp())
     sent: dict[int, float] = {}
 
     async def send(i: int) -> None:
@@ -530,6 +520,16 @@ async def parent(
         await asyncio.sleep(0.05)
     else:
         print("WARNING: the realtime child did not subscribe to gas at its long interval")
+    tcp_data = bytearray()
+    tcp_task = None
+    if three:
+        reader, _ = await asyncio.open_connection("127.0.0.1", tcp_port)
+
+        async def read_tcp() -> None:
+            while chunk := await reader.read(65536):
+                tcp_data.extend(chunk)
+
+        tcp_task = asyncio.ensure_future(read_tcp())
     await asyncio.sleep(1.0)
     for child in children.values():
         child.send_signal(signal.SIGUSR1)

@@ -22,3 +22,20 @@ def test_freed_heap_pages_go_back_to_the_system() -> None:
     assert release_free_memory()
     assert rss_kb() < before - 10_000
     assert len(keep) == 2000
+
+
+def test_a_legacy_converter_does_not_import_the_realtime_modules() -> None:
+    """Legacy P1 never needs the realtime reader, the builder or the OBIS registry
+    (docs/performance.md): the supervisor imports them only when the source is realtime."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from x1p1.converter.supervisor import Converter\n"
+        "print(sorted(m for m in sys.modules if m in {"
+        "'x1p1.x1.realtime', 'x1p1.p1.realtime', 'x1p1.x1.obis', 'x1p1.p1.dsmr5', 'zoneinfo'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

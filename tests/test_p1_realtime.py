@@ -37,6 +37,7 @@ from x1p1.x1.realtime import (
     MeterInfo,
     RealtimeAssembler,
     RealtimeMessage,
+    gas_subscription,
     parse_failure_log,
     parse_meters,
     parse_time,
@@ -82,12 +83,17 @@ def meters_of(sim: MeterSimulation, profiles: frozenset[Profile]) -> tuple[Meter
 
 def messages(sim: MeterSimulation, profiles: frozenset[Profile], at: datetime) -> list[str]:
     """The realtime messages of second ``at`` as the gateway sends them to this token."""
-    sub = subscription(profiles, meters_of(sim, profiles))
+    meters = meters_of(sim, profiles)
+    sub = subscription(profiles, meters)
     assert sub is not None
-    params = dict(part.split("=", 1) for part in sub.query().split("&"))
-    selections, _ = handlers.realtime_selection(sim, token_with(profiles), params)
+    subs = [s for s in (gas_subscription(profiles, meters), sub) if s is not None]
     tick = Tick(0, at, sim)
-    return [tick.realtime(selection) for selection in selections]
+    out = []
+    for one in subs:  # the gas subscription's message first, as it is held when building
+        params = dict(part.split("=", 1) for part in one.query().split("&"))
+        selections, _ = handlers.realtime_selection(sim, token_with(profiles), params)
+        out += [tick.realtime(selection) for selection in selections]
+    return out
 
 
 def built(sim: MeterSimulation, profiles: frozenset[Profile], at: datetime) -> bytes:
@@ -340,13 +346,17 @@ def test_subscription_asks_for_what_is_granted() -> None:
     assert meters == (MeterInfo("E1", Meter.ELECTRICITY, 0), MeterInfo("G1", Meter.GAS, 2))
     everything = subscription({E, G, PQ}, meters)
     assert everything is not None
-    assert everything.equipment_ids == ("G1", "E1")
-    assert everything.codes[:3] == ("0-2:24.1.0.255", "0-2:96.1.0.255", "0-2:24.2.1.255")
+    assert everything.equipment_ids == ("E1",)
     assert "1-0:99.97.0.255" in everything.codes
+    assert not any(code.startswith("0-2:") for code in everything.codes)
+    gas = gas_subscription({E, G, PQ}, meters)
+    assert gas is not None and gas.equipment_ids == ("G1",)
+    assert gas.codes == ("0-2:24.1.0.255", "0-2:96.1.0.255", "0-2:24.2.1.255")
     only_e = subscription({E}, meters)
     assert only_e is not None and only_e.equipment_ids == ("E1",)
     assert "1-0:99.97.0.255" not in only_e.codes and "1-0:31.7.0.255" in only_e.codes
-    assert subscription({G}, meters) is None
+    assert gas_subscription({E}, meters) is None
+    assert subscription({G}, meters) is None and gas_subscription({G}, meters) is None
     assert subscription({Profile.P1}, meters) is None
     with pytest.raises(GatewayError, match="meters: missing"):
         parse_meters({"nope": []})
@@ -356,6 +366,6 @@ def test_subscription_takes_one_gas_meter_per_channel() -> None:
     listed = [{"equipment_id": "E1", "type": "electricity"}] + [
         {"equipment_id": f"G{n}", "type": "gas", "channel": 1 + n % 2} for n in range(500)
     ]
-    sub = subscription({E, G}, parse_meters({"meters": listed}))
-    assert sub is not None and sub.equipment_ids == ("G0", "G1", "E1")
+    sub = gas_subscription({E, G}, parse_meters({"meters": listed}))
+    assert sub is not None and sub.equipment_ids == ("G0", "G1")
     assert len(sub.query()) < 2000

@@ -79,7 +79,7 @@ from x1p1.exceptions import (
 )
 from x1p1.x1.api import REQUEST_LIFETIME, RequestStatus, TokenRequestBody
 from x1p1.x1.endpoints import ApiPaths
-from x1p1.x1.profiles import Profile
+from x1p1.x1.profiles import BUILD_PROFILES, Profile
 from x1p1.x1.readers import (
     RequestAnswer,
     TokenAnswer,
@@ -90,7 +90,6 @@ from x1p1.x1.readers import (
     retry_after,
     x1_error_from_body,
 )
-from x1p1.x1.realtime import BUILD_PROFILES
 
 __all__ = [
     "Countdown",

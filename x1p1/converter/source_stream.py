@@ -8,9 +8,14 @@ only does what it says:
 - legacy P1 (``/api/legacy-p1``): telegrams are relayed byte for byte, as before;
 - realtime (``/api/realtime``, docs/x1-api.md, WebSocket): before each connection the
   meters the token may read come from ``GET /api/meters`` (§8.1), the subscription asks
-  for every realtime object of the granted profiles (:func:`x1p1.x1.realtime.subscription`),
-  and each electricity message becomes one DSMR 5.0.2 telegram
-  (:func:`x1p1.p1.realtime.realtime_telegram`) that goes the same way as a relayed one.
+  every second for every realtime object of the electricity meter's granted profiles
+  (:func:`x1p1.x1.realtime.subscription`), and each electricity message becomes one DSMR
+  5.0.2 telegram (:func:`x1p1.p1.realtime.realtime_telegram`) that goes the same way as a
+  relayed one. With G-REALTIME, :class:`GasStream` keeps a second subscription for the gas
+  meters (:func:`x1p1.x1.realtime.gas_subscription`) at the interval the sans-I/O
+  :class:`~x1p1.x1.gas_feed.GasFeed` chooses (every second until a reading is held, then
+  every minute; P1 §7.3); each telegram carries its latest reading with the reading's own
+  time.
 
 In ``auto``, a 404 on the legacy handshake moves to realtime at once (when the token has
 a realtime profile); a 403 or a close 4403 means the grant changed in the portal
@@ -20,21 +25,31 @@ a realtime profile); a 403 or a close 4403 means the grant changed in the portal
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from x1p1.converter.stream import LegacyP1Stream, StreamSettings, StreamTarget
+from x1p1.converter.stream import LegacyP1Stream, StreamSettings, StreamTarget, Subscription
 from x1p1.exceptions import ForbiddenProfile, GatewayError, X1P1Error
 from x1p1.p1.reader import InvalidTelegram
-from x1p1.p1.realtime import realtime_telegram
 from x1p1.x1.connection import Conn, Ev
+from x1p1.x1.gas_feed import GAS_INTERVAL, GasEv, GasFeed
 from x1p1.x1.readers import printable
-from x1p1.x1.realtime import MeterInfo, RealtimeAssembler, RealtimeMessage, subscription
 from x1p1.x1.source import Mode, Source, SourceMachine
 
-__all__ = ["SourceStream"]
+if TYPE_CHECKING:
+    from x1p1.p1.realtime import RealtimeReadings
+    from x1p1.x1.realtime import MeterInfo, RealtimeAssembler, RealtimeMessage
+    from x1p1.x1.realtime import Subscription as RealtimeSubscription
+
+# The realtime reader and builder (x1p1/x1/realtime.py, x1p1/p1/realtime.py, and the OBIS
+# registry they need) are imported when the source first is realtime: a converter that
+# relays legacy P1 never needs them and stays smaller (docs/performance.md).
+
+__all__ = ["GasStream", "SourceStream"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +97,11 @@ class SourceStream(LegacyP1Stream):
         self._on_forbidden = on_forbidden
         self._meters: tuple[MeterInfo, ...] = ()
         self._assembler: RealtimeAssembler | None = None
+        self._assembled_for: tuple[tuple[MeterInfo, ...], RealtimeSubscription | None] | None = None
+        self.gas = GasFeed()
+        """The gas subscription's life cycle (x1p1/x1/gas_feed.py)."""
+        self._gas_sub: RealtimeSubscription | None = None
+        self._gas_stream: GasStream | None = None
         self.connected_source: Source | None = None
         """The endpoint of the open connection (None: none open)."""
         self.built = 0
@@ -91,6 +111,8 @@ class SourceStream(LegacyP1Stream):
         self._repeated = b""
         """The last message that built nothing (a gas reading): the same bytes again are
         skipped without parsing."""
+        self._parse: Callable[[bytes], RealtimeMessage] | None = None
+        self._build: Callable[[RealtimeReadings], bytes] | None = None
 
     @property
     def profile(self) -> str:  # type: ignore[override]
@@ -118,6 +140,8 @@ class SourceStream(LegacyP1Stream):
         base = self._legacy_target()
         if base is None or self.sources.active is not Source.REALTIME:
             return base
+        from x1p1.x1.realtime import subscription
+
         sub = subscription(self.sources.granted, self._meters)
         if sub is None:
             return None
@@ -135,6 +159,8 @@ class SourceStream(LegacyP1Stream):
             self._apply(Ev.UNAUTHORIZED, sentence)
             return
         if sources.active is Source.REALTIME:
+            from x1p1.x1.realtime import subscription
+
             base = self._legacy_target()
             assert base is not None
             try:
@@ -155,16 +181,91 @@ class SourceStream(LegacyP1Stream):
                 self._apply(Ev.UNAUTHORIZED, sentence)
                 return
         self.connected_source = sources.active
+        gas_task = self._start_gas() if sources.active is Source.REALTIME else None
         try:
             await super()._connect_and_relay()
         finally:
             self.connected_source = None
+            if gas_task is not None:
+                await self._stop_gas(gas_task)
+
+    # -- the gas meters' subscription --------------------------------------------------------
+
+    def _start_gas(self) -> asyncio.Task[None] | None:
+        """Join messages afresh if the meters or the grant changed; start the gas
+        subscription when there is gas to read (x1p1/x1/gas_feed.py)."""
+        from x1p1.p1.realtime import realtime_telegram
+        from x1p1.x1.realtime import RealtimeAssembler, RealtimeMessage, gas_subscription
+
+        self._parse, self._build = RealtimeMessage.parse, realtime_telegram
+        gas = gas_subscription(self.sources.granted, self._meters)
+        key = (self._meters, gas)
+        if self._assembler is None or self._assembled_for != key:
+            self._assembler = RealtimeAssembler(self._meters)
+            self._assembled_for = key
+        now = self._clock()
+        self._gas_sub = gas
+        if gas is None:
+            self.gas.handle(GasEv.STOP, now)
+            return None
+        held = self._assembler.has_gas
+        self.gas.handle(GasEv.START_HELD if held else GasEv.START_EMPTY, now)
+        # its own messages, at least one a GAS_INTERVAL, keep NAT and firewall state alive:
+        # no pings (each would wake the converter twice); liveness is the stall deadline
+        settings = replace(
+            self.settings,
+            stall_timeout=max(self.settings.stall_timeout, 2.0 * GAS_INTERVAL),
+            ping_interval=None,
+        )
+        stream = GasStream(self, settings=settings, clock=self._clock)
+        self._gas_stream = stream
+        return asyncio.ensure_future(stream.run())
+
+    async def _stop_gas(self, task: asyncio.Task[None]) -> None:
+        stream, self._gas_stream = self._gas_stream, None
+        try:
+            if stream is not None:
+                stream.stop()
+            await asyncio.wait({task}, timeout=self.settings.close_timeout + 1.0)
+        finally:
+            task.cancel()
+
+    def _gas_target(self) -> StreamTarget | None:
+        base = self._legacy_target()
+        gas = self._gas_sub
+        if base is None or gas is None:
+            return None
+        query = (("equipment_id", ",".join(gas.equipment_ids)), ("obis", ",".join(gas.codes)))
+        return replace(base, path=self._realtime_path(), query=query, interval=self.gas.interval)
+
+    def gas_received(self, data: bytes, now: float) -> None:
+        """One message of the gas subscription: keep its readings for the telegrams."""
+        assembler = self._assembler
+        gas = self._gas_sub
+        parse = self._parse
+        if assembler is None or gas is None or parse is None:
+            return
+        try:
+            message = parse(data)
+            if message.equipment_id not in gas.equipment_ids:
+                return
+            assembler.receive(message)
+        except GatewayError as exc:
+            self._bad_message(printable(str(exc)), now)
+            return
+        except Exception as exc:  # a message this code did not foresee: drop it, say so
+            self._bad_message(f"{type(exc).__name__}: {printable(str(exc))}", now)
+            return
+        stream = self._gas_stream
+        if stream is not None:
+            stream.machine.useful(now)
+        if self.gas.handle(GasEv.READING, now) and stream is not None:
+            stream.retarget(f"a gas reading is held: asking for one every {GAS_INTERVAL} s")
 
     # -- the messages ----------------------------------------------------------------------
 
     def begin(self) -> None:
         super().begin()
-        self._assembler = RealtimeAssembler(self._meters)
         self._repeated = b""
 
     def received(self, data: bytes, now: float) -> None:
@@ -173,14 +274,16 @@ class SourceStream(LegacyP1Stream):
             return
         if data == self._repeated:
             return  # the same gas reading again (it changes every 5 minutes): known
-        assembler = self._assembler
-        assert assembler is not None
+        assembler, parse, build = self._assembler, self._parse, self._build
+        assert assembler is not None and parse is not None and build is not None
         try:
-            readings = assembler.receive(RealtimeMessage.parse(data))
+            readings = assembler.receive(parse(data))
             if readings is None:
                 self._repeated = data
                 return
-            raw = realtime_telegram(readings)
+            if not self.gas.builds(now):
+                return  # the first gas reading is on its way (x1p1/x1/gas_feed.py)
+            raw = build(readings)
         except GatewayError as exc:
             self._bad_message(printable(str(exc)), now)
             return
@@ -225,4 +328,36 @@ class SourceStream(LegacyP1Stream):
     def closed(self, code: int | None, reason: str) -> None:
         if code == ForbiddenProfile.close_code:
             self._forbidden(f"the gateway closed the {self.sources.active} subscription (4403)")
+        super().closed(code, reason)
+
+
+class GasStream(Subscription):
+    """The gas meters' subscription to ``/api/realtime`` (x1p1/x1/gas_feed.py): its own
+    connection machine (backoff, stall deadline); its messages go to
+    :meth:`SourceStream.gas_received`, a refusal for the grant to the source stream."""
+
+    profile = "G-REALTIME"
+    what = "gas readings"
+
+    def __init__(
+        self,
+        owner: SourceStream,
+        *,
+        settings: StreamSettings,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(owner._gas_target, settings=settings, clock=clock)
+        self._owner = owner
+
+    def received(self, data: bytes, now: float) -> None:
+        self._owner.gas_received(data, now)
+
+    def refused(self, status: int, headers: Mapping[str, str], where: str) -> None:
+        if status == ForbiddenProfile.status:
+            self._owner._forbidden(f"the gateway refused the gas subscription (403) {where}")
+        super().refused(status, headers, where)
+
+    def closed(self, code: int | None, reason: str) -> None:
+        if code == ForbiddenProfile.close_code:
+            self._owner._forbidden("the gateway closed the gas subscription (4403)")
         super().closed(code, reason)

@@ -65,11 +65,11 @@ from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.telegram import Telegram
 from x1p1.x1.api import format_time
 from x1p1.x1.connection import Conn
-from x1p1.x1.realtime import MeterInfo, parse_meters
 from x1p1.x1.source import Action, Mode, Source, SourceMachine
 
 if TYPE_CHECKING:
     from x1p1.x1.endpoints import ApiPaths
+    from x1p1.x1.realtime import MeterInfo
 
 __all__ = ["Converter", "ConverterOptions", "percentiles", "run_converter"]
 
@@ -206,6 +206,7 @@ class Converter:
         self._learn_serial = False
         self._expiry_checked: float | None = None
         self._first_on_link = False
+        self._memory_released = False
         self._tasks: set[asyncio.Future[None]] = set()
         self._period = options.tick
         self._housekeeping_due = float("inf")  # set when the run starts
@@ -553,6 +554,8 @@ class Converter:
 
     async def _fetch_meters(self, target: StreamTarget) -> tuple[MeterInfo, ...]:
         """``GET /api/meters`` (X1 §8.1): the meters this token may read."""
+        from x1p1.x1.realtime import parse_meters
+
         client = self._client(target)
         reply = await asyncio.to_thread(client.call, "GET", self.paths().meters)
         return parse_meters(reply.body)
@@ -646,6 +649,11 @@ class Converter:
         """The first telegram on a new connection: worth showing at once."""
         self.publisher.force_next()
         self._publish()
+        if not self._memory_released:  # start-up is over: hand back what it freed
+            self._memory_released = True
+            from x1p1.converter.memory import release_free_memory
+
+            release_free_memory()
 
     def _publish(self) -> None:
         try:

@@ -28,10 +28,13 @@ from x1p1.x1.api import TokenRequestBody, parse_interval, parse_list
 from x1p1.x1.grants import Grant
 from x1p1.x1.history import resolutions
 from x1p1.x1.obis import OBJECTS, Meter, ObisRef, lookup
-from x1p1.x1.profiles import ELECTRICITY_PROFILES, GAS_PROFILES, Profile, sorted_profiles
-
-REALTIME_PROFILES = frozenset({Profile.E_REALTIME, Profile.PQ_REALTIME, Profile.G_REALTIME})
-"""The profiles that read ``/api/realtime`` (§5.3: "op het moment van bevragen")."""
+from x1p1.x1.profiles import (
+    ELECTRICITY_PROFILES,
+    GAS_PROFILES,
+    REALTIME_PROFILES,
+    Profile,
+    sorted_profiles,
+)
 
 METER_PROFILES: dict[Meter, frozenset[Profile]] = {
     Meter.ELECTRICITY: ELECTRICITY_PROFILES,

@@ -119,6 +119,11 @@ _FIXED = P1Kind.FIXED
 _FIXED_LINES = frozenset({"1-3:0.2.8.255", "0-0:1.0.0.255"})
 _ELECTRICITY = _plan(Meter.ELECTRICITY)
 _GAS = {channel: _plan(Meter.GAS, channel) for channel in range(1, 5)}
+_ELECTRICITY_ROWS = tuple(
+    (line.code, line.kind is _FIXED, line.scale, line.modulus, line.template, line)
+    for line in _ELECTRICITY
+)
+"""The plan unpacked into plain tuples: one telegram a second reads every line of it."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -126,6 +131,11 @@ def _timestamp(moment: datetime) -> str:
     """:func:`~x1p1.p1.values.timestamp`, remembered: a gas reading's time and the
     power-failure log stay the same for minutes."""
     return timestamp(moment)
+
+
+_LOG_TEXT: list[object] = [None, ""]
+"""The last power-failure log written and its text (it changes only at a long power
+failure, P1 §7.1; hashing its ten entries for the cache each second cost more)."""
 
 
 @functools.lru_cache(maxsize=16)
@@ -143,21 +153,22 @@ def realtime_telegram(readings: RealtimeReadings, header: str = REALTIME_HEADER)
         raise TelegramParseError("the identification line must be ASCII without CR or LF")
     parts = [f"/{header}\r\n\r\n1-3:0.2.8({VERSION})\r\n"]
     parts.append(f"0-0:1.0.0({_timestamp(readings.timestamp)})\r\n")
-    values = readings.electricity
-    for line in _ELECTRICITY:
-        value = values.get(line.code)
+    get = readings.electricity.get
+    append = parts.append
+    isfinite = math.isfinite
+    for code, fixed, scale, modulus, template, line in _ELECTRICITY_ROWS:
+        value = get(code)
         if value is None:
             continue
         kind = type(value)
-        if line.kind is _FIXED and (kind is float or kind is int):
-            if math.isfinite(value):  # type: ignore[arg-type]
-                units = round(abs(value) * line.scale) % line.modulus  # type: ignore[arg-type]
-                scale = line.scale
-                parts.append(line.template % (units if scale == 1 else divmod(units, scale)))
+        if fixed and (kind is float or kind is int):
+            if isfinite(value):  # type: ignore[arg-type]
+                units = round(abs(value) * scale) % modulus  # type: ignore[arg-type]
+                append(template % (units if scale == 1 else divmod(units, scale)))
             continue
         text = _write(line, value)
         if text is not None:
-            parts.append(f"{line.p1_code}({text})\r\n")
+            append(f"{line.p1_code}({text})\r\n")
     for gas in sorted(readings.gas, key=lambda g: g.channel):
         for line in _GAS.get(gas.channel, ()):
             value = gas.values.get(line.code)
@@ -180,7 +191,12 @@ def _write(line: _Line, value: Value, captured: datetime | None = None) -> str |
     the value does not fit its format."""
     kind = line.kind
     if kind is P1Kind.LOG:
-        return _failure_log(value) if isinstance(value, tuple) else None
+        if not isinstance(value, tuple):
+            return None
+        memo = _LOG_TEXT
+        if value is not memo[0]:  # the reader gives the same log object while it holds
+            memo[0], memo[1] = value, _failure_log(value)
+        return memo[1]  # type: ignore[return-value]
     if kind is P1Kind.HEX:
         if not isinstance(value, str):
             return None

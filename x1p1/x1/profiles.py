@@ -91,6 +91,13 @@ ELECTRICITY_PROFILES = frozenset(
 GAS_PROFILES = frozenset({Profile.P1, Profile.G_REALTIME, Profile.G_HISTORIC, Profile.G_BILLING})
 """Profiles that read the gas meter. The P1 telegram carries the gas value too."""
 
+REALTIME_PROFILES = frozenset({Profile.E_REALTIME, Profile.PQ_REALTIME, Profile.G_REALTIME})
+"""The profiles that read ``/api/realtime`` (§5.3: "op het moment van bevragen")."""
+
+BUILD_PROFILES = frozenset({Profile.E_REALTIME, Profile.PQ_REALTIME})
+"""The converter builds a telegram on each electricity message (docs/realtime.md): one of
+these must be granted."""
+
 
 def parse_profiles(values: Iterable[object]) -> frozenset[Profile]:
     """Profiles from a request, each a Table 3 name; :class:`BadRequest` names a bad one."""

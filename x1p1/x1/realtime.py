@@ -6,9 +6,11 @@ module takes what the telegram builder (:mod:`x1p1.p1.realtime`) needs and ignor
 rest; it never reuses the gateway's strict parsers.
 
 - :func:`parse_meters` reads ``GET /api/meters``: which meters the token may read (§8.1).
-- :func:`subscription` says what to ask for: every realtime object of each granted
-  profile, E-REALTIME and PQ-REALTIME of the electricity meter, G-REALTIME of each gas
-  meter (§6.1, Tables 4–6 and the power-quality table).
+- :func:`subscription` says what to ask for every second: every realtime object of the
+  electricity meter's granted profiles, E-REALTIME and PQ-REALTIME (§6.1, Tables 4 and 5
+  and the power-quality table); :func:`gas_subscription` what to ask of each gas meter
+  (G-REALTIME, Table 6) on a subscription of its own, paced by
+  :class:`~x1p1.x1.gas_feed.GasFeed`.
 - :meth:`RealtimeMessage.parse` reads one message ``{"equipment_id", "t", "values"}``.
   The power-failure log ``1-0:99.97.0.255`` is taken in either form a gateway writes: the
   P1 notation ``(n)(0-0:96.7.19)(TST)(v*s)…`` or a list ``[{"t", "duration_s"}, …]``.
@@ -31,13 +33,26 @@ from x1p1.p1.dsmr5 import MAX_FAILURE_LOG, PowerFailure
 from x1p1.p1.realtime import GasReadings, RealtimeReadings, Value
 from x1p1.p1.values import parse_timestamp, split_unit
 from x1p1.x1.obis import BY_CODE, OBJECTS, Meter, ObisObject, P1Kind, lookup
-from x1p1.x1.profiles import Profile
+from x1p1.x1.profiles import BUILD_PROFILES, REALTIME_PROFILES, Profile
 from x1p1.x1.readers import read_time
 
-REALTIME_PROFILES = frozenset({Profile.E_REALTIME, Profile.PQ_REALTIME, Profile.G_REALTIME})
-"""The profiles that read ``/api/realtime`` (X1 §5.3)."""
-BUILD_PROFILES = frozenset({Profile.E_REALTIME, Profile.PQ_REALTIME})
-"""A telegram is built on each electricity message: one of these must be granted."""
+__all__ = [
+    "BUILD_PROFILES",
+    "FAILURE_LOG",
+    "MAX_MESSAGE",
+    "MAX_STRING",
+    "REALTIME_PROFILES",
+    "MeterInfo",
+    "RealtimeAssembler",
+    "RealtimeMessage",
+    "Subscription",
+    "gas_subscription",
+    "parse_failure_log",
+    "parse_meters",
+    "parse_time",
+    "realtime_codes",
+    "subscription",
+]
 MAX_MESSAGE = 64 * 1024
 """Bytes of one realtime message the converter reads; a longer one is refused whole."""
 MAX_STRING = 256
@@ -100,39 +115,50 @@ def realtime_codes(obj: ObisObject, granted: frozenset[Profile]) -> bool:
 
 
 def subscription(granted: Iterable[Profile], meters: Iterable[MeterInfo]) -> Subscription | None:
-    """Every realtime object the grant reads, of every meter it reads; None when no
+    """Every realtime object of the electricity meter the grant reads; None when no
     telegram can be built (neither E-REALTIME nor PQ-REALTIME, or no electricity meter).
 
-    Gas meters come first: a gateway that sends a second's messages in the asked order
-    then delivers a fresh gas reading before the electricity message that builds."""
+    The gas meters have a subscription of their own (:func:`gas_subscription`): their
+    readings change every 5 minutes (P1 §7.3), so asking for them every second would
+    cost a message a second that says nothing new (docs/performance.md)."""
     profiles = frozenset(granted)
-    listed = list(meters)
-    electricity = next((m for m in listed if m.meter is Meter.ELECTRICITY), None)
+    electricity = next((m for m in meters if m.meter is Meter.ELECTRICITY), None)
     if electricity is None or not profiles & BUILD_PROFILES:
         return None
-    ids: list[str] = []
-    codes: list[str] = []
-    if Profile.G_REALTIME in profiles:
-        by_channel: dict[int, MeterInfo] = {}
-        for meter in listed:  # one gas meter per M-Bus channel (P1 §7.3): the first listed
-            if meter.meter is Meter.GAS:
-                by_channel.setdefault(meter.channel, meter)
-        for gas in sorted(by_channel.values(), key=lambda m: m.channel):
-            wanted = [
-                obj.for_channel(gas.channel)
-                for obj in OBJECTS
-                if obj.meter is Meter.GAS and realtime_codes(obj, profiles)
-            ]
-            if wanted and gas.equipment_id not in ids:
-                ids.append(gas.equipment_id)
-                codes += wanted
-    ids.append(electricity.equipment_id)
-    codes += [
+    codes = tuple(
         obj.code
         for obj in OBJECTS
         if obj.meter is Meter.ELECTRICITY and realtime_codes(obj, profiles)
-    ]
-    return Subscription(tuple(ids), tuple(codes))
+    )
+    return Subscription((electricity.equipment_id,), codes)
+
+
+def gas_subscription(
+    granted: Iterable[Profile], meters: Iterable[MeterInfo]
+) -> Subscription | None:
+    """Every G-REALTIME object of each gas meter the grant reads, one meter per M-Bus
+    channel (P1 §7.3: the first listed); None without G-REALTIME, without a gas meter, or
+    when no telegram is built at all (:func:`subscription` is None)."""
+    profiles = frozenset(granted)
+    listed = list(meters)
+    if Profile.G_REALTIME not in profiles or subscription(profiles, listed) is None:
+        return None
+    by_channel: dict[int, MeterInfo] = {}
+    for meter in listed:
+        if meter.meter is Meter.GAS:
+            by_channel.setdefault(meter.channel, meter)
+    ids: list[str] = []
+    codes: list[str] = []
+    for gas in sorted(by_channel.values(), key=lambda m: m.channel):
+        wanted = [
+            obj.for_channel(gas.channel)
+            for obj in OBJECTS
+            if obj.meter is Meter.GAS and realtime_codes(obj, profiles)
+        ]
+        if wanted and gas.equipment_id not in ids:
+            ids.append(gas.equipment_id)
+            codes += wanted
+    return Subscription(tuple(ids), tuple(codes)) if ids else None
 
 
 def parse_time(value: object) -> datetime | None:
@@ -142,27 +168,43 @@ def parse_time(value: object) -> datetime | None:
     return None if moment is None else moment.replace(microsecond=0)
 
 
+_LOG_MEMO: list[object] = [None, None]
+"""The last power-failure log read in list form, and what it gave: the log changes only
+at a long power failure (P1 §7.1), yet comes in every electricity message; reading its
+ten times anew each second was a third of reading the whole message."""
+
+
 def parse_failure_log(value: object) -> tuple[PowerFailure, ...] | None:
     """The power-failure event log (P1 §7.1, X1 §6.2.4) in either form, newest first as
     given, at most ten entries; None when it cannot be read (then it is left out)."""
     if isinstance(value, list):
-        entries = []
-        for item in value:
-            if not isinstance(item, dict):
-                return None
-            end = parse_time(item.get("t"))
-            duration = item.get("duration_s")
-            if isinstance(duration, str) and duration.strip().isdigit():
-                duration = int(duration.strip())
-            if end is None or isinstance(duration, bool) or not isinstance(duration, int | float):
-                return None
-            if not math.isfinite(duration) or duration < 0:
-                return None
-            entries.append(PowerFailure(end, int(duration)))
-        return tuple(entries[:MAX_FAILURE_LOG])
+        memo = _LOG_MEMO
+        if memo[0] is not None and value == memo[0]:
+            return memo[1]  # type: ignore[return-value]
+        parsed = _failure_log_list(value)
+        memo[0], memo[1] = value, parsed
+        return parsed
     if isinstance(value, str):
         return _failure_log_text(value)
     return None
+
+
+def _failure_log_list(value: list[object]) -> tuple[PowerFailure, ...] | None:
+    """``[{"t", "duration_s"}, …]``."""
+    entries = []
+    for item in value:
+        if not isinstance(item, dict):
+            return None
+        end = parse_time(item.get("t"))
+        duration = item.get("duration_s")
+        if isinstance(duration, str) and duration.strip().isdigit():
+            duration = int(duration.strip())
+        if end is None or isinstance(duration, bool) or not isinstance(duration, int | float):
+            return None
+        if not math.isfinite(duration) or duration < 0:
+            return None
+        entries.append(PowerFailure(end, int(duration)))
+    return tuple(entries[:MAX_FAILURE_LOG])
 
 
 @functools.lru_cache(maxsize=16)
@@ -289,6 +331,11 @@ class RealtimeAssembler:
         self._gas: dict[str, GasReadings] = {}
         self._last: dict[str, datetime] = {}
         self.ignored = 0
+
+    @property
+    def has_gas(self) -> bool:
+        """Whether a gas reading is held."""
+        return bool(self._gas)
 
     def receive(self, message: RealtimeMessage) -> RealtimeReadings | None:
         """Take one message; the readings to build a telegram from, or None."""

@@ -24,8 +24,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from x1p1.x1.profiles import Profile, sorted_profiles
-from x1p1.x1.realtime import BUILD_PROFILES
+from x1p1.x1.profiles import BUILD_PROFILES, Profile, sorted_profiles
 
 __all__ = [
     "GRANT_POLL",

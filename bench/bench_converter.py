@@ -194,7 +194,7 @@ async def child_daemon(
     }
 
 
-REALTIME_ONLY = ("x1p1.x1.realtime", "x1p1.p1.realtime", "x1p1.x1.obis", "x1p1.p1.dsmr5")
+REALTIME_ONLY = ("x1p1.x1.realtime", "x1p1.x1.realtime_telegram", "x1p1.x1.obis", "x1p1.p1.dsmr5")
 """Modules a converter relaying legacy P1 never needs (imported when the source is realtime)."""
 
 
@@ -315,7 +315,6 @@ def realtime_feed(
     from x1p1.gateway import handlers
     from x1p1.gateway.simulation.meter import MeterSimulation
     from x1p1.gateway.streams import Tick
-    from x1p1.p1.realtime import realtime_telegram
     from x1p1.x1.gas_feed import GAS_INTERVAL
     from x1p1.x1.grants import Grant, GrantKind
     from x1p1.x1.profiles import Profile
@@ -326,6 +325,7 @@ def realtime_feed(
         parse_meters,
         subscription,
     )
+    from x1p1.x1.realtime_telegram import realtime_telegram
 
     start = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
     sim = MeterSimulation(seed=1)

@@ -1,4 +1,4 @@
-"""Benchmark: a DSMR 5.0.2 telegram built from one X1 realtime message (x1p1.p1.realtime).
+"""Benchmark: a DSMR 5.0.2 telegram built from one X1 realtime message (x1p1.x1.realtime_telegram).
 
 Run: .venv/bin/python bench/bench_realtime.py [--seconds S]
 
@@ -25,7 +25,6 @@ from x1p1.gateway import handlers  # noqa: E402
 from x1p1.gateway.simulation.meter import MeterSimulation  # noqa: E402
 from x1p1.gateway.streams import Tick  # noqa: E402
 from x1p1.p1.dsmr5 import build  # noqa: E402
-from x1p1.p1.realtime import realtime_telegram  # noqa: E402
 from x1p1.x1.grants import Grant, GrantKind  # noqa: E402
 from x1p1.x1.profiles import Profile  # noqa: E402
 from x1p1.x1.realtime import (  # noqa: E402
@@ -35,6 +34,7 @@ from x1p1.x1.realtime import (  # noqa: E402
     parse_meters,
     subscription,
 )
+from x1p1.x1.realtime_telegram import realtime_telegram  # noqa: E402
 
 AT = datetime(2026, 1, 15, 12, 0, 7, tzinfo=UTC)
 

@@ -33,7 +33,8 @@ def test_a_legacy_converter_does_not_import_the_realtime_modules() -> None:
         "import sys\n"
         "from x1p1.converter.supervisor import Converter\n"
         "print(sorted(m for m in sys.modules if m in {"
-        "'x1p1.x1.realtime', 'x1p1.p1.realtime', 'x1p1.x1.obis', 'x1p1.p1.dsmr5', 'zoneinfo'}))"
+        "'x1p1.x1.realtime', 'x1p1.x1.realtime_telegram', 'x1p1.x1.obis',"
+        " 'x1p1.p1.dsmr5', 'zoneinfo'}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60

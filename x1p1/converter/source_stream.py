@@ -10,7 +10,7 @@ only does what it says:
   meters the token may read come from ``GET /api/meters`` (§8.1), the subscription asks
   every second for every realtime object of the electricity meter's granted profiles
   (:func:`x1p1.x1.realtime.subscription`), and each electricity message becomes one DSMR
-  5.0.2 telegram (:func:`x1p1.p1.realtime.realtime_telegram`) that goes the same way as a
+  5.0.2 telegram (:func:`x1p1.x1.realtime_telegram.realtime_telegram`) that goes the same way as a
   relayed one. With G-REALTIME, :class:`GasStream` keeps a second subscription for the gas
   meters (:func:`x1p1.x1.realtime.gas_subscription`) at the interval the sans-I/O
   :class:`~x1p1.x1.gas_feed.GasFeed` chooses (every second until a reading is held, then
@@ -41,11 +41,11 @@ from x1p1.x1.readers import printable
 from x1p1.x1.source import Mode, Source, SourceMachine
 
 if TYPE_CHECKING:
-    from x1p1.p1.realtime import RealtimeReadings
     from x1p1.x1.realtime import MeterInfo, RealtimeAssembler, RealtimeMessage
     from x1p1.x1.realtime import Subscription as RealtimeSubscription
+    from x1p1.x1.realtime_telegram import RealtimeReadings
 
-# The realtime reader and builder (x1p1/x1/realtime.py, x1p1/p1/realtime.py, and the OBIS
+# The realtime reader and builder (x1p1/x1/realtime.py, x1p1/x1/realtime_telegram.py, and the OBIS
 # registry they need) are imported when the source first is realtime: a converter that
 # relays legacy P1 never needs them and stays smaller (docs/performance.md).
 
@@ -194,8 +194,8 @@ class SourceStream(LegacyP1Stream):
     def _start_gas(self) -> asyncio.Task[None] | None:
         """Join messages afresh if the meters or the grant changed; start the gas
         subscription when there is gas to read (x1p1/x1/gas_feed.py)."""
-        from x1p1.p1.realtime import realtime_telegram
         from x1p1.x1.realtime import RealtimeAssembler, RealtimeMessage, gas_subscription
+        from x1p1.x1.realtime_telegram import realtime_telegram
 
         self._parse, self._build = RealtimeMessage.parse, realtime_telegram
         gas = gas_subscription(self.sources.granted, self._meters)

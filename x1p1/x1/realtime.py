@@ -2,7 +2,7 @@
 
 Tolerant where we read (architecture.md, habit 10): a gateway of another vendor may add
 keys, write five-group codes, send numbers as strings or times without an offset. This
-module takes what the telegram builder (:mod:`x1p1.p1.realtime`) needs and ignores the
+module takes what the telegram builder (:mod:`x1p1.x1.realtime_telegram`) needs and ignores the
 rest; it never reuses the gateway's strict parsers.
 
 - :func:`parse_meters` reads ``GET /api/meters``: which meters the token may read (§8.1).
@@ -15,7 +15,7 @@ rest; it never reuses the gateway's strict parsers.
   The power-failure log ``1-0:99.97.0.255`` is taken in either form a gateway writes: the
   P1 notation ``(n)(0-0:96.7.19)(TST)(v*s)…`` or a list ``[{"t", "duration_s"}, …]``.
 - :class:`RealtimeAssembler` joins the messages of one second: each electricity message
-  gives one :class:`~x1p1.p1.realtime.RealtimeReadings`, with the latest reading of every
+  gives one :class:`~x1p1.x1.realtime_telegram.RealtimeReadings`, with the latest reading of every
   gas meter (a gas value carries its own 5-minute time, docs/x1-api.md).
 """
 
@@ -30,11 +30,11 @@ from datetime import datetime
 
 from x1p1.exceptions import BadRequest, GatewayError, TelegramParseError
 from x1p1.p1.dsmr5 import MAX_FAILURE_LOG, PowerFailure
-from x1p1.p1.realtime import GasReadings, RealtimeReadings, Value
 from x1p1.p1.values import parse_timestamp, split_unit
 from x1p1.x1.obis import BY_CODE, OBJECTS, Meter, ObisObject, P1Kind, lookup
 from x1p1.x1.profiles import BUILD_PROFILES, REALTIME_PROFILES, Profile
 from x1p1.x1.readers import read_time
+from x1p1.x1.realtime_telegram import GasReadings, RealtimeReadings, Value
 
 __all__ = [
     "BUILD_PROFILES",

@@ -5,7 +5,7 @@ it. X1 §5.1.6: the customer may grant other profiles than the device asked for,
 change them later in the portal. The config's ``source`` (docs/config.example.toml):
 
 - ``legacy-p1``: relay ``/api/legacy-p1`` byte for byte; the token needs P1.
-- ``realtime``: build telegrams from ``/api/realtime`` (:mod:`x1p1.p1.realtime`); the
+- ``realtime``: build telegrams from ``/api/realtime`` (:mod:`x1p1.x1.realtime_telegram`); the
   token needs E-REALTIME or PQ-REALTIME (and G-REALTIME for gas).
 - ``auto`` (default): legacy P1 when the token has P1 and the gateway serves it;
   otherwise realtime; back to legacy P1 when it becomes available again.

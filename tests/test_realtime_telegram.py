@@ -1,4 +1,4 @@
-"""Telegrams built from X1 realtime values (x1p1.p1.realtime, x1p1.x1.realtime).
+"""Telegrams built from X1 realtime values (x1p1.x1.realtime_telegram, x1p1.x1.realtime).
 
 The embedded gateway's own machinery writes the realtime messages (``Tick.realtime`` with
 the selection ``handlers.realtime_selection`` resolves for a token of the given profiles),
@@ -23,12 +23,6 @@ from x1p1.gateway.simulation.meter import MeterSimulation
 from x1p1.gateway.streams import Tick
 from x1p1.p1.dsmr5 import PowerFailure
 from x1p1.p1.reader import TelegramReader, ValidTelegram
-from x1p1.p1.realtime import (
-    REALTIME_HEADER,
-    GasReadings,
-    RealtimeReadings,
-    build_realtime,
-)
 from x1p1.p1.telegram import Telegram
 from x1p1.x1.grants import Grant, GrantKind
 from x1p1.x1.obis import Meter
@@ -42,6 +36,12 @@ from x1p1.x1.realtime import (
     parse_meters,
     parse_time,
     subscription,
+)
+from x1p1.x1.realtime_telegram import (
+    REALTIME_HEADER,
+    GasReadings,
+    RealtimeReadings,
+    build_realtime,
 )
 
 E, G, PQ = Profile.E_REALTIME, Profile.G_REALTIME, Profile.PQ_REALTIME

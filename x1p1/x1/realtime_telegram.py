@@ -1,4 +1,5 @@
-"""Build a DSMR 5.0.2 telegram from X1 realtime values (P1 §6.2–§6.12, X1 §6.2, §8.2).
+"""Build a DSMR 5.0.2 telegram from X1 realtime values (P1 §6.2–§6.12, X1 §6.2, §8.2): the
+X1 registry's knowledge written with the P1 core's tools, so it lives in ``x1/``.
 
 A gateway need not offer ``/api/legacy-p1`` (X1 §6.2.7: it *can* supply P1 telegrams),
 and a customer may grant a device realtime profiles instead of P1 (X1 §5.1.6). Then the

@@ -15,6 +15,7 @@ import pytest
 
 from x1p1.gateway import comlog as comlog_module
 from x1p1.gateway.comlog import (
+    ADDRESS_KEPT,
     DETAIL_MAX,
     ROWS_PER_ADDRESS,
     Comlog,
@@ -322,8 +323,10 @@ def test_entries_of_an_address_fold_past_its_share(log: Comlog, db: Path) -> Non
     folded = [e for e in entries if e.folded]
     assert [(f.address, f.count) for f in folded] == [("127.0.0.2", 500 - ROWS_PER_ADDRESS)]
     assert [e.device for e in entries if not e.folded][-2:] == ["mine", "mine"]
-    # a new minute, a new share
+    # the share is an hour's: the next minute folds too, the next hour has a new share
     later = start + timedelta(minutes=1)
+    assert log.add(later, ComlogEvent.TOKEN_REQUESTED, "evil", address="127.0.0.2") is None
+    later = start.replace(minute=0) + timedelta(hours=1)
     entry = log.add(later, ComlogEvent.TOKEN_REQUESTED, "evil", address="127.0.0.2")
     assert entry is not None and entry.address == "127.0.0.2" and not entry.folded
 
@@ -331,7 +334,7 @@ def test_entries_of_an_address_fold_past_its_share(log: Comlog, db: Path) -> Non
 def test_prune_keeps_the_newest_folded_rows(
     log: Comlog, db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(comlog_module, "FOLDED_KEPT", 5)
+    monkeypatch.setattr(comlog_module, "ANYONE_KEPT", 5)
     start = T0.replace(second=0)
     for minute in range(12):
         log.note_failure(start + timedelta(minutes=minute), "127.0.0.2")
@@ -357,3 +360,61 @@ def test_an_older_comlog_gains_the_new_columns(db: Path) -> None:
     log.init_schema()  # twice: nothing to do the second time
     log.note_failure(T0, "127.0.0.2")
     assert [e.event.value for e in log.entries()] == ["x1-disabled", "unauthorized"]
+
+
+_REAL = (
+    (ComlogEvent.TOKEN_APPROVED, "dongle", None),  # the meter's button
+    (ComlogEvent.LOGIN_APPROVED, "portal: Firefox", None),
+    (ComlogEvent.ADMIN_ACTION, "portal: Firefox", "127.0.0.1"),  # the customer, in the portal
+    (ComlogEvent.X1_DISABLED, None, None),  # the grid operator
+    (ComlogEvent.HISTORY_BLOCKED, None, None),
+)
+
+
+def test_a_flood_over_two_days_stays_bounded_and_hides_nothing_real(tmp_path: Path) -> None:
+    """docs/reliability.md: one host asks for tokens, logs in and sends wrong tokens three
+    times a minute each for 48 simulated hours, the hourly prune running. Its rows stay
+    under ADDRESS_KEPT plus one hour's worth, and the portal's view still shows every
+    entry of the meter, the grid operator and the customer, the oldest included."""
+    conn = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")  # speed only: durability is tested above
+    log = Comlog(conn)
+    log.init_schema()
+    start = T0.replace(minute=0, second=0)
+    for event, device, address in _REAL:
+        log.add(start, event, device, address=address)
+    attacker = "127.0.0.2"
+    per_hour = []
+    for minute in range(48 * 60):
+        now = start + timedelta(minutes=minute)
+        for second in (1, 20, 40):
+            at = now + timedelta(seconds=second)
+            log.add(at, ComlogEvent.TOKEN_REQUESTED, "evil", address=attacker)
+            log.add(at, ComlogEvent.TOKEN_EXPIRED, "evil", address=attacker)
+            log.add(at, ComlogEvent.LOGIN_REQUESTED, "portal: evil", address=attacker)
+            log.note_failure(at, attacker)
+        if minute % 60 == 59:
+            log.flush(now)
+            per_hour.append(_rows_of(conn, attacker))
+            log.prune(now + timedelta(seconds=59))
+    log.flush()
+    # between two prunes one hour adds its single rows and a folded row per minute and kind
+    hour = ROWS_PER_ADDRESS + 60 * 4
+    assert 200 < per_hour[0] <= hour
+    assert max(per_hour) <= ADDRESS_KEPT + hour
+    assert _rows_of(conn, attacker) <= ADDRESS_KEPT
+    counted = conn.execute("SELECT sum(count) FROM comlog WHERE address = ?", (attacker,))
+    assert counted.fetchone()[0] > 0
+    shown = log.view(500)
+    real = [(e.event, e.device, e.address) for e in shown if e.t == start and not e.folded]
+    assert all(row in real for row in _REAL), real
+    assert len(shown) <= 1000 and shown == sorted(shown, key=lambda e: (e.t, e.id))
+    # what the portal showed before (the newest 500 of all) had none of them
+    assert not any(e.t == start for e in log.entries(limit=500))
+
+
+def _rows_of(conn: sqlite3.Connection, address: str) -> int:
+    return int(
+        conn.execute("SELECT count(*) FROM comlog WHERE address = ?", (address,)).fetchone()[0]
+    )

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from gateway_fixture import RunningGateway, gateway
+from x1_test_gateway import Dialect
 from x1_test_gateway import running_gateway as running_test_gateway
 
 from x1p1.cli import main
@@ -152,6 +153,50 @@ def test_throttled_after_three_denials(gateway: RunningGateway, tmp_path: Path) 
     result = invoke(pair_args(gateway, state_dir))
     assert result.exit_code == PairExit.THROTTLED == 5, result.output
     assert "denied three times within an hour" in result.output
+    assert "it said: this device was denied" in result.output
+
+
+def test_throttled_by_a_full_queue_says_so(gateway: RunningGateway, tmp_path: Path) -> None:
+    """16 hosts wait with one request each: the gateway has no room (docs/reliability.md).
+    `x1p1 pair` says what the gateway said, not that it was denied."""
+    for host in range(1, 17):
+        assert gateway.token_request(source=f"127.0.1.{host}").status == 202
+    result = invoke(pair_args(gateway, tmp_path / "state"))
+    assert result.exit_code == PairExit.THROTTLED == 5, result.output
+    assert "16 requests are already waiting on the meter" in result.output
+    assert "denied" not in result.output and "§5.1.7" not in result.output
+
+
+THROTTLES: dict[str, tuple[tuple[int, dict[str, str], bytes], str, str | None]] = {
+    # name: the gateway's 429, words of the sentence, words the sentence must not have
+    "a denial": (
+        (429, {"Retry-After": "3600"}, b'{"error": "rate-limited", "message": "denied twice"}'),
+        "denied three times within an hour (X1 §5.1.7) (it said: denied twice); try again in 60",
+        None,
+    ),
+    "a full queue": (
+        (429, {}, b'{"error": "rate-limited", "message": "queue full\\u001b[2J"}'),
+        "refuses new token requests for now (it said: queue full\\x1b[2J); try again in 60 s",
+        "denied",
+    ),
+    "no message": (
+        (429, {"Retry-After": "90"}, b""),
+        "the gateway refuses new token requests for now; try again in 90 s",
+        "denied",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", THROTTLES)
+async def test_a_429_is_told_as_the_gateway_told_it(name: str, tmp_path: Path) -> None:
+    answer, words, never = THROTTLES[name]
+    async with running_test_gateway(tmp_path / "gw", dialect=Dialect(throttle=answer)) as gw:
+        gw.throttled = True
+        args = ["pair", "--gateway", f"127.0.0.1:{gw.port}", "--ca", str(gw.ca_file)]
+        result = await asyncio.to_thread(invoke, [*args, "--state-dir", str(tmp_path / "s")])
+    assert result.exit_code == PairExit.THROTTLED, result.output
+    assert words in " ".join(result.output.split()), result.output
+    assert never is None or never not in result.output
 
 
 def test_unreachable(tmp_path: Path) -> None:

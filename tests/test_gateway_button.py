@@ -125,6 +125,31 @@ def test_one_host_cannot_fill_the_queues(gw: RunningGateway) -> None:
     assert customer.get("/login/status").status == 200 and "__Host-x1p1-session" in customer.jar
 
 
+def test_eight_hosts_cannot_lock_the_others_out(gw: RunningGateway) -> None:
+    """Eight hosts (127.0.1.1–8) with two requests each fill the 16 places of each kind;
+    the customer's pairing and login still get in, each in place of the oldest request
+    of a host that holds two (docs/reliability.md)."""
+    hosts = [f"127.0.1.{n}" for n in range(1, 9)]
+    for host in hosts * 2:
+        assert gw.token_request(["P1"], name="spam", source=host).status == 202
+        assert Client(gw, source=host).post("/login").status == 303
+    waiting = gw.control.requests()
+    assert len(waiting) == 32 and {r["address"] for r in waiting} == set(hosts)
+    asked = gw.token_request(["P1"], name="dongle")
+    assert asked.status == 202, asked.body
+    customer = Client(gw)
+    assert customer.post("/login").status == 303
+    waiting = gw.control.requests()
+    assert len(waiting) == 32
+    assert sum(r["address"] == hosts[0] for r in waiting) == 2  # one of each kind gave way
+    gw.control.approve(code=asked.json["code"])
+    state = gw.request("GET", f"/api/tokens/requests/{asked.json['request_id']}").json
+    assert state["status"] == "approved"
+    [login] = [r for r in waiting if r["kind"] == "login" and r["address"] == "127.0.0.1"]
+    gw.control.approve(code=login["code"])
+    assert customer.get("/login/status").status == 200 and "__Host-x1p1-session" in customer.jar
+
+
 # --- the stolen token --------------------------------------------------------------------------
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import struct
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -415,6 +417,31 @@ def test_block_removes_the_past_revokes_everyone_and_history_accrues_again(hist:
         ).fetchone() == (0,)
         with pytest.raises(sqlite3.IntegrityError, match="cannot be undone"):
             conn.execute("DELETE FROM history_meta WHERE key = 'blocked'")
+
+
+def _database_bytes(db: Path) -> bytes:
+    """``gateway.db`` and its ``-wal`` and ``-shm`` files, as they are on disk."""
+    return b"".join(p.read_bytes() for p in db.parent.iterdir() if p.name.startswith(db.name))
+
+
+def test_a_block_through_the_gateway_leaves_no_blocked_reading_in_the_files(hist: Hist) -> None:
+    """§12.1: the blocked readings leave the disk, not only the query. The block runs in
+    the ledger's transaction; the WAL is checkpointed and truncated after its commit."""
+    db = hist.gw.state_dir / "gateway.db"
+    day_ago = int((hist.clock.now - timedelta(days=1)).timestamp())
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        rows = conn.execute("SELECT * FROM history_readings WHERE t < ?", (day_ago,)).fetchall()
+    # A fraction is stored as an 8-byte big-endian REAL (a whole number may be an integer).
+    old = {struct.pack(">d", v) for row in rows for v in row if isinstance(v, float) and v % 1}
+    assert len(old) > 100
+    before = _database_bytes(db)
+    assert all(value in before for value in old)
+    result = CliRunner().invoke(
+        main, ["meter", "block-history", "--yes", "--state-dir", str(hist.gw.state_dir)]
+    )
+    assert result.exit_code == 0, result.output
+    after = _database_bytes(db)
+    assert [value for value in old if value in after] == []
 
 
 def test_the_block_is_irreversible_across_a_restart_of_the_gateway_process(

@@ -178,8 +178,8 @@ def test_real_answers_validate_against_the_document(
     c.check("DELETE", "/api/token", gw.request("DELETE", "/api/token", token=leaving))
     c.check("DELETE", "/api/token", gw.request("DELETE", "/api/token", token=leaving))
     c.check("DELETE", "/api/token", gw.request("DELETE", "/api/token?x=1", token=token))
-    replies = [  # eight hosts, two each, then a ninth: at most 16 pending
-        gw.token_request(name=f"many {i}", source=f"127.0.0.{2 + i // 2}") for i in range(17)
+    replies = [  # sixteen hosts, one each, then a seventeenth: at most 16 pending
+        gw.token_request(name=f"many {i}", source=f"127.0.1.{1 + i}") for i in range(17)
     ]
     [throttled, *_] = [r for r in replies if r.status == 429]  # at most 16 pending
     c.check("POST", requests, throttled)

@@ -18,6 +18,7 @@ import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import pytest
 from aiohttp import ClientSession, ClientWebSocketResponse, WSMsgType
 from gateway_fixture import RunningGateway, gateway, gateway_process
 from reliability_support import open_fds, wait_for
+from test_portal_http import Client
 
 from x1p1.gateway.comlog import ROWS_PER_ADDRESS
 from x1p1.gateway.listener import HEADROOM, PER_ADDRESS, ConnectionLimits, total_for
@@ -480,11 +482,9 @@ def test_comlog_flood_is_bounded(gateway: RunningGateway) -> None:
     rows = entries[before:]
     from_attacker = [e for e in rows if e.get("address") == ATTACKER]
     minutes = {e["t"] for e in from_attacker if e.get("folded")}
-    # per minute: unauthorized, request-refused, a folded token-requested row, plus the
-    # share of single rows (ROWS_PER_ADDRESS) of the first minute
     # per minute: unauthorized, request-refused, and the folded token-requested and
     # token-expired rows (each request past the address's share replaces its oldest,
-    # x1p1/x1/grants.py), plus the single rows (ROWS_PER_ADDRESS) of the first minute
+    # x1p1/x1/grants.py), plus the single rows (ROWS_PER_ADDRESS) of the hour
     assert len(from_attacker) <= 4 * len(minutes) + ROWS_PER_ADDRESS
     counted = sum(
         e["count"] for e in from_attacker if e["event"] in ("unauthorized", "request-refused")
@@ -500,3 +500,26 @@ def test_comlog_flood_is_bounded(gateway: RunningGateway) -> None:
         f"\ncomlog flood: {FLOOD} requests in {seconds:.1f} s ({FLOOD / seconds:.0f}/s) from one "
         f"host stored {len(from_attacker)} rows"
     )
+
+
+def test_a_flood_in_the_comlog_hides_nothing_the_customer_did(gateway: RunningGateway) -> None:
+    """The portal's comlog page shows the customer's login and the meter's approval
+    although one host's rows, counted over two simulated days, are far more than the
+    500 entries the page shows (x1p1/gateway/comlog.py, Comlog.view)."""
+    gw = gateway
+    customer = Client(gw)
+    customer.log_in()  # a login request, approved on the meter
+    assert gw.gateway is not None and gw.gateway.comlog is not None and gw.loop is not None
+    comlog = gw.gateway.comlog
+    now = gw.gateway.state.now()
+
+    async def flood() -> None:  # one host's failures, one folded row a minute, after it
+        for minute in range(1, 48 * 60):
+            comlog.note_failure(now + timedelta(minutes=minute), ATTACKER)
+        comlog.flush()
+
+    asyncio.run_coroutine_threadsafe(flood(), gw.loop).result(120)
+    assert len(gw.control.comlog(limit=100_000)) > 2000
+    page = customer.get("/comlog").text
+    assert "Login approved" in page and page.count("Login approved") == 1
+    assert page.count("<tr") <= 2 * 500 + 1  # a header row and both sides of the view

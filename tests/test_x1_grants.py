@@ -226,13 +226,44 @@ def test_an_approval_at_9_50_still_reaches_a_poll_at_10_05() -> None:
 def test_at_most_sixteen_pending_of_a_kind() -> None:
     ledger = Ledger()
     for i in range(MAX_PENDING[RequestKind.DEVICE]):
-        ledger.request_device(body(), f"10.0.0.{i // 2}", T0 + timedelta(seconds=i))
+        ledger.request_device(body(), f"10.0.0.{i}", T0 + timedelta(seconds=i))
     with pytest.raises(RateLimited) as caught:
         ledger.request_device(body(), "10.0.0.99", T0 + timedelta(seconds=30))
     assert caught.value.retry_after == 600 - 30  # until the oldest expires
     assert caught.value.headers() == {"Retry-After": "570"}
     # the other kinds are not affected: logins still get in
     ledger.start_login(UA, HOME, T0 + timedelta(seconds=31))
+
+
+def test_a_full_queue_makes_room_for_a_host_that_has_none_waiting() -> None:
+    """Eight hosts with two each fill the sixteen places; a ninth takes the place of the
+    oldest request of a host holding two, and so do the next seven. Then every request
+    waits alone: a host with none waiting is refused, as is one with a request waiting."""
+    ledger = Ledger()
+    full = MAX_PENDING[RequestKind.DEVICE]
+    made = [
+        ledger.request_device(body(), f"10.0.0.{i % 8}", T0 + timedelta(seconds=i))
+        for i in range(full)
+    ]
+    newcomers = []
+    for n in range(8):
+        at = T0 + timedelta(seconds=100 + n)
+        newcomers.append(ledger.request_device(body(), f"10.0.1.{n}", at))
+        assert ledger.request(made[n].request_id).state is R.EXPIRED  # host n's oldest
+        assert len(ledger.pending(at, RequestKind.DEVICE)) == full
+    waiting = ledger.pending(T0 + timedelta(seconds=200), RequestKind.DEVICE)
+    assert [r.request_id for r in waiting] == [r.request_id for r in made[8:] + newcomers]
+    with pytest.raises(RateLimited, match="16 requests are already waiting"):
+        ledger.request_device(body(), "10.0.2.1", T0 + timedelta(seconds=201))
+    with pytest.raises(RateLimited):
+        ledger.request_device(body(), "10.0.1.0", T0 + timedelta(seconds=202))
+    # the rule is the ledger's for every kind: logins too
+    for i in range(MAX_PENDING[RequestKind.LOGIN]):
+        ledger.start_login(UA, f"10.0.0.{i % 8}", T0 + timedelta(seconds=300 + i))
+    request, _ = ledger.start_login(UA, HOME, T0 + timedelta(seconds=400))
+    logins = ledger.pending(T0 + timedelta(seconds=401), RequestKind.LOGIN)
+    assert len(logins) == full and logins[-1].request_id == request.request_id
+    assert logins[0].address == "10.0.0.1"  # 10.0.0.0's older login gave way
 
 
 def test_one_address_holds_at_most_two_of_a_kind_and_a_third_replaces_its_oldest() -> None:

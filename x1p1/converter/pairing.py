@@ -528,9 +528,9 @@ def error_for(
             message,
             sentence=(f"the gateway answered HTTP {status}{code}: {message}"),
         )
-    if cls is RateLimited:
+    if cls is RateLimited:  # its message is the gateway's own, empty when it gave none
         wait = retry_after((headers or {}).get("Retry-After"), now=datetime.now(UTC), default=60.0)
-        return RateLimited(message, retry_after=int(60.0 if wait is None else wait))
+        return RateLimited(error.message, retry_after=int(60.0 if wait is None else wait))
     if cls is ForbiddenProfile:
         missing = body.get("missing") if isinstance(body, dict) else None
         names = [printable(m, 32) for m in missing] if isinstance(missing, list) else []
@@ -594,11 +594,7 @@ def wait_for_approval(
     try:
         answer = client.request_token(body)
     except RateLimited as exc:
-        raise PairingThrottled(
-            "the gateway refuses new requests from this device for now: it was denied "
-            f"three times within an hour (X1 §5.1.7); try again in {_minutes(exc.retry_after)}",
-            retry_after=exc.retry_after,
-        ) from None
+        raise _throttled(exc) from None
     request_id = answer.request_id or ""
     if on_request is not None:
         on_request(answer)
@@ -653,6 +649,25 @@ def _expired(body: TokenRequestBody) -> PairingExpired:
     return PairingExpired(
         f"nobody approved '{body.name}' within 10 minutes (X1 §5.1.4); run `x1p1 pair` "
         "again and press the button on the meter while the request shows"
+    )
+
+
+def _throttled(exc: RateLimited) -> PairingThrottled:
+    """A 429 on the first ``POST``, told as the gateway told it: a device denied three
+    times within an hour (X1 §5.1.7), or a gateway with too many requests waiting on the
+    meter (docs/reliability.md). The gateway's own message (already through
+    :func:`~x1p1.x1.readers.printable`) is quoted; the §5.1.7 sentence only when the
+    gateway speaks of denials, a neutral one when it gave no message."""
+    said = str(exc)
+    if "denied" in said.lower():
+        why = ": this device was denied three times within an hour (X1 §5.1.7)"
+    else:
+        why = ""
+    quoted = f" (it said: {said})" if said else ""
+    return PairingThrottled(
+        f"the gateway refuses new token requests for now{why}{quoted}; "
+        f"try again in {_minutes(exc.retry_after)}",
+        retry_after=exc.retry_after,
     )
 
 

@@ -23,10 +23,17 @@ A host on the home network must not be able to flood the comlog (docs/reliabilit
   latest time, counted like use rows.
 - Entries that name the client's address (:meth:`Comlog.add` with ``address``: a token
   request, a login request) are written one by one up to :data:`ROWS_PER_ADDRESS` per
-  address and minute; past that, that minute's entries of a kind from that address fold
+  address and hour; past that, that minute's entries of a kind from that address fold
   into one row with a count.
-- :meth:`Comlog.prune` keeps at most :data:`FOLDED_KEPT` of those per-minute rows (the
-  newest), whatever their age, besides the two years of everything else.
+- What any host can cause without access (:func:`anyone_can_cause`: failures, folded
+  rows, token and login requests and the requests they replaced) is capped by
+  :meth:`Comlog.prune`: at most :data:`ADDRESS_KEPT` rows per address and
+  :data:`ANYONE_KEPT` in all (the newest), whatever their age, besides the two years of
+  everything else. A flood of one host lasting two years thus stays at most
+  :data:`ADDRESS_KEPT` rows, plus what one hour adds before the next prune.
+- :meth:`Comlog.view` (the portal's page) shows the newest entries of each side apart,
+  so no flood pushes the meter's buttons, the grid operator, the history block or the
+  customer's own logins, approvals and portal actions out of view.
 """
 
 from __future__ import annotations
@@ -67,9 +74,16 @@ _FOLDED_INDEX = (
 )
 
 ROWS_PER_ADDRESS = 10
-"""Entries with an address written one by one per address and minute; the rest fold."""
-FOLDED_KEPT = 20_000
-"""Per-minute rows kept at most (two weeks of one row a minute)."""
+"""Entries with an address written one by one per address and hour; the rest fold."""
+ADDRESS_KEPT = 1000
+"""Rows that any host can cause (:func:`anyone_can_cause`) kept per address at most."""
+ANYONE_KEPT = 20_000
+"""Rows that any host can cause kept at most in all (two weeks of one row a minute)."""
+_ANYONE = (
+    "(folded = 1 OR event IN ('unauthorized', 'request-refused') OR (address IS NOT NULL "
+    "AND event IN ('token-requested', 'login-requested', 'token-expired')))"
+)
+"""SQL: the rows of :func:`anyone_can_cause`."""
 ADDRESS_MAX = 64
 
 DETAIL_MAX = 4096
@@ -113,6 +127,20 @@ class ComlogEvent(enum.StrEnum):
     def failure(self) -> bool:
         """Counted per address per minute by :meth:`Comlog.note_failure`."""
         return self in (ComlogEvent.UNAUTHORIZED, ComlogEvent.REFUSED)
+
+
+def anyone_can_cause(event: ComlogEvent, address: str | None, folded: bool) -> bool:
+    """Whether any host on the network can cause an entry like this without access: a
+    failure, a folded row, a token or login request, or (with the client's address) the
+    expiry of a request that a newer one replaced. The meter's buttons, the grid
+    operator, the history block and what a session does are the other side."""
+    if folded or event.failure:
+        return True
+    return address is not None and event in (
+        ComlogEvent.TOKEN_REQUESTED,
+        ComlogEvent.LOGIN_REQUESTED,
+        ComlogEvent.TOKEN_EXPIRED,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,8 +289,8 @@ class Comlog:
         self._folds: dict[tuple[ComlogEvent, str, int], _Pending] = {}
         self._folds_written: set[tuple[ComlogEvent, str, int]] = set()
         """Folded rows on disk already (this minute's and the last)."""
-        self._rows_this_minute: dict[str, int] = {}
-        self._minute: int | None = None
+        self._rows_this_hour: dict[str, int] = {}
+        self._hour: int | None = None
         self._flushed_at: int | None = None
 
     def init_schema(self) -> None:
@@ -292,7 +320,7 @@ class Comlog:
         ``device`` names the device or session (a token's name, uuid or id; None for
         the meter's buttons and the grid operator). ``address`` is the client's, for
         what a client on the network caused: past :data:`ROWS_PER_ADDRESS` entries of
-        an address in a minute, the entry is folded into that minute's row of its kind
+        an address in an hour, the entry is folded into that minute's row of its kind
         and address, and None is returned. ``api-use`` and ``websocket-use`` go through
         :meth:`note_use`, failures through :meth:`note_failure`. ValueError for an
         unknown event or a detail that is not JSON."""
@@ -327,16 +355,16 @@ class Comlog:
         self._fold(failure, address[:ADDRESS_MAX], _stamp(now), now)
 
     def _share_used(self, address: str, stamp: int) -> bool:
-        """Count one entry of ``address`` in this minute; whether its share was used up
+        """Count one entry of ``address`` in this hour; whether its share was used up
         before it."""
-        minute = _minute(stamp)
-        if minute != self._minute:
-            self._minute = minute
-            self._rows_this_minute.clear()
-        used = self._rows_this_minute.get(address, 0)
+        hour = _hour(stamp)
+        if hour != self._hour:
+            self._hour = hour
+            self._rows_this_hour.clear()
+        used = self._rows_this_hour.get(address, 0)
         if used >= ROWS_PER_ADDRESS:
             return True
-        self._rows_this_minute[address] = used + 1
+        self._rows_this_hour[address] = used + 1
         return False
 
     def _fold(self, kind: ComlogEvent, address: str, stamp: int, now: datetime) -> None:
@@ -433,37 +461,66 @@ class Comlog:
             "ORDER BY t, id",
             (lower, exact - exact % 60, exact, limit),
         ).fetchall()
-        out: list[ComlogEntry] = []
-        for row_id, t, event, device, detail, count, last, address, folded in rows:
-            try:
-                kind = ComlogEvent(event)
-            except ValueError:
-                continue  # an event kind from a newer x1p1
-            out.append(
-                ComlogEntry(
-                    int(row_id),
-                    _time(int(t)),
-                    kind,
-                    device,
-                    json.loads(detail or "{}"),
-                    int(count),
-                    None if last is None else _time(int(last)),
-                    address,
-                    bool(folded),
-                )
-            )
-        return out
+        return _entries(rows)
+
+    def view(self, limit: int = 500) -> list[ComlogEntry]:
+        """What the portal shows, oldest first: the newest ``limit`` entries that no host
+        can cause without access and, apart from them, the newest ``limit`` that any can
+        (:func:`anyone_can_cause`). A flood fills only its own side."""
+        self.flush()
+        if limit < 1:
+            return []
+        select = (
+            "SELECT id, t, event, device, detail, count, last, address, folded FROM comlog "
+            "WHERE {} ORDER BY t DESC, id DESC LIMIT ?"
+        )
+        rows = self.conn.execute(select.format(f"NOT {_ANYONE}"), (limit,)).fetchall()
+        rows += self.conn.execute(select.format(_ANYONE), (limit,)).fetchall()
+        rows.sort(key=lambda row: (row[1], row[0]))
+        return _entries(rows)
 
     def prune(self, now: datetime, keep: timedelta = timedelta(days=2 * 365)) -> int:
         """Delete entries older than ``keep`` (two years by default, the longest history
-        the meter keeps a day's readings: Table 8), and per-minute rows past the newest
-        :data:`FOLDED_KEPT`; returns how many went."""
+        the meter keeps a day's readings: Table 8), and of the rows any host can cause
+        (:func:`anyone_can_cause`) those past the newest :data:`ADDRESS_KEPT` of their
+        address and past the newest :data:`ANYONE_KEPT` in all; returns how many went."""
         with transaction(self.conn) as conn:
             cur = conn.execute("DELETE FROM comlog WHERE t < ?", (_stamp(now - keep),))
             gone = cur.rowcount
             cur = conn.execute(
-                "DELETE FROM comlog WHERE folded = 1 AND id NOT IN ("
-                "SELECT id FROM comlog WHERE folded = 1 ORDER BY t DESC, id DESC LIMIT ?)",
-                (FOLDED_KEPT,),
+                "DELETE FROM comlog WHERE id IN (SELECT id FROM (SELECT id, row_number() "
+                "OVER (PARTITION BY address ORDER BY t DESC, id DESC) AS n FROM comlog "
+                f"WHERE {_ANYONE}) WHERE n > ?)",
+                (ADDRESS_KEPT,),
+            )
+            gone += cur.rowcount
+            cur = conn.execute(
+                f"DELETE FROM comlog WHERE {_ANYONE} AND id NOT IN ("
+                f"SELECT id FROM comlog WHERE {_ANYONE} ORDER BY t DESC, id DESC LIMIT ?)",
+                (ANYONE_KEPT,),
             )
             return gone + cur.rowcount
+
+
+def _entries(rows: list[Any]) -> list[ComlogEntry]:
+    """Rows of ``SELECT id, t, event, device, detail, count, last, address, folded``."""
+    out: list[ComlogEntry] = []
+    for row_id, t, event, device, detail, count, last, address, folded in rows:
+        try:
+            kind = ComlogEvent(event)
+        except ValueError:
+            continue  # an event kind from a newer x1p1
+        out.append(
+            ComlogEntry(
+                int(row_id),
+                _time(int(t)),
+                kind,
+                device,
+                json.loads(detail or "{}"),
+                int(count),
+                None if last is None else _time(int(last)),
+                address,
+                bool(folded),
+            )
+        )
+    return out

@@ -630,12 +630,19 @@ class GatewayGrants:
 
     def block_history(self, block: Callable[[], T], reason: str) -> tuple[T, list[Grant]]:
         """Run ``block`` (the history store's block, §12.1) and end every grant and open
-        request in one transaction: all of it is on disk, or none."""
+        request in one transaction: all of it is on disk, or none.
+
+        Once that transaction has committed, the write-ahead log is copied into the main
+        file and truncated (§12.1): the deleted readings' pages, overwritten by the block,
+        then leave ``gateway.db-wal`` too. (A kill between the two leaves them in the log
+        until SQLite's next checkpoint; the block itself is done either way.)"""
         outcome: list[T] = []
         grants = self._run(
             lambda: self.ledger.revoke_all(self.now(), reason),
             also=lambda: outcome.append(block()),
         )
+        if not self.store.checkpoint():
+            log.warning("history blocked, but a reader kept the old readings in the WAL")
         return outcome[0], grants
 
     # --- the portal's browsers (§5.1.3, §9.2.2) ------------------------------------------

@@ -49,7 +49,7 @@ from functools import lru_cache
 from typing import Protocol
 
 from x1p1.exceptions import X1P1Error
-from x1p1.gateway.store import transaction
+from x1p1.gateway.store import checkpoint, transaction
 from x1p1.x1.api import format_time
 from x1p1.x1.history import (
     TABLE_8,
@@ -389,8 +389,10 @@ class HistoryStore:
         finally:
             self.conn.execute(f"PRAGMA secure_delete = {int(secure)}")
         if not self.conn.in_transaction:
-            # Move the deletion out of the WAL into the main file now.
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            # Move the deletion out of the WAL into the main file now. Inside the
+            # caller's transaction the caller does it once that has committed
+            # (GatewayGrants.block_history).
+            checkpoint(self.conn)
         blocked = self._meta("blocked")
         assert blocked is not None
         return _time(blocked)

@@ -93,6 +93,17 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.commit()
 
 
+def checkpoint(conn: sqlite3.Connection) -> bool:
+    """Copy the write-ahead log into the main file and truncate the log to nothing
+    (``PRAGMA wal_checkpoint(TRUNCATE)``); True when it got through. Only outside a
+    transaction: what an open one wrote is not in the log yet. After a history block
+    (§12.1) this is what takes the overwritten pages out of ``gateway.db-wal``."""
+    if conn.in_transaction:
+        raise RuntimeError("a checkpoint inside an open transaction would miss its writes")
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return not busy
+
+
 class Store:
     """The gateway's database. Open it with :meth:`open`; close it with :meth:`close`."""
 
@@ -146,6 +157,10 @@ class Store:
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error; joins an open one."""
         return transaction(self.conn)
+
+    def checkpoint(self) -> bool:
+        """:func:`checkpoint` on the store's connection."""
+        return checkpoint(self.conn)
 
     def migrate(self, component: str, migrations: Sequence[str]) -> int:
         """Run the scripts of ``migrations`` that ``component`` has not run yet (script

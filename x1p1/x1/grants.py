@@ -52,7 +52,9 @@ The rules around the tables are tables too (:data:`LIFETIME`, :data:`MAX_PENDING
   is the order of the display, not a licence to guess).
 - **Caps.** At most :data:`MAX_PENDING` requests of each kind wait at once; each client
   address holds at most :data:`PER_ADDRESS` of each kind, and a further one replaces its
-  oldest, so no single host can fill a queue.
+  oldest, so no single host can fill a queue. When a queue is full, a host with none
+  waiting takes the place of the oldest request of the host that holds the most
+  (:func:`gives_way`); only when each waits alone is it refused.
 - **Throttling** (§5.1.7): three denials of one device (uuid) within an hour refuse its
   requests for an hour. Expiries do not count.
 - **Answers.** A device request answers ``GET`` for its 10 minutes; an approved one for
@@ -80,7 +82,8 @@ import math
 import re
 import secrets
 import uuid as uuid_module
-from collections.abc import Callable, Collection, Iterable
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -267,6 +270,24 @@ REPLACE: dict[RequestKind, RequestEvent] = {
 }
 """How a replaced request ends (a device request can only expire: the wire has no
 "cancelled", x1-api.md)."""
+
+
+def gives_way(pending: Sequence[Request], address: str) -> Request | None:
+    """The request that makes room in a full queue of one kind for a request from
+    ``address`` (``pending`` oldest first): when ``address`` has none waiting, the oldest
+    request of the address that holds the most, if that is more than one. None when
+    ``address`` already waits or every request is the only one of its address: then the
+    newcomer is refused. So hosts that each hold :data:`PER_ADDRESS` requests cannot
+    keep a host that holds none out of the queue."""
+    held = Counter(r.address for r in pending)
+    if held[address] or not held:
+        return None
+    most = max(held.values())
+    if most < 2:
+        return None
+    return next(r for r in pending if held[r.address] == most)
+
+
 DENIALS_TO_THROTTLE = 3
 DENIAL_WINDOW = timedelta(hours=1)
 THROTTLE_FOR = timedelta(hours=1)
@@ -912,7 +933,8 @@ class Ledger:
 
     def _make_room(self, kind: RequestKind, address: str, now: datetime) -> None:
         """The per-address cap (a further request replaces the address's oldest), then
-        the cap of the kind (:class:`RateLimited`)."""
+        the cap of the kind: room for a newcomer (:func:`gives_way`), or
+        :class:`RateLimited`."""
         pending = self.pending(now, kind)
         own = [r for r in pending if r.address == address]
         while len(own) >= PER_ADDRESS:
@@ -922,6 +944,12 @@ class Ledger:
             )
             pending.remove(oldest)
         if len(pending) >= MAX_PENDING[kind]:
+            victim = gives_way(pending, address)
+            if victim is not None:
+                self._move_request(
+                    victim, REPLACE[kind], now, "replaced: the queue was full, another host asked"
+                )
+                return
             raise RateLimited(
                 f"{MAX_PENDING[kind]} requests are already waiting on the meter",
                 retry_after=_seconds(pending[0].expires_at - now),

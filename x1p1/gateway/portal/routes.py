@@ -131,7 +131,7 @@ class HistorySource(Protocol):
 class ComlogSource(Protocol):
     """What the portal needs of the comlog (:class:`~x1p1.gateway.comlog.Comlog`)."""
 
-    def entries(self, since: datetime | None = None, limit: int = 1000) -> list[ComlogEntry]: ...
+    def view(self, limit: int = 500) -> list[ComlogEntry]: ...
 
 
 def _local_path(text: str | None, default: str = "/") -> str:
@@ -519,7 +519,7 @@ class Portal:
     async def _comlog(self, request: web.Request, view: View) -> Page:
         if self.comlog is None:
             return pages.comlog_page(view, None)
-        entries = self.comlog.entries(limit=500)
+        entries = self.comlog.view(500)  # a flood never hides the meter or the customer
         lines = [
             pages.ComlogLine(e.t, e.event.value, e.device, e.detail, e.count, e.last, e.summarised)
             for e in reversed(entries)

@@ -75,3 +75,14 @@ def test_last_error_round_trips_and_is_optional() -> None:
     body = status.to_json()
     del body["last_error"]  # a status file of an older converter
     assert DaemonStatus.parse(body).last_error is None
+
+
+def test_no_usable_source_still_shows_the_source_line_with_its_reason() -> None:
+    reason = "the token has neither P1 nor E-REALTIME or PQ-REALTIME"
+    source = {"mode": "auto", "active": None, "reason": reason, "granted": [], "switches": 0}
+    report = {"running": True, "pid": 7, "connection": "waiting-for-grant", "source": source}
+    lines = dict(line.split(":", 1) for line in render_status(report).splitlines())
+    assert lines["Source"].strip() == f"none (source = auto): {reason}"
+    source["active"] = "realtime"
+    lines = dict(line.split(":", 1) for line in render_status(report).splitlines())
+    assert lines["Source"].strip() == f"realtime (source = auto): {reason}"

@@ -187,6 +187,12 @@ class Outputs:
         for tcp in self.tcps:
             await tcp.close()
 
+    def summarise(self, now: float) -> None:
+        """Each TCP output's hourly summary of its clients, when due (every output has its
+        own clients and its own hour)."""
+        for tcp in self.tcps:
+            tcp.summarise(now)
+
     def stop_threads(self) -> None:
         for serial in self.serials:
             serial.stop()

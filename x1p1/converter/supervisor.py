@@ -771,8 +771,7 @@ class Converter:
         if now >= self._next_status:
             self._next_status = now + self.publisher.interval
             self._publish()
-        if self.tcp is not None:
-            self.tcp.summarise(now)
+        self.outputs.summarise(now)
 
 
 def run_converter(config: RunConfig) -> int:

@@ -14,8 +14,10 @@ only does what it says:
 
 In ``auto``, a 404 on the legacy handshake moves to realtime at once (when the token has
 a realtime profile); a 403 or a close 4403 means the grant changed in the portal
-(§5.1.6): the supervisor re-reads ``GET /api/token`` (``on_forbidden``) and calls
-:meth:`SourceStream.grant_changed`, which connects anew to what the new grant allows.
+(§5.1.6): the connection waits in ``reading-grant`` while the supervisor re-reads
+``GET /api/token`` (``on_forbidden``) and reports it (:meth:`SourceStream.grant_read`),
+which connects anew to what the grant allows, or waits in ``waiting-for-grant`` when it
+allows nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from x1p1.converter.stream import LegacyP1Stream, StreamSettings, StreamTarget
 from x1p1.exceptions import ForbiddenProfile, GatewayError, X1P1Error
 from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.realtime import realtime_telegram
-from x1p1.x1.connection import Conn, Ev
+from x1p1.x1.connection import AWAITS_GRANT_READ, Conn, Ev
 from x1p1.x1.readers import printable
 from x1p1.x1.realtime import MeterInfo, RealtimeAssembler, RealtimeMessage, subscription
 from x1p1.x1.source import Mode, Source, SourceMachine
@@ -112,6 +114,19 @@ class SourceStream(LegacyP1Stream):
         log.info("%s", message)
         self.retarget(message)
 
+    def grant_read(self, changed: bool, message: str) -> None:
+        """The token's profiles were read (``GET /api/token``): connect anew when the
+        source or its grant ``changed``, and after a refusal whatever the grant says
+        (:data:`~x1p1.x1.connection.AWAITS_GRANT_READ`)."""
+        if changed or self.machine.state in AWAITS_GRANT_READ:
+            self.grant_changed(message)
+
+    def grant_unread(self, sentence: str) -> None:
+        """Reading the token's profiles failed (``sentence``): after a refusal, connect
+        anew anyway; the gateway's answer to the subscription tells again."""
+        if self.machine.state in AWAITS_GRANT_READ:
+            self.grant_changed(f"{sentence}; connecting again")
+
     # -- where to connect ------------------------------------------------------------------
 
     def _source_target(self) -> StreamTarget | None:
@@ -130,9 +145,12 @@ class SourceStream(LegacyP1Stream):
             await super()._connect_and_relay()  # says "not paired"
             return
         if sources.active is None:
-            sentence = f"{sources.reason}; waiting for the portal's grant or `x1p1 pair`"
-            log.error("%s", sentence)
-            self._apply(Ev.UNAUTHORIZED, sentence)
+            sentence = (
+                f"{sources.reason}; waiting until the customer grants a profile in the "
+                "portal (read again every minute) or `x1p1 pair` saves a new token"
+            )
+            log.warning("%s", sentence)
+            self._apply(Ev.NO_GRANT, sentence)
             return
         if sources.active is Source.REALTIME:
             base = self._legacy_target()
@@ -141,7 +159,7 @@ class SourceStream(LegacyP1Stream):
                 self._meters = await self._fetch_meters(base)
             except ForbiddenProfile:
                 self._forbidden("the gateway refused GET /api/meters (HTTP 403)")
-                self._apply(Ev.UNAUTHORIZED, "the token's profiles changed: reading them again")
+                self._apply(Ev.FORBIDDEN, "the token's profiles changed: reading them again")
                 return
             except X1P1Error as exc:
                 self._failed(f"cannot list the gateway's meters: {printable(exc)}")
@@ -164,6 +182,7 @@ class SourceStream(LegacyP1Stream):
 
     def begin(self) -> None:
         super().begin()
+        self.sources.opened()
         self._assembler = RealtimeAssembler(self._meters)
         self._repeated = b""
 

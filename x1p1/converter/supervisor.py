@@ -84,6 +84,7 @@ ERROR_STATES = frozenset(
     {
         Conn.BACKOFF,
         Conn.NEEDS_PAIRING,
+        Conn.NO_GRANT,
         Conn.X1_DISABLED,
         Conn.CERTIFICATE_ERROR,
         Conn.TLS_VERSION,
@@ -526,6 +527,7 @@ class Converter:
         except X1P1Error as exc:
             log.warning("could not read the token's profiles: %s", exc)
             self.sources.token_unread(time.monotonic())
+            self.stream.grant_unread("could not read the token's profiles")
             return
         pairing = self.pairing
         if pairing is None or pairing.token != target.token:
@@ -536,12 +538,11 @@ class Converter:
         if granted != pairing.profiles:
             self._save(replace(pairing, profiles=granted))
         realtime_grant = granted != old_grant and self.sources.active is Source.REALTIME
-        if moved or realtime_grant:
-            self.stream.grant_changed(f"the token's profiles: {self.sources.reason}")
-        elif self.stream.state is Conn.NEEDS_PAIRING:
-            # refused, yet the grant reads the same: look again in a minute, and connect
-            # only when it changes (or `x1p1 pair` saves a new token), never in a loop
-            self.sources.token_unread(time.monotonic())
+        # after a refusal the connection follows whatever the grant says now (x1p1/x1/
+        # connection.py, reading-grant); otherwise only a change reconnects
+        self.stream.grant_read(
+            moved or realtime_grant, f"the token's profiles: {self.sources.reason}"
+        )
 
     def _client(self, target: StreamTarget) -> Any:
         from x1p1.converter.pairing import GatewayEndpoint, X1Client

@@ -101,6 +101,7 @@ class _Invalid(Exception):
     def __init__(self, text: str, *, complete: bool = False) -> None:
         self.text = text
         self.complete = complete  # says what is allowed already
+        self.number: int | None = None  # which [[output]] table (1-based), if one
         super().__init__(text)
 
     def with_allowed(self, allowed: str) -> str:
@@ -611,14 +612,23 @@ def _outputs(value: object, base: Path | None) -> tuple[OutputConfig, ...]:
         raise _Invalid("write each output as an [[output]] table")
     if len(value) > MAX_OUTPUTS:
         raise _Invalid(f"at most {MAX_OUTPUTS} [[output]] tables")
-    out = tuple(_one_output(table, base, n) for n, table in enumerate(value, 1))
+    tables: list[OutputConfig] = []
+    for number, table in enumerate(value, 1):
+        try:
+            tables.append(_one_output(table, base, number))
+        except _Invalid as invalid:
+            invalid.number = number  # the error names this table's line
+            raise
+    out = tuple(tables)
     seen: set[str] = set()
-    for output in out:
+    for number, output in enumerate(out, 1):
         key = output.serial or f"tcp:{output.tcp.bind_host if output.tcp else ''}:" + (
             str(output.tcp.port) if output.tcp else ""
         )
         if key in seen and not key.endswith(":0"):
-            raise _Invalid(f"{output.name} is named by two [[output]] tables")
+            invalid = _Invalid(f"{output.name} is named by two [[output]] tables")
+            invalid.number = number
+            raise invalid
         seen.add(key)
     return out
 
@@ -718,7 +728,9 @@ def _scan(line: str, state: str | None, depth: int) -> tuple[str | None, int]:
 
 
 def key_lines(text: str) -> dict[str, int]:
-    """The 1-based line where each top-level key (or table) of valid TOML is first set."""
+    """The 1-based line where each top-level key (or table) of valid TOML is first set,
+    and where each array-of-tables header stands, as ``name[n]`` (``output[2]``: the
+    second ``[[output]]``), so that an error names the table it is about."""
     lines: dict[str, int] = {}
     in_table = False
     state: str | None = None
@@ -727,7 +739,11 @@ def key_lines(text: str) -> dict[str, int]:
         if state is None and depth == 0:
             table = _TABLE_LINE.match(line)
             if table:
-                lines.setdefault(_unquote(table.group(1)), number)
+                name = _unquote(table.group(1))
+                lines.setdefault(name, number)
+                if line.lstrip().startswith("[["):
+                    count = sum(1 for k in lines if k.startswith(f"{name}[")) + 1
+                    lines[f"{name}[{count}]"] = number
                 in_table = True
                 continue
             key = _KEY_VALUE_LINE.match(line)
@@ -814,6 +830,8 @@ def load_run_config(
                 values[key] = _CONVERTERS[key](value, base)
             except _Invalid as invalid:
                 if key == "output":  # a list of tables: say which one, not the whole list
+                    line = lines.get(f"output[{invalid.number}]", line)
+                    where = f"{source} line {line}" if line else str(source)
                     raise ConfigError(invalid.text, where=where) from None
                 raise ConfigError(f"{key} = {_show(value)} {invalid.text}", where=where) from None
     for key, value in (overrides or {}).items():

@@ -464,3 +464,16 @@ def test_a_port_that_is_no_tty_is_said_in_words_not_as_a_tuple() -> None:
     assert _sentence(error) == "not a serial device (no tty)"
     assert _sentence(termios.error(errno.EINVAL, "Invalid argument")) == "Invalid argument"
     assert _sentence(OSError(errno.ENOTTY, "Inappropriate ioctl")) == "not a serial device (no tty)"
+
+
+def test_a_serial_path_from_an_output_table_names_its_table(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[[output]]\ntcp = "127.0.0.1:0"\n\n[[output]]\nserial = "/dev/null"\n')
+    result = x1p1(tmp_path, *run_args(tmp_path / "s", "--config", str(config)))
+    one_sentence(
+        result,
+        11,
+        '[[output]] number 2: serial = "/dev/null" is not a serial device (a device that is '
+        "no tty); give the P1 adapter's device (x1p1 serial list shows them) or none for "
+        "the TCP output only",
+    )

@@ -349,6 +349,16 @@ class OutputConfig:
     tcp: ListenAddress | None = None
     data_request: DataRequest = "ignore"
     interval: int = 1
+    origin: str = field(default="", compare=False)
+    """Where it was given, for messages: ``[[output]] number 2``; empty: ``--serial`` and
+    ``--tcp`` (or their flat keys)."""
+
+    def describe_serial(self) -> str:
+        """How a message names the serial path: ``[[output]] number 1: serial = "/dev/…"``
+        for a table, ``--serial /dev/…`` otherwise."""
+        if self.origin:
+            return f'{self.origin}: serial = "{self.serial}"'
+        return f"--serial {self.serial}"
 
     @property
     def name(self) -> str:
@@ -602,7 +612,7 @@ def _one_output(table: object, base: Path | None, number: int) -> OutputConfig:
             raise _Invalid(
                 f"in {where}, interval = {_show(table['interval'])} {invalid.text}"
             ) from None
-    return OutputConfig(**values)  # type: ignore[arg-type]
+    return OutputConfig(**values, origin=where)  # type: ignore[arg-type]
 
 
 def _outputs(value: object, base: Path | None) -> tuple[OutputConfig, ...]:
@@ -626,9 +636,9 @@ def _outputs(value: object, base: Path | None) -> tuple[OutputConfig, ...]:
             str(output.tcp.port) if output.tcp else ""
         )
         if key in seen and not key.endswith(":0"):
-            invalid = _Invalid(f"{output.name} is named by two [[output]] tables")
-            invalid.number = number
-            raise invalid
+            twice = _Invalid(f"{output.name} is named by two [[output]] tables")
+            twice.number = number
+            raise twice
         seen.add(key)
     return out
 

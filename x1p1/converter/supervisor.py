@@ -43,7 +43,7 @@ from x1p1.converter import systemd
 from x1p1.converter.config import GatewayAddress, ListenAddress, OutputConfig, RunConfig
 from x1p1.converter.outputs import Outputs
 from x1p1.converter.quiet import CauseLog
-from x1p1.converter.serial_out import SerialLike, SerialOutput, check_serial_path, open_serial
+from x1p1.converter.serial_out import SerialLike, SerialOutput, open_serial
 from x1p1.converter.source_stream import SourceStream
 from x1p1.converter.state import (
     DaemonStatus,
@@ -681,8 +681,7 @@ class Converter:
         lock = StateDirLock(self.state_dir)
         lock.acquire()
         try:
-            for serial in self.outputs.serials:
-                check_serial_path(serial.url)
+            self.outputs.check_serial_paths()
             await self.outputs.start()
             return await self._run()
         finally:

@@ -350,12 +350,12 @@ class OutputConfig:
     data_request: DataRequest = "ignore"
     interval: int = 1
     origin: str = field(default="", compare=False)
-    """Where it was given, for messages: ``[[output]] number 2``; empty: ``--serial`` and
-    ``--tcp`` (or their flat keys)."""
+    """Where it was given, for messages: ``[[output]] number 2``, or the config file's
+    line of a flat ``serial`` key; empty: the command line's ``--serial``."""
 
     def describe_serial(self) -> str:
         """How a message names the serial path: ``[[output]] number 1: serial = "/dev/…"``
-        for a table, ``--serial /dev/…`` otherwise."""
+        from the config file, ``--serial /dev/…`` from the command line."""
         if self.origin:
             return f'{self.origin}: serial = "{self.serial}"'
         return f"--serial {self.serial}"
@@ -391,6 +391,9 @@ class RunConfig:
     legacy_p1_path: str | None = None  # None: {api_base}/legacy-p1
     tcp_clients: int = 16  # --tcp clients served at once; more are refused at once
     source: Path | None = field(default=None, compare=False)
+    serial_origin: str = field(default="", compare=False)
+    """Where ``serial`` was set when it was the config file (``FILE line N``), for
+    messages; empty: the command line or the default (named ``--serial``)."""
 
     def all_outputs(self) -> tuple[OutputConfig, ...]:
         """The outputs to run: the ``[[output]]`` tables, else ``serial`` and ``tcp``."""
@@ -398,7 +401,11 @@ class RunConfig:
             return self.outputs
         out = []
         if self.serial:
-            out.append(OutputConfig(serial=self.serial, data_request=self.data_request))
+            out.append(
+                OutputConfig(
+                    serial=self.serial, data_request=self.data_request, origin=self.serial_origin
+                )
+            )
         if self.tcp is not None:
             out.append(OutputConfig(tcp=self.tcp))
         return tuple(out)
@@ -408,7 +415,11 @@ _FIELDS = {"source": "data_source", "output": "outputs"}
 """Config keys whose field has another name (``source`` names the file that was read)."""
 KNOWN_KEYS = tuple(
     sorted(
-        {f.name for f in fields(RunConfig) if f.name not in ("source", *_FIELDS.values())}
+        {
+            f.name
+            for f in fields(RunConfig)
+            if f.name not in ("source", "serial_origin", *_FIELDS.values())
+        }
         | set(_FIELDS)
     )
 )
@@ -824,6 +835,7 @@ def load_run_config(
     """
     values: dict[str, object] = {}
     file_keys: set[str] = set()
+    lines: dict[str, int] = {}
     source = config_path(path, env)
     given = {k for k, v in (overrides or {}).items() if v is not None}
     cli_outputs = bool(given & {"serial", "tcp"})
@@ -867,4 +879,7 @@ def load_run_config(
     if values.get("serial") == "" and values.get("tcp") is None and "output" not in values:
         raise ConfigError("serial = none leaves nothing to write to: give tcp = HOST:PORT too")
     fields_ = {_FIELDS.get(key, key): value for key, value in values.items()}
+    if source is not None and "serial" in file_keys and "serial" not in given:
+        line = lines.get("serial")
+        fields_["serial_origin"] = f"{source} line {line}" if line else str(source)
     return RunConfig(source=source, **fields_)  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from converter_support import fast_options, running, save_test_pairing
 from dsmr_parser import telegram_specifications
 from dsmr_parser.parsers import TelegramParser
 from p1_pty import PtyPeer, until
-from x1_harness import PairingPair, SourcePair, StreamPair
+from x1_harness import REVOKED, PairingPair, SourcePair, StreamPair
 from x1_test_gateway import SERIAL, Dialect, TestGateway, running_gateway
 
 from x1p1.cli import main
@@ -559,6 +559,21 @@ def test_a_4403_whose_grant_allows_nothing_waits_and_follows_a_new_grant() -> No
     pair.read_grant()
     assert pair.machine.state is Conn.CONNECTING
     assert pair.sources.active is Source.LEGACY_P1
+
+
+def test_a_token_revoked_while_waiting_for_a_grant_waits_for_pairing() -> None:
+    pair = SourcePair(frozenset({Profile.P1}))
+    pair.send(2)
+    pair.grant = frozenset({Profile.G_REALTIME})  # gas alone builds no telegram
+    pair.close(4403)
+    pair.read_grant()
+    pair.connect()
+    assert pair.machine.state is Conn.NO_GRANT
+    pair.grant = REVOKED  # GET /api/token answers 401 now
+    pair.clock.advance(GRANT_POLL)
+    pair.read_grant()
+    assert pair.machine.state is Conn.NEEDS_PAIRING
+    assert "run `x1p1 pair`" in pair.states[-1][1]
 
 
 def test_a_4403_whose_grant_cannot_be_read_connects_again() -> None:

@@ -177,14 +177,18 @@ class StreamPair:
         self.stream.closed(code, reason)
 
 
+REVOKED = "revoked"
+"""As :attr:`SourcePair.grant`: ``GET /api/token`` answers 401 (the token was revoked)."""
+
+
 class SourcePair(StreamPair):
     """The subscription that follows the source (legacy P1 or realtime), with the token's
     grant as the gateway's ``GET /api/token`` would answer it (:attr:`grant`)."""
 
     def __init__(self, granted: frozenset[Profile], mode: Mode = Mode.AUTO) -> None:
         self.sources = SourceMachine(mode, granted)
-        self.grant: frozenset[Profile] | None = granted
-        """What ``GET /api/token`` answers now (None: the read fails)."""
+        self.grant: frozenset[Profile] | str | None = granted
+        """What ``GET /api/token`` answers now (None: the read fails; :data:`REVOKED`)."""
         self.reads_asked = 0
         super().__init__()
 
@@ -228,7 +232,11 @@ class SourcePair(StreamPair):
         if self.grant is None:
             self.sources.token_unread(self.clock())
             self.source_stream.grant_unread("could not read the token's profiles")
+        elif self.grant == REVOKED:
+            self.sources.token_unread(self.clock())
+            self.source_stream.token_refused()
         else:
+            assert isinstance(self.grant, frozenset)
             moved = self.sources.token_read(self.grant, self.clock())
             self.source_stream.grant_read(moved, f"the token's profiles: {self.sources.reason}")
         self.stream._take_pending()

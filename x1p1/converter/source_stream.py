@@ -31,7 +31,7 @@ from x1p1.converter.stream import LegacyP1Stream, StreamSettings, StreamTarget
 from x1p1.exceptions import ForbiddenProfile, GatewayError, X1P1Error
 from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.realtime import realtime_telegram
-from x1p1.x1.connection import AWAITS_GRANT_READ, Conn, Ev
+from x1p1.x1.connection import AWAITS_GRANT_READ, STATE_SENTENCES, Conn, Ev
 from x1p1.x1.readers import printable
 from x1p1.x1.realtime import MeterInfo, RealtimeAssembler, RealtimeMessage, subscription
 from x1p1.x1.source import Mode, Source, SourceMachine
@@ -120,6 +120,11 @@ class SourceStream(LegacyP1Stream):
         (:data:`~x1p1.x1.connection.AWAITS_GRANT_READ`)."""
         if changed or self.machine.state in AWAITS_GRANT_READ:
             self.grant_changed(message)
+
+    def token_refused(self) -> None:
+        """``GET /api/token`` answered 401: the token itself was revoked, so a wait for
+        the grant becomes a wait for ``x1p1 pair`` (x1p1/x1/connection.py)."""
+        self._apply(Ev.UNAUTHORIZED, STATE_SENTENCES[Ev.UNAUTHORIZED])
 
     def grant_unread(self, sentence: str) -> None:
         """Reading the token's profiles failed (``sentence``): after a refusal, connect

@@ -521,9 +521,15 @@ class Converter:
     async def _read_grant(self, target: StreamTarget) -> None:
         """``GET /api/token``: the profiles the portal grants now (X1 §5.1.6); follow them."""
         from x1p1.converter.pairing import granted_profiles
+        from x1p1.exceptions import Unauthorized
 
         try:
             info = await asyncio.to_thread(self._client(target).token_info)
+        except Unauthorized as exc:
+            log.error("the gateway refused the token reading its profiles: %s", exc)
+            self.sources.token_unread(time.monotonic())
+            self.stream.token_refused()
+            return
         except X1P1Error as exc:
             log.warning("could not read the token's profiles: %s", exc)
             self.sources.token_unread(time.monotonic())

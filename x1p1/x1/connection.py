@@ -185,11 +185,13 @@ TRANSITIONS: dict[Conn, dict[Ev, Conn | str]] = {
     Conn.REGRANT: {
         # the grant was read again: connect to what it allows (none: waiting-for-grant)
         Ev.RETARGET: Conn.CONNECTING,
+        Ev.UNAUTHORIZED: Conn.NEEDS_PAIRING,  # GET /api/token answered 401
         Ev.TOKEN_CHANGED: Conn.CONNECTING,
         Ev.STOP: Conn.STOPPED,
     },
     Conn.NO_GRANT: {
         Ev.RETARGET: Conn.CONNECTING,
+        Ev.UNAUTHORIZED: Conn.NEEDS_PAIRING,  # GET /api/token answered 401
         Ev.TOKEN_CHANGED: Conn.CONNECTING,
         Ev.STOP: Conn.STOPPED,
     },

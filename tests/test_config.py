@@ -12,6 +12,7 @@ from x1p1.converter import config
 from x1p1.converter.config import (
     GatewayAddress,
     ListenAddress,
+    OutputConfig,
     RunConfig,
     default_state_dir,
     key_lines,
@@ -68,6 +69,44 @@ def test_example_config_loads(tmp_path: Path) -> None:
     assert cfg.log_level == "info"
     assert cfg.gateway is None and cfg.tcp is None and cfg.ca is None
     assert cfg.source == EXAMPLE
+
+
+def test_example_config_with_its_outputs_loads_as_its_comments_say(tmp_path: Path) -> None:
+    """The [[output]] tables uncommented and the flat serial and data_request commented
+    out, as the example tells: the outputs load, and log_level stays a top-level key."""
+    lines = EXAMPLE.read_text().splitlines()
+    first = lines.index("#[[output]]")
+    table_lines = ("#[[output]]", "#") + tuple(f"#{key} = " for key in config.OUTPUT_KEYS)
+    edited = [
+        "#" + line if line.startswith(("serial = ", "data_request = ")) else line
+        for line in lines[:first]
+    ] + [
+        line.removeprefix("#") if line == "#" or line.startswith(table_lines) else line
+        for line in lines[first:]
+    ]
+    path = write(tmp_path, "\n".join(edited) + "\n", "two-outputs.toml")
+    cfg = load_run_config(path, {}, env={"X1P1_STATE_DIR": str(tmp_path)})
+    assert cfg.log_level == "info"
+    assert cfg.all_outputs() == (
+        OutputConfig(serial="/dev/x1p1-p1", data_request="cts"),
+        OutputConfig(serial="/dev/x1p1-p1-2", interval=10),
+        OutputConfig(tcp=ListenAddress("0.0.0.0", 2001)),
+    )
+
+
+def test_an_error_in_an_output_table_names_that_tables_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[[output]]\nserial = "/dev/ttyUSB0"\n\n[[output]]\ntcp = "127.0.0.1:2001"\n'
+        "\n[[output]]\n"
+        'tcp = ":2002"\nlog_level = "info"\n',
+    )
+    assert error_of(path) == (
+        f"{path} line 7: [[output]] number 3 has an unknown key 'log_level'; known keys: "
+        + ", ".join(config.OUTPUT_KEYS)
+    )
+    path = write(tmp_path, '[[output]]\ntcp = ":2001"\n[[output]]\ntcp = ":2001"\n')
+    assert error_of(path).startswith(f"{path} line 3: tcp ")
 
 
 def test_example_config_documents_every_key() -> None:
@@ -501,6 +540,7 @@ tcp = "inside the table"
         "log_level": 12,
         "table": 13,
         "array": 15,
+        "array[1]": 15,
     }
 
 

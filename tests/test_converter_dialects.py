@@ -22,7 +22,7 @@ from converter_support import fast_options, running, save_test_pairing
 from dsmr_parser import telegram_specifications
 from dsmr_parser.parsers import TelegramParser
 from p1_pty import PtyPeer, until
-from x1_harness import PairingPair, StreamPair
+from x1_harness import REVOKED, PairingPair, SourcePair, StreamPair
 from x1_test_gateway import SERIAL, Dialect, TestGateway, running_gateway
 
 from x1p1.cli import main
@@ -40,6 +40,7 @@ from x1p1.exceptions import (
 from x1p1.x1.connection import FIRST_MESSAGE_WAIT, STALL_PACES, Conn
 from x1p1.x1.profiles import Profile
 from x1p1.x1.readers import RETRY_AFTER_MAX
+from x1p1.x1.source import GRANT_POLL, Source
 
 PARSER = TelegramParser(telegram_specifications.V5, apply_checksum_validation=True)
 
@@ -478,7 +479,7 @@ def test_a_429_with_an_http_date() -> None:
         (502, Conn.BACKOFF),
         (404, Conn.BACKOFF),
         (401, Conn.NEEDS_PAIRING),
-        (403, Conn.NEEDS_PAIRING),
+        (403, Conn.REGRANT),
         (503, Conn.X1_DISABLED),
     ],
 )
@@ -497,7 +498,7 @@ def test_each_handshake_status_is_classified(status: int, state: Conn) -> None:
         (1011, Conn.BACKOFF),
         (None, Conn.BACKOFF),
         (4401, Conn.NEEDS_PAIRING),
-        (4403, Conn.NEEDS_PAIRING),
+        (4403, Conn.REGRANT),
         (4503, Conn.X1_DISABLED),
     ],
 )
@@ -507,6 +508,82 @@ def test_each_close_code_is_classified(code: int | None, state: Conn) -> None:
     pair.close(code, "bye\r\nforged line\x1b[2J")
     assert pair.machine.state is state
     assert all("\n" not in message and "\x1b" not in message for _, message in pair.states)
+
+
+# --- a changed grant (X1 §5.1.6, in memory) ---------------------------------------------------
+
+
+def test_a_4403_whose_grant_still_allows_p1_connects_again_at_once() -> None:
+    """The customer took P1 away and granted it back at once: the 4403 re-reads the grant,
+    which still allows legacy P1, and the converter connects again at once, never waiting
+    for `x1p1 pair`."""
+    pair = SourcePair(frozenset({Profile.P1}))
+    pair.send(3)
+    pair.close(4403, "forbidden-profile")
+    assert pair.machine.state is Conn.REGRANT
+    assert pair.reads_asked == 1 and pair.sources.due(pair.clock())
+    state, message = pair.states[-1]
+    assert state is Conn.REGRANT and "the customer changed this device's profiles" in message
+    assert all("revoked" not in m and "x1p1 pair" not in m for _, m in pair.states[-1:])
+    pair.read_grant()
+    assert pair.machine.state is Conn.CONNECTING
+    assert pair.sources.active is Source.LEGACY_P1
+    pair.open()
+    pair.send(2)
+    assert len(pair.relayed) == 5
+
+
+def test_a_4403_whose_grant_allows_nothing_waits_and_follows_a_new_grant() -> None:
+    pair = SourcePair(frozenset({Profile.P1}))
+    pair.send(2)
+    pair.grant = frozenset({Profile("E-HISTORIC")})
+    pair.close(4403)
+    pair.read_grant()
+    assert pair.machine.state is Conn.CONNECTING and pair.sources.active is None
+    pair.connect()
+    assert pair.machine.state is Conn.NO_GRANT
+    state, message = pair.states[-1]
+    assert message == (
+        "the token has neither P1 nor E-REALTIME or PQ-REALTIME; waiting until the customer "
+        "grants a profile in the portal (read again every minute) or `x1p1 pair` saves a "
+        "new token"
+    )
+    pair.clock.advance(GRANT_POLL - 1.0)
+    pair.read_grant()
+    assert pair.machine.state is Conn.NO_GRANT  # not due yet: no read, no reconnect
+    pair.clock.advance(1.0)
+    pair.read_grant()  # the same grant: still waiting, no reconnect
+    assert pair.machine.state is Conn.NO_GRANT
+    pair.grant = frozenset({Profile.P1})
+    pair.clock.advance(GRANT_POLL)
+    pair.read_grant()
+    assert pair.machine.state is Conn.CONNECTING
+    assert pair.sources.active is Source.LEGACY_P1
+
+
+def test_a_token_revoked_while_waiting_for_a_grant_waits_for_pairing() -> None:
+    pair = SourcePair(frozenset({Profile.P1}))
+    pair.send(2)
+    pair.grant = frozenset({Profile.G_REALTIME})  # gas alone builds no telegram
+    pair.close(4403)
+    pair.read_grant()
+    pair.connect()
+    assert pair.machine.state is Conn.NO_GRANT
+    pair.grant = REVOKED  # GET /api/token answers 401 now
+    pair.clock.advance(GRANT_POLL)
+    pair.read_grant()
+    assert pair.machine.state is Conn.NEEDS_PAIRING
+    assert "run `x1p1 pair`" in pair.states[-1][1]
+
+
+def test_a_4403_whose_grant_cannot_be_read_connects_again() -> None:
+    pair = SourcePair(frozenset({Profile.P1}))
+    pair.send(2)
+    pair.grant = None
+    pair.refuse(403)
+    assert pair.machine.state is Conn.REGRANT
+    pair.read_grant()
+    assert pair.machine.state is Conn.CONNECTING
 
 
 # --- abuse (in memory) --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from dsmr_parser.clients.socket_ import SocketReader
 from p1_pty import until
 from x1_test_gateway import SERIAL, TestGateway, running_gateway
 
-from x1p1.converter.config import ListenAddress
+from x1p1.converter.config import ListenAddress, OutputConfig
 from x1p1.p1 import TelegramReader, ValidTelegram
 
 
@@ -340,3 +340,31 @@ async def test_running_out_of_descriptors_stops_neither_line(
         pty.close()
     out_of = [r for r in caplog.records if "out of system resource" in r.getMessage()]
     assert len(out_of) == 1 and out_of[0].exc_info is None
+
+
+async def test_every_tcp_output_gets_its_hourly_summary(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+    import time
+
+    from x1p1.converter.outputs import Outputs
+    from x1p1.converter.tcp_out import SUMMARY_EVERY
+
+    outputs = Outputs(
+        [OutputConfig(tcp=ListenAddress("127.0.0.1", 0)) for _ in range(2)], tcp_clients=4
+    )
+    await outputs.start()
+    try:
+        first, second = outputs.tcps
+        sockets = [socket.create_connection(("127.0.0.1", tcp.port)) for tcp in (first, second)]
+        await until(lambda: first.connects == 1 and second.connects == 1, what="accepts")
+        caplog.set_level(logging.INFO, logger="x1p1.converter.tcp_out")
+        outputs.summarise(time.monotonic() + SUMMARY_EVERY + 1.0)
+        summaries = [r.getMessage() for r in caplog.records if "last hour" in r.getMessage()]
+        assert len(summaries) == 2, summaries
+        assert all("1 connected, 0 refused" in summary for summary in summaries)
+        for sock in sockets:
+            sock.close()
+    finally:
+        await outputs.close()

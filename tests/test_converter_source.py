@@ -103,11 +103,32 @@ def test_forbidden_reads_the_token_at_once_but_not_in_a_loop() -> None:
     assert machine.active is Source.REALTIME
     # realtime stands in for P1: the grant is read again every minute
     assert machine.deadline() == 10.5 + GRANT_POLL
+    machine.opened()  # the realtime subscription opened
     machine.forbidden(11.0)  # a refusal right after a read waits the minimum
     assert machine.deadline() == 10.5 + GRANT_REREAD_MIN
     assert machine.expire(10.5 + GRANT_REREAD_MIN) is Action.READ_TOKEN
     assert machine.token_read({P1, E, G}, 20.0)  # P1 granted back
     assert machine.active is Source.LEGACY_P1 and machine.deadline() is None
+
+
+def test_refusals_in_a_row_read_the_grant_ever_less_often() -> None:
+    """A gateway that refuses at the handshake (403) while its grant still reads P1: one
+    handshake and one read per spacing, doubled each time up to GRANT_POLL, never a loop;
+    a subscription that opens starts afresh."""
+    machine = SourceMachine(Mode.AUTO, frozenset({P1}))
+    now, waits = 1.0, []
+    for _ in range(6):
+        machine.forbidden(now)
+        at, last = machine.deadline(), machine.last_read_at
+        assert at is not None
+        waits.append(at - (at if last is None else last))
+        assert machine.expire(at) is Action.READ_TOKEN
+        assert not machine.token_read({P1}, at)
+        now = at + 0.1  # the reconnect is refused at once
+    assert waits == [0.0] + [GRANT_REREAD_MIN * 2**n for n in range(1, 4)] + [GRANT_POLL] * 2
+    machine.opened()
+    machine.forbidden(now)
+    assert machine.deadline() == pytest.approx(now - 0.1 + GRANT_REREAD_MIN)
 
 
 def test_nothing_usable_polls_the_grant() -> None:
@@ -279,6 +300,53 @@ async def test_portal_takes_p1_away_and_grants_it_back(
         assert values["P1_MESSAGE_HEADER"]["value"] == "50"
 
 
+async def test_p1_taken_away_and_granted_back_at_once_keeps_relaying(
+    gw: RunningGateway, tmp_path: Path, pty: PtyPeer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """X1 §5.1.6: the customer switches the device to another profile and straight back.
+    The gateway closes with 4403; the re-read grant still allows legacy P1, so the
+    converter connects again at once, and never asks for `x1p1 pair`."""
+    state_dir = tmp_path / "state"
+    _, token_id = paired(gw, state_dir, ("P1",))
+    async with running(fast_options(state_dir, pty.path)) as converter:
+        await until(lambda: len(pty.raw_telegrams()) >= 2, what="legacy telegrams")
+        opened = converter.stream.machine.opened
+        gw.control.set_profiles(token_id, ["E-HISTORIC"])
+        gw.control.set_profiles(token_id, ["P1"])
+        await until(lambda: converter.stream.machine.opened > opened, what="a new connection")
+        mark = len(pty.raw_telegrams())
+        await until(lambda: len(pty.raw_telegrams()) >= mark + 2, what="telegrams again")
+        assert converter.stream.state is Conn.CONNECTED
+        assert converter.sources.active is Source.LEGACY_P1
+        states = [new for _, event, new in converter.stream.machine.history]
+        assert Conn.REGRANT in states and Conn.NEEDS_PAIRING not in states
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("x1p1")]
+    assert any("the customer changed this device's profiles; following them" in m for m in said)
+    assert not any("revoked" in m or "x1p1 pair" in m for m in said), said
+
+
+async def test_a_grant_with_no_usable_profile_waits_then_follows_the_portal(
+    gw: RunningGateway, tmp_path: Path, pty: PtyPeer
+) -> None:
+    state_dir = tmp_path / "state"
+    _, token_id = paired(gw, state_dir, ("P1",))
+    async with running(fast_options(state_dir, pty.path)) as converter:
+        await until(lambda: len(pty.raw_telegrams()) >= 2, what="legacy telegrams")
+        gw.control.set_profiles(token_id, ["E-HISTORIC"])
+        await until(lambda: converter.stream.state is Conn.NO_GRANT, what="waiting-for-grant")
+        assert "waiting until the customer grants a profile" in converter.stream.message
+        await until(
+            lambda: (status_report(state_dir).get("source") or {}).get("active") is None,
+            what="the status file",
+        )
+        report = render_status(status_report(state_dir))
+        assert "Source: none (source = auto): the token has neither P1" in " ".join(report.split())
+        mark = len(pty.raw_telegrams())
+        gw.control.set_profiles(token_id, ["P1"])  # found at the next read (GRANT_POLL)
+        await until(lambda: len(pty.raw_telegrams()) >= mark + 2, what="telegrams again")
+        assert converter.stream.state is Conn.CONNECTED
+
+
 async def test_only_e_realtime_has_no_gas_and_legacy_mode_waits(
     gw: RunningGateway, tmp_path: Path, pty: PtyPeer
 ) -> None:
@@ -294,7 +362,7 @@ async def test_only_e_realtime_has_no_gas_and_legacy_mode_waits(
     # source = legacy-p1 with such a token: no relaying, one sentence why
     pty.data.clear()
     async with running(fast_options(state_dir, pty.path, source="legacy-p1")) as converter:
-        await until(lambda: converter.stream.state is Conn.NEEDS_PAIRING, what="waiting")
+        await until(lambda: converter.stream.state is Conn.NO_GRANT, what="waiting")
         assert "lacks the P1 profile" in converter.stream.message
         assert converter.status().source == {
             "mode": "legacy-p1",

@@ -607,3 +607,29 @@ def test_missing_device_under_dev_and_urls_are_taken(path: str) -> None:
     from x1p1.converter.serial_out import check_serial_path
 
     check_serial_path(path)  # waited for (or opened as a URL): no NotASerialDevice
+
+
+def test_a_serial_path_from_an_output_table_names_its_table(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[[output]]\ntcp = "127.0.0.1:0"\n\n[[output]]\nserial = "/dev/null"\n')
+    result = x1p1(tmp_path, *run_args(tmp_path / "s", "--config", str(config)))
+    one_sentence(
+        result,
+        11,
+        '[[output]] number 2: serial = "/dev/null" is not a serial device (a device that is '
+        "no tty); give the P1 adapter's device (x1p1 serial list shows them) or none for "
+        "the TCP output only",
+    )
+
+
+def test_a_serial_path_from_the_config_file_names_its_line(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('log_level = "info"\nserial = "/dev/null"\n')
+    result = x1p1(tmp_path, *run_args(tmp_path / "s", "--config", str(config)))
+    one_sentence(
+        result,
+        11,
+        f'{config} line 2: serial = "/dev/null" is not a serial device (a device that is '
+        "no tty); give the P1 adapter's device (x1p1 serial list shows them) or none for "
+        "the TCP output only",
+    )

@@ -124,3 +124,14 @@ def _file(path: Path) -> str:
         return path.read_text()
     except FileNotFoundError:
         return ""
+
+
+def test_no_usable_source_still_shows_the_source_line_with_its_reason() -> None:
+    reason = "the token has neither P1 nor E-REALTIME or PQ-REALTIME"
+    source = {"mode": "auto", "active": None, "reason": reason, "granted": [], "switches": 0}
+    report = {"running": True, "pid": 7, "connection": "waiting-for-grant", "source": source}
+    lines = dict(line.split(":", 1) for line in render_status(report).splitlines())
+    assert lines["Source"].strip() == f"none (source = auto): {reason}"
+    source["active"] = "realtime"
+    lines = dict(line.split(":", 1) for line in render_status(report).splitlines())
+    assert lines["Source"].strip() == f"realtime (source = auto): {reason}"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from x1p1.exceptions import ForbiddenProfile, RateLimited, Unauthorized, X1Disabled
 from x1p1.x1.connection import (
+    AWAITS_GRANT_READ,
     CLOSE_EVENTS,
     FIRST_MESSAGE_WAIT,
     PACE_MAX,
@@ -54,13 +56,13 @@ def connected(stall_timeout: float = 15.0, at: float = 0.0) -> ConnectionMachine
 def test_statuses_and_close_codes_come_from_the_shared_exceptions() -> None:
     assert STATUS_EVENTS == {
         Unauthorized.status: Ev.UNAUTHORIZED,
-        ForbiddenProfile.status: Ev.UNAUTHORIZED,
+        ForbiddenProfile.status: Ev.FORBIDDEN,
         RateLimited.status: Ev.RATE_LIMITED,
         X1Disabled.status: Ev.DISABLED,
     }
     assert CLOSE_EVENTS == {
         4401: Ev.UNAUTHORIZED,
-        4403: Ev.UNAUTHORIZED,
+        4403: Ev.FORBIDDEN,
         4429: Ev.RATE_LIMITED,
         4503: Ev.DISABLED,
     }
@@ -70,7 +72,7 @@ def test_statuses_and_close_codes_come_from_the_shared_exceptions() -> None:
     ("status", "event", "words"),
     [
         (401, Ev.UNAUTHORIZED, "refused the token"),
-        (403, Ev.UNAUTHORIZED, "lacks the P1 profile"),
+        (403, Ev.FORBIDDEN, "lacks the P1 profile now"),
         (429, Ev.RATE_LIMITED, "slow down"),
         (503, Ev.DISABLED, "switched off"),
         (500, Ev.FAILED, "refused the subscription (HTTP 500)"),
@@ -87,7 +89,7 @@ def test_each_refusal_is_classified(status: int, event: Ev, words: str) -> None:
     ("code", "event"),
     [
         (4401, Ev.UNAUTHORIZED),
-        (4403, Ev.UNAUTHORIZED),
+        (4403, Ev.FORBIDDEN),
         (4503, Ev.DISABLED),
         (4429, Ev.RATE_LIMITED),
         (1000, Ev.FAILED),
@@ -341,3 +343,30 @@ def test_every_reader_of_retry_after_is_the_one() -> None:
     for header, seconds in (("²", 60), ("30", 30), ("99999999999", 3600), ("", 60)):
         error = x1_error_from_body(429, body, {"Retry-After": header}, now=datetime.now(UTC))
         assert isinstance(error, RateLimited) and error.retry_after == seconds, header
+
+
+def test_a_changed_grant_is_followed_not_taken_for_a_revoked_token() -> None:
+    """X1 §5.1.6: a 4403 (or 403) means the customer changed the profiles. The sentence says
+    so, never "revoked" or "run x1p1 pair", and the machine waits for the grant to be read
+    again, then connects at once (or waits for a grant, when it allows nothing)."""
+    for verdict in (
+        classify_close(4403, "forbidden-profile"),
+        classify_status(403, profile="P1", where="gw:8443"),
+    ):
+        assert "the customer changed this device's profiles; following them" in verdict.sentence
+        assert "revoked" not in verdict.sentence and "x1p1 pair" not in verdict.sentence
+        assert verdict.level < logging.ERROR
+    for start in (Conn.CONNECTING, Conn.CONNECTED):
+        m = ConnectionMachine(rng=lambda: 1.0)
+        m.handle(Ev.CONNECT, 0.0)
+        if start is Conn.CONNECTED:
+            m.handle(Ev.OPENED, 1.0)
+        assert m.verdict(classify_close(4403), 2.0) is Conn.REGRANT
+        assert Conn.REGRANT in AWAITS_GRANT_READ
+        assert m.deadline() is None  # the source machine says when to read (source.py)
+        for ignored in (Ev.CONNECT, Ev.FAILED, Ev.OPENED):
+            assert m.handle(ignored, 3.0) is Conn.REGRANT
+        assert m.handle(Ev.RETARGET, 3.0) is Conn.CONNECTING  # the grant read: at once
+        assert m.handle(Ev.NO_GRANT, 3.0) is Conn.NO_GRANT  # it allows nothing: wait
+        assert m.deadline() is None and m.handle(Ev.CONNECT, 4.0) is Conn.NO_GRANT
+        assert m.handle(Ev.RETARGET, 60.0) is Conn.CONNECTING  # granted in the portal

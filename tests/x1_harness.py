@@ -9,6 +9,9 @@ sockets and an injected clock, so each dialect row is a millisecond test.
 - :class:`StreamPair`: a :class:`~x1p1.converter.stream.LegacyP1Stream` fed the messages
   a dialect makes of each telegram, at the times given; refusals and closes go through
   the same calls the websockets adapter makes.
+- :class:`SourcePair`: the same with the :class:`~x1p1.converter.source_stream.SourceStream`
+  and its :class:`~x1p1.x1.source.SourceMachine`; the supervisor's part (reading
+  ``GET /api/token`` when asked) is :meth:`SourcePair.read_grant`.
 """
 
 from __future__ import annotations
@@ -22,14 +25,18 @@ from x1_test_gateway import Dialect, TestGateway
 
 from x1p1.converter import pairing
 from x1p1.converter.pairing import GatewayEndpoint, Progress
+from x1p1.converter.source_stream import SourceStream
 from x1p1.converter.state import SavedPairing
-from x1p1.converter.stream import LegacyP1Stream, StreamSettings
+from x1p1.converter.stream import LegacyP1Stream, StreamSettings, StreamTarget
 from x1p1.p1 import InvalidTelegram, dsmr5
 from x1p1.x1.connection import Conn, ConnectionMachine, Ev
 from x1p1.x1.endpoints import ApiPaths
+from x1p1.x1.profiles import Profile
 from x1p1.x1.readers import RequestAnswer
+from x1p1.x1.realtime import MeterInfo
+from x1p1.x1.source import Mode, SourceMachine
 
-__all__ = ["FakeClock", "PairingPair", "StreamPair"]
+__all__ = ["FakeClock", "PairingPair", "SourcePair", "StreamPair"]
 
 
 @dataclass
@@ -113,17 +120,22 @@ class StreamPair:
         self.relayed: list[bytes] = []
         self.invalid: list[InvalidTelegram] = []
         self.states: list[tuple[Conn, str]] = []
-        self.stream = LegacyP1Stream(
-            lambda: None,
-            lambda raw, at: self.relayed.append(raw),
-            on_invalid=self.invalid.append,
-            on_state=lambda state, message: self.states.append((state, message)),
-            settings=StreamSettings(stall_timeout=stall_timeout, rng=lambda: 1.0),
-            clock=self.clock,
+        self.stream = self._make_stream(
+            StreamSettings(stall_timeout=stall_timeout, rng=lambda: 1.0)
         )
         self._telegrams: Iterator[bytes] = dsmr5.sample_stream()
         self.sent: list[bytes] = []
         self.open()
+
+    def _make_stream(self, settings: StreamSettings) -> LegacyP1Stream:
+        return LegacyP1Stream(
+            lambda: None,
+            lambda raw, at: self.relayed.append(raw),
+            on_invalid=self.invalid.append,
+            on_state=lambda state, message: self.states.append((state, message)),
+            settings=settings,
+            clock=self.clock,
+        )
 
     @property
     def machine(self) -> ConnectionMachine:
@@ -163,3 +175,76 @@ class StreamPair:
 
     def close(self, code: int | None, reason: str = "") -> None:
         self.stream.closed(code, reason)
+
+
+REVOKED = "revoked"
+"""As :attr:`SourcePair.grant`: ``GET /api/token`` answers 401 (the token was revoked)."""
+
+
+class SourcePair(StreamPair):
+    """The subscription that follows the source (legacy P1 or realtime), with the token's
+    grant as the gateway's ``GET /api/token`` would answer it (:attr:`grant`)."""
+
+    def __init__(self, granted: frozenset[Profile], mode: Mode = Mode.AUTO) -> None:
+        self.sources = SourceMachine(mode, granted)
+        self.grant: frozenset[Profile] | str | None = granted
+        """What ``GET /api/token`` answers now (None: the read fails; :data:`REVOKED`)."""
+        self.reads_asked = 0
+        super().__init__()
+
+    def _make_stream(self, settings: StreamSettings) -> LegacyP1Stream:
+        import ssl
+
+        target = StreamTarget(
+            "X1-interface.local", 443, "192.0.2.10", "t" * 43, ssl.create_default_context()
+        )
+
+        async def no_meters(target: StreamTarget) -> tuple[MeterInfo, ...]:
+            return ()
+
+        def asked() -> None:
+            self.reads_asked += 1
+
+        return SourceStream(
+            lambda: target,
+            lambda raw, at: self.relayed.append(raw),
+            sources=self.sources,
+            realtime_path=lambda: "/api/realtime",
+            fetch_meters=no_meters,
+            on_forbidden=asked,
+            on_invalid=self.invalid.append,
+            on_state=lambda state, message: self.states.append((state, message)),
+            settings=settings,
+            clock=self.clock,
+        )
+
+    @property
+    def source_stream(self) -> SourceStream:
+        assert isinstance(self.stream, SourceStream)
+        return self.stream
+
+    def read_grant(self) -> None:
+        """The supervisor's part when the source machine's deadline has come: read the
+        grant, tell both machines, and let the adapter act on what was posted."""
+        if not self.sources.due(self.clock()):
+            return
+        self.sources.expire(self.clock())
+        if self.grant is None:
+            self.sources.token_unread(self.clock())
+            self.source_stream.grant_unread("could not read the token's profiles")
+        elif self.grant == REVOKED:
+            self.sources.token_unread(self.clock())
+            self.source_stream.token_refused()
+        else:
+            assert isinstance(self.grant, frozenset)
+            moved = self.sources.token_read(self.grant, self.clock())
+            self.source_stream.grant_read(moved, f"the token's profiles: {self.sources.reason}")
+        self.stream._take_pending()
+
+    def connect(self) -> None:
+        """One connection attempt as the adapter makes it, up to the handshake (which
+        :meth:`open` or :meth:`refuse` then answers)."""
+        import asyncio
+
+        if self.sources.active is None:
+            asyncio.run(self.source_stream._connect_and_relay())

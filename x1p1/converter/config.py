@@ -101,6 +101,7 @@ class _Invalid(Exception):
     def __init__(self, text: str, *, complete: bool = False) -> None:
         self.text = text
         self.complete = complete  # says what is allowed already
+        self.number: int | None = None  # which [[output]] table (1-based), if one
         super().__init__(text)
 
     def with_allowed(self, allowed: str) -> str:
@@ -348,6 +349,16 @@ class OutputConfig:
     tcp: ListenAddress | None = None
     data_request: DataRequest = "ignore"
     interval: int = 1
+    origin: str = field(default="", compare=False)
+    """Where it was given, for messages: ``[[output]] number 2``, or the config file's
+    line of a flat ``serial`` key; empty: the command line's ``--serial``."""
+
+    def describe_serial(self) -> str:
+        """How a message names the serial path: ``[[output]] number 1: serial = "/dev/…"``
+        from the config file, ``--serial /dev/…`` from the command line."""
+        if self.origin:
+            return f'{self.origin}: serial = "{self.serial}"'
+        return f"--serial {self.serial}"
 
     @property
     def name(self) -> str:
@@ -380,6 +391,9 @@ class RunConfig:
     legacy_p1_path: str | None = None  # None: {api_base}/legacy-p1
     tcp_clients: int = 16  # --tcp clients served at once; more are refused at once
     source: Path | None = field(default=None, compare=False)
+    serial_origin: str = field(default="", compare=False)
+    """Where ``serial`` was set when it was the config file (``FILE line N``), for
+    messages; empty: the command line or the default (named ``--serial``)."""
 
     def all_outputs(self) -> tuple[OutputConfig, ...]:
         """The outputs to run: the ``[[output]]`` tables, else ``serial`` and ``tcp``."""
@@ -387,7 +401,11 @@ class RunConfig:
             return self.outputs
         out = []
         if self.serial:
-            out.append(OutputConfig(serial=self.serial, data_request=self.data_request))
+            out.append(
+                OutputConfig(
+                    serial=self.serial, data_request=self.data_request, origin=self.serial_origin
+                )
+            )
         if self.tcp is not None:
             out.append(OutputConfig(tcp=self.tcp))
         return tuple(out)
@@ -397,7 +415,11 @@ _FIELDS = {"source": "data_source", "output": "outputs"}
 """Config keys whose field has another name (``source`` names the file that was read)."""
 KNOWN_KEYS = tuple(
     sorted(
-        {f.name for f in fields(RunConfig) if f.name not in ("source", *_FIELDS.values())}
+        {
+            f.name
+            for f in fields(RunConfig)
+            if f.name not in ("source", "serial_origin", *_FIELDS.values())
+        }
         | set(_FIELDS)
     )
 )
@@ -601,7 +623,7 @@ def _one_output(table: object, base: Path | None, number: int) -> OutputConfig:
             raise _Invalid(
                 f"in {where}, interval = {_show(table['interval'])} {invalid.text}"
             ) from None
-    return OutputConfig(**values)  # type: ignore[arg-type]
+    return OutputConfig(**values, origin=where)  # type: ignore[arg-type]
 
 
 def _outputs(value: object, base: Path | None) -> tuple[OutputConfig, ...]:
@@ -611,14 +633,23 @@ def _outputs(value: object, base: Path | None) -> tuple[OutputConfig, ...]:
         raise _Invalid("write each output as an [[output]] table")
     if len(value) > MAX_OUTPUTS:
         raise _Invalid(f"at most {MAX_OUTPUTS} [[output]] tables")
-    out = tuple(_one_output(table, base, n) for n, table in enumerate(value, 1))
+    tables: list[OutputConfig] = []
+    for number, table in enumerate(value, 1):
+        try:
+            tables.append(_one_output(table, base, number))
+        except _Invalid as invalid:
+            invalid.number = number  # the error names this table's line
+            raise
+    out = tuple(tables)
     seen: set[str] = set()
-    for output in out:
+    for number, output in enumerate(out, 1):
         key = output.serial or f"tcp:{output.tcp.bind_host if output.tcp else ''}:" + (
             str(output.tcp.port) if output.tcp else ""
         )
         if key in seen and not key.endswith(":0"):
-            raise _Invalid(f"{output.name} is named by two [[output]] tables")
+            twice = _Invalid(f"{output.name} is named by two [[output]] tables")
+            twice.number = number
+            raise twice
         seen.add(key)
     return out
 
@@ -718,7 +749,9 @@ def _scan(line: str, state: str | None, depth: int) -> tuple[str | None, int]:
 
 
 def key_lines(text: str) -> dict[str, int]:
-    """The 1-based line where each top-level key (or table) of valid TOML is first set."""
+    """The 1-based line where each top-level key (or table) of valid TOML is first set,
+    and where each array-of-tables header stands, as ``name[n]`` (``output[2]``: the
+    second ``[[output]]``), so that an error names the table it is about."""
     lines: dict[str, int] = {}
     in_table = False
     state: str | None = None
@@ -727,7 +760,11 @@ def key_lines(text: str) -> dict[str, int]:
         if state is None and depth == 0:
             table = _TABLE_LINE.match(line)
             if table:
-                lines.setdefault(_unquote(table.group(1)), number)
+                name = _unquote(table.group(1))
+                lines.setdefault(name, number)
+                if line.lstrip().startswith("[["):
+                    count = sum(1 for k in lines if k.startswith(f"{name}[")) + 1
+                    lines[f"{name}[{count}]"] = number
                 in_table = True
                 continue
             key = _KEY_VALUE_LINE.match(line)
@@ -798,6 +835,7 @@ def load_run_config(
     """
     values: dict[str, object] = {}
     file_keys: set[str] = set()
+    lines: dict[str, int] = {}
     source = config_path(path, env)
     given = {k for k, v in (overrides or {}).items() if v is not None}
     cli_outputs = bool(given & {"serial", "tcp"})
@@ -814,6 +852,8 @@ def load_run_config(
                 values[key] = _CONVERTERS[key](value, base)
             except _Invalid as invalid:
                 if key == "output":  # a list of tables: say which one, not the whole list
+                    line = lines.get(f"output[{invalid.number}]", line)
+                    where = f"{source} line {line}" if line else str(source)
                     raise ConfigError(invalid.text, where=where) from None
                 raise ConfigError(f"{key} = {_show(value)} {invalid.text}", where=where) from None
     for key, value in (overrides or {}).items():
@@ -839,4 +879,7 @@ def load_run_config(
     if values.get("serial") == "" and values.get("tcp") is None and "output" not in values:
         raise ConfigError("serial = none leaves nothing to write to: give tcp = HOST:PORT too")
     fields_ = {_FIELDS.get(key, key): value for key, value in values.items()}
+    if source is not None and "serial" in file_keys and "serial" not in given:
+        line = lines.get("serial")
+        fields_["serial_origin"] = f"{source} line {line}" if line else str(source)
     return RunConfig(source=source, **fields_)  # type: ignore[arg-type]

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from x1p1.converter.config import OutputConfig
-from x1p1.converter.serial_out import SerialLike, SerialOutput, open_serial
+from x1p1.converter.serial_out import SerialLike, SerialOutput, check_serial_path, open_serial
 from x1p1.converter.tcp_out import TcpOutput
+from x1p1.exceptions import NotASerialDevice
 
 __all__ = ["JITTER", "Output", "OutputCounts", "Outputs"]
 
@@ -186,6 +187,32 @@ class Outputs:
         """Close the TCP servers (the serial threads stop in :meth:`stop_threads`)."""
         for tcp in self.tcps:
             await tcp.close()
+
+    def check_serial_paths(self) -> None:
+        """Refuse, in one sentence, a serial output whose path exists but is no serial
+        device (:func:`~x1p1.converter.serial_out.check_serial_path`), naming where it was
+        given: ``--serial``, or its ``[[output]]`` table (docs/config.example.toml)."""
+        for output in self.outputs:
+            if output.serial is None:
+                continue
+            try:
+                check_serial_path(output.serial.url)
+            except NotASerialDevice as exc:
+                named = f"--serial {output.serial.url}"
+                origin = output.config.describe_serial()
+                if origin == named:
+                    raise
+                text = str(exc)
+                text = (
+                    origin + text[len(named) :] if text.startswith(named) else f"{origin}: {text}"
+                )
+                raise NotASerialDevice(text) from None
+
+    def summarise(self, now: float) -> None:
+        """Each TCP output's hourly summary of its clients, when due (every output has its
+        own clients and its own hour)."""
+        for tcp in self.tcps:
+            tcp.summarise(now)
 
     def stop_threads(self) -> None:
         for serial in self.serials:

@@ -19,8 +19,10 @@ only does what it says:
 
 In ``auto``, a 404 on the legacy handshake moves to realtime at once (when the token has
 a realtime profile); a 403 or a close 4403 means the grant changed in the portal
-(§5.1.6): the supervisor re-reads ``GET /api/token`` (``on_forbidden``) and calls
-:meth:`SourceStream.grant_changed`, which connects anew to what the new grant allows.
+(§5.1.6): the connection waits in ``reading-grant`` while the supervisor re-reads
+``GET /api/token`` (``on_forbidden``) and reports it (:meth:`SourceStream.grant_read`),
+which connects anew to what the grant allows, or waits in ``waiting-for-grant`` when it
+allows nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING
 from x1p1.converter.stream import LegacyP1Stream, StreamSettings, StreamTarget, Subscription
 from x1p1.exceptions import ForbiddenProfile, GatewayError, X1P1Error
 from x1p1.p1.reader import InvalidTelegram
-from x1p1.x1.connection import Conn, Ev
+from x1p1.x1.connection import AWAITS_GRANT_READ, STATE_SENTENCES, Conn, Ev
 from x1p1.x1.gas_feed import GAS_INTERVAL, GasEv, GasFeed
 from x1p1.x1.readers import printable
 from x1p1.x1.source import Mode, Source, SourceMachine
@@ -134,6 +136,24 @@ class SourceStream(LegacyP1Stream):
         log.info("%s", message)
         self.retarget(message)
 
+    def grant_read(self, changed: bool, message: str) -> None:
+        """The token's profiles were read (``GET /api/token``): connect anew when the
+        source or its grant ``changed``, and after a refusal whatever the grant says
+        (:data:`~x1p1.x1.connection.AWAITS_GRANT_READ`)."""
+        if changed or self.machine.state in AWAITS_GRANT_READ:
+            self.grant_changed(message)
+
+    def token_refused(self) -> None:
+        """``GET /api/token`` answered 401: the token itself was revoked, so a wait for
+        the grant becomes a wait for ``x1p1 pair`` (x1p1/x1/connection.py)."""
+        self._apply(Ev.UNAUTHORIZED, STATE_SENTENCES[Ev.UNAUTHORIZED])
+
+    def grant_unread(self, sentence: str) -> None:
+        """Reading the token's profiles failed (``sentence``): after a refusal, connect
+        anew anyway; the gateway's answer to the subscription tells again."""
+        if self.machine.state in AWAITS_GRANT_READ:
+            self.grant_changed(f"{sentence}; connecting again")
+
     # -- where to connect ------------------------------------------------------------------
 
     def _source_target(self) -> StreamTarget | None:
@@ -154,9 +174,12 @@ class SourceStream(LegacyP1Stream):
             await super()._connect_and_relay()  # says "not paired"
             return
         if sources.active is None:
-            sentence = f"{sources.reason}; waiting for the portal's grant or `x1p1 pair`"
-            log.error("%s", sentence)
-            self._apply(Ev.UNAUTHORIZED, sentence)
+            sentence = (
+                f"{sources.reason}; waiting until the customer grants a profile in the "
+                "portal (read again every minute) or `x1p1 pair` saves a new token"
+            )
+            log.warning("%s", sentence)
+            self._apply(Ev.NO_GRANT, sentence)
             return
         if sources.active is Source.REALTIME:
             from x1p1.x1.realtime import subscription
@@ -167,7 +190,7 @@ class SourceStream(LegacyP1Stream):
                 self._meters = await self._fetch_meters(base)
             except ForbiddenProfile:
                 self._forbidden("the gateway refused GET /api/meters (HTTP 403)")
-                self._apply(Ev.UNAUTHORIZED, "the token's profiles changed: reading them again")
+                self._apply(Ev.FORBIDDEN, "the token's profiles changed: reading them again")
                 return
             except X1P1Error as exc:
                 self._failed(f"cannot list the gateway's meters: {printable(exc)}")
@@ -266,6 +289,7 @@ class SourceStream(LegacyP1Stream):
 
     def begin(self) -> None:
         super().begin()
+        self.sources.opened()
         self._repeated = b""
 
     def received(self, data: bytes, now: float) -> None:

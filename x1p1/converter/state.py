@@ -909,8 +909,9 @@ def render_status(report: Mapping[str, Any], now: datetime | None = None) -> str
     if isinstance(last_error, Mapping) and last_error.get("message"):
         lines.append(("Last error", f"{_ago(last_error.get('at'), now)}: {last_error['message']}"))
     source = report.get("source")
-    if isinstance(source, Mapping) and source.get("active"):
-        text = f"{source.get('active')} (source = {source.get('mode')})"
+    if isinstance(source, Mapping) and ("active" in source or source.get("reason")):
+        # no usable source still gets its line: the reason is what the user needs then
+        text = f"{source.get('active') or 'none'} (source = {source.get('mode')})"
         if source.get("reason"):
             text += f": {source['reason']}"
         lines.append(("Source", text))

@@ -272,7 +272,7 @@ class Subscription:
                 old = self.machine.state
                 if self.machine.expire(self._clock()) is Ev.CONNECT:
                     self._show(old, f"connecting again ({self._last_failure})")
-            else:  # needs-pairing, certificate-error: only a new token gets us out
+            else:  # needs-pairing, certificate-error: a new token; the grant ones: a read
                 await self._sleep_until(None)
 
     async def _cancellable(self, step: Awaitable[None]) -> None:

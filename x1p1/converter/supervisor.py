@@ -43,7 +43,7 @@ from x1p1.converter import systemd
 from x1p1.converter.config import GatewayAddress, ListenAddress, OutputConfig, RunConfig
 from x1p1.converter.outputs import Outputs
 from x1p1.converter.quiet import CauseLog
-from x1p1.converter.serial_out import SerialLike, SerialOutput, check_serial_path, open_serial
+from x1p1.converter.serial_out import SerialLike, SerialOutput, open_serial
 from x1p1.converter.source_stream import SourceStream
 from x1p1.converter.state import (
     DaemonStatus,
@@ -84,6 +84,7 @@ ERROR_STATES = frozenset(
     {
         Conn.BACKOFF,
         Conn.NEEDS_PAIRING,
+        Conn.NO_GRANT,
         Conn.X1_DISABLED,
         Conn.CERTIFICATE_ERROR,
         Conn.TLS_VERSION,
@@ -521,12 +522,19 @@ class Converter:
     async def _read_grant(self, target: StreamTarget) -> None:
         """``GET /api/token``: the profiles the portal grants now (X1 §5.1.6); follow them."""
         from x1p1.converter.pairing import granted_profiles
+        from x1p1.exceptions import Unauthorized
 
         try:
             info = await asyncio.to_thread(self._client(target).token_info)
+        except Unauthorized as exc:
+            log.error("the gateway refused the token reading its profiles: %s", exc)
+            self.sources.token_unread(time.monotonic())
+            self.stream.token_refused()
+            return
         except X1P1Error as exc:
             log.warning("could not read the token's profiles: %s", exc)
             self.sources.token_unread(time.monotonic())
+            self.stream.grant_unread("could not read the token's profiles")
             return
         pairing = self.pairing
         if pairing is None or pairing.token != target.token:
@@ -537,12 +545,11 @@ class Converter:
         if granted != pairing.profiles:
             self._save(replace(pairing, profiles=granted))
         realtime_grant = granted != old_grant and self.sources.active is Source.REALTIME
-        if moved or realtime_grant:
-            self.stream.grant_changed(f"the token's profiles: {self.sources.reason}")
-        elif self.stream.state is Conn.NEEDS_PAIRING:
-            # refused, yet the grant reads the same: look again in a minute, and connect
-            # only when it changes (or `x1p1 pair` saves a new token), never in a loop
-            self.sources.token_unread(time.monotonic())
+        # after a refusal the connection follows whatever the grant says now (x1p1/x1/
+        # connection.py, reading-grant); otherwise only a change reconnects
+        self.stream.grant_read(
+            moved or realtime_grant, f"the token's profiles: {self.sources.reason}"
+        )
 
     def _client(self, target: StreamTarget) -> Any:
         from x1p1.converter.pairing import GatewayEndpoint, X1Client
@@ -688,8 +695,7 @@ class Converter:
         lock = StateDirLock(self.state_dir)
         lock.acquire()
         try:
-            for serial in self.outputs.serials:
-                check_serial_path(serial.url)
+            self.outputs.check_serial_paths()
             await self.outputs.start()
             return await self._run()
         finally:
@@ -779,8 +785,7 @@ class Converter:
         if now >= self._next_status:
             self._next_status = now + self.publisher.interval
             self._publish()
-        if self.tcp is not None:
-            self.tcp.summarise(now)
+        self.outputs.summarise(now)
 
 
 def run_converter(config: RunConfig) -> int:

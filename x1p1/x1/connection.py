@@ -12,8 +12,13 @@ Everything that decides what a WebSocket subscription (x1-api.md, WebSocket;
 * the backoff (jittered, at most 30 s), re-discovery after repeated failures, the 60 s
   retry while X1 is off (X1 §12.3), ``Retry-After`` (parsed by
   :func:`x1p1.x1.readers.retry_after`), and the two states that wait for a new token
-  instead of retrying (``needs-pairing`` after 401/4401/403/4403,
-  ``certificate-error``: never retried in a loop);
+  instead of retrying (``needs-pairing`` after 401/4401, ``certificate-error``: never
+  retried in a loop);
+* a 403 or a close 4403 is no revoked token but a changed grant (X1 §5.1.6: the customer
+  changes a device's profiles in the portal): ``reading-grant`` waits for the grant to
+  be read again (``GET /api/token``, x1p1/x1/source.py decides when) and then connects
+  at once to what it allows (:attr:`Ev.RETARGET`); a grant that allows nothing waits in
+  ``waiting-for-grant`` (:attr:`Ev.NO_GRANT`) until the portal grants a profile;
 * :data:`HANDSHAKE_EVENTS`: how a failed TLS handshake is classified once the adapter
   has told what it was: a gateway that speaks only TLS 1.2 or older (X1 §4.1.4 requires
   1.3) is ``tls-version``, said in one sentence (:data:`TLS_VERSION_SENTENCE`) and tried
@@ -40,6 +45,7 @@ from dataclasses import dataclass, field
 from x1p1.exceptions import ForbiddenProfile, RateLimited, Unauthorized, X1Disabled
 
 __all__ = [
+    "AWAITS_GRANT_READ",
     "BACKOFF_MAX",
     "CLOSE_EVENTS",
     "HANDSHAKE_EVENTS",
@@ -74,7 +80,13 @@ class Conn(enum.StrEnum):
     DISCOVERING = "discovering"
     """Looking for the paired gateway by mDNS (its address may have changed)."""
     NEEDS_PAIRING = "needs-pairing"
-    """The token was refused (401/4401, 403/4403): waiting for ``x1p1 pair``."""
+    """The token was refused (401/4401): waiting for ``x1p1 pair``."""
+    REGRANT = "reading-grant"
+    """A 403 or close 4403: the customer changed this device's profiles (X1 §5.1.6);
+    reading the grant again (``GET /api/token``) before connecting to what it allows."""
+    NO_GRANT = "waiting-for-grant"
+    """The grant allows no source (x1p1/x1/source.py): waiting for the portal to grant a
+    profile (the grant is read again every minute) or for ``x1p1 pair``."""
     X1_DISABLED = "x1-disabled"
     """503/4503: the grid operator switched X1 off (X1 §12.3); retried every 60 s."""
     CERTIFICATE_ERROR = "certificate-error"
@@ -98,6 +110,11 @@ class Ev(enum.StrEnum):
     """Refused, unreachable, timed out, closed, stalled: worth retrying."""
     RATE_LIMITED = "rate-limited"
     UNAUTHORIZED = "unauthorized"
+    """401/4401: the token is revoked, expired or unknown."""
+    FORBIDDEN = "forbidden"
+    """403/4403: the token lacks the profile now (X1 §5.1.6): read the grant again."""
+    NO_GRANT = "no-grant"
+    """The grant, as read, allows no source (x1p1/x1/source.py)."""
     DISABLED = "disabled"
     BAD_CERTIFICATE = "bad-certificate"
     OLD_TLS = "old-tls"
@@ -126,6 +143,8 @@ TRANSITIONS: dict[Conn, dict[Ev, Conn | str]] = {
         Ev.FAILED: _RETRY,
         Ev.RATE_LIMITED: Conn.BACKOFF,
         Ev.UNAUTHORIZED: Conn.NEEDS_PAIRING,
+        Ev.FORBIDDEN: Conn.REGRANT,
+        Ev.NO_GRANT: Conn.NO_GRANT,
         Ev.DISABLED: Conn.X1_DISABLED,
         Ev.BAD_CERTIFICATE: Conn.CERTIFICATE_ERROR,
         Ev.OLD_TLS: Conn.TLS_VERSION,
@@ -138,6 +157,7 @@ TRANSITIONS: dict[Conn, dict[Ev, Conn | str]] = {
         Ev.FAILED: _RETRY,
         Ev.RATE_LIMITED: Conn.BACKOFF,
         Ev.UNAUTHORIZED: Conn.NEEDS_PAIRING,
+        Ev.FORBIDDEN: Conn.REGRANT,
         Ev.DISABLED: Conn.X1_DISABLED,
         Ev.BAD_CERTIFICATE: Conn.CERTIFICATE_ERROR,
         Ev.TOKEN_CHANGED: Conn.CONNECTING,
@@ -162,6 +182,19 @@ TRANSITIONS: dict[Conn, dict[Ev, Conn | str]] = {
         Ev.RETARGET: Conn.CONNECTING,
         Ev.STOP: Conn.STOPPED,
     },
+    Conn.REGRANT: {
+        # the grant was read again: connect to what it allows (none: waiting-for-grant)
+        Ev.RETARGET: Conn.CONNECTING,
+        Ev.UNAUTHORIZED: Conn.NEEDS_PAIRING,  # GET /api/token answered 401
+        Ev.TOKEN_CHANGED: Conn.CONNECTING,
+        Ev.STOP: Conn.STOPPED,
+    },
+    Conn.NO_GRANT: {
+        Ev.RETARGET: Conn.CONNECTING,
+        Ev.UNAUTHORIZED: Conn.NEEDS_PAIRING,  # GET /api/token answered 401
+        Ev.TOKEN_CHANGED: Conn.CONNECTING,
+        Ev.STOP: Conn.STOPPED,
+    },
     Conn.X1_DISABLED: {
         Ev.CONNECT: Conn.CONNECTING,
         Ev.TOKEN_CHANGED: Conn.CONNECTING,
@@ -184,7 +217,7 @@ TRANSITIONS: dict[Conn, dict[Ev, Conn | str]] = {
 
 STATUS_EVENTS: dict[int, Ev] = {
     Unauthorized.status: Ev.UNAUTHORIZED,
-    ForbiddenProfile.status: Ev.UNAUTHORIZED,
+    ForbiddenProfile.status: Ev.FORBIDDEN,
     RateLimited.status: Ev.RATE_LIMITED,
     X1Disabled.status: Ev.DISABLED,
 }
@@ -192,7 +225,7 @@ STATUS_EVENTS: dict[int, Ev] = {
 
 CLOSE_EVENTS: dict[int, Ev] = {
     Unauthorized.close_code: Ev.UNAUTHORIZED,
-    ForbiddenProfile.close_code: Ev.UNAUTHORIZED,
+    ForbiddenProfile.close_code: Ev.FORBIDDEN,
     RateLimited.close_code: Ev.RATE_LIMITED,
     X1Disabled.close_code: Ev.DISABLED,
 }
@@ -229,6 +262,11 @@ TLS_VERSION_RETRY = 2 * BACKOFF_MAX
 backoff): it changes only with a firmware update, and a loop would gain nothing."""
 DISCOVER_AFTER = 3
 """Look for the gateway by mDNS after this many failures in a row (and every as many)."""
+AWAITS_GRANT_READ = frozenset({Conn.REGRANT})
+"""States that a read of the grant (``GET /api/token``) ends, whatever it says: the
+adapter then connects anew (:attr:`Ev.RETARGET`) to what the grant allows, and a grant
+that allows nothing leads to ``waiting-for-grant``. A failed read connects anew too: the
+gateway's answer to the subscription tells again."""
 WAITING = frozenset({Conn.BACKOFF, Conn.X1_DISABLED, Conn.TLS_VERSION})
 """States that end by themselves at :attr:`ConnectionMachine.wake_at`."""
 
@@ -265,6 +303,9 @@ class Verdict:
     retry_after: float | None = None
 
 
+_FOLLOWING = "the customer changed this device's profiles; following them"
+"""A 403 or close 4403 (X1 §5.1.6): the grant is read again and followed, no pairing."""
+
 _PAIR_AGAIN = (
     "stopped relaying: run `x1p1 pair` to pair again, the converter picks up the new "
     "token by itself"
@@ -278,12 +319,13 @@ def classify_status(
     to the gateway ``where``. ``retry_after``: the 429's header, already parsed."""
     event = STATUS_EVENTS.get(status, Ev.FAILED)
     if event is Ev.UNAUTHORIZED:
-        why = (
-            "the gateway refused the token (revoked, expired or unknown)"
-            if status == Unauthorized.status
-            else f"the token lacks the {profile} profile"
-        )
+        why = "the gateway refused the token (revoked, expired or unknown)"
         return Verdict(event, f"{why} (HTTP {status}); {_PAIR_AGAIN}", logging.ERROR)
+    if event is Ev.FORBIDDEN:
+        return Verdict(
+            event,
+            f"the token lacks the {profile} profile now (HTTP {status}): {_FOLLOWING}",
+        )
     if event is Ev.DISABLED:
         return Verdict(event, f"X1 is switched off by the grid operator (HTTP {status})")
     if event is Ev.RATE_LIMITED:
@@ -307,6 +349,8 @@ def classify_close(code: int | None, reason: str = "") -> Verdict:
             f"the gateway revoked the token (close {code}{said}); {_PAIR_AGAIN}",
             logging.ERROR,
         )
+    if event is Ev.FORBIDDEN:
+        return Verdict(event, f"{_FOLLOWING} (close {code}{said})")
     if event is Ev.DISABLED:
         return Verdict(event, f"X1 is switched off by the grid operator (close {code})")
     if event is Ev.RATE_LIMITED:
@@ -329,6 +373,7 @@ def classify_handshake(kind: str, *, where: str, detail: str = "") -> Verdict:
 
 STATE_SENTENCES: dict[Ev, str] = {
     Ev.UNAUTHORIZED: "the gateway refused or revoked the token: run `x1p1 pair`",
+    Ev.FORBIDDEN: f"{_FOLLOWING}: reading the token's profiles again (GET /api/token)",
     Ev.DISABLED: "X1 is switched off by the grid operator",
     Ev.RATE_LIMITED: "rate limited by the gateway",
 }
@@ -413,7 +458,7 @@ class ConnectionMachine:
             self.wake_at = now + DISABLED_RETRY * self.scale
         elif new is Conn.TLS_VERSION:
             self.wake_at = now + TLS_VERSION_RETRY * self.scale
-        elif new in (Conn.NEEDS_PAIRING, Conn.CERTIFICATE_ERROR):
+        elif new in (Conn.NEEDS_PAIRING, Conn.NO_GRANT, Conn.CERTIFICATE_ERROR):
             self.failures = 0
         if new is not old:
             self.since = now

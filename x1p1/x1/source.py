@@ -66,7 +66,10 @@ GRANT_POLL = 60.0
 """Seconds between reads of the token's profiles while they decide nothing good: no
 usable profile, or realtime standing in for a missing P1 (the portal may grant it back)."""
 GRANT_REREAD_MIN = 5.0
-"""A refusal (403, close 4403) re-reads the profiles at once, but never more often."""
+"""A refusal (403, close 4403) re-reads the profiles at once, but never sooner than this
+after the last read; each refusal in a row with no connection opened in between doubles
+it, up to :data:`GRANT_POLL` (a gateway whose grant reads the same as it refuses gets a
+handshake a minute, not a loop)."""
 LEGACY_PROBE = 900.0
 """After a 404 on ``/api/legacy-p1``, ``auto`` tries it again every 15 minutes."""
 
@@ -137,6 +140,8 @@ class SourceMachine:
     last_read_at: float | None = None
     switches: int = 0
     """Changes of the active source so far."""
+    refusals: int = 0
+    """Refusals (403, close 4403) since a connection last opened."""
 
     def __post_init__(self) -> None:
         self.active, self.reason = choose(self.mode, self.granted, self.legacy_missing)
@@ -147,6 +152,7 @@ class SourceMachine:
         """``token.json`` changed: start afresh with this grant. True if the source moved."""
         self.legacy_missing = False
         self.probe_legacy_at = self.read_token_at = None
+        self.refusals = 0
         self.granted = frozenset(granted)
         return self._decide(None)
 
@@ -164,12 +170,19 @@ class SourceMachine:
 
     def forbidden(self, now: float) -> None:
         """A 403 or a close 4403: the grant changed; read it again (at once, but never
-        more often than every :data:`GRANT_REREAD_MIN` s)."""
+        sooner than :data:`GRANT_REREAD_MIN` s after the last read, doubled for each
+        refusal in a row)."""
+        self.refusals += 1
+        spacing = min(GRANT_POLL, GRANT_REREAD_MIN * 2.0 ** min(self.refusals - 1, 8))
         soonest = now
         if self.last_read_at is not None:
-            soonest = max(now, self.last_read_at + GRANT_REREAD_MIN * self.scale)
+            soonest = max(now, self.last_read_at + spacing * self.scale)
         if self.read_token_at is None or soonest < self.read_token_at:
             self.read_token_at = soonest
+
+    def opened(self) -> None:
+        """A subscription opened: the refusals in a row are over."""
+        self.refusals = 0
 
     def legacy_not_found(self, now: float) -> bool:
         """The gateway answered 404 on ``/api/legacy-p1``. True if the source moved (in

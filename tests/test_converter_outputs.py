@@ -302,6 +302,39 @@ async def test_the_hourly_summary(tmp_path: Path, caplog: pytest.LogCaptureFixtu
         await output.close()
 
 
+async def test_idle_clients_are_one_warning_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    """Many clients that read nothing are disconnected each, with one warning for all
+    (one cause, x1p1/converter/quiet.py), and one more a minute later at most."""
+    import socket
+
+    from x1p1.converter.tcp_out import TcpOutput
+
+    now = [0.0]
+    output = TcpOutput(ListenAddress("127.0.0.1", 0), idle_drop=60.0, clock=lambda: now[0])
+    await output.start()
+    sockets = []
+    try:
+        for _ in range(5):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+            sock.connect(("127.0.0.1", output.port))
+            sockets.append(sock)
+        await until(lambda: output.clients == 5, what="five clients")
+        caplog.set_level(logging.WARNING, logger="x1p1.converter.tcp_out")
+        big = b"x" * 400_000  # more than the kernel's buffers: each transport holds some
+        output.publish(big)
+        output.publish(big)  # now each is blocked, since t=0
+        now[0] = 61.0
+        output.publish(big)  # all five idle for over a minute: disconnected
+        await until(lambda: output.clients == 0, what="idle clients dropped")
+        warnings = [r.getMessage() for r in caplog.records if "took nothing" in r.getMessage()]
+        assert len(warnings) == 1, warnings
+    finally:
+        for sock in sockets:
+            sock.close()
+        await output.close()
+
+
 async def test_running_out_of_descriptors_stops_neither_line(
     gateway: TestGateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from x1p1.converter.config import OutputConfig
+from x1p1.converter.quiet import CauseLog
 from x1p1.converter.serial_out import SerialLike, SerialOutput, open_serial
 from x1p1.converter.tcp_out import TcpOutput
 
@@ -138,6 +139,7 @@ class Outputs:
         opener: Callable[[str, float], SerialLike] = open_serial,
         serial_reopen: float = 1.0,
         tcp_clients: int = 16,
+        quiet: CauseLog | None = None,
     ) -> None:
         self.outputs: list[Output] = []
         for config in configs:
@@ -150,7 +152,7 @@ class Outputs:
                 )
                 self.outputs.append(Output(config, serial=serial))
             elif config.tcp is not None:
-                tcp = TcpOutput(config.tcp, max_clients=tcp_clients)
+                tcp = TcpOutput(config.tcp, max_clients=tcp_clients, quiet=quiet)
                 self.outputs.append(Output(config, tcp=tcp))
 
     def __iter__(self) -> Any:

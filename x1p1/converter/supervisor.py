@@ -220,6 +220,7 @@ class Converter:
             opener=options.opener,
             serial_reopen=options.serial_reopen,
             tcp_clients=options.tcp_clients,
+            quiet=self._quiet,
         )
         self.serial: SerialOutput | None = next(iter(self.outputs.serials), None)
         """The first serial output (what the flat status fields describe)."""

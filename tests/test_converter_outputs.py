@@ -373,3 +373,76 @@ async def test_running_out_of_descriptors_stops_neither_line(
         pty.close()
     out_of = [r for r in caplog.records if "out of system resource" in r.getMessage()]
     assert len(out_of) == 1 and out_of[0].exc_info is None
+
+
+async def test_a_gateway_restart_while_tcp_clients_hold_the_descriptors(
+    gateway: TestGateway, tmp_path: Path
+) -> None:
+    """``x1p1 run`` under a low descriptor limit (systemd's LimitNOFILE) with
+    ``tcp_clients`` far above it: the TCP clients are capped below the limit, so while a
+    host holds as many connections as it can, a gateway restart (the X1 reconnect) finds
+    the descriptors it needs, and the P1 line carries on."""
+    import functools
+    import re
+    import resource
+    import sys
+
+    from p1_pty import PtyPeer
+
+    limit = 128
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    state_dir = tmp_path / "state"
+    pair(gateway, state_dir)
+    config = tmp_path / "config.toml"
+    config.write_text("tcp_clients = 1024\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RUNTIME_DIRECTORY", "NOTIFY_SOCKET")}
+    env["X1P1_CONFIG"] = str(config)
+    pty = PtyPeer().attach()
+    run = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "x1p1.cli",
+        "run",
+        "--serial",
+        pty.path,
+        "--tcp",
+        "127.0.0.1:0",
+        "--state-dir",
+        str(state_dir),
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        preexec_fn=functools.partial(low_limit),
+    )
+    lines: list[str] = []
+
+    async def read_log() -> None:
+        assert run.stderr is not None
+        while line := await run.stderr.readline():
+            lines.append(line.decode(errors="replace"))
+
+    reader = asyncio.create_task(read_log())
+    holder = None
+    try:
+        await until(lambda: any("serving P1 telegrams on TCP" in x for x in lines), 30, "tcp")
+        port = int(re.findall(r"on TCP 127\.0\.0\.1:(\d+)", "".join(lines))[0])
+        await until(lambda: len(pty.raw_telegrams()) >= 3, 30, "telegrams")
+        holder = await _hold(port, 2 * limit)  # more than the process may open
+        await gateway.restart(0.2)
+        before = len(pty.raw_telegrams())
+        await until(lambda: len(pty.raw_telegrams()) >= before + 20, 30, "telegrams again")
+    finally:
+        if holder is not None:
+            await _release(holder)
+        run.terminate()
+        await run.wait()
+        await reader
+        pty.close()
+    text = "".join(lines)
+    assert run.returncode == 0, text
+    assert "Traceback" not in text and "out of system resource" not in text, text
+    [capped] = [x for x in lines if "descriptor limit" in x]
+    assert f"descriptor limit ({limit}) leaves room for" in capped
+    assert len(lines) < 20, text  # no storm

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import ssl
 import time
@@ -62,6 +63,7 @@ from x1p1.converter.status_socket import StatusServer, socket_path
 from x1p1.converter.stream import StreamSettings, StreamTarget
 from x1p1.converter.tcp_out import TcpOutput
 from x1p1.converter.tls import converter_context
+from x1p1.descriptors import UNLIMITED, open_descriptors, raise_nofile_limit
 from x1p1.exceptions import ConfigError, NotPaired, StateError, TelegramError, X1P1Error
 from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.telegram import Telegram
@@ -688,6 +690,10 @@ class Converter:
         try:
             for serial in self.outputs.serials:
                 check_serial_path(serial.url)
+            nofile, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            self.outputs.fit_descriptors(
+                UNLIMITED if nofile == resource.RLIM_INFINITY else nofile, open_descriptors()
+            )
             await self.outputs.start()
             return await self._run()
         finally:
@@ -786,6 +792,7 @@ class Converter:
 
 def run_converter(config: RunConfig) -> int:
     """``x1p1 run``: the converter in the foreground until SIGTERM or SIGINT."""
+    raise_nofile_limit()  # the TCP clients are capped below it (Outputs.fit_descriptors)
     converter = Converter(ConverterOptions.from_run_config(config))
 
     async def main() -> int:

@@ -45,6 +45,9 @@ SUMMARY_EVERY = 3600.0
 IDLE_CAUSE = "tcp-idle-client"
 """The one cause (x1p1/converter/quiet.py) under which idle clients' disconnects are
 logged: a host that opens many connections and reads nothing gets one line a minute."""
+BACKLOG = 32
+"""The kernel's queue of pending connects, and so the most that asyncio accepts in one
+go before the cap refuses them: descriptors a burst of connects may hold for a moment."""
 SEND_BUFFER = 16 * 1024
 """The kernel's send buffer per client: a client that falls behind gets fresh telegrams
 again as soon as it reads, not a backlog of old ones."""
@@ -168,7 +171,11 @@ class TcpOutput:
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
-                lambda: _Client(self), self.listen.bind_host, self.listen.port, reuse_address=True
+                lambda: _Client(self),
+                self.listen.bind_host,
+                self.listen.port,
+                reuse_address=True,
+                backlog=BACKLOG,
             )
         except OSError as exc:
             raise bind_error(self.listen, exc) from None

@@ -6,7 +6,6 @@ No network here: time is passed in, files go to ``tmp_path``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import socket
@@ -380,25 +379,49 @@ def test_the_daemon_imports_no_gateway_aiohttp_or_cryptography() -> None:
     assert out.stdout.strip() == "[]"
 
 
-async def test_a_telegram_may_do_the_housekeeping_as_its_timer_fires(tmp_path: Path) -> None:
-    """The fallback timer fired (its cancel not yet delivered) in the same loop round as a
-    telegram that found the round due: the telegram must not try to push the timer back
-    (asyncio refuses to reschedule an expiring timeout); the supervisor re-arms it."""
-    converter = Converter(fast_options(tmp_path / "state", None))
-    converter._period = 5.0
-    outcome: list[BaseException | None] = []
+async def test_a_telegram_round_makes_the_loop_plan_a_fresh_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/architecture.md, habit 12: when a telegram does the housekeeping round, the
+    loop computes its deadline anew and waits with a fresh timeout; no timer is pushed
+    back (``asyncio.Timeout.reschedule``)."""
+    converter = Converter(fast_options(tmp_path / "state", None, tick=5.0))
+    rescheduled: list[float | None] = []
+    waits: list[float | None] = []
+    real_timeout = asyncio.timeout
 
-    def telegram_arrives() -> None:
-        assert converter._timer is not None and converter._timer.expired()
-        try:
-            converter._housekeep(time.monotonic())
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001 - what the loop would only have logged
-            outcome.append(exc)
+    def timeout(delay: float | None) -> asyncio.Timeout:
+        waits.append(delay)
+        return real_timeout(delay)
 
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(0) as converter._timer:  # its expiry is queued first
-            asyncio.get_running_loop().call_soon(telegram_arrives)
-            await asyncio.sleep(1)
-    assert outcome == [None]
-    assert converter._housekeeping_due > time.monotonic() + 4  # the round was done
+    real_reschedule = asyncio.Timeout.reschedule
+
+    def reschedule(self: asyncio.Timeout, when: float | None) -> None:
+        if when != self.when():  # entering a timeout arms it at its own deadline
+            rescheduled.append(when)
+        real_reschedule(self, when)
+
+    monkeypatch.setattr(asyncio.Timeout, "reschedule", reschedule)
+    monkeypatch.setattr(asyncio, "timeout", timeout)
+    stream = asyncio.get_running_loop().create_future()
+    loop_task = asyncio.ensure_future(converter._supervise(stream))
+
+    async def settle(count: int) -> None:
+        for _ in range(1000):
+            if len(waits) >= count:
+                return
+            await asyncio.sleep(0)
+        raise AssertionError(f"the loop planned {len(waits)} waits, not {count}")
+
+    try:
+        await settle(1)
+        assert waits[0] is not None and 5.0 <= waits[0] <= 5.0 + 1.5
+        converter._housekeep(time.monotonic() + 100.0)  # a telegram found the round due
+        await settle(2)
+        assert waits[1] is not None and waits[1] > 100.0  # planned from the new due time
+        assert converter.wake_at() == converter._housekeeping_due + converter._slack
+        assert rescheduled == []
+    finally:
+        converter.stop()
+        await asyncio.wait_for(loop_task, 5)
+        stream.cancel()

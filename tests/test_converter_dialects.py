@@ -119,6 +119,47 @@ def test_pairing_succeeds_with(name: str, tmp_path: Path) -> None:
     moved = dialect.redirect_from is not None  # followed call by call; /api is kept
     assert saved.api_base == (None if moved or dialect.api_base == "/api" else dialect.api_base)
     assert pair.polls == pair.after_polls  # it polled until the button, then stopped
+    if name == "unknown profiles granted":  # kept, though only P1 is used
+        assert saved.granted_names == ("P1", "E-FORECAST")
+
+
+def test_unknown_granted_profiles_are_kept_shown_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """X1 §5.1.6: a name the converter does not know is kept in token.json, shown by
+    ``x1p1 status``, and logged the first time this process sees it only."""
+    import json
+    import logging
+    import uuid
+
+    from x1p1.converter.state import SavedPairing, render_status, status_report
+
+    odd = f"E-FORECAST-{uuid.uuid4().hex[:6].upper()}"  # new to this test process
+    pair = PairingPair(
+        tmp_path,
+        Dialect(answer=lambda b: {**b, "profiles": ["P1", odd]} if "profiles" in b else b),
+    )
+    caplog.set_level(logging.INFO, logger="x1p1.converter.pairing")
+    saved = pair.pair()
+    assert saved.granted_names == ("P1", odd)
+    for _ in range(3):  # what each read of the grant does in `x1p1 run`
+        assert pairing.granted_profiles(("P1", odd), frozenset()) == {Profile.P1}
+    logged = [r.getMessage() for r in caplog.records if odd in r.getMessage()]
+    assert len(logged) == 1, logged
+    state_dir = tmp_path / "converter"
+    body = json.loads((state_dir / "token.json").read_text())
+    assert body["granted_names"] == ["P1", odd]
+    report = status_report(state_dir, {})
+    line = next(x for x in render_status(report).splitlines() if x.startswith("Token grants"))
+    assert f"P1, {odd} ({odd} unknown to the converter, ignored)" in line
+    # read tolerantly: an older file has none, a broken value is ignored, junk is dropped
+    for value, kept in (
+        (None, None),
+        ("P1", None),
+        (["P1", 7, "", "X\x1b[2J"], ("P1", "X\\x1b[2J")),
+    ):
+        changed_body = {**body, "granted_names": value}
+        assert SavedPairing.parse(changed_body).granted_names == kept
 
 
 @pytest.mark.parametrize("skew", [timedelta(hours=1), timedelta(hours=-1), timedelta(0)])
@@ -232,7 +273,15 @@ def test_pairing_fails_with_a_sentence_and_its_exit_code(name: str, tmp_path: Pa
     ("answer", "words"),
     [
         ((500, {"Content-Type": "text/html"}, b"<h1>Internal\nError</h1>"), "HTTP 500"),
-        ((502, {}, b""), "HTTP 502 without a message"),
+        ((500, {"Content-Type": "text/plain"}, b"busy\r\nsecond line"), "HTTP 500: busy"),
+        ((502, {}, b""), "the gateway answered HTTP 502"),
+        ((502, {}, b"{}"), "HTTP 502 without a message"),
+        (
+            (404, {"Content-Type": "text/html"}, b"<!doctype html>\n<html><p>Not here</p>"),
+            "HTTP 404 at /api/tokens/requests: the gateway serves its API elsewhere; set "
+            "--api-base (api_base in the config)",
+        ),
+        ((404, {}, b"x" * 300), "HTTP 404 at /api/tokens/requests"),
         ((418, {}, b'{"error": "teapot", "message": "I\'m a teapot"}'), "HTTP 418 (teapot)"),
         ((308, {"Location": "https://elsewhere.example/api"}, b""), "another host"),
         ((308, {}, b""), "redirected /api/tokens/requests to nowhere"),
@@ -247,6 +296,7 @@ def test_an_unexpected_answer_is_one_sentence_with_its_code(
         pair.pair()
     text = str(info.value)
     assert words in text and "\n" not in text, text
+    assert "<" not in text and "second" not in text and "xxx" not in text, text
     assert exit_code_for(info.value) is PairExit.ERROR
 
 

@@ -302,6 +302,39 @@ async def test_the_hourly_summary(tmp_path: Path, caplog: pytest.LogCaptureFixtu
         await output.close()
 
 
+async def test_idle_clients_are_one_warning_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    """Many clients that read nothing are disconnected each, with one warning for all
+    (one cause, x1p1/converter/quiet.py), and one more a minute later at most."""
+    import socket
+
+    from x1p1.converter.tcp_out import TcpOutput
+
+    now = [0.0]
+    output = TcpOutput(ListenAddress("127.0.0.1", 0), idle_drop=60.0, clock=lambda: now[0])
+    await output.start()
+    sockets = []
+    try:
+        for _ in range(5):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+            sock.connect(("127.0.0.1", output.port))
+            sockets.append(sock)
+        await until(lambda: output.clients == 5, what="five clients")
+        caplog.set_level(logging.WARNING, logger="x1p1.converter.tcp_out")
+        big = b"x" * 400_000  # more than the kernel's buffers: each transport holds some
+        output.publish(big)
+        output.publish(big)  # now each is blocked, since t=0
+        now[0] = 61.0
+        output.publish(big)  # all five idle for over a minute: disconnected
+        await until(lambda: output.clients == 0, what="idle clients dropped")
+        warnings = [r.getMessage() for r in caplog.records if "took nothing" in r.getMessage()]
+        assert len(warnings) == 1, warnings
+    finally:
+        for sock in sockets:
+            sock.close()
+        await output.close()
+
+
 async def test_running_out_of_descriptors_stops_neither_line(
     gateway: TestGateway, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -368,3 +401,76 @@ async def test_every_tcp_output_gets_its_hourly_summary(
             sock.close()
     finally:
         await outputs.close()
+
+
+async def test_a_gateway_restart_while_tcp_clients_hold_the_descriptors(
+    gateway: TestGateway, tmp_path: Path
+) -> None:
+    """``x1p1 run`` under a low descriptor limit (systemd's LimitNOFILE) with
+    ``tcp_clients`` far above it: the TCP clients are capped below the limit, so while a
+    host holds as many connections as it can, a gateway restart (the X1 reconnect) finds
+    the descriptors it needs, and the P1 line carries on."""
+    import functools
+    import re
+    import resource
+    import sys
+
+    from p1_pty import PtyPeer
+
+    limit = 128
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    state_dir = tmp_path / "state"
+    pair(gateway, state_dir)
+    config = tmp_path / "config.toml"
+    config.write_text("tcp_clients = 1024\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RUNTIME_DIRECTORY", "NOTIFY_SOCKET")}
+    env["X1P1_CONFIG"] = str(config)
+    pty = PtyPeer().attach()
+    run = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "x1p1.cli",
+        "run",
+        "--serial",
+        pty.path,
+        "--tcp",
+        "127.0.0.1:0",
+        "--state-dir",
+        str(state_dir),
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        preexec_fn=functools.partial(low_limit),
+    )
+    lines: list[str] = []
+
+    async def read_log() -> None:
+        assert run.stderr is not None
+        while line := await run.stderr.readline():
+            lines.append(line.decode(errors="replace"))
+
+    reader = asyncio.create_task(read_log())
+    holder = None
+    try:
+        await until(lambda: any("serving P1 telegrams on TCP" in x for x in lines), 30, "tcp")
+        port = int(re.findall(r"on TCP 127\.0\.0\.1:(\d+)", "".join(lines))[0])
+        await until(lambda: len(pty.raw_telegrams()) >= 3, 30, "telegrams")
+        holder = await _hold(port, 2 * limit)  # more than the process may open
+        await gateway.restart(0.2)
+        before = len(pty.raw_telegrams())
+        await until(lambda: len(pty.raw_telegrams()) >= before + 20, 30, "telegrams again")
+    finally:
+        if holder is not None:
+            await _release(holder)
+        run.terminate()
+        await run.wait()
+        await reader
+        pty.close()
+    text = "".join(lines)
+    assert run.returncode == 0, text
+    assert "Traceback" not in text and "out of system resource" not in text, text
+    [capped] = [x for x in lines if "descriptor limit" in x]
+    assert f"descriptor limit ({limit}) leaves room for" in capped
+    assert len(lines) < 20, text  # no storm

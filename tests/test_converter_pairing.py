@@ -199,6 +199,22 @@ async def test_a_429_is_told_as_the_gateway_told_it(name: str, tmp_path: Path) -
     assert never is None or never not in result.output
 
 
+def test_a_wrong_api_base_is_one_sentence_not_a_page(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    """The embedded gateway answers an unknown path with an HTML 404 page: ``x1p1 pair``
+    says where it asked and what fixes it (as ``x1p1 doctor`` does), never the page."""
+    args = pair_args(gateway, tmp_path / "state")
+    args[2] = f"https://127.0.0.1:{gateway.port}/vendor/api"
+    result = invoke(args)
+    assert result.exit_code == 1, result.output
+    assert result.output.endswith(
+        "x1p1: HTTP 404 at /vendor/api/tokens/requests: the gateway serves its API "
+        "elsewhere; set --api-base (api_base in the config)\n"
+    ), result.output
+    assert "<" not in result.output
+
+
 def test_unreachable(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from x1p1.converter.config import OutputConfig
+from x1p1.converter.quiet import CauseLog
 from x1p1.converter.serial_out import SerialLike, SerialOutput, check_serial_path, open_serial
-from x1p1.converter.tcp_out import TcpOutput
+from x1p1.converter.tcp_out import BACKLOG, TcpOutput
+from x1p1.descriptors import connection_budget
 from x1p1.exceptions import NotASerialDevice
 
-__all__ = ["JITTER", "Output", "OutputCounts", "Outputs"]
+__all__ = ["DESCRIPTOR_RESERVE", "JITTER", "Output", "OutputCounts", "Outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,10 @@ JITTER = 0.5
 """Seconds a telegram may come early and still count for an output's ``interval``."""
 ERROR_LOG_EVERY = 60.0
 """An output's failure is logged at most this often (seconds)."""
+DESCRIPTOR_RESERVE = 64
+"""Descriptors no TCP client may take: the serial ports (and their reopening), the X1
+connection and the REST calls beside it, mDNS, the status socket and its clients, the
+status file, the state lock, the log, the event loop's own."""
 
 
 @dataclass
@@ -139,6 +145,7 @@ class Outputs:
         opener: Callable[[str, float], SerialLike] = open_serial,
         serial_reopen: float = 1.0,
         tcp_clients: int = 16,
+        quiet: CauseLog | None = None,
     ) -> None:
         self.outputs: list[Output] = []
         for config in configs:
@@ -151,7 +158,7 @@ class Outputs:
                 )
                 self.outputs.append(Output(config, serial=serial))
             elif config.tcp is not None:
-                tcp = TcpOutput(config.tcp, max_clients=tcp_clients)
+                tcp = TcpOutput(config.tcp, max_clients=tcp_clients, quiet=quiet)
                 self.outputs.append(Output(config, tcp=tcp))
 
     def __iter__(self) -> Any:
@@ -213,6 +220,28 @@ class Outputs:
         own clients and its own hour)."""
         for tcp in self.tcps:
             tcp.summarise(now)
+
+    def fit_descriptors(self, nofile: int, in_use: int) -> None:
+        """Cap the TCP clients so that :data:`DESCRIPTOR_RESERVE` descriptors always stay
+        for the serial line and the X1 connection (docs/x1-api.md, "What the converter
+        tolerates"): ``nofile`` is the limit, ``in_use`` the descriptors open now."""
+        tcps = self.tcps
+        if not tcps:
+            return
+        per_server = 2 + BACKLOG  # its listening sockets (IPv4 and IPv6), a burst of connects
+        reserve = DESCRIPTOR_RESERVE + per_server * len(tcps)
+        share = connection_budget(nofile, in_use, reserve) // len(tcps)
+        for tcp in tcps:
+            if tcp.max_clients > share:
+                log.warning(
+                    "the descriptor limit (%d) leaves room for %d TCP P1 clients on %s, not "
+                    "%d (tcp_clients); raise LimitNOFILE to serve more",
+                    nofile,
+                    share,
+                    tcp.listen,
+                    tcp.max_clients,
+                )
+                tcp.max_clients = share
 
     def stop_threads(self) -> None:
         for serial in self.serials:

@@ -43,8 +43,10 @@ from typing import Any, TextIO
 
 from x1p1.converter.config import GatewayAddress
 from x1p1.converter.state import (
+    GRANTED_NAMES_MAX,
     SavedPairing,
     forget_pairing,
+    granted_names,
     install_uuid,
     load_pairing,
     save_pairing,
@@ -112,6 +114,10 @@ HTTP_TIMEOUT = 10.0
 EXPIRY_GRACE = 30.0
 """How long past the request's expiry an unanswered poll still waits for the verdict."""
 _MAX_RESPONSE = 64 * 1024
+PLAIN_TEXT_MAX = 200
+"""A non-JSON error body longer than this (an HTML page, a stack trace) is not quoted."""
+API_ELSEWHERE = "the gateway serves its API elsewhere; set --api-base (api_base in the config)"
+"""Why a 404 at the token-request endpoint ends ``x1p1 pair`` (as ``x1p1 doctor`` says)."""
 
 
 class PairExit(enum.IntEnum):
@@ -445,7 +451,12 @@ class X1Client:
     def request_token(self, body: TokenRequestBody) -> RequestAnswer:
         """``POST /api/tokens/requests`` (§5.1.2). The answer must carry a status and a
         request id (in the body, or as the last part of a ``Location`` header)."""
-        reply = self.call("POST", self.paths.token_requests, body.to_json())
+        path = self.paths.token_requests
+        try:
+            reply = self.call("POST", path, body.to_json())
+        except NotFound:
+            # the contract's endpoint (§5.1.2) is not there: a wrong API base
+            raise NotFound(f"HTTP 404 at {printable(path)}: {API_ELSEWHERE}") from None
         answer = _answer(reply.body, "the token request")
         if answer.request_id is None:
             location = reply.headers.get("Location", "").rstrip("/")
@@ -507,26 +518,35 @@ def error_for(
     "What the converter tolerates").
 
     The HTTP status decides the kind (a 429 is throttling whatever its body says); the
-    body, JSON or text, gives only the message (through
-    :func:`~x1p1.x1.readers.printable`). An X1 error code in the body names the kind only
+    body gives only the message (through :func:`~x1p1.x1.readers.printable`): a JSON
+    body's message, else "HTTP n" with the first line of a short plain-text body (an
+    HTML page is never quoted). An X1 error code in the body names the kind only
     when the status is one the contract does not use. ``Retry-After`` goes through
     :func:`~x1p1.x1.readers.retry_after`.
     """
-    error = read_error(body, text)
+    is_json = isinstance(body, dict)
+    if is_json:
+        error = read_error(body)
+        message = error.message or f"HTTP {status} without a message"
+    else:
+        error = read_error(None, _plain_line(text, headers))
+        message = f"HTTP {status}: {error.message}" if error.message else f"HTTP {status}"
     cls = _BY_STATUS.get(status)
     if cls is None:
         body = {"error": error.code, "message": error.message}
         named = x1_error_from_body(status, body, now=datetime.now(UTC))
         if not isinstance(named, APIError):
             cls = type(named)
-    message = error.message or f"HTTP {status} without a message"
     if cls is None:
         code = f" ({error.code})" if error.code else ""
+        said = f": {error.message}" if error.message else ""
+        if not said and is_json:
+            said = " without a message"
         return APIError(
             status,
             error.code or "unknown",
             message,
-            sentence=(f"the gateway answered HTTP {status}{code}: {message}"),
+            sentence=f"the gateway answered HTTP {status}{code}{said}",
         )
     if cls is RateLimited:  # its message is the gateway's own, empty when it gave none
         wait = retry_after((headers or {}).get("Retry-After"), now=datetime.now(UTC), default=60.0)
@@ -536,6 +556,18 @@ def error_for(
         names = [printable(m, 32) for m in missing] if isinstance(missing, list) else []
         return ForbiddenProfile(message, missing=names)
     return cls(message)
+
+
+def _plain_line(text: str, headers: dict[str, str] | None) -> str:
+    """The first line of a short plain-text error body, or "" for anything else (an HTML
+    page, XML, a long text): what a user can read in one sentence."""
+    kind = (headers or {}).get("Content-Type", "").lower()
+    stripped = text.strip()
+    if not stripped or len(stripped) > PLAIN_TEXT_MAX or stripped.startswith("<"):
+        return ""
+    if kind and not kind.startswith("text/plain"):
+        return ""
+    return stripped.splitlines()[0]
 
 
 def _os_reason(error: OSError | None) -> str:
@@ -744,9 +776,9 @@ def pair(
     customer, save and return the pairing.
 
     The granted profiles (§5.1.6) are read tolerantly: none listed means "as asked",
-    names the converter does not know are logged and left out, and only whether the
-    grant can feed the P1 line decides: P1, or E-REALTIME or PQ-REALTIME (from which the
-    converter builds telegrams, x1p1/x1/source.py).
+    names the converter does not know are logged and kept apart (``granted_names``),
+    and only whether the grant can feed the P1 line decides: P1, or E-REALTIME or
+    PQ-REALTIME (from which the converter builds telegrams, x1p1/x1/source.py).
     """
     ca_pem: str | None = None
     if ca_file is not None:
@@ -790,6 +822,7 @@ def pair(
         uuid=body.uuid,
         paired_at=datetime.now(UTC).replace(microsecond=0),
         api_base=api_base if api_base != ApiPaths().api_base else None,
+        granted_names=granted_names(approved.profiles) if approved.profiles is not None else None,
     )
     save_pairing(state_dir, pairing)
     return pairing
@@ -800,17 +833,26 @@ def granted_profiles(
 ) -> frozenset[Profile]:
     """The known profiles among ``granted`` (None: the gateway did not say, so ``asked``).
 
-    Unknown names are logged, never fatal."""
+    Unknown names are never fatal: the pairing keeps them (``SavedPairing.granted_names``)
+    and each is logged the first time this process sees it, not on every read of the
+    grant."""
     if granted is None:
         return asked
     known = {p.value: p for p in Profile}
-    unknown = [name for name in granted if name not in known]
-    if unknown:
+    unknown = [printable(name, 32) for name in granted if name not in known]
+    new = [name for name in dict.fromkeys(unknown) if name not in _UNKNOWN_LOGGED]
+    if new:
+        if len(_UNKNOWN_LOGGED) < GRANTED_NAMES_MAX * 4:  # bounded, whatever a gateway says
+            _UNKNOWN_LOGGED.update(new)
         log.info(
-            "the gateway also granted profiles the converter does not know: %s",
-            ", ".join(printable(name, 32) for name in unknown),
+            "the gateway also granted profiles the converter does not know (kept, ignored): %s",
+            ", ".join(new),
         )
     return frozenset(known[name] for name in granted if name in known)
+
+
+_UNKNOWN_LOGGED: set[str] = set()
+"""The unknown granted profile names this process has logged (each once)."""
 
 
 def pairing_context(pairing: SavedPairing, ca_file: Path | None = None) -> ssl.SSLContext:

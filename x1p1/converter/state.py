@@ -40,7 +40,7 @@ import os
 import stat
 import tempfile
 import uuid as uuid_module
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -363,6 +363,9 @@ class SavedPairing:
     api_base: str | None = None
     """The gateway's API base when it is not ``/api`` (TXT ``api=``, ``--api-base``,
     a ``--gateway`` URL's path; x1p1/x1/endpoints.py)."""
+    granted_names: tuple[str, ...] | None = None
+    """Every profile name the gateway listed as granted (X1 §5.1.6), those the converter
+    does not know too (``profiles`` holds the known ones); None: it listed none."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -382,6 +385,11 @@ class SavedPairing:
             "name": self.name,
             "uuid": self.uuid,
             "paired_at": format_time(self.paired_at),
+            **(
+                {"granted_names": list(self.granted_names)}
+                if self.granted_names is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -422,6 +430,7 @@ class SavedPairing:
             uuid=_opt_str(body, "uuid") or "",
             paired_at=paired_at,
             api_base=_api_base(gateway.get("api_base")),
+            granted_names=_granted_names(body.get("granted_names")),
         )
 
     def with_gateway(
@@ -449,6 +458,24 @@ class SavedPairing:
         if self.serial:
             where += f" (serial {self.serial})"
         return where
+
+
+GRANTED_NAMES_MAX = 32
+"""Granted profile names kept in ``token.json`` at most (X1 §5.1.6 knows five)."""
+
+
+def granted_names(names: Iterable[object]) -> tuple[str, ...]:
+    """Profile names a gateway granted, as kept: strings only, made printable and capped
+    (x1p1/x1/readers.py ``printable``), at most :data:`GRANTED_NAMES_MAX`."""
+    from x1p1.x1.readers import printable
+
+    kept = [printable(n, 32) for n in names if isinstance(n, str) and n]
+    return tuple(dict.fromkeys(kept))[:GRANTED_NAMES_MAX]
+
+
+def _granted_names(value: object) -> tuple[str, ...] | None:
+    """``granted_names`` read tolerantly: absent or not a list is None (an older file)."""
+    return granted_names(value) if isinstance(value, list) else None
 
 
 def _api_base(value: object) -> str | None:
@@ -813,6 +840,8 @@ def status_report(state_dir: Path, env: Mapping[str, str] | None = None) -> dict
         }
         report["name"] = pairing.name
         report["token_expires_at"] = format_time(pairing.expires_at) if pairing.expires_at else None
+        if pairing.granted_names is not None:
+            report["granted_names"] = list(pairing.granted_names)
     status, answered = _find_status(state_dir, env)
     running = (
         status is not None
@@ -877,6 +906,17 @@ def _ago(text: str | None, now: datetime) -> str:
     return f"{local} ({seconds} s ago)" if seconds < 3600 else local
 
 
+def _grants_line(names: list[Any]) -> str:
+    """The granted profiles, those the converter does not use named as such."""
+    known = {p.value for p in Profile}
+    shown = [str(n) for n in names]
+    unknown = [n for n in shown if n not in known]
+    line = ", ".join(shown) or "none"
+    if unknown:
+        line += f" ({', '.join(unknown)} unknown to the converter, ignored)"
+    return line
+
+
 def render_status(report: Mapping[str, Any], now: datetime | None = None) -> str:
     """``x1p1 status`` for people: one fact a line."""
     now = now or datetime.now(UTC)
@@ -891,6 +931,9 @@ def render_status(report: Mapping[str, Any], now: datetime | None = None) -> str
         lines.append(("Paired with", where))
         expires = report.get("token_expires_at")
         lines.append(("Token expires", _ago(expires, now).split(" (")[0] if expires else "?"))
+        granted = report.get("granted_names")
+        if isinstance(granted, list):
+            lines.append(("Token grants", _grants_line(granted)))
     else:
         lines.append(("Paired with", report.get("pairing_error") or "nobody: run `x1p1 pair`"))
     if report.get("running"):

@@ -7,9 +7,11 @@ one-slot mailbox (:mod:`x1p1.converter.serial_out`) and to the TCP clients
 systemd's watchdog and the status file (its counters once a minute; ``x1p1 status``
 asks the daemon on a socket, :mod:`x1p1.converter.status_socket`) are one housekeeping
 round every 5 s. While telegrams flow, that round rides on the telegram that finds it
-due (the process is awake then anyway) and pushes the fallback timer back, so a 1 Hz
-stream costs no wake-up of its own; the timer runs the round only when no telegram
-comes.
+due (the process is awake then anyway), so a 1 Hz stream costs no wake-up of its own.
+The housekeeping loop waits for its deadline (the round's due time plus a little slack)
+or for a round done by a telegram, each time with a fresh timeout computed from the
+round's due time, never a timer pushed back (docs/architecture.md, habit 12); it runs
+the round itself only when no telegram came.
 
 The supervisor keeps the pairing (``token.json``): it builds each connection's target
 from it (the ``--gateway`` and ``--ca`` options override), re-reads it when ``x1p1 pair``
@@ -29,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import ssl
 import time
@@ -60,6 +63,7 @@ from x1p1.converter.status_socket import StatusServer, socket_path
 from x1p1.converter.stream import StreamSettings, StreamTarget
 from x1p1.converter.tcp_out import TcpOutput
 from x1p1.converter.tls import converter_context
+from x1p1.descriptors import UNLIMITED, open_descriptors, raise_nofile_limit
 from x1p1.exceptions import ConfigError, NotPaired, StateError, TelegramError, X1P1Error
 from x1p1.p1.reader import InvalidTelegram
 from x1p1.p1.telegram import Telegram
@@ -213,7 +217,9 @@ class Converter:
         self._housekeeping_due = float("inf")  # set when the run starts
         self._next_token_check = 0.0
         self._next_status = 0.0
-        self._timer: asyncio.Timeout | None = None
+        self._replan = asyncio.Event()
+        """Set when a telegram did the round or the run should stop: the housekeeping
+        loop computes its deadline anew."""
         self._watchdog = False
         self._slack = 0.0
         self._republish: asyncio.TimerHandle | None = None
@@ -222,6 +228,7 @@ class Converter:
             opener=options.opener,
             serial_reopen=options.serial_reopen,
             tcp_clients=options.tcp_clients,
+            quiet=self._quiet,
         )
         self.serial: SerialOutput | None = next(iter(self.outputs.serials), None)
         """The first serial output (what the flat status fields describe)."""
@@ -682,6 +689,7 @@ class Converter:
     def stop(self) -> None:
         """Ask the converter to stop (safe from a signal handler)."""
         self._stop.set()
+        self._replan.set()
 
     async def run(self) -> int:
         """Run until :meth:`stop`; returns the exit code.
@@ -696,6 +704,10 @@ class Converter:
         lock.acquire()
         try:
             self.outputs.check_serial_paths()
+            nofile, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            self.outputs.fit_descriptors(
+                UNLIMITED if nofile == resource.RLIM_INFINITY else nofile, open_descriptors()
+            )
             await self.outputs.start()
             return await self._run()
         finally:
@@ -743,13 +755,13 @@ class Converter:
         return 0
 
     async def _supervise(self, stream_task: asyncio.Future[None]) -> None:
-        """Housekeeping every ``period`` s: watchdog, token file, status. The fallback
-        timer runs it when no telegram did (see the module's docstring)."""
+        """Housekeeping every ``period`` s: watchdog, token file, status. This loop runs
+        it when no telegram did (see the module's docstring)."""
         options = self.options
         watchdog = systemd.watchdog_interval(env=options.env)
         self._period = options.tick if watchdog is None else min(options.tick, watchdog / 3)
-        # the timer waits a little longer than the round is due: at 1 Hz a telegram comes
-        # first, does the round, and pushes the timer back
+        # the loop waits a little longer than the round is due: at 1 Hz a telegram comes
+        # first and does the round, and the loop plans its wait anew
         self._slack = min(1.5, self._period / 2)
         self._watchdog = watchdog is not None
         now = time.monotonic()
@@ -757,11 +769,11 @@ class Converter:
         self._next_status = now + self.publisher.interval
         self._housekeeping_due = now + self._period
         while not self._stop.is_set():
+            self._replan.clear()
+            wait = max(0.0, self.wake_at() - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                wait = max(0.0, self._housekeeping_due - time.monotonic()) + self._slack
-                async with asyncio.timeout(wait) as self._timer:
-                    await self._stop.wait()
-            self._timer = None
+                async with asyncio.timeout(wait):
+                    await self._replan.wait()
             if stream_task.done():
                 stream_task.result()  # a bug in the stream: raise it
                 return
@@ -769,13 +781,16 @@ class Converter:
             if now >= self._housekeeping_due:
                 self._housekeep(now)
 
+    def wake_at(self) -> float:
+        """When the housekeeping loop must wake by itself (monotonic seconds): the round's
+        due time plus the slack that lets a telegram do it first."""
+        return self._housekeeping_due + self._slack
+
     def _housekeep(self, now: float) -> None:
         """One round: systemd's watchdog, the token file when due, the status when due;
-        then the next round is due ``period`` s from now."""
+        then the next round is due ``period`` s from now (the loop waits for it anew)."""
         self._housekeeping_due = now + self._period
-        timer = self._timer
-        if timer is not None and not timer.expired():  # expired: _supervise re-arms it
-            timer.reschedule(asyncio.get_running_loop().time() + self._period + self._slack)
+        self._replan.set()
         if self._watchdog:
             systemd.watchdog(env=self.options.env)
         if now >= self._next_token_check:
@@ -790,6 +805,7 @@ class Converter:
 
 def run_converter(config: RunConfig) -> int:
     """``x1p1 run``: the converter in the foreground until SIGTERM or SIGINT."""
+    raise_nofile_limit()  # the TCP clients are capped below it (Outputs.fit_descriptors)
     converter = Converter(ConverterOptions.from_run_config(config))
 
     async def main() -> int:

@@ -16,7 +16,8 @@ tolerates"): at most ``max_clients`` (config ``tcp_clients``, default 16) are se
 once, and one more is closed as soon as it is accepted, so idle connections cannot use
 up the daemon's file descriptors, which the serial port and the X1 connection need.
 Connects and disconnects are logged at debug level, with one summary an hour at info,
-so a reader that reconnects for every telegram does not fill the journal.
+so a reader that reconnects for every telegram does not fill the journal; an idle
+client's disconnect is a warning at most once a minute (x1p1/converter/quiet.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable
 
 from x1p1.converter.config import ListenAddress
+from x1p1.converter.quiet import CauseLog
 from x1p1.exceptions import TcpPortUnavailable
 
 __all__ = ["MAX_CLIENTS", "TcpOutput"]
@@ -40,6 +42,12 @@ MAX_CLIENTS = 16
 """Clients served at once unless the config's ``tcp_clients`` says otherwise."""
 SUMMARY_EVERY = 3600.0
 """Seconds between the info-level summaries of connects, disconnects and refusals."""
+IDLE_CAUSE = "tcp-idle-client"
+"""The one cause (x1p1/converter/quiet.py) under which idle clients' disconnects are
+logged: a host that opens many connections and reads nothing gets one line a minute."""
+BACKLOG = 32
+"""The kernel's queue of pending connects, and so the most that asyncio accepts in one
+go before the cap refuses them: descriptors a burst of connects may hold for a moment."""
 SEND_BUFFER = 16 * 1024
 """The kernel's send buffer per client: a client that falls behind gets fresh telegrams
 again as soon as it reads, not a backlog of old ones."""
@@ -97,10 +105,13 @@ class _Client(asyncio.Protocol):
             if self.blocked_since is None:
                 self.blocked_since = now
             elif now - self.blocked_since > self.owner.idle_drop:
-                log.warning(
+                self.owner.quiet.log(
+                    logging.WARNING,
+                    IDLE_CAUSE,
                     "TCP P1 client %s took nothing for %.0f s; disconnecting it",
                     self.peer,
                     self.owner.idle_drop,
+                    now=now,
                 )
                 transport.abort()
             return False
@@ -135,8 +146,11 @@ class TcpOutput:
         idle_drop: float = 60.0,
         max_clients: int = MAX_CLIENTS,
         clock: Callable[[], float] = time.monotonic,
+        quiet: CauseLog | None = None,
     ) -> None:
         self.listen = listen
+        self.quiet = quiet if quiet is not None else CauseLog(log)
+        """Where warnings go: no cause more than once a minute (the converter's own)."""
         self.idle_drop = idle_drop
         self.max_clients = max_clients
         self._clock = clock
@@ -157,7 +171,11 @@ class TcpOutput:
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
-                lambda: _Client(self), self.listen.bind_host, self.listen.port, reuse_address=True
+                lambda: _Client(self),
+                self.listen.bind_host,
+                self.listen.port,
+                reuse_address=True,
+                backlog=BACKLOG,
             )
         except OSError as exc:
             raise bind_error(self.listen, exc) from None
@@ -205,7 +223,7 @@ class TcpOutput:
         """Give ``raw`` to every client that took the previous telegram whole."""
         if not self._clients:
             return
-        now = time.monotonic()
+        now = self._clock()
         for client in tuple(self._clients):
             if client.send(raw, now):
                 self.sent += 1

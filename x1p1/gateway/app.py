@@ -47,6 +47,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from x1p1.descriptors import raise_nofile_limit
 from x1p1.exceptions import BadRequest, MdnsError, StateError, StorageUnavailable
 from x1p1.gateway.control import ControlServer, socket_path
 from x1p1.gateway.listener import (
@@ -54,7 +55,6 @@ from x1p1.gateway.listener import (
     TOTAL,
     ConnectionLimits,
     listening_sockets,
-    raise_nofile_limit,
     total_for,
 )
 from x1p1.gateway.server import CLIENT_ADDRESS, FAILURES, HOST_NAMES, Route, build_app

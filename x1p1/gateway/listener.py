@@ -5,7 +5,8 @@ TCP connections used every descriptor the process had, and then nothing was serv
 all (asyncio stops accepting for a second on EMFILE, then fails again). So
 (docs/reliability.md, "A hostile home network"):
 
-- :func:`raise_nofile_limit` raises the soft ``RLIMIT_NOFILE`` to the hard limit at start;
+- :func:`~x1p1.descriptors.raise_nofile_limit` (shared with the converter) raises the
+  soft ``RLIMIT_NOFILE`` to the hard limit at start;
 - :class:`ConnectionLimits` (no I/O) admits a connection only while its address holds
   fewer than :data:`PER_ADDRESS` and the gateway fewer than its total, which leaves
   :data:`HEADROOM` descriptors for the database, the control socket, mDNS and the log;
@@ -24,7 +25,6 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-import resource
 import socket
 import struct
 from collections import Counter
@@ -42,19 +42,6 @@ REFUSALS_PER_CALL = 64
 HEADROOM = 64
 """Descriptors kept free of connections: the database and its WAL, the state lock, the
 control socket and its clients, mDNS, the worker threads' files."""
-
-
-def raise_nofile_limit() -> int:
-    """Raise the soft descriptor limit to the hard one (a process may, unprivileged);
-    returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError) as exc:
-            log.warning("cannot raise the descriptor limit from %d to %d: %s", soft, hard, exc)
-    return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 def total_for(nofile: int, total: int = TOTAL, headroom: int = HEADROOM) -> int:

@@ -205,7 +205,7 @@ class TcpOutput:
         """Give ``raw`` to every client that took the previous telegram whole."""
         if not self._clients:
             return
-        now = time.monotonic()
+        now = self._clock()
         for client in tuple(self._clients):
             if client.send(raw, now):
                 self.sent += 1

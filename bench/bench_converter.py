@@ -521,9 +521,11 @@ async def parent(
     else:
         print("WARNING: the realtime child did not subscribe to gas at its long interval")
     tcp_data = bytearray()
-    tcp_task = None
+    tcp_task = tcp_writer = None
     if three:
-        reader, _ = await asyncio.open_connection("127.0.0.1", tcp_port)
+        # Hold the writer until the end: a StreamWriter that is garbage collected closes
+        # its connection (asyncio's StreamWriter.__del__), and this reader then gets nothing.
+        reader, tcp_writer = await asyncio.open_connection("127.0.0.1", tcp_port)
 
         async def read_tcp() -> None:
             while chunk := await reader.read(65536):
@@ -550,6 +552,8 @@ async def parent(
         results[name] = json.loads(out.decode().strip().splitlines()[-1])
     if tcp_task is not None:
         tcp_task.cancel()
+    if tcp_writer is not None:
+        tcp_writer.close()
     for end in [*ends.values(), *([second] if second else [])]:
         end.close()
     server.close()
@@ -600,7 +604,8 @@ async def parent(
         tcp_count = len(_framed(bytes(tcp_data)))
         print(
             f"CPU ratio three outputs/one: {per['three'] / cpu_d:.2f}x (target <= 1.2x); "
-            f"second pty {len(second.arrived)}, TCP client {tcp_count} telegrams"
+            f"second pty {len(second.arrived)}, TCP client {tcp_count} telegrams (it connects "
+            "after the first)"
         )
     print(
         f"daemon: WebSocket message -> handed to the port: p50 {pct(lat, 0.5):.3f} ms, "

@@ -470,7 +470,11 @@ async def test_a_gateway_restart_while_tcp_clients_hold_the_descriptors(
         pty.close()
     text = "".join(lines)
     assert run.returncode == 0, text
-    assert "Traceback" not in text and "out of system resource" not in text, text
+    assert "Traceback" not in text, text
+    # asyncio accepts in bursts, so the refused connections of a flood may briefly run the
+    # process out of descriptors; that costs no telegram and no X1 reconnect (above), and
+    # its report is one line a minute at most (converter/quiet.py)
+    assert text.count("out of system resource") <= 1, text
     [capped] = [x for x in lines if "descriptor limit" in x]
     assert f"descriptor limit ({limit}) leaves room for" in capped
     assert len(lines) < 20, text  # no storm

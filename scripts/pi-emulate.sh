@@ -39,6 +39,7 @@ cleanup() {
     if [ "$mounted_binfmt" = yes ]; then umount /proc/sys/fs/binfmt_misc || true; fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM  # so that the EXIT trap cleans up on Ctrl-C or kill too
 
 if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
     mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc

@@ -24,7 +24,7 @@ The parent reads every pty. Printed, nothing asserted:
 - added latency in the daemon from the WebSocket message to the bytes being handed to
   the port, p50/p99 (target p99 within 2 ms; the wire itself takes ~82 ms per telegram);
 - end to end, server send to the last byte read from each pty, p50/p99, for both;
-- the daemon's resident memory (target under 45 MB).
+- the daemon's resident memory (target at most 33 MB at 1 Hz in legacy mode).
 
     .venv/bin/python bench/bench_converter.py [--count N] [--rate HZ] [--status-on-disk]
                                               [--realtime] [--three-outputs]
@@ -628,7 +628,7 @@ async def parent(
             for name, cpu in r["threads"].items()
         )
         print(f"realtime CPU per telegram by thread: {per_thread}")
-    print(f"daemon resident memory: {d['rss_kb'] / 1024:.1f} MB (target < 45 MB)")
+    print(f"daemon resident memory: {d['rss_kb'] / 1024:.1f} MB (target <= 33 MB)")
     print(
         f"daemon: {d['written']} written ({d['written_direct']} straight from the event loop), "
         f"{d['stale']} stale dropped, {d['invalid']} invalid"

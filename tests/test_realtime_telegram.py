@@ -241,6 +241,11 @@ def test_failure_log_in_both_forms() -> None:
         assert parse_failure_log(bad) is None
     eleven = [{"t": "2023-01-05T13:30:15Z", "duration_s": n} for n in range(11)]
     assert len(parse_failure_log(eleven) or ()) == 10
+    # the same log again is remembered; JSON's true equals 1 but is no duration
+    for short in (0, 1):
+        at = {"t": "2023-01-05T13:30:15Z"}
+        assert parse_failure_log([{**at, "duration_s": short}]) is not None
+        assert parse_failure_log([{**at, "duration_s": bool(short)}]) is None
 
 
 def test_list_form_builds_the_same_telegram_as_the_text_form() -> None:

@@ -26,7 +26,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from x1p1.exceptions import BadRequest, GatewayError, TelegramParseError
 from x1p1.p1.dsmr5 import MAX_FAILURE_LOG, PowerFailure
@@ -50,8 +50,10 @@ __all__ = [
     "parse_failure_log",
     "parse_meters",
     "parse_time",
+    "read_json",
     "realtime_codes",
     "subscription",
+    "utc_second",
 ]
 MAX_MESSAGE = 64 * 1024
 """Bytes of one realtime message the converter reads; a longer one is refused whole."""
@@ -168,6 +170,16 @@ def parse_time(value: object) -> datetime | None:
     return None if moment is None else moment.replace(microsecond=0)
 
 
+def read_json(data: str | bytes) -> object:
+    """One realtime message's JSON, or :class:`GatewayError` in one sentence."""
+    if len(data) > MAX_MESSAGE:
+        raise GatewayError(f"a realtime message is longer than {MAX_MESSAGE} bytes")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise GatewayError("a realtime message is not JSON") from None
+
+
 _LOG_MEMO: list[object] = [None, None]
 """The last power-failure log read in list form, and what it gave: the log changes only
 at a long power failure (P1 §7.1), yet comes in every electricity message; reading its
@@ -182,7 +194,10 @@ def parse_failure_log(value: object) -> tuple[PowerFailure, ...] | None:
         if memo[0] is not None and value == memo[0]:
             return memo[1]  # type: ignore[return-value]
         parsed = _failure_log_list(value)
-        memo[0], memo[1] = value, parsed
+        # a log with a duration of 0 or 1 is not remembered: JSON's false and true equal
+        # them, yet are no durations
+        if not any(isinstance(e, dict) and e.get("duration_s") in (0, 1) for e in value):
+            memo[0], memo[1] = value, parsed
         return parsed
     if isinstance(value, str):
         return _failure_log_text(value)
@@ -231,13 +246,15 @@ def _failure_log_text(text: str) -> tuple[PowerFailure, ...] | None:
     return tuple(entries[:MAX_FAILURE_LOG])
 
 
-_LOG, _NUMBER, _STRING = 0, 1, 2
+LOG, NUMBER, STRING = 0, 1, 2
+"""How a value is read (:func:`read_value`): the power-failure log, a number, a string."""
 
 
-def _value(kind: int, raw: object) -> Value | None:
-    """One value as the builder needs it, or None to leave the object out."""
+def read_value(kind: int, raw: object) -> Value | None:
+    """One value as the builder needs it (``kind`` from :func:`resolve`), or None to leave
+    the object out."""
     cls = type(raw)
-    if kind == _NUMBER:
+    if kind == NUMBER:
         if cls is int or (cls is float and math.isfinite(raw)):  # type: ignore[arg-type]
             return raw  # type: ignore[return-value]
         if isinstance(raw, str):
@@ -247,7 +264,7 @@ def _value(kind: int, raw: object) -> Value | None:
                 return None
             return number if math.isfinite(number) else None
         return None
-    if kind == _LOG:
+    if kind == LOG:
         return parse_failure_log(raw)
     if cls is int or (cls is float and math.isfinite(raw)):  # type: ignore[arg-type]
         raw = str(raw)
@@ -270,12 +287,11 @@ class RealtimeMessage:
         """Read one message tolerantly; :class:`GatewayError` in one sentence when it holds
         no meter, no time or no values. Unknown keys, codes and unusable values are
         ignored (the object is then absent from the telegram)."""
-        if len(data) > MAX_MESSAGE:
-            raise GatewayError(f"a realtime message is longer than {MAX_MESSAGE} bytes")
-        try:
-            body = json.loads(data)
-        except (ValueError, RecursionError):
-            raise GatewayError("a realtime message is not JSON") from None
+        return cls.read(read_json(data))
+
+    @classmethod
+    def read(cls, body: object) -> RealtimeMessage:
+        """:meth:`parse` of a message already read as JSON by :func:`read_json`."""
         if not isinstance(body, dict):
             raise GatewayError("a realtime message is not a JSON object")
         equipment_id = body.get("equipment_id")
@@ -290,23 +306,22 @@ class RealtimeMessage:
         if not isinstance(raw_values, dict):
             raise GatewayError("a realtime message has no values object")
         values: dict[str, Value] = {}
-        resolve = _resolve
         for code, raw in raw_values.items():
             resolved = resolve(code)
             if resolved is None:
                 continue
             six, kind = resolved
-            if kind == _NUMBER and type(raw) is float and math.isfinite(raw):
+            if kind == NUMBER and type(raw) is float and math.isfinite(raw):
                 value: Value | None = raw  # the common case, without a call
             else:
-                value = _value(kind, raw)
+                value = read_value(kind, raw)
             if value is not None and six not in values:
                 values[six] = value
         return cls(equipment_id, t, values)
 
 
 @functools.lru_cache(maxsize=256)
-def _resolve(code: str) -> tuple[str, int] | None:
+def resolve(code: str) -> tuple[str, int] | None:
     """A code of a message in the registry (its six-group code, how its value is read),
     or None; remembered, since a gateway sends the same few dozen codes every second (and
     the cache is bounded against one that does not)."""
@@ -316,8 +331,8 @@ def _resolve(code: str) -> tuple[str, int] | None:
         return None
     obj = ref.obj
     if obj.p1 is not None and obj.p1.kind is P1Kind.LOG:
-        return ref.code, _LOG
-    return ref.code, _NUMBER if obj.numeric else _STRING
+        return ref.code, LOG
+    return ref.code, NUMBER if obj.numeric else STRING
 
 
 class RealtimeAssembler:
@@ -329,7 +344,9 @@ class RealtimeAssembler:
     def __init__(self, meters: Iterable[MeterInfo]) -> None:
         self._meters = {m.equipment_id: m for m in meters}
         self._gas: dict[str, GasReadings] = {}
-        self._last: dict[str, datetime] = {}
+        self.gas: tuple[GasReadings, ...] = ()
+        """The latest reading of each gas meter, by channel; a new tuple when one changes."""
+        self._last: dict[str, str] = {}
         self.ignored = 0
 
     @property
@@ -337,20 +354,36 @@ class RealtimeAssembler:
         """Whether a gas reading is held."""
         return bool(self._gas)
 
+    def fresh(self, equipment_id: str, second: str) -> bool:
+        """Whether a message of this meter at ``second`` (``YYYY-MM-DDTHH:MM:SS`` in UTC,
+        see :func:`utc_second`) is to be used: not older than the last one used."""
+        last = self._last.get(equipment_id)
+        if last is not None and second < last:
+            self.ignored += 1
+            return False
+        self._last[equipment_id] = second
+        return True
+
     def receive(self, message: RealtimeMessage) -> RealtimeReadings | None:
         """Take one message; the readings to build a telegram from, or None."""
         meter = self._meters.get(message.equipment_id)
-        last = self._last.get(message.equipment_id)
-        if meter is None or (last is not None and message.t < last):
+        if meter is None:
             self.ignored += 1
             return None
-        self._last[message.equipment_id] = message.t
+        if not self.fresh(message.equipment_id, utc_second(message.t)):
+            return None
         if meter.meter is Meter.GAS:
             values = {c: v for c, v in message.values.items() if _channel_of(c) == meter.channel}
             self._gas[meter.equipment_id] = GasReadings(meter.channel, message.t, values)
+            self.gas = tuple(sorted(self._gas.values(), key=lambda g: g.channel))
             return None
         values = {c: v for c, v in message.values.items() if c in BY_CODE}
-        return RealtimeReadings(message.t, values, tuple(self._gas.values()))
+        return RealtimeReadings(message.t, values, self.gas)
+
+
+def utc_second(moment: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of an aware time in UTC: such texts sort as their times do."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds")[:19]
 
 
 def _channel_of(code: str) -> int | None:

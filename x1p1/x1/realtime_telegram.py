@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from x1p1.exceptions import TelegramParseError
-from x1p1.p1.crc import crc16_hex
+from x1p1.p1.crc import crc16
 from x1p1.p1.dsmr5 import PowerFailure, failure_log_values
 from x1p1.p1.telegram import Telegram
 from x1p1.p1.values import timestamp
@@ -38,6 +38,8 @@ from x1p1.x1.obis import BY_CODE, P1_ORDER, Meter, P1Format, P1Kind
 
 REALTIME_HEADER = "XPP5X1P1-REALTIME"
 """``/XXX5Ident`` of a telegram the converter built from realtime values (P1 §6.2)."""
+INFINITY = math.inf
+"""A scaled value must be below it: NaN and values beyond a float are left out."""
 VERSION = "50"
 """``1-3:0.2.8``: DSMR 5.0 (P1 §7.1)."""
 MAX_ID_OCTETS = 96
@@ -69,7 +71,7 @@ class RealtimeReadings:
 
 
 @dataclass(frozen=True, slots=True)
-class _Line:
+class Line:
     """How one object is written: its six-group code, its kind, its P1 code, and for
     ``Fn(x,y)`` the scale, the wrap-around modulus and a ``%`` template of the whole
     line (as :func:`~x1p1.p1.values.fixed` writes the number)."""
@@ -83,7 +85,7 @@ class _Line:
     number_template: str
 
     @classmethod
-    def of(cls, code: str, fmt: P1Format) -> _Line:
+    def of(cls, code: str, fmt: P1Format) -> Line:
         p1_code = code.rsplit(".", 1)[0]
         unit = f"*{fmt.unit}" if fmt.unit else ""
         digits = f"%0{fmt.int_digits}d" + (f".%0{fmt.decimals}d" if fmt.decimals else "")
@@ -97,22 +99,26 @@ class _Line:
             digits + unit,
         )
 
-    def number(self, value: float) -> str:
-        """:func:`~x1p1.p1.values.fixed` of ``abs(value)``, without its general checks."""
-        units = round(abs(value) * self.scale) % self.modulus
+    def number(self, value: float) -> str | None:
+        """:func:`~x1p1.p1.values.fixed` of ``abs(value)``, without its general checks;
+        None when ``value`` scaled is no finite number (NaN, or beyond a float)."""
+        scaled = abs(value) * self.scale
+        if not scaled < INFINITY:
+            return None
+        units = round(scaled) % self.modulus
         if self.scale == 1:
             return self.number_template % units
         return self.number_template % divmod(units, self.scale)
 
 
-def _plan(meter: Meter, channel: int | None = None) -> tuple[_Line, ...]:
+def _plan(meter: Meter, channel: int | None = None) -> tuple[Line, ...]:
     lines = []
     for code in P1_ORDER:
         obj = BY_CODE[code]
         if obj.meter is not meter or obj.p1 is None or code in _FIXED_LINES:
             continue
         concrete = obj.code if channel is None else obj.for_channel(channel)
-        lines.append(_Line.of(concrete, obj.p1))
+        lines.append(Line.of(concrete, obj.p1))
     return tuple(lines)
 
 
@@ -120,11 +126,13 @@ _FIXED = P1Kind.FIXED
 _FIXED_LINES = frozenset({"1-3:0.2.8.255", "0-0:1.0.0.255"})
 _ELECTRICITY = _plan(Meter.ELECTRICITY)
 _GAS = {channel: _plan(Meter.GAS, channel) for channel in range(1, 5)}
-_ELECTRICITY_ROWS = tuple(
+ELECTRICITY_ROWS = tuple(
     (line.code, line.kind is _FIXED, line.scale, line.modulus, line.template, line)
     for line in _ELECTRICITY
 )
-"""The plan unpacked into plain tuples: one telegram a second reads every line of it."""
+"""The plan unpacked into plain tuples, in P1 order: (six-group code, whether it is written
+as ``Fn(x,y)``, scale, modulus, the whole line's ``%`` template, the :class:`Line`). One
+telegram a second reads every row."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -150,36 +158,59 @@ def realtime_telegram(readings: RealtimeReadings, header: str = REALTIME_HEADER)
     Every line is made from the registry's codes and formats, so it needs none of the
     checks of :class:`~x1p1.p1.telegram.CosemObject` (hex, digits and TST hold no
     parenthesis or line end); ``header`` is checked."""
-    if "\r" in header or "\n" in header or not header.isascii():
-        raise TelegramParseError("the identification line must be ASCII without CR or LF")
-    parts = [f"/{header}\r\n\r\n1-3:0.2.8({VERSION})\r\n"]
-    parts.append(f"0-0:1.0.0({_timestamp(readings.timestamp)})\r\n")
+    parts = [head(header), _timestamp(readings.timestamp), ")\r\n"]
     get = readings.electricity.get
     append = parts.append
-    isfinite = math.isfinite
-    for code, fixed, scale, modulus, template, line in _ELECTRICITY_ROWS:
+    for code, fixed, scale, modulus, template, line in ELECTRICITY_ROWS:
         value = get(code)
         if value is None:
             continue
         kind = type(value)
         if fixed and (kind is float or kind is int):
-            if isfinite(value):  # type: ignore[arg-type]
-                units = round(abs(value) * scale) % modulus  # type: ignore[arg-type]
+            scaled = abs(value) * scale  # type: ignore[arg-type]
+            if scaled < INFINITY:  # not NaN, nor beyond a float
+                units = round(scaled) % modulus
                 append(template % (units if scale == 1 else divmod(units, scale)))
             continue
-        text = _write(line, value)
+        text = line_text(line, value)
         if text is not None:
-            append(f"{line.p1_code}({text})\r\n")
-    for gas in sorted(readings.gas, key=lambda g: g.channel):
-        for line in _GAS.get(gas.channel, ()):
-            value = gas.values.get(line.code)
+            append(text)
+    parts.append(gas_lines(readings.gas))
+    return frame(parts)
+
+
+def head(header: str = REALTIME_HEADER) -> str:
+    """The identification line, the version line and ``0-0:1.0.0(`` up to its time."""
+    if "\r" in header or "\n" in header or not header.isascii():
+        raise TelegramParseError("the identification line must be ASCII without CR or LF")
+    return f"/{header}\r\n\r\n1-3:0.2.8({VERSION})\r\n0-0:1.0.0("
+
+
+def line_text(line: Line, value: Value) -> str | None:
+    """One electricity object's whole line, or None when the value does not fit."""
+    text = _write(line, value)
+    return None if text is None else f"{line.p1_code}({text})\r\n"
+
+
+def gas_lines(gas: Iterable[GasReadings]) -> str:
+    """The lines of every M-Bus meter, by channel, each reading with its own capture time
+    (P1 §7.3)."""
+    parts = []
+    for readings in sorted(gas, key=lambda g: g.channel):
+        for line in _GAS.get(readings.channel, ()):
+            value = readings.values.get(line.code)
             if value is not None:
-                text = _write(line, value, gas.captured)
+                text = _write(line, value, readings.captured)
                 if text is not None:
                     parts.append(f"{line.p1_code}({text})\r\n")
+    return "".join(parts)
+
+
+def frame(parts: list[str]) -> bytes:
+    """The telegram from its lines up to the last object: ``!``, the CRC and CR LF."""
     parts.append("!")
     body = "".join(parts).encode("ascii")
-    return body + crc16_hex(body).encode("ascii") + b"\r\n"
+    return b"%s%04X\r\n" % (body, crc16(body))
 
 
 def build_realtime(readings: RealtimeReadings, header: str = REALTIME_HEADER) -> Telegram:
@@ -187,7 +218,7 @@ def build_realtime(readings: RealtimeReadings, header: str = REALTIME_HEADER) ->
     return Telegram.parse(realtime_telegram(readings, header))
 
 
-def _write(line: _Line, value: Value, captured: datetime | None = None) -> str | None:
+def _write(line: Line, value: Value, captured: datetime | None = None) -> str | None:
     """The text between the first ``(`` and the last ``)`` of one object, or None when
     the value does not fit its format."""
     kind = line.kind
@@ -203,8 +234,9 @@ def _write(line: _Line, value: Value, captured: datetime | None = None) -> str |
             return None
         octets = value.encode("utf-8")
         return None if len(octets) > MAX_ID_OCTETS else octets.hex().upper()
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
+    number = line.number(value)
     if kind is P1Kind.MBUS:
-        return None if captured is None else f"{_timestamp(captured)})({line.number(value)}"
-    return line.number(value)
+        return None if captured is None or number is None else f"{_timestamp(captured)})({number}"
+    return number

@@ -194,7 +194,13 @@ async def child_daemon(
     }
 
 
-REALTIME_ONLY = ("x1p1.x1.realtime", "x1p1.x1.realtime_telegram", "x1p1.x1.obis", "x1p1.p1.dsmr5")
+REALTIME_ONLY = (
+    "x1p1.x1.realtime",
+    "x1p1.x1.realtime_builder",
+    "x1p1.x1.realtime_telegram",
+    "x1p1.x1.obis",
+    "x1p1.p1.dsmr5",
+)
 """Modules a converter relaying legacy P1 never needs (imported when the source is realtime)."""
 
 

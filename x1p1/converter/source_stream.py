@@ -10,8 +10,8 @@ only does what it says:
   meters the token may read come from ``GET /api/meters`` (§8.1), the subscription asks
   every second for every realtime object of the electricity meter's granted profiles
   (:func:`x1p1.x1.realtime.subscription`), and each electricity message becomes one DSMR
-  5.0.2 telegram (:func:`x1p1.x1.realtime_telegram.realtime_telegram`) that goes the same way as a
-  relayed one. With G-REALTIME, :class:`GasStream` keeps a second subscription for the gas
+  5.0.2 telegram (:class:`x1p1.x1.realtime_builder.RealtimeBuilder`) that goes the same
+  way as a relayed one. With G-REALTIME, :class:`GasStream` keeps a second subscription for the gas
   meters (:func:`x1p1.x1.realtime.gas_subscription`) at the interval the sans-I/O
   :class:`~x1p1.x1.gas_feed.GasFeed` chooses (every second until a reading is held, then
   every minute; P1 §7.3); each telegram carries its latest reading with the reading's own
@@ -43,13 +43,14 @@ from x1p1.x1.readers import printable
 from x1p1.x1.source import Mode, Source, SourceMachine
 
 if TYPE_CHECKING:
-    from x1p1.x1.realtime import MeterInfo, RealtimeAssembler, RealtimeMessage
+    from x1p1.x1.realtime import MeterInfo, RealtimeMessage
     from x1p1.x1.realtime import Subscription as RealtimeSubscription
-    from x1p1.x1.realtime_telegram import RealtimeReadings
+    from x1p1.x1.realtime_builder import RealtimeBuilder
 
-# The realtime reader and builder (x1p1/x1/realtime.py, x1p1/x1/realtime_telegram.py, and the OBIS
-# registry they need) are imported when the source first is realtime: a converter that
-# relays legacy P1 never needs them and stays smaller (docs/performance.md).
+# The realtime reader and builder (x1p1/x1/realtime.py, realtime_builder.py,
+# realtime_telegram.py, and the OBIS registry they need) are imported when the source
+# first is realtime: a converter that relays legacy P1 never needs them and stays
+# smaller (docs/performance.md).
 
 __all__ = ["GasStream", "SourceStream"]
 
@@ -98,7 +99,7 @@ class SourceStream(LegacyP1Stream):
         self._fetch_meters = fetch_meters
         self._on_forbidden = on_forbidden
         self._meters: tuple[MeterInfo, ...] = ()
-        self._assembler: RealtimeAssembler | None = None
+        self._builder: RealtimeBuilder | None = None
         self._assembled_for: tuple[tuple[MeterInfo, ...], RealtimeSubscription | None] | None = None
         self.gas = GasFeed()
         """The gas subscription's life cycle (x1p1/x1/gas_feed.py)."""
@@ -114,7 +115,6 @@ class SourceStream(LegacyP1Stream):
         """The last message that built nothing (a gas reading): the same bytes again are
         skipped without parsing."""
         self._parse: Callable[[bytes], RealtimeMessage] | None = None
-        self._build: Callable[[RealtimeReadings], bytes] | None = None
 
     @property
     def profile(self) -> str:  # type: ignore[override]
@@ -217,21 +217,21 @@ class SourceStream(LegacyP1Stream):
     def _start_gas(self) -> asyncio.Task[None] | None:
         """Join messages afresh if the meters or the grant changed; start the gas
         subscription when there is gas to read (x1p1/x1/gas_feed.py)."""
-        from x1p1.x1.realtime import RealtimeAssembler, RealtimeMessage, gas_subscription
-        from x1p1.x1.realtime_telegram import realtime_telegram
+        from x1p1.x1.realtime import RealtimeMessage, gas_subscription
+        from x1p1.x1.realtime_builder import RealtimeBuilder
 
-        self._parse, self._build = RealtimeMessage.parse, realtime_telegram
+        self._parse = RealtimeMessage.parse
         gas = gas_subscription(self.sources.granted, self._meters)
         key = (self._meters, gas)
-        if self._assembler is None or self._assembled_for != key:
-            self._assembler = RealtimeAssembler(self._meters)
+        if self._builder is None or self._assembled_for != key:
+            self._builder = RealtimeBuilder(self._meters)
             self._assembled_for = key
         now = self._clock()
         self._gas_sub = gas
         if gas is None:
             self.gas.handle(GasEv.STOP, now)
             return None
-        held = self._assembler.has_gas
+        held = self._builder.assembler.has_gas
         self.gas.handle(GasEv.START_HELD if held else GasEv.START_EMPTY, now)
         # its own messages, at least one a GAS_INTERVAL, keep NAT and firewall state alive:
         # no pings (each would wake the converter twice); liveness is the stall deadline
@@ -263,16 +263,16 @@ class SourceStream(LegacyP1Stream):
 
     def gas_received(self, data: bytes, now: float) -> None:
         """One message of the gas subscription: keep its readings for the telegrams."""
-        assembler = self._assembler
+        builder = self._builder
         gas = self._gas_sub
         parse = self._parse
-        if assembler is None or gas is None or parse is None:
+        if builder is None or gas is None or parse is None:
             return
         try:
             message = parse(data)
             if message.equipment_id not in gas.equipment_ids:
                 return
-            assembler.receive(message)
+            builder.assembler.receive(message)
         except GatewayError as exc:
             self._bad_message(printable(str(exc)), now)
             return
@@ -298,22 +298,21 @@ class SourceStream(LegacyP1Stream):
             return
         if data == self._repeated:
             return  # the same gas reading again (it changes every 5 minutes): known
-        assembler, parse, build = self._assembler, self._parse, self._build
-        assert assembler is not None and parse is not None and build is not None
+        builder = self._builder
+        assert builder is not None
         try:
-            readings = assembler.receive(parse(data))
-            if readings is None:
-                self._repeated = data
-                return
-            if not self.gas.builds(now):
-                return  # the first gas reading is on its way (x1p1/x1/gas_feed.py)
-            raw = build(readings)
+            raw = builder.receive(data)
         except GatewayError as exc:
             self._bad_message(printable(str(exc)), now)
             return
         except Exception as exc:  # a message this code did not foresee: drop it, say so
             self._bad_message(f"{type(exc).__name__}: {printable(str(exc))}", now)
             return
+        if raw is None:
+            self._repeated = data
+            return
+        if not self.gas.builds(now):
+            return  # the first gas reading is on its way (x1p1/x1/gas_feed.py)
         self.built += 1
         self._on_telegram(raw, now)
         self.machine.useful(now)

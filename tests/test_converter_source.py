@@ -266,7 +266,44 @@ async def test_the_gas_meter_is_asked_every_minute_once_a_reading_is_held(
         assert converter.stream.gas.state is Gas.STEADY
         count = len(pty.raw_telegrams())
         await until(lambda: len(pty.raw_telegrams()) >= count + 2, what="more telegrams")
+        await until(
+            lambda: (
+                (converter.status().source or {}).get("gas", {}).get("connection") == "connected"
+            ),
+            what="the gas subscription connected again at 60 s",
+        )
+        status = converter.status()
     assert all(b"*m3)" in raw for raw in pty.raw_telegrams())
+    assert status.source is not None
+    gas = status.source["gas"]
+    assert gas["state"] == "steady" and gas["interval"] == GAS_INTERVAL
+    assert gas["readings"] >= 1 and gas["reading_at"] is not None
+    (line,) = [x for x in render_status(status.to_json()).splitlines() if x.startswith("Gas")]
+    assert f"asked every {GAS_INTERVAL} s" in line and "(the meter's time)" in line
+    assert "subscription" not in line  # connected: nothing to say about it
+
+
+def test_status_shows_the_gas_subscription_in_each_state() -> None:
+    def line(gas: dict[str, Any]) -> str:
+        report = {"source": {"mode": "auto", "active": "realtime", "reason": "", "gas": gas}}
+        (found,) = [x for x in render_status(report).splitlines() if x.startswith("Gas")]
+        return found
+
+    catching = line({"state": "catching", "interval": 1, "readings": 0, "connection": None})
+    assert "waiting for the first reading" in catching and "0 read" in catching
+    failing = line(
+        {
+            "state": "steady",
+            "interval": GAS_INTERVAL,
+            "readings": 3,
+            "connection": "reconnecting",
+            "reading_at": "2026-01-15T12:05:00Z",
+        }
+    )
+    assert "3 read" in failing and "subscription reconnecting" in failing
+    assert "(the meter's time)" in failing
+    no_gas = {"source": {"mode": "auto", "active": "realtime", "reason": ""}}
+    assert "Gas" not in render_status(no_gas)
 
 
 async def test_portal_takes_p1_away_and_grants_it_back(

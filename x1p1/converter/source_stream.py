@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING
 from x1p1.converter.stream import LegacyP1Stream, StreamSettings, StreamTarget, Subscription
 from x1p1.exceptions import ForbiddenProfile, GatewayError, X1P1Error
 from x1p1.p1.reader import InvalidTelegram
+from x1p1.x1.api import format_time
 from x1p1.x1.connection import AWAITS_GRANT_READ, STATE_SENTENCES, Conn, Ev
-from x1p1.x1.gas_feed import GAS_INTERVAL, GasEv, GasFeed
+from x1p1.x1.gas_feed import GAS_INTERVAL, Gas, GasEv, GasFeed
 from x1p1.x1.readers import printable
 from x1p1.x1.source import Mode, Source, SourceMachine
 
@@ -260,6 +261,21 @@ class SourceStream(LegacyP1Stream):
             return None
         query = (("equipment_id", ",".join(gas.equipment_ids)), ("obis", ",".join(gas.codes)))
         return replace(base, path=self._realtime_path(), query=query, interval=self.gas.interval)
+
+    def gas_status(self) -> dict[str, object] | None:
+        """``x1p1 status``: the gas subscription (x1p1/x1/gas_feed.py), None when off:
+        its state and interval, its connection, the readings read and the meter's time
+        of the latest one held."""
+        if self.gas.state is Gas.OFF:
+            return None
+        stream = self._gas_stream
+        held = self._builder.assembler.gas if self._builder is not None else ()
+        latest = max((g.captured for g in held), default=None)
+        return {
+            **self.gas.status(),
+            "connection": stream.state.value if stream is not None else None,
+            "reading_at": format_time(latest) if latest is not None else None,
+        }
 
     def gas_received(self, data: bytes, now: float) -> None:
         """One message of the gas subscription: keep its readings for the telegrams."""

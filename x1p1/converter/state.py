@@ -917,6 +917,22 @@ def _grants_line(names: list[Any]) -> str:
     return line
 
 
+def _gas_line(gas: Mapping[str, Any]) -> str:
+    """The gas subscription in one line (x1p1/x1/gas_feed.py)."""
+    if gas.get("state") == "catching":
+        text = "waiting for the first reading, asked every second"
+    else:
+        text = f"asked every {gas.get('interval')} s"
+    text += f"; {gas.get('readings', 0)} read"
+    if gas.get("reading_at"):
+        # the meter's own time: never compared with this machine's clock (docs/x1-api.md)
+        held = parse_time(gas["reading_at"], "time").astimezone()
+        text += f"; the reading held is of {held:%Y-%m-%d %H:%M:%S} (the meter's time)"
+    if gas.get("connection") not in (None, "connected"):
+        text += f"; subscription {gas['connection']}"
+    return text
+
+
 def render_status(report: Mapping[str, Any], now: datetime | None = None) -> str:
     """``x1p1 status`` for people: one fact a line."""
     now = now or datetime.now(UTC)
@@ -958,6 +974,9 @@ def render_status(report: Mapping[str, Any], now: datetime | None = None) -> str
         if source.get("reason"):
             text += f": {source['reason']}"
         lines.append(("Source", text))
+        gas = source.get("gas")
+        if isinstance(gas, Mapping):
+            lines.append(("Gas", _gas_line(gas)))
     if "counts" in report:
         c = report["counts"]
         lines.append(("Last telegram", _ago(report.get("last_telegram_at"), now)))

@@ -656,8 +656,16 @@ class Converter:
             tcp=tcp,
             last_error=self._last_error,
             outputs=tuple(self.outputs.status()),
-            source=self.sources.status(),
+            source=self._source_status(),
         )
+
+    def _source_status(self) -> dict[str, object]:
+        """The source machine's status, with the gas subscription's when it is on."""
+        status = self.sources.status()
+        gas = self.stream.gas_status()
+        if gas is not None:
+            status["gas"] = gas
+        return status
 
     def _publish_first(self) -> None:
         """The first telegram on a new connection: worth showing at once."""

@@ -5,7 +5,8 @@ never delays another, and each keeps latest-wins. The interval rule is tested wi
 arrival times passed in; the whole converter runs against the tests' own gateway with
 two ptys (one read at ``interval = 10``, one never read, so it sticks), a Data Request
 line of ``tests/serial_doubles`` (a pty carries no CTS/DSR) and a TCP output, all read
-by dsmr_parser.
+by dsmr_parser; and for a display and an EV charger, two outputs each with its own Data
+Request, whose modem lines the test sets while their bytes go out on two ptys.
 """
 
 from __future__ import annotations
@@ -172,3 +173,57 @@ async def test_four_outputs_each_get_what_they_should(gateway: TestGateway, tmp_
     text = render_status(report)
     assert "Output 2:" in text and f"{tenth.path} (every 10 s)" in text
     assert "Output 4:" in text and "tcp 127.0.0.1:" in text
+
+
+async def test_a_display_and_an_ev_charger_each_with_its_own_data_request(
+    gateway: TestGateway, tmp_path: Path
+) -> None:
+    """One Pi, two P1 devices: a display that asks with CTS and an EV charger's P1 input
+    that asks with DSR (P1 §5.7.1). Each gets telegrams while, and only while, its own
+    Data Request is raised; the bytes go out on two ptys, read by dsmr_parser."""
+    state_dir = tmp_path / "state"
+    save_test_pairing(
+        state_dir,
+        token=gateway.issue_token(),
+        port=gateway.port,
+        ca_pem=gateway.ca_file.read_text(),
+        serial=SERIAL,
+    )
+    display = serial_doubles.register(f"display-{os.getpid()}")
+    charger = serial_doubles.register(f"charger-{os.getpid()}")
+    display_pty, charger_pty = PtyPeer().attach(), PtyPeer().attach()
+    display.through, charger.through = display_pty.slave, charger_pty.slave
+    outputs = (
+        OutputConfig(serial=display.url, data_request="cts"),
+        OutputConfig(serial=charger.url, data_request="dsr"),
+    )
+
+    def count(pty: PtyPeer) -> int:
+        return len(pty.raw_telegrams())
+
+    try:
+        async with running(fast_options(state_dir, None, outputs=outputs)) as converter:
+            first, second = converter.outputs.serials
+            # the other pin of each line is high: neither device asks on the pin it uses
+            display.dsr = charger.cts = True
+            await until(lambda: converter.relayed >= 10, what="telegrams from the gateway")
+            assert count(display_pty) == count(charger_pty) == 0
+            display.cts = True  # the display asks: it alone gets them
+            await until(lambda: count(display_pty) >= 10, what="the display's telegrams")
+            assert count(charger_pty) == 0 and second.stats.not_requested > 0
+            charger.dsr = True  # the charger asks too: both get them
+            await until(lambda: count(charger_pty) >= 10, what="the charger's telegrams")
+            display.cts = False  # the display stops asking; the charger carries on
+            await until(lambda: first.dr_state.value == "not-asserted", what="display DR low")
+            stopped_at, charging = count(display_pty), count(charger_pty)
+            await until(lambda: count(charger_pty) >= charging + 20, what="more for the charger")
+            assert count(display_pty) <= stopped_at + 1
+            status = converter.status()
+    finally:
+        display_pty.close()
+        charger_pty.close()
+    for pty in (display_pty, charger_pty):
+        assert len(dsmr_parsed(bytes(pty.data))) == count(pty)
+    modes = [o["data_request"]["mode"] for o in status.outputs]
+    assert modes == ["cts", "dsr"]
+    assert status.outputs[1]["data_request"]["state"] == "asserted"

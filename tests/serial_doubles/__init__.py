@@ -3,7 +3,8 @@
 No test machine has an RS-232 adapter, and a pty carries no CTS/DSR. This handler goes
 through pyserial's own ``serial_for_url`` (the converter opens it like any port), while
 the test sets the modem lines (Data Request, P1 §5.7.1), slows writes down, or pulls the
-"adapter" out. Register a line with :func:`register`, then pass ``fakeport://NAME``.
+"adapter" out; with :attr:`FakeLine.through` the bytes also go out on a real pty. Register
+a line with :func:`register`, then pass ``fakeport://NAME``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ class FakeLine:
         self.present = True
         self.write_delay = 0.0
         self.writes: list[bytes] = []
+        self.through: int | None = None
+        """A pty's slave descriptor: written bytes go on through it too, so that the test
+        reads them off a real line while setting the modem lines itself."""
         self.resets = 0
         self.opens = 0
         self.lock = threading.Lock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,6 +49,8 @@ class Serial(SerialBase):  # type: ignore[misc]
             raise SerialException(errno.EIO, "Input/output error")
         with line.lock:
             line.writes.append(bytes(data))
+        if line.through is not None:
+            os.write(line.through, data)
         return len(data)
 
     def read(self, size: int = 1) -> bytes:

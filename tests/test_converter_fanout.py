@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 import serial_doubles
-from converter_support import fast_options, running, save_test_pairing
+from converter_support import fast_options, running
 from dsmr_parser import telegram_specifications
 from dsmr_parser.clients.telegram_buffer import TelegramBuffer
 from dsmr_parser.parsers import TelegramParser
 from p1_pty import PtyPeer, until
-from x1_test_gateway import SERIAL, TestGateway, running_gateway
+from x1_test_gateway import TestGateway, running_gateway
 
 from x1p1.converter.config import ListenAddress, OutputConfig
 from x1p1.converter.outputs import Output, Outputs
@@ -95,13 +95,7 @@ def test_an_output_that_raises_keeps_the_others_going(caplog: pytest.LogCaptureF
 
 async def test_four_outputs_each_get_what_they_should(gateway: TestGateway, tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
-    save_test_pairing(
-        state_dir,
-        token=gateway.issue_token(),
-        port=gateway.port,
-        ca_pem=gateway.ca_file.read_text(),
-        serial=SERIAL,
-    )
+    gateway.save_pairing(state_dir)
     line = serial_doubles.register(f"fanout-cts-{os.getpid()}")
     tenth, stuck = PtyPeer(), PtyPeer()
     outputs = (
@@ -182,13 +176,7 @@ async def test_a_display_and_an_ev_charger_each_with_its_own_data_request(
     that asks with DSR (P1 §5.7.1). Each gets telegrams while, and only while, its own
     Data Request is raised; the bytes go out on two ptys, read by dsmr_parser."""
     state_dir = tmp_path / "state"
-    save_test_pairing(
-        state_dir,
-        token=gateway.issue_token(),
-        port=gateway.port,
-        ca_pem=gateway.ca_file.read_text(),
-        serial=SERIAL,
-    )
+    gateway.save_pairing(state_dir)
     display = serial_doubles.register(f"display-{os.getpid()}")
     charger = serial_doubles.register(f"charger-{os.getpid()}")
     display_pty, charger_pty = PtyPeer().attach(), PtyPeer().attach()

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import serial_doubles
-from converter_support import fast_options, running, save_test_pairing
+from converter_support import fast_options, running
 from dsmr_parser import telegram_specifications
 from dsmr_parser.clients.socket_ import SocketReader
 from p1_pty import until
-from x1_test_gateway import SERIAL, TestGateway, running_gateway
+from x1_test_gateway import TestGateway, running_gateway
 
 from x1p1.converter.config import ListenAddress, OutputConfig
 from x1p1.p1 import TelegramReader, ValidTelegram
@@ -32,13 +32,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[TestGateway]:
 
 
 def pair(gateway: TestGateway, state_dir: Path) -> None:
-    save_test_pairing(
-        state_dir,
-        token=gateway.issue_token(),
-        port=gateway.port,
-        ca_pem=gateway.ca_file.read_text(),
-        serial=SERIAL,
-    )
+    gateway.save_pairing(state_dir)
 
 
 def whole_telegrams(writes: list[bytes]) -> None:

@@ -32,7 +32,7 @@ import pytest
 from converter_support import save_test_pairing
 from gateway_fixture import running_gateway as embedded_gateway
 from p1_pty import PtyPeer, until
-from x1_test_gateway import SERIAL, running_gateway
+from x1_test_gateway import running_gateway
 
 from x1p1.p1 import TelegramReader, ValidTelegram
 from x1p1.x1.profiles import Profile
@@ -174,13 +174,7 @@ async def test_legacy_p1_early_readers_get_every_telegram(tmp_path: Path, pty: P
     async with running_gateway(tmp_path / "gateway", period=0.1) as gateway:
 
         def pair(state_dir: Path) -> None:
-            save_test_pairing(
-                state_dir,
-                token=gateway.issue_token(),
-                port=gateway.port,
-                ca_pem=gateway.ca_file.read_text(),
-                serial=SERIAL,
-            )
+            gateway.save_pairing(state_dir)
 
         args = ["--serial", pty.path, "--tcp", "127.0.0.1:0", "--source", "legacy-p1"]
         readers, relayed = await early_readers(tmp_path, pty, args, 1, pair)
@@ -218,13 +212,7 @@ async def test_two_tcp_outputs_early_readers_get_every_telegram(
     async with running_gateway(tmp_path / "gateway", period=0.1) as gateway:
 
         def pair(state_dir: Path) -> None:
-            save_test_pairing(
-                state_dir,
-                token=gateway.issue_token(),
-                port=gateway.port,
-                ca_pem=gateway.ca_file.read_text(),
-                serial=SERIAL,
-            )
+            gateway.save_pairing(state_dir)
 
         readers, relayed = await early_readers(tmp_path, pty, ["--config", str(config)], 2, pair)
     every_telegram(readers, pty, relayed)

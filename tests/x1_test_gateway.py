@@ -194,6 +194,19 @@ class TestGateway:
         for request in self.pending():
             request.status = RequestStatus.DENIED
 
+    def save_pairing(self, state_dir: Path) -> None:
+        """What `x1p1 pair` would have saved for this gateway: a fresh token, its CA,
+        its address on loopback and its meter's serial."""
+        from converter_support import save_test_pairing
+
+        save_test_pairing(
+            state_dir,
+            token=self.issue_token(),
+            port=self.port,
+            ca_pem=self.ca_file.read_text(),
+            serial=SERIAL,
+        )
+
     def issue_token(self) -> str:
         token = secrets.token_urlsafe(32)
         self.tokens[token] = "00000000-0000-4000-8000-000000000000"

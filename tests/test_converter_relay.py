@@ -176,38 +176,27 @@ async def test_no_token_in_any_log_line_and_systemd_hears_about_it(
     assert messages[-1] == "STOPPING=1" or "STOPPING=1" in messages
 
 
-async def test_the_first_telegram_is_not_lost(
-    gateway: TestGateway, pty: PtyPeer, tmp_path: Path
-) -> None:
-    """The port finishes opening only after the first telegram arrived: it still goes out."""
+async def test_the_first_telegram_is_not_lost(pty: PtyPeer, tmp_path: Path) -> None:
+    """The port finishes opening only after the first telegram arrived: it still goes out.
+
+    The gateway sends one telegram every 0.3 s: the port opens well before the second, so
+    latest-wins (a newer telegram replacing the waiting one) cannot decide the outcome."""
     import time
 
     from x1p1.converter.serial_out import open_serial
 
     state_dir = tmp_path / "state"
-    save_test_pairing(
-        state_dir,
-        token=gateway.issue_token(),
-        port=gateway.port,
-        ca_pem=gateway.ca_file.read_text(),
-        serial=SERIAL,
-    )
-    relayed: list[int] = []
+    async with running_gateway(tmp_path / "gateway", period=0.3) as gateway:
+        gateway.save_pairing(state_dir)
 
-    def slow_opener(url: str, timeout: float) -> object:
-        deadline = time.monotonic() + 10
-        while not relayed or relayed[0] < 1:  # the converter has the first telegram
-            assert time.monotonic() < deadline, "no telegram came"
-            time.sleep(0.001)
-        return open_serial(url, timeout)
+        def slow_opener(url: str, timeout: float) -> object:
+            deadline = time.monotonic() + 10
+            while converter.relayed < 1:  # the converter has the first telegram
+                assert time.monotonic() < deadline, "no telegram came"
+                time.sleep(0.001)
+            return open_serial(url, timeout)
 
-    options = fast_options(state_dir, pty.path, opener=slow_opener)
-    async with running(options) as converter:
-        relayed.append(0)
-
-        def count() -> bool:
-            relayed[0] = converter.relayed
-            return len(pty.raw_telegrams()) >= 3
-
-        await until(count, what="telegrams on the pty")
-    assert pty.raw_telegrams()[0] == gateway.sent[0]
+        options = fast_options(state_dir, pty.path, opener=slow_opener)
+        async with running(options) as converter:
+            await until(lambda: len(pty.raw_telegrams()) >= 3, what="telegrams on the pty")
+        assert pty.raw_telegrams()[0] == gateway.sent[0]

@@ -4,9 +4,10 @@ Each output is independent (docs/config.example.toml): a gated, a slow or a stuc
 never delays another, and each keeps latest-wins. The interval rule is tested with the
 arrival times passed in; the whole converter runs against the tests' own gateway with
 two ptys (one read at ``interval = 10``, one never read, so it sticks), a Data Request
-line of ``tests/serial_doubles`` (a pty carries no CTS/DSR) and a TCP output, all read
-by dsmr_parser; and for a display and an EV charger, two outputs each with its own Data
-Request, whose modem lines the test sets while their bytes go out on two ptys.
+line of ``tests/serial_doubles`` whose CTS the test sets (a pty carries no CTS/DSR)
+while its bytes go out on a third pty, and a TCP output, all read by dsmr_parser; and
+for a display and an EV charger, two outputs each with its own Data Request, whose
+modem lines the test sets while their bytes go out on two ptys.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ async def test_four_outputs_each_get_what_they_should(gateway: TestGateway, tmp_
     state_dir = tmp_path / "state"
     gateway.save_pairing(state_dir)
     line = serial_doubles.register(f"fanout-cts-{os.getpid()}")
-    tenth, stuck = PtyPeer(), PtyPeer()
+    tenth, stuck, gated_line = PtyPeer(), PtyPeer(), PtyPeer()
+    line.through = gated_line.slave  # the test sets its CTS; its bytes go out on a pty
     outputs = (
         OutputConfig(serial=line.url, data_request="cts"),
         OutputConfig(serial=tenth.path, interval=10),
@@ -105,6 +107,7 @@ async def test_four_outputs_each_get_what_they_should(gateway: TestGateway, tmp_
         OutputConfig(tcp=ListenAddress("127.0.0.1", 0)),
     )
     tenth.attach()
+    gated_line.attach()
     got = bytearray()
     started = time.monotonic()
     try:
@@ -148,6 +151,7 @@ async def test_four_outputs_each_get_what_they_should(gateway: TestGateway, tmp_
         elapsed = time.monotonic() - started
         tenth.close()
         stuck.close()
+        gated_line.close()
     # interval = 10: one telegram, and one more for each further 9.5 s the run took
     assert 1 <= len(tenth.raw_telegrams()) <= 1 + int(elapsed / 9.5)
     assert slow.stats.written == len(tenth.raw_telegrams())
@@ -156,6 +160,7 @@ async def test_four_outputs_each_get_what_they_should(gateway: TestGateway, tmp_
     for chunk in line.writes:
         events = TelegramReader().feed(chunk)
         assert len(events) == 1 and isinstance(events[0], ValidTelegram)
+    assert len(dsmr_parsed(bytes(gated_line.data))) == len(line.writes)
     # status: every output with its state and counts
     names = [o["name"] for o in status.outputs]
     assert names == [line.url, tenth.path, stuck.path, f"tcp 127.0.0.1:{0}"]

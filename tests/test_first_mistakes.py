@@ -80,12 +80,18 @@ def test_busy_tcp_port(tmp_path: Path, busy_port: int) -> None:
     result = x1p1(
         tmp_path, *run_args(tmp_path / "s", "--serial", "none", "--tcp", f"127.0.0.1:{busy_port}")
     )
-    one_sentence(
-        result,
-        10,
+    sentence = (
         f"cannot listen on --tcp 127.0.0.1:{busy_port}: the port is in use by another "
-        "program; stop it or pick another port",
+        "program; stop it or pick another port"
     )
+    one_sentence(result, 10, sentence)
+    # x1p1 status shows the refusal, not an older run's state
+    status = x1p1(tmp_path, "status", "--state-dir", str(tmp_path / "s"), "--json")
+    assert status.returncode == 3, status.stderr
+    report = json.loads(status.stdout)
+    assert not report["running"]
+    assert report["message"] == "the converter stopped (last state: refused)"
+    assert report["last_error"]["message"] == sentence
 
 
 @pytest.fixture
@@ -358,6 +364,12 @@ def test_second_run_on_one_state_directory_is_refused(tmp_path: Path) -> None:
             f"another x1p1 run (pid {first.pid}) uses the state directory {state}; stop it "
             "first (sudo systemctl stop x1p1), or give another --state-dir",
         )
+        # the refused second run wrote nothing over the running daemon's status
+        status = x1p1(tmp_path, "status", "--state-dir", str(state), "--json")
+        report = json.loads(status.stdout)
+        assert report["running"] and report["pid"] == first.pid
+        written = state / "status.json"
+        assert not written.exists() or "another x1p1 run" not in written.read_text()
     finally:
         first.kill()  # SIGKILL: no clean-up of its own
         first.wait()

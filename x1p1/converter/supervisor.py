@@ -95,6 +95,9 @@ ERROR_STATES = frozenset(
     }
 )
 """Connection states that mean something went wrong: ``x1p1 status`` shows the last."""
+REFUSED = "refused"
+"""What ``x1p1 status`` shows after a start refused in one sentence (a serial path that
+is no serial device, a TCP port in use, a CA that cannot be used): the daemon stopped."""
 DROPPING_INVALID = "dropping-invalid"
 """What ``x1p1 status`` shows for a connection whose every telegram is dropped as invalid
 (docs/x1-api.md, "What the converter tolerates"): it exits non-zero then."""
@@ -203,6 +206,8 @@ class Converter:
         self.started_at = datetime.now(UTC)
         self._state_wall = self.started_at
         self._last_error: dict[str, Any] | None = None
+        self._refusal: str | None = None
+        """The sentence that refused the start, if one did (:data:`REFUSED`)."""
         self._ssl: tuple[tuple[str | None, str | None], ssl.SSLContext] | None = None
         self._watch = TokenFileWatch(self.state_dir)
         self._state_dir_text = str(self.state_dir.resolve())
@@ -625,6 +630,8 @@ class Converter:
         for reason, count in sorted(self.invalid_reasons.items()):
             counts["invalid_" + reason.replace("-", "_")] = count
         connection, message = self.stream.state.value, self.stream.message
+        if self._refusal is not None:
+            connection, message = REFUSED, self._refusal
         machine = self.stream.machine
         if machine.dropping:
             connection = DROPPING_INVALID
@@ -711,22 +718,40 @@ class Converter:
         lock = StateDirLock(self.state_dir)
         lock.acquire()
         try:
-            self.outputs.check_serial_paths()
-            nofile, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-            self.outputs.fit_descriptors(
-                UNLIMITED if nofile == resource.RLIM_INFINITY else nofile, open_descriptors()
-            )
-            await self.outputs.start()
+            try:
+                self.outputs.check_serial_paths()
+                nofile, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+                self.outputs.fit_descriptors(
+                    UNLIMITED if nofile == resource.RLIM_INFINITY else nofile, open_descriptors()
+                )
+                await self.outputs.start()
+                self._load_pairing()
+                self._watch.mark_seen()
+                if self.pairing is not None:
+                    self._context(self.pairing)  # a bad --ca or saved CA fails now, clearly
+            except X1P1Error as error:
+                self._refused(error)
+                raise
             return await self._run()
         finally:
             await self.outputs.close()
             lock.release()
 
+    def _refused(self, error: X1P1Error) -> None:
+        """Publish a refusal at start, so that ``x1p1 status`` shows it rather than the
+        last run's state. Only once this process holds the state directory's lock: a
+        second ``x1p1 run`` refused for that lock never overwrites the running daemon's
+        status."""
+        self._refusal = str(error)
+        self._state_wall = datetime.now(UTC)
+        self._last_error = {"at": format_time(self._state_wall), "message": self._refusal}
+        self.publisher.interval = self.publisher.urgent_interval = 0.0
+        try:
+            self.publisher.publish(self.status(), time.monotonic())
+        except Exception as exc:  # the refusal itself is what the user must see
+            log.debug("the refusal's status was not written: %s", exc)
+
     async def _run(self) -> int:
-        self._load_pairing()
-        self._watch.mark_seen()
-        if self.pairing is not None:
-            self._context(self.pairing)  # a bad --ca or saved CA fails now, clearly
         options = self.options
         loop = asyncio.get_running_loop()
         previous_handler = loop.get_exception_handler()

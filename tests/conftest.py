@@ -4,16 +4,17 @@ pytest-xdist (``scripts/test.sh`` runs two workers) they start at once, one on e
 worker, rather than last.
 
 Test modules that need a gateway import ``tests/gateway_fixture.py``; network namespaces
-come from ``tests/netns.py``.
+come from ``tests/netns.py``. ``pty`` is the converter's serial port, read by the test.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from p1_pty import PtyPeer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -42,3 +43,12 @@ def no_thread_leaks() -> Iterator[None]:
             break
         time.sleep(0.05)
     assert not leaked, f"threads left running: {[t.name for t in leaked]}"
+
+
+@pytest.fixture
+async def pty() -> AsyncIterator[PtyPeer]:
+    """A pty whose master the test reads on its event loop (``tests/p1_pty.py``): the
+    converter's serial port."""
+    peer = PtyPeer().attach()
+    yield peer
+    peer.close()

@@ -271,6 +271,23 @@ class RunningGateway:
         body = {"name": name, "uuid": uuid or str(uuid_module.uuid4()), "profiles": list(profiles)}
         return self.request("POST", "/api/tokens/requests", json=body, source=source)
 
+    def save_pairing(self, state_dir: Path, profiles: tuple[str, ...]) -> str:
+        """A token with these profiles, saved in ``state_dir`` as `x1p1 pair` would;
+        the token."""
+        from converter_support import save_test_pairing
+
+        from x1p1.x1.profiles import Profile
+
+        token = self.pair(profiles)
+        save_test_pairing(
+            state_dir,
+            token=token,
+            port=self.port,
+            ca_pem=self.ca_path.read_text(),
+            profiles=frozenset(Profile(p) for p in profiles),
+        )
+        return token
+
     def pair(
         self,
         profiles: Iterable[str] = ("P1",),

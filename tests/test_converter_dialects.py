@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -661,13 +661,6 @@ def test_a_megabyte_message_of_noise_is_counted_not_kept() -> None:
 
 
 # --- loopback: real TLS, the CLI, a pty read by dsmr_parser ---------------------------------
-
-
-@pytest.fixture
-async def pty() -> AsyncIterator[PtyPeer]:
-    peer = PtyPeer().attach()
-    yield peer
-    peer.close()
 
 
 def _cli(*args: str) -> Any:

@@ -28,13 +28,6 @@ async def gateway(tmp_path: Path) -> AsyncIterator[TestGateway]:
         yield gw
 
 
-@pytest.fixture
-async def pty() -> AsyncIterator[PtyPeer]:
-    peer = PtyPeer().attach()
-    yield peer
-    peer.close()
-
-
 def paired(gateway: TestGateway, state_dir: Path, **kwargs: object) -> SavedPairing:
     return save_test_pairing(
         state_dir,

@@ -13,10 +13,8 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner, Result
 from converter_support import fast_options, running
 from gateway_fixture import RunningGateway, gateway, gateway_process
@@ -30,13 +28,6 @@ from x1p1.x1.connection import Conn
 __all__ = ["gateway"]
 
 CLI = [sys.executable, "-m", "x1p1.cli"]
-
-
-@pytest.fixture
-async def pty() -> AsyncIterator[PtyPeer]:
-    peer = PtyPeer().attach()
-    yield peer
-    peer.close()
 
 
 async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:

@@ -12,12 +12,12 @@ on, so telegrams reach the P1 line again.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from converter_support import fast_options, running, save_test_pairing
+from converter_support import fast_options, running
 from gateway_fixture import RunningGateway, running_gateway
 from p1_pty import PtyPeer, until
 
@@ -26,7 +26,6 @@ from x1p1.converter.pairing import X1Client
 from x1p1.converter.source_stream import SourceStream
 from x1p1.converter.stream import LegacyP1Stream
 from x1p1.converter.tcp_out import TcpOutput
-from x1p1.x1.profiles import Profile
 from x1p1.x1.source import Source
 
 
@@ -47,23 +46,6 @@ FAILURES = 3
 def gw(tmp_path: Path) -> Iterator[RunningGateway]:
     with running_gateway(tmp_path / "gw") as gateway:
         yield gateway
-
-
-@pytest.fixture
-async def pty() -> AsyncIterator[PtyPeer]:
-    peer = PtyPeer().attach()
-    yield peer
-    peer.close()
-
-
-def paired(gw: RunningGateway, state_dir: Path, profiles: tuple[str, ...]) -> None:
-    save_test_pairing(
-        state_dir,
-        token=gw.pair(profiles),
-        port=gw.port,
-        ca_pem=gw.ca_path.read_text(),
-        profiles=frozenset(Profile(p) for p in profiles),
-    )
 
 
 class Injector:
@@ -108,7 +90,7 @@ async def test_an_injected_exception_never_ends_the_run(
     make = EXCEPTIONS[exception]
     state_dir = tmp_path / "state"
     profiles = ("E-REALTIME", "G-REALTIME") if point == "realtime stream" else ("P1",)
-    paired(gw, state_dir, profiles)
+    gw.save_pairing(state_dir, profiles)
     options = fast_options(state_dir, pty.path)
     injector: Injector
     if point == "legacy-p1 stream":

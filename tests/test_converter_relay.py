@@ -28,13 +28,6 @@ async def gateway(tmp_path: Path) -> AsyncIterator[TestGateway]:
         yield gw
 
 
-@pytest.fixture
-async def pty() -> AsyncIterator[PtyPeer]:
-    peer = PtyPeer().attach()
-    yield peer
-    peer.close()
-
-
 async def pair_cli(gateway: TestGateway, state_dir: Path, *extra: str) -> tuple[int, str]:
     """``x1p1 pair`` in a thread (it blocks) while the gateway keeps serving."""
     args = [

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,23 +149,9 @@ def gw(tmp_path: Path) -> Iterator[RunningGateway]:
         yield gateway
 
 
-@pytest.fixture
-async def pty() -> AsyncIterator[PtyPeer]:
-    peer = PtyPeer().attach()
-    yield peer
-    peer.close()
-
-
 def paired(gw: RunningGateway, state_dir: Path, profiles: tuple[str, ...]) -> tuple[str, str]:
     """A token with these profiles, saved as `x1p1 pair` would; (token, token id)."""
-    token = gw.pair(profiles)
-    save_test_pairing(
-        state_dir,
-        token=token,
-        port=gw.port,
-        ca_pem=gw.ca_path.read_text(),
-        profiles=frozenset(Profile(p) for p in profiles),
-    )
+    token = gw.save_pairing(state_dir, profiles)
     token_id = next(
         t["token_id"] for t in gw.control.tokens() if set(t["profiles"]) == set(profiles)
     )

@@ -24,31 +24,21 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-from converter_support import save_test_pairing
 from gateway_fixture import running_gateway as embedded_gateway
 from p1_pty import PtyPeer, until
 from x1_test_gateway import running_gateway
 
 from x1p1.p1 import TelegramReader, ValidTelegram
-from x1p1.x1.profiles import Profile
 
 CLI = [sys.executable, "-m", "x1p1.cli"]
 LISTENING = re.compile(rb"serving P1 telegrams on TCP 127\.0\.0\.1:(\d+)")
 READERS_PER_PORT = 2
 ENOUGH = 4
 """Telegrams every reader must have before the converter is stopped."""
-
-
-@pytest.fixture
-async def pty() -> AsyncIterator[PtyPeer]:
-    peer = PtyPeer().attach()
-    yield peer
-    peer.close()
 
 
 class Reader:
@@ -186,13 +176,7 @@ async def test_realtime_early_readers_get_every_telegram(tmp_path: Path, pty: Pt
         profiles = ("E-REALTIME", "G-REALTIME")
 
         def pair(state_dir: Path) -> None:
-            save_test_pairing(
-                state_dir,
-                token=gw.pair(profiles),
-                port=gw.port,
-                ca_pem=gw.ca_path.read_text(),
-                profiles=frozenset(Profile(p) for p in profiles),
-            )
+            gw.save_pairing(state_dir, profiles)
 
         args = ["--serial", pty.path, "--tcp", "127.0.0.1:0", "--source", "realtime"]
         readers, relayed = await early_readers(tmp_path, pty, args, 1, pair)

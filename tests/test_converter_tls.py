@@ -50,13 +50,6 @@ async def dialect_gateway(directory: Path, dialect: TLSDialect) -> AsyncIterator
         await gateway.stop()
 
 
-@pytest.fixture
-async def pty() -> AsyncIterator[PtyPeer]:
-    peer = PtyPeer().attach()
-    yield peer
-    peer.close()
-
-
 async def pair(gateway: DialectGateway, state_dir: Path, *extra: str) -> Result:
     """``x1p1 pair`` by address with the vendor's root pinned; it blocks, so in a thread."""
     args = [

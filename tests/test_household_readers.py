@@ -18,31 +18,22 @@ from __future__ import annotations
 import asyncio
 import os
 import tty
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from converter_support import fast_options, running, save_test_pairing
+from converter_support import fast_options, running
 from dsmr_parser import telegram_specifications
 from dsmr_parser.clients.protocol import create_dsmr_reader, create_tcp_dsmr_reader
 from dsmr_parser.clients.telegram_buffer import TelegramBuffer
 from dsmr_parser.parsers import TelegramParser
-from gateway_fixture import RunningGateway, running_gateway
+from gateway_fixture import RunningGateway, gateway  # noqa: F401 (a fixture)
 from p1_pty import PtyPeer, until
 
 from x1p1.converter.config import ListenAddress, OutputConfig
-from x1p1.x1.profiles import Profile
 
 GAS_DEVICE_TYPE = 3
 """``0-n:24.1.0`` of a gas meter (P1 §7.3): how Home Assistant finds the gas meter."""
 PARSER = TelegramParser(telegram_specifications.V5, apply_checksum_validation=True)
-
-
-@pytest.fixture
-def gw(tmp_path: Path) -> Iterator[RunningGateway]:
-    with running_gateway(tmp_path / "gw") as gateway:
-        yield gateway
 
 
 class Cable(PtyPeer):
@@ -93,22 +84,17 @@ def what_home_assistant_shows(telegram: Any) -> dict[str, Any]:
 
 
 async def test_home_assistant_reads_built_telegrams_on_serial_and_network(
-    gw: RunningGateway, tmp_path: Path
+    gateway: RunningGateway,  # noqa: F811 (the fixture of gateway_fixture.py)
+    tmp_path: Path,
 ) -> None:
     state_dir = tmp_path / "state"
-    save_test_pairing(
-        state_dir,
-        token=gw.pair(("E-REALTIME", "G-REALTIME")),
-        port=gw.port,
-        ca_pem=gw.ca_path.read_text(),
-        profiles=frozenset({Profile.E_REALTIME, Profile.G_REALTIME}),
-    )
-    reference = gw.pair(("P1",))
+    gateway.save_pairing(state_dir, ("E-REALTIME", "G-REALTIME"))
+    reference = gateway.pair(("P1",))
     served: dict[Any, Any] = {}
 
     async def collect() -> None:
         """The gateway's own legacy-P1 telegrams, by their time."""
-        async with gw.ws("/api/legacy-p1?interval=1", token=reference) as ws:
+        async with gateway.ws("/api/legacy-p1?interval=1", token=reference) as ws:
             async for message in ws:
                 buffer = TelegramBuffer()
                 buffer.append(message if isinstance(message, str) else message.decode())

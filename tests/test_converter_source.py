@@ -431,3 +431,41 @@ async def test_404_with_a_stale_saved_grant_asks_the_gateway(
         assert converter.sources.active is Source.REALTIME
         assert Profile.E_REALTIME in converter.pairing.profiles  # type: ignore[union-attr]
     assert set(headers(pty)) == {b"/XPP5X1P1-REALTIME"}
+
+
+def test_an_unusable_realtime_message_is_dropped_and_said_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from x1p1.converter.source_stream import BAD_MESSAGE_LOG_EVERY, SourceStream
+    from x1p1.x1.obis import Meter
+    from x1p1.x1.realtime import MeterInfo
+    from x1p1.x1.realtime_builder import RealtimeBuilder
+
+    async def no_meters(target: object) -> tuple[MeterInfo, ...]:
+        return ()
+
+    built: list[bytes] = []
+    stream = SourceStream(
+        lambda: None,
+        lambda raw, now: built.append(raw),
+        sources=SourceMachine(),
+        realtime_path=lambda: "/api/realtime",
+        fetch_meters=no_meters,
+    )
+    stream.connected_source = Source.REALTIME
+    stream._builder = RealtimeBuilder((MeterInfo("E1", Meter.ELECTRICITY, 0),))
+    with caplog.at_level("WARNING", logger="x1p1"):
+        stream.received(b"not json", 100.0)  # the reader's own refusal, said at once
+        stream.received(b"[1]", 101.0)  # within the minute: counted, not said
+
+        def boom(data: bytes) -> bytes | None:
+            raise ZeroDivisionError("a bug")
+
+        stream._builder.receive = boom  # type: ignore[method-assign]
+        stream.received(b"{}", 100.0 + BAD_MESSAGE_LOG_EVERY)  # unforeseen: its type said
+    said = [r.getMessage() for r in caplog.records if "dropped a realtime" in r.getMessage()]
+    assert said == [
+        "dropped a realtime message from the gateway: a realtime message is not JSON",
+        "dropped a realtime message from the gateway: ZeroDivisionError: a bug",
+    ]
+    assert stream.bad_messages == 3 and built == []

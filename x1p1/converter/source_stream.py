@@ -289,11 +289,8 @@ class SourceStream(LegacyP1Stream):
             if message.equipment_id not in gas.equipment_ids:
                 return
             builder.assembler.receive(message)
-        except GatewayError as exc:
-            self._bad_message(printable(str(exc)), now)
-            return
-        except Exception as exc:  # a message this code did not foresee: drop it, say so
-            self._bad_message(f"{type(exc).__name__}: {printable(str(exc))}", now)
+        except Exception as exc:  # GatewayError, or a message this code did not foresee
+            self._bad_message(exc, now)
             return
         stream = self._gas_stream
         if stream is not None:
@@ -318,11 +315,8 @@ class SourceStream(LegacyP1Stream):
         assert builder is not None
         try:
             raw = builder.receive(data)
-        except GatewayError as exc:
-            self._bad_message(printable(str(exc)), now)
-            return
-        except Exception as exc:  # a message this code did not foresee: drop it, say so
-            self._bad_message(f"{type(exc).__name__}: {printable(str(exc))}", now)
+        except Exception as exc:  # GatewayError, or a message this code did not foresee
+            self._bad_message(exc, now)
             return
         if raw is None:
             self._repeated = data
@@ -333,11 +327,16 @@ class SourceStream(LegacyP1Stream):
         self._on_telegram(raw, now)
         self.machine.useful(now)
 
-    def _bad_message(self, why: str, now: float) -> None:
+    def _bad_message(self, error: Exception, now: float) -> None:
+        """Drop a realtime message that could not be used; say why at most once a minute
+        (the type too when it is not the reader's own :class:`GatewayError`)."""
         self.bad_messages += 1
         self.machine.dropped_one("realtime-message")
         if now - self._bad_logged_at >= BAD_MESSAGE_LOG_EVERY:
             self._bad_logged_at = now
+            why = printable(str(error))
+            if not isinstance(error, GatewayError):
+                why = f"{type(error).__name__}: {why}"
             log.warning("dropped a realtime message from the gateway: %s", why)
 
     # -- refusals and closes ---------------------------------------------------------------

@@ -167,7 +167,7 @@ class RealtimeBuilder:
                 if not (fixed and (type(value) is float or type(value) is int)):
                     text = line_text(line, value) or ""
                     value = None
-            if value is not None:
+            if value is not None:  # Line.number with its line around it, inlined: per second
                 scaled = abs(value) * scale  # type: ignore[arg-type]
                 if scaled < INFINITY:  # not NaN, nor beyond a float
                     units = round(scaled) % modulus

@@ -131,8 +131,9 @@ ELECTRICITY_ROWS = tuple(
     for line in _ELECTRICITY
 )
 """The plan unpacked into plain tuples, in P1 order: (six-group code, whether it is written
-as ``Fn(x,y)``, scale, modulus, the whole line's ``%`` template, the :class:`Line`). One
-telegram a second reads every row."""
+as ``Fn(x,y)``, scale, modulus, the whole line's ``%`` template, the :class:`Line`), for
+the one-pass builder (:mod:`x1p1.x1.realtime_builder`), which reads every row each
+second."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -159,22 +160,12 @@ def realtime_telegram(readings: RealtimeReadings, header: str = REALTIME_HEADER)
     checks of :class:`~x1p1.p1.telegram.CosemObject` (hex, digits and TST hold no
     parenthesis or line end); ``header`` is checked."""
     parts = [head(header), _timestamp(readings.timestamp), ")\r\n"]
-    get = readings.electricity.get
-    append = parts.append
-    for code, fixed, scale, modulus, template, line in ELECTRICITY_ROWS:
-        value = get(code)
-        if value is None:
-            continue
-        kind = type(value)
-        if fixed and (kind is float or kind is int):
-            scaled = abs(value) * scale  # type: ignore[arg-type]
-            if scaled < INFINITY:  # not NaN, nor beyond a float
-                units = round(scaled) % modulus
-                append(template % (units if scale == 1 else divmod(units, scale)))
-            continue
-        text = line_text(line, value)
-        if text is not None:
-            append(text)
+    for line in _ELECTRICITY:
+        value = readings.electricity.get(line.code)
+        if value is not None:
+            text = line_text(line, value)
+            if text is not None:
+                parts.append(text)
     parts.append(gas_lines(readings.gas))
     return frame(parts)
 
